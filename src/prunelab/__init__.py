@@ -1,0 +1,3 @@
+"""prunelab: neural-network pruning experiments on PyTorch Lightning and Hydra."""
+
+__version__ = "0.1.0"

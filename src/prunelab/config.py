@@ -1,0 +1,100 @@
+"""Dataclass schemas for the composed config: a mistyped key or value fails at compose time.
+
+Model and data sections stay free-form (each is ``_target_`` + the constructor's arguments, so a
+user's own module needs no schema); everything prunelab itself reads is typed here.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, OmegaConf
+
+
+@dataclass
+class TrainerConf:
+    max_epochs: int = 3
+    accelerator: str = "auto"
+    devices: Any = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    deterministic: bool = False
+    log_every_n_steps: int = 50
+    num_sanity_val_steps: int = 0
+    enable_progress_bar: bool = True
+    limit_train_batches: Any = None
+    limit_val_batches: Any = None
+    limit_test_batches: Any = None
+    fast_dev_run: Any = False
+
+
+@dataclass
+class LoggerConf:
+    csv: bool = True
+    tensorboard: bool = True
+
+
+@dataclass
+class MethodConf:
+    name: str = "l1_unstructured"
+    scope: str | None = None  # "layer" | "global"; null: the method's own default
+    n: float = 2.0  # norm order of ln_structured
+    dim: int = 0  # 0: output filters (Conv2d) / output neurons (Linear)
+    grad_batches: int = 32  # batches of gradient statistics for taylor / fisher
+
+
+@dataclass
+class TargetsConf:
+    types: list[str] = field(default_factory=lambda: ["Conv2d", "Linear"])
+    include: list[str] = field(default_factory=list)  # glob, or "re:<regex>", on parameter names
+    exclude: list[str] = field(default_factory=list)
+    skip_last: bool = True  # leave the final classifier dense
+    parameter: str = "weight"
+
+
+@dataclass
+class PruningConf:
+    schedule: str = "none"
+    amount: float = 0.0  # final target fraction of zeros
+    initial: float | None = None
+    step_size: float | None = None
+    n_steps: int | None = None
+    rate: float | None = None
+    start_epoch: int = 0
+    every: int = 1
+    steps: list[Any] | None = None  # explicit: [[epoch, target], ...]
+    rewind: bool = False  # lottery ticket: reset survivors to their rewind-point values
+    rewind_epoch: int = 0  # 0: initial weights; k: weights after epoch k-1 ends
+    make_permanent: bool = True
+    method: MethodConf = field(default_factory=MethodConf)
+    targets: TargetsConf = field(default_factory=TargetsConf)
+
+
+@dataclass
+class Config:
+    model: Any = MISSING
+    data: Any = MISSING
+    trainer: TrainerConf = field(default_factory=TrainerConf)
+    logger: LoggerConf = field(default_factory=LoggerConf)
+    pruning: PruningConf = field(default_factory=PruningConf)
+    seed: int = 0
+    data_dir: str = "data"
+    ckpt_path: str | None = "last"
+    name: str = "default"
+    threads: int | None = None
+
+
+def _dirname(override_dirname: str) -> str:
+    """A job's folder name from its overrides: stable, one level deep, never empty."""
+    name = re.sub(r"[/\\]", ".", override_dirname) or "defaults"
+    return name[:200]
+
+
+def register() -> None:
+    """Make the schema and the ``prunelab_dirname`` resolver known to Hydra (idempotent)."""
+    ConfigStore.instance().store(name="schema", node=Config)
+    if not OmegaConf.has_resolver("prunelab_dirname"):
+        OmegaConf.register_new_resolver("prunelab_dirname", _dirname)

@@ -1,0 +1,115 @@
+"""One LightningModule for classification around any plain ``nn.Module``.
+
+Keeping the networks plain means a finished run loads into the bare network class (or any copy
+of it) without Lightning, and the pruning callback only ever sees ordinary modules.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+from torchmetrics.classification import Accuracy
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[..., Any]
+
+
+class ClassifierSystem(L.LightningModule):
+    """Trains ``net`` on (inputs, labels) batches; ``task`` is "multiclass" or "binary".
+
+    ``optimizer`` and ``scheduler`` are partials (Hydra ``_partial_: true``). A scheduler that
+    takes ``total_steps`` (one-cycle) gets ``trainer.estimated_stepping_batches`` when the config
+    leaves it out, so the schedule follows ``max_epochs`` and the train-batch limits.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        scheduler_interval: str = "step",
+        task: str = "multiclass",
+        num_classes: int = 10,
+    ) -> None:
+        super().__init__()
+        if task not in ("multiclass", "binary"):
+            raise ValueError(f"task={task!r} is not one of 'multiclass', 'binary'")
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
+        self.net = net
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        metric_kw = {"task": task} if task == "binary" else {"task": task, "num_classes": num_classes}
+        self.train_acc = Accuracy(**metric_kw)
+        self.val_acc = Accuracy(**metric_kw)
+        self.test_acc = Accuracy(**metric_kw)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def loss_and_logits(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        x, y = batch
+        logits = self.net(x)
+        if self.hparams.task == "binary":
+            loss = F.binary_cross_entropy_with_logits(logits, y.float())
+        else:
+            loss = F.cross_entropy(logits, y)
+        return loss, logits, y
+
+    def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+        loss, logits, y = self.loss_and_logits(batch)
+        metric = getattr(self, f"{stage}_acc")
+        metric(logits, y.long() if self.hparams.task == "binary" else y)
+        bs = y.shape[0]
+        self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, batch_size=bs,
+                 prog_bar=stage != "train")
+        self.log(f"{stage}_acc", metric, on_step=False, on_epoch=True, batch_size=bs, prog_bar=True)
+        return loss
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    @torch.no_grad()
+    def evaluate(self, dataloader: Any) -> dict[str, float]:
+        """Accuracy and loss on ``dataloader`` outside Lightning's loops (no logging).
+
+        The pruning callback calls this to measure a step's immediate cost between epochs.
+        """
+        was_training = self.training
+        self.eval()
+        total, correct, loss_sum = 0, 0, 0.0
+        for batch in dataloader:
+            batch = tuple(t.to(self.device) for t in batch)
+            loss, logits, y = self.loss_and_logits(batch)
+            pred = (logits > 0).long() if self.hparams.task == "binary" else logits.argmax(-1)
+            correct += int((pred == y.long()).sum())
+            total += y.shape[0]
+            loss_sum += float(loss) * y.shape[0]
+        self.train(was_training)
+        return {"acc": correct / max(total, 1), "loss": loss_sum / max(total, 1)}
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        kwargs = {}
+        func = getattr(self.scheduler_factory, "func", self.scheduler_factory)
+        given = getattr(self.scheduler_factory, "keywords", {})
+        if "total_steps" in inspect.signature(func).parameters and "total_steps" not in given:
+            kwargs["total_steps"] = int(self.trainer.estimated_stepping_batches)
+        scheduler = self.scheduler_factory(optimizer, **kwargs)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.scheduler_interval},
+        }

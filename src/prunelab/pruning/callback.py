@@ -1,0 +1,364 @@
+"""PruningCallback: prunes any LightningModule between epochs, following a plan of targets.
+
+Why not Lightning's ``ModelPruning``: it keeps no state of its own, so a resumed run loses its
+masks and restarts its schedule, its lottery-ticket weights are taken before a checkpoint is
+restored, and repeated ``amount`` calls compound on the remaining weights. Here every step is
+expressed as a *target* fraction of zeros, the masks, the schedule position, the rewind weights
+and the random state live in the checkpoint, and the callback knows no concrete model.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import prune
+
+from prunelab.errors import CheckpointError, ConfigError
+from prunelab.pruning import methods as M
+from prunelab.pruning.schedules import PruneStep, validate_plan
+from prunelab.pruning.targets import Target, find_targets
+
+
+class PruningCallback(L.Callback):
+    """Prune at the end of the epochs named in ``plan`` to each step's target sparsity.
+
+    Args:
+        plan: ``PruneStep(epoch, target)`` items (see :func:`prunelab.pruning.build_plan`),
+            or plain ``(epoch, target)`` pairs. Step k runs at the end of 0-based epoch
+            ``plan[k].epoch``, after that epoch's validation; later epochs fine-tune.
+        method: a criterion name from ``prunelab.pruning.methods.METHODS``.
+        scope: "layer" or "global"; ``None`` takes the method's default.
+        n, dim: norm order and axis of structured methods.
+        targets: dict of :func:`prunelab.pruning.targets.find_targets` arguments, used when the
+            LightningModule has no ``prunable_parameters()`` method.
+        seed: seeds random criteria; identical on every rank, so masks agree under DDP.
+        grad_batches: gradient statistics for taylor/fisher come from the last this many
+            training batches before each step.
+        rewind: lottery-ticket rewinding: after each step reset surviving weights to their
+            values at ``rewind_epoch`` (0: initialisation; k: after epoch k-1) and clear their
+            optimizer state.
+        make_permanent: fold masks into the weights at the end of fit (``prune.remove``).
+        custom: a ``torch.nn.utils.prune.BasePruningMethod`` to use instead of ``method``.
+    """
+
+    def __init__(
+        self,
+        plan: Sequence[PruneStep | tuple[int, float]],
+        method: str = "l1_unstructured",
+        scope: str | None = None,
+        n: float = 2.0,
+        dim: int = 0,
+        targets: Mapping[str, Any] | None = None,
+        seed: int = 0,
+        grad_batches: int = 32,
+        rewind: bool = False,
+        rewind_epoch: int = 0,
+        make_permanent: bool = True,
+        custom: prune.BasePruningMethod | None = None,
+        verbose: bool = True,
+    ) -> None:
+        super().__init__()
+        self.plan = [s if isinstance(s, PruneStep) else PruneStep(int(s[0]), float(s[1])) for s in plan]
+        validate_plan(self.plan, None)
+        if custom is None and method not in M.METHODS:
+            raise ConfigError(f"unknown pruning method {method!r}; valid: {sorted(M.METHODS)}")
+        self.method = method
+        self.spec = M.METHODS.get(method)
+        self.scope = scope
+        if self.spec is not None and self.spec.structured and scope == "global":
+            raise ConfigError(f"method {method!r} is structured and layer-wise; scope=global is not valid")
+        self.n, self.dim = n, dim
+        self.target_args = dict(targets or {})
+        self.seed = seed
+        self.grad_batches = grad_batches
+        self.rewind = rewind
+        self.rewind_epoch = rewind_epoch
+        if rewind and self.plan and rewind_epoch > self.plan[0].epoch:
+            raise ConfigError(
+                f"pruning.rewind_epoch={rewind_epoch} is after the first pruning step "
+                f"(end of epoch {self.plan[0].epoch}); it must be <= {self.plan[0].epoch}"
+            )
+        self.make_permanent = make_permanent
+        self.custom = custom
+        self.verbose = verbose
+        # state that goes into checkpoints
+        self.steps_done = 0
+        self.history: list[dict[str, Any]] = []
+        self.generator = torch.Generator().manual_seed(seed)
+        self.rewind_state: dict[str, Tensor] | None = None
+        self.mask_digest: dict[str, Tensor] = {}
+        # transient
+        self.targets: list[Target] = []
+        self._stats: dict[str, dict] = {}
+        self._hook_handle: Any = None
+
+    # ------------------------------------------------------------------ setup
+    @property
+    def needs_grads(self) -> bool:
+        return self.spec is not None and self.spec.needs_grads
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if not self.targets:
+            self.targets = self._find_targets(pl_module)
+        if trainer.max_epochs is not None and trainer.max_epochs >= 0:
+            validate_plan(self.plan, trainer.max_epochs)
+        if self._hook_handle is None:
+            # Checkpoints of a pruned model hold <p>_orig and <p>_mask instead of <p>: put the
+            # reparametrisation back before Lightning loads them into a fresh model.
+            self._hook_handle = pl_module.register_load_state_dict_pre_hook(self._reparametrize_hook)
+
+    def _find_targets(self, pl_module: nn.Module) -> list[Target]:
+        declared = getattr(pl_module, "prunable_parameters", None)
+        if callable(declared):
+            named = {id(m): name for name, m in pl_module.named_modules()}
+            return [Target(f"{named[id(m)]}.{p}", m, p) for m, p in declared()]
+        return find_targets(pl_module, **self.target_args)
+
+    def _reparametrize_hook(self, module: nn.Module, state_dict: dict, prefix: str, *args: Any) -> None:
+        for t in self.targets:
+            key = prefix + t.name
+            mask_key = key + "_mask"
+            if mask_key in state_dict and not prune.is_pruned(t.module):
+                _apply_mask(t, state_dict[mask_key].to(_param(t).device))
+            elif key in state_dict and prune.is_pruned(t.module) and mask_key not in state_dict:
+                raise CheckpointError(
+                    f"the checkpoint holds a dense {t.name} but the model is already pruned"
+                )
+
+    # ------------------------------------------------------------------ hooks
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.rewind and self.rewind_epoch == 0 and self.rewind_state is None:
+            self.rewind_state = self._snapshot()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        epoch = trainer.current_epoch
+        if self.rewind and self.rewind_state is None and epoch == self.rewind_epoch:
+            self.rewind_state = self._snapshot()
+        self._stats = {}
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                                 optimizer: torch.optim.Optimizer) -> None:
+        # here gradients are unscaled (AMP) and already averaged over DDP ranks
+        step = self._next_step()
+        if not self.needs_grads or step is None or trainer.current_epoch != step.epoch:
+            return
+        n_batches = trainer.num_training_batches
+        batch_idx = trainer.fit_loop.epoch_loop.batch_progress.current.ready - 1
+        if n_batches != float("inf") and batch_idx < n_batches - self.grad_batches:
+            return
+        for t in self.targets:
+            orig = getattr(t.module, t.parameter + "_orig", None)
+            p = orig if orig is not None else getattr(t.module, t.parameter)
+            if p.grad is None:
+                continue
+            weight = getattr(t.module, t.parameter).detach()
+            self._stats[t.name] = M.accumulate_grad_stats(self._stats.get(t.name), weight, p.grad.detach())
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        step = self._next_step()
+        if step is None or trainer.current_epoch != step.epoch:
+            return
+        if trainer.sanity_checking:
+            return
+        before = _metric(trainer, "val_acc")
+        t0 = time.perf_counter()
+        achieved = self.apply_target(step.target, trainer)
+        seconds = time.perf_counter() - t0
+        if self.rewind:
+            self._rewind(trainer)
+        after = self._evaluate(trainer, pl_module)
+        record = {
+            "step": self.steps_done,
+            "epoch": step.epoch,
+            "target": step.target,
+            "achieved": achieved["global"],
+            "val_acc_before": before,
+            "val_acc_after": after,
+            "seconds": seconds,
+            "layers": achieved["layers"],
+        }
+        self.history.append(record)
+        self.steps_done += 1
+        pl_module.log("sparsity/global", achieved["global"], on_epoch=True, sync_dist=False)
+        for name, value in achieved["layers"].items():
+            pl_module.log(f"sparsity/{name}", value, on_epoch=True, sync_dist=False)
+        if self.verbose and trainer.is_global_zero:
+            after_s = "n/a" if after is None else f"{after:.4f}"
+            before_s = "n/a" if before is None else f"{before:.4f}"
+            print(
+                f"[prunelab] epoch {step.epoch}: pruned to {achieved['global']:.4f} "
+                f"(target {step.target:.4f}) val_acc {before_s} -> {after_s}"
+            )
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.make_permanent:
+            self.remove()
+
+    # ------------------------------------------------------------------ pruning
+    def _next_step(self) -> PruneStep | None:
+        return self.plan[self.steps_done] if self.steps_done < len(self.plan) else None
+
+    def apply_target(self, target: float, trainer: L.Trainer | None = None) -> dict[str, Any]:
+        """Bring every scope to ``target`` zeros (not ``target`` more), and apply the masks."""
+        weights = {t.name: getattr(t.module, t.parameter).detach() for t in self.targets}
+        masks = {t.name: getattr(t.module, t.parameter + "_mask") for t in self.targets
+                 if prune.is_pruned(t.module) and hasattr(t.module, t.parameter + "_mask")}
+        stats = None
+        if self.needs_grads:
+            stats = self._reduced_stats(trainer)
+        new_masks = M.compute_masks(
+            self.method, weights, target, masks=masks or None, stats=stats, scope=self.scope,
+            n=self.n, dim=self.dim, generator=self.generator, custom=self.custom,
+        )
+        for t in self.targets:
+            _apply_mask(t, new_masks[t.name])
+        self._stats = {}
+        self.mask_digest = {t.name: new_masks[t.name].bool().cpu() for t in self.targets}
+        return self.sparsity()
+
+    def _reduced_stats(self, trainer: L.Trainer | None) -> dict[str, dict]:
+        missing = [t.name for t in self.targets if t.name not in self._stats]
+        if missing:
+            raise RuntimeError(
+                f"method {self.method!r} needs gradient statistics but none were gathered for "
+                f"{missing}: the pruning epoch ran no backward pass"
+            )
+        if trainer is None or trainer.world_size == 1:
+            return self._stats
+        out = {}
+        for name, st in self._stats.items():
+            out[name] = {k: trainer.strategy.reduce(v, reduce_op="mean") if isinstance(v, Tensor) else v
+                         for k, v in st.items()}
+        return out
+
+    def sparsity(self) -> dict[str, Any]:
+        layers, zeros, total = {}, 0, 0
+        for t in self.targets:
+            w = getattr(t.module, t.parameter)
+            z = int((w == 0).sum())
+            layers[t.name] = z / w.numel()
+            zeros += z
+            total += w.numel()
+        return {"global": zeros / max(total, 1), "layers": layers}
+
+    def _snapshot(self) -> dict[str, Tensor]:
+        return {t.name: _param(t).detach().clone() for t in self.targets}
+
+    def _rewind(self, trainer: L.Trainer) -> None:
+        if self.rewind_state is None:
+            raise RuntimeError("lottery rewinding has no saved weights to rewind to")
+        optimizers = trainer.optimizers if trainer is not None else []
+        with torch.no_grad():
+            for t in self.targets:
+                p = _param(t)
+                p.copy_(self.rewind_state[t.name].to(p.device))
+                setattr(t.module, t.parameter, p * getattr(t.module, t.parameter + "_mask"))
+                for opt in optimizers:
+                    if p in opt.state:
+                        opt.state[p] = {}
+
+    def _evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> float | None:
+        evaluate = getattr(pl_module, "evaluate", None)
+        loaders = trainer.val_dataloaders
+        if not callable(evaluate) or loaders is None:
+            return None
+        limit = trainer.limit_val_batches
+        loader = loaders[0] if isinstance(loaders, list | tuple) else loaders
+        if isinstance(limit, int) and limit > 0:
+            loader = _take(loader, limit)
+        return float(evaluate(loader)["acc"])
+
+    def remove(self) -> None:
+        """Fold the masks into the weights: plain parameters with exact zeros remain."""
+        for t in self.targets:
+            if prune.is_pruned(t.module) and hasattr(t.module, t.parameter + "_orig"):
+                slot = list(t.module._parameters).index(t.parameter + "_orig")
+                prune.remove(t.module, t.parameter)
+                _move_param(t.module, t.parameter, slot)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "plan": [(s.epoch, s.target) for s in self.plan],
+            "method": self.method,
+            "targets": [t.name for t in self.targets],
+            "steps_done": self.steps_done,
+            "history": self.history,
+            "generator": self.generator.get_state(),
+            "rewind_state": self.rewind_state,
+            "masks": self.mask_digest,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        plan = [(s.epoch, s.target) for s in self.plan]
+        saved_plan = [tuple(p) for p in state_dict.get("plan", [])]
+        if saved_plan != [tuple(p) for p in plan] or state_dict.get("method") != self.method:
+            raise CheckpointError(
+                f"checkpoint was made with pruning method {state_dict.get('method')!r} and plan "
+                f"{saved_plan}, this run has {self.method!r} and {plan}"
+            )
+        names = [t.name for t in self.targets]
+        if self.targets and state_dict.get("targets") != names:
+            raise CheckpointError(
+                f"checkpoint prunes {state_dict.get('targets')}, this run prunes {names}"
+            )
+        self.steps_done = int(state_dict["steps_done"])
+        self.history = list(state_dict["history"])
+        self.generator.set_state(state_dict["generator"])
+        self.rewind_state = state_dict.get("rewind_state")
+        self.mask_digest = dict(state_dict.get("masks") or {})
+        for t in self.targets:
+            saved = self.mask_digest.get(t.name)
+            if saved is None:
+                continue
+            mask = getattr(t.module, t.parameter + "_mask", None)
+            if mask is None or not torch.equal(mask.bool().cpu(), saved):
+                raise CheckpointError(f"checkpoint's mask of {t.name} does not match its weights")
+
+
+def _param(t: Target) -> nn.Parameter:
+    orig = getattr(t.module, t.parameter + "_orig", None)
+    return orig if orig is not None else getattr(t.module, t.parameter)
+
+
+def _apply_mask(t: Target, mask: Tensor) -> None:
+    """Install or update ``mask`` on ``t`` without torch's compounding of repeated calls."""
+    module, name = t.module, t.parameter
+    if prune.is_pruned(module) and hasattr(module, name + "_mask"):
+        buf = getattr(module, name + "_mask")
+        buf.copy_(mask.to(buf.dtype))
+        with torch.no_grad():
+            setattr(module, name, getattr(module, name + "_orig") * buf)
+        return
+    slot = list(module._parameters).index(name)
+    prune.custom_from_mask(module, name, mask)
+    # torch re-registers the tensor as <name>_orig at the end of the module's parameters; put
+    # it back in <name>'s slot so optimizer state (kept by position) lines up after a resume.
+    _move_param(module, name + "_orig", slot)
+
+
+def _move_param(module: nn.Module, key: str, index: int) -> None:
+    params = module._parameters
+    items = [(k, v) for k, v in params.items() if k != key]
+    items.insert(index, (key, params[key]))
+    params.clear()
+    params.update(items)
+
+
+def _metric(trainer: L.Trainer, key: str) -> float | None:
+    value = trainer.callback_metrics.get(key)
+    return None if value is None else float(value)
+
+
+def _take(loader: Any, n: int) -> list:
+    out = []
+    for i, batch in enumerate(loader):
+        if i >= n:
+            break
+        out.append(batch)
+    return out

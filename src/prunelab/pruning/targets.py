@@ -1,0 +1,99 @@
+"""Which parameters a pruning run touches, found from module types and name patterns.
+
+The callback never knows a concrete model: it asks for ``(module, parameter)`` pairs here. A
+LightningModule may also declare them itself with a ``prunable_parameters()`` method returning
+``[(module, "weight"), ...]`` (as OpenLTH models do).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from torch import nn
+
+from prunelab.errors import ConfigError
+
+PRUNABLE_TYPES: dict[str, type[nn.Module]] = {
+    "Conv1d": nn.Conv1d,
+    "Conv2d": nn.Conv2d,
+    "Conv3d": nn.Conv3d,
+    "Linear": nn.Linear,
+    "Embedding": nn.Embedding,
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    """One prunable tensor: ``module.<parameter>``, known to users as ``name`` (``net.fc1.weight``)."""
+
+    name: str
+    module: nn.Module
+    parameter: str
+
+
+def _matches(name: str, pattern: str) -> bool:
+    if pattern.startswith("re:"):
+        return re.search(pattern[3:], name) is not None
+    return fnmatch.fnmatchcase(name, pattern)
+
+
+def find_targets(
+    model: nn.Module,
+    types: Sequence[str] = ("Conv2d", "Linear"),
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    skip_last: bool = True,
+    parameter: str = "weight",
+) -> list[Target]:
+    """The tensors to prune, in module order.
+
+    ``skip_last`` leaves the final Conv/Linear layer (the classifier) dense, as pruning it costs
+    accuracy for few weights. ``include``/``exclude`` are globs (or ``re:`` regexes) on the full
+    parameter name; an ``include`` pattern that matches nothing is an error, not a silent no-op.
+    """
+    unknown = [t for t in types if t not in PRUNABLE_TYPES]
+    if unknown:
+        raise ConfigError(
+            f"pruning.targets.types has unknown module type(s) {unknown}; "
+            f"valid: {sorted(PRUNABLE_TYPES)}"
+        )
+    classes = tuple(PRUNABLE_TYPES[t] for t in types)
+    found = []
+    for mod_name, module in model.named_modules():
+        if isinstance(module, classes) and _has_param(module, parameter):
+            found.append(Target(f"{mod_name}.{parameter}" if mod_name else parameter, module, parameter))
+    if skip_last and found and not include:
+        layers = [t for t in found if not isinstance(t.module, nn.Embedding)]
+        if layers:
+            found.remove(layers[-1])
+    for pattern in include:
+        if not any(_matches(t.name, pattern) for t in found):
+            raise ConfigError(
+                f"pruning.targets.include pattern {pattern!r} matches no parameter; "
+                f"candidates: {[t.name for t in found]}"
+            )
+    if include:
+        found = [t for t in found if any(_matches(t.name, p) for p in include)]
+    for pattern in exclude:
+        if not any(_matches(t.name, pattern) for t in found):
+            raise ConfigError(
+                f"pruning.targets.exclude pattern {pattern!r} matches no parameter; "
+                f"candidates: {[t.name for t in found]}"
+            )
+        found = [t for t in found if not _matches(t.name, pattern)]
+    if not found:
+        raise ConfigError(
+            f"no parameter to prune: types={list(types)}, include={list(include)}, "
+            f"exclude={list(exclude)} select nothing in {type(model).__name__}"
+        )
+    return found
+
+
+def _has_param(module: nn.Module, parameter: str) -> bool:
+    # a module already pruned by torch keeps its tensor as <parameter>_orig
+    return isinstance(getattr(module, parameter, None), nn.Parameter) or hasattr(
+        module, parameter + "_orig"
+    )

@@ -1,0 +1,311 @@
+"""One run: config → objects → fit → test → results.json. Nothing here reads Hydra's globals."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+import prunelab
+from prunelab.errors import CheckpointError, ConfigError
+from prunelab.pruning import methods as M
+from prunelab.pruning.callback import PruningCallback
+from prunelab.pruning.metrics import summarize
+from prunelab.pruning.schedules import build_plan, validate_plan
+
+RESULTS = "results.json"
+FAILED = "failed.json"
+# config keys that do not change a run's numbers: a checkpoint may differ in these
+NON_RESULT_KEYS = ("data_dir", "ckpt_path", "name", "threads", "logger")
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Reject bad input before any data or model is touched, with one actionable line."""
+    model, data = cfg.model.get("name", "?"), cfg.data.get("name", "?")
+    compatible = list(cfg.model.get("datasets") or [])
+    if compatible and data not in compatible:
+        pairs = "cnn+mnist, text+imdb"
+        raise ConfigError(
+            f"model={model} cannot train on data={data}: valid pairs are {pairs} "
+            f"(model={model} takes data={'/'.join(compatible)})"
+        )
+    p = cfg.pruning
+    if p.schedule != "none":
+        if p.method.name not in M.METHODS:
+            raise ConfigError(f"unknown pruning method {p.method.name!r}; valid: {sorted(M.METHODS)}")
+        if not 0.0 <= p.amount < 1.0:
+            raise ConfigError(f"pruning.amount={p.amount} is outside [0, 1): it is the target fraction of zeros")
+        validate_plan(make_plan(cfg), cfg.trainer.max_epochs)
+
+
+def make_plan(cfg: DictConfig) -> list:
+    p = cfg.pruning
+    kind = "geometric" if p.schedule == "lottery" and p.rate is not None else p.schedule
+    steps = OmegaConf.to_container(p.steps) if p.steps is not None else None
+    return build_plan(
+        kind, amount=p.amount, start_epoch=p.start_epoch, every=p.every, initial=p.initial,
+        step_size=p.step_size, n_steps=p.n_steps, rate=p.rate, steps=steps,
+    )
+
+
+def make_callback(cfg: DictConfig) -> PruningCallback | None:
+    p = cfg.pruning
+    if p.schedule == "none":
+        return None
+    return PruningCallback(
+        plan=make_plan(cfg),
+        method=p.method.name,
+        scope=p.method.scope,
+        n=p.method.n,
+        dim=p.method.dim,
+        targets=OmegaConf.to_container(p.targets),
+        seed=cfg.seed,
+        grad_batches=p.method.grad_batches,
+        rewind=p.rewind or p.schedule == "lottery",
+        rewind_epoch=p.rewind_epoch,
+        make_permanent=p.make_permanent,
+    )
+
+
+def instantiate_model(cfg: DictConfig) -> L.LightningModule:
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    for meta in ("name", "datasets"):
+        model_cfg.pop(meta, None)
+    return instantiate(model_cfg)
+
+
+def instantiate_data(cfg: DictConfig) -> L.LightningDataModule:
+    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+    data_cfg.pop("name", None)
+    return instantiate(data_cfg)
+
+
+def result_config(cfg: DictConfig) -> dict[str, Any]:
+    """The part of the config that determines a run's numbers (compared on resume)."""
+    c = OmegaConf.to_container(cfg, resolve=True)
+    for key in NON_RESULT_KEYS:
+        c.pop(key, None)
+    c.get("trainer", {}).pop("enable_progress_bar", None)
+    c.get("data", {}).pop("data_dir", None)
+    c.get("data", {}).pop("cache_dir", None)
+    return c
+
+
+class RunState(L.Callback):
+    """Epoch wall times and the run's config, kept in every checkpoint.
+
+    The config lets a resume refuse a checkpoint made by a different model or pruning setup.
+    """
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+        self.epoch_seconds: list[float] = []
+        self._t0 = 0.0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._t0 = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.epoch_seconds.append(time.perf_counter() - self._t0)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"config": self.config, "epoch_seconds": self.epoch_seconds}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.epoch_seconds = list(state_dict.get("epoch_seconds", []))
+
+
+def resolve_ckpt(ckpt_path: str | None, run_dir: Path, config: dict[str, Any]) -> str | None:
+    """``last`` → the run dir's last.ckpt if any; a path must exist, load, and match the run."""
+    if ckpt_path in (None, "", "null", "none"):
+        return None
+    if ckpt_path == "last":
+        path = run_dir / "checkpoints" / "last.ckpt"
+        if not path.exists():
+            return None
+    else:
+        path = Path(ckpt_path)
+        if not path.exists():
+            raise CheckpointError(f"ckpt_path={ckpt_path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        saved = ckpt["callbacks"]
+    except Exception as err:  # truncated zip, pickle error, missing keys …
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or not a prunelab checkpoint ({type(err).__name__}: "
+            f"{str(err).splitlines()[0][:120]}); move it away to start fresh, or pass ckpt_path=null"
+        ) from None
+    state = next((v for k, v in saved.items() if k.startswith("RunState")), None)
+    if state is None:
+        raise CheckpointError(f"checkpoint {path} was not written by prunelab (no run state)")
+    diff = _diff(state["config"], config)
+    if diff:
+        raise CheckpointError(
+            f"checkpoint {path} belongs to a different run: {'; '.join(diff[:4])}; "
+            "use another run directory or pass ckpt_path=null"
+        )
+    return str(path)
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += _diff(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [f"{prefix[:-1]}={a!r} in the checkpoint, {b!r} now"]
+
+
+def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    """Write via a temp file and rename, so a crash never leaves a half-written file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(payload, f, indent=2, default=float)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def versions() -> dict[str, str]:
+    return {
+        "prunelab": prunelab.__version__,
+        "torch": torch.__version__,
+        "lightning": L.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def make_loggers(cfg: DictConfig, run_dir: Path) -> list:
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    loggers = []
+    if cfg.logger.csv:
+        loggers.append(CSVLogger(save_dir=str(run_dir), name="", version=""))
+    if cfg.logger.tensorboard:
+        loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="", version="tb",
+                                         default_hp_metric=False))
+    return loggers
+
+
+def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Train, prune, test and write ``results.json`` in ``run_dir``; return the results.
+
+    A run whose results.json exists is not repeated: its results are returned as they are.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    results_path = run_dir / RESULTS
+    if results_path.exists():
+        print(f"[prunelab] done already: {results_path} (delete it to run again)")
+        return json.loads(results_path.read_text())
+    check_config(cfg)
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    config = result_config(cfg)
+    ckpt = resolve_ckpt(cfg.ckpt_path, run_dir, config)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    datamodule = instantiate_data(cfg)
+    model = instantiate_model(cfg)
+    pruner = make_callback(cfg)
+    state = RunState(config)
+    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0,
+                                 every_n_epochs=1, save_on_train_epoch_end=True)
+    callbacks = [state, checkpoint] + ([pruner] if pruner is not None else [])
+    trainer = L.Trainer(**OmegaConf.to_container(cfg.trainer), callbacks=callbacks,
+                        logger=make_loggers(cfg, run_dir) or False, default_root_dir=str(run_dir))
+
+    t0 = time.perf_counter()
+    if ckpt:
+        print(f"[prunelab] resuming from {ckpt}")
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt)
+    except RuntimeError as err:
+        if ckpt and "state_dict" in str(err):
+            raise CheckpointError(
+                f"checkpoint {ckpt} does not fit this model ({str(err).splitlines()[0][:160]})"
+            ) from None
+        raise
+    fit_seconds = time.perf_counter() - t0
+    val_acc = trainer.callback_metrics.get("val_acc")
+    test = trainer.test(model, datamodule=datamodule, verbose=False)[0] if _has_test(trainer) else {}
+
+    if trainer.is_global_zero:
+        torch.save(model.net.state_dict() if hasattr(model, "net") else model.state_dict(),
+                   run_dir / "final_model.pt")
+    example = _example_input(datamodule, model)
+    pruned = [t.name for t in pruner.targets] if pruner is not None else None
+    results: dict[str, Any] = {
+        "status": "ok",
+        "model": cfg.model.name,
+        "data": cfg.data.name,
+        "schedule": cfg.pruning.schedule,
+        "method": cfg.pruning.method.name if cfg.pruning.schedule != "none" else "dense",
+        "amount": float(cfg.pruning.amount) if cfg.pruning.schedule != "none" else 0.0,
+        "seed": int(cfg.seed),
+        "test_acc": _f(test.get("test_acc")),
+        "test_loss": _f(test.get("test_loss")),
+        "val_acc": _f(val_acc),
+        **summarize(model, example, pruned),
+        "fit_seconds": fit_seconds,
+        "epoch_seconds": state.epoch_seconds,
+        "epochs": trainer.current_epoch,
+        "pruning_history": pruner.history if pruner is not None else [],
+        "overrides": list(overrides or []),
+        "versions": versions(),
+    }
+    if trainer.is_global_zero:
+        write_json_atomic(results_path, results)
+    return results
+
+
+def _has_test(trainer: L.Trainer) -> bool:
+    return trainer.limit_test_batches != 0
+
+
+def _f(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _example_input(datamodule: L.LightningDataModule, model: L.LightningModule) -> torch.Tensor | None:
+    try:
+        batch = next(iter(datamodule.val_dataloader()))
+    except Exception:
+        return None
+    x = batch[0][:1].to(model.device)
+    return x
+
+
+def run_or_record_failure(cfg: DictConfig, run_dir: str | Path, overrides: list[str],
+                          multirun: bool) -> dict[str, Any] | None:
+    """``run`` for the entry point: a bad-input error becomes one line and a failed.json."""
+    from prunelab.errors import PrunelabError
+
+    try:
+        result = run(cfg, run_dir, overrides)
+        failed = Path(run_dir) / FAILED
+        if failed.exists():
+            failed.unlink()
+        return result
+    except Exception as err:
+        # in a sweep one bad job must not stop the others; the report lists it as failed
+        if not multirun and not isinstance(err, PrunelabError):
+            raise
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        write_json_atomic(Path(run_dir) / FAILED, {
+            "status": "failed", "error": str(err).splitlines()[0] if str(err) else repr(err),
+            "error_type": type(err).__name__, "overrides": list(overrides),
+        })
+        if not multirun:
+            raise
+        print(f"[prunelab] job failed: {type(err).__name__}: {err}")
+        return None

@@ -1,0 +1,185 @@
+"""PruningCallback on LightningModules defined only here: exact targets, zeros that stay zero,
+lottery rewinding, permanent masks, and state that round-trips."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.nn.utils import prune
+from torch.utils.data import DataLoader, TensorDataset
+
+from prunelab.pruning import PruningCallback, build_plan
+
+
+class TinyNet(L.LightningModule):
+    """A user's own module: the callback must not need to know anything about it."""
+
+    def __init__(self, weight_decay: float = 0.01) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 32), nn.ReLU(),
+            nn.Linear(32, 3),
+        )
+        self.weight_decay = weight_decay
+
+    def forward(self, x):
+        return self.body(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return F.cross_entropy(self(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9, weight_decay=self.weight_decay)
+
+
+def loader(n: int = 64, seed: int = 0) -> DataLoader:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 1, 8, 8, generator=g)
+    y = (x.mean(dim=(1, 2, 3)) > 0).long() + (x[:, 0, 0, 0] > 1).long()
+    return DataLoader(TensorDataset(x, y), batch_size=16)
+
+
+def fit(model, callbacks, max_epochs):
+    trainer = L.Trainer(max_epochs=max_epochs, accelerator="cpu", logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=callbacks)
+    trainer.fit(model, loader())
+    return trainer
+
+
+class StopAfter(L.Callback):
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch:
+            trainer.should_stop = True
+
+
+def targeted(model):
+    return {"body.0.weight": model.body[0], "body.3.weight": model.body[3]}
+
+
+class ZeroWatcher(L.Callback):
+    """Records, after every optimizer step, whether every masked weight is still exactly zero."""
+
+    def __init__(self):
+        self.violations = 0
+        self.checked = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        for m in targeted(pl_module).values():
+            if hasattr(m, "weight_mask"):
+                # the effective weight that the next forward will use
+                w = m.weight_orig * m.weight_mask
+                self.violations += int((w[m.weight_mask == 0] != 0).sum())
+                self.checked += 1
+
+
+@pytest.mark.parametrize("method", ["l1_unstructured", "random_unstructured"])
+def test_iterative_10_to_50_ends_at_exactly_50_percent(method):
+    torch.manual_seed(0)
+    model = TinyNet()
+    plan = build_plan("iterative", amount=0.5, initial=0.1, step_size=0.05)
+    assert len(plan) == 9
+    cb = PruningCallback(plan, method=method, make_permanent=False)
+    fit(model, [cb], max_epochs=10)
+    for name, m in targeted(model).items():
+        n = m.weight.numel()
+        assert int((m.weight == 0).sum()) == round(0.5 * n), name
+    # torch's own repeated calls would have compounded: 1 - 0.9*0.85*...; the history proves not
+    assert [round(h["target"], 10) for h in cb.history] == [round(0.1 + 0.05 * k, 10) for k in range(9)]
+    assert all(abs(h["achieved"] - h["target"]) < 0.01 for h in cb.history)
+    # the final classifier stays dense by default
+    assert (model.body[5].weight != 0).all()
+
+
+def test_masked_weights_stay_zero_through_momentum_and_weight_decay():
+    torch.manual_seed(1)
+    model = TinyNet(weight_decay=0.1)
+    watcher = ZeroWatcher()
+    cb = PruningCallback([(0, 0.6)], method="l1_unstructured", make_permanent=False)
+    fit(model, [cb, watcher], max_epochs=4)
+    assert watcher.checked > 0 and watcher.violations == 0
+    for m in targeted(model).values():
+        # weight_orig drifts under momentum/decay, the effective weight does not
+        assert (m.weight[m.weight_mask == 0] == 0).all()
+
+
+def test_make_permanent_leaves_plain_weights_with_zeros():
+    torch.manual_seed(2)
+    model = TinyNet()
+    cb = PruningCallback([(0, 0.3), (1, 0.7)], method="l1_unstructured")
+    fit(model, [cb], max_epochs=3)
+    for m in targeted(model).values():
+        assert not prune.is_pruned(m) and not hasattr(m, "weight_orig")
+        assert isinstance(m.weight, nn.Parameter)
+        assert int((m.weight == 0).sum()) == round(0.7 * m.weight.numel())
+    plain = TinyNet()
+    plain.load_state_dict(model.state_dict())  # loads into a model that never saw pruning
+    assert torch.equal(plain.body[0].weight, model.body[0].weight)
+
+
+def test_lottery_rewinding_restores_initial_values_of_survivors():
+    torch.manual_seed(3)
+    model = TinyNet()
+    initial = {k: m.weight.detach().clone() for k, m in targeted(model).items()}
+    cb = PruningCallback([(1, 0.5)], method="l1_unstructured", rewind=True, rewind_epoch=0,
+                         make_permanent=False)
+    fit(model, [cb], max_epochs=2)  # the step ends the last epoch: nothing trains after it
+    for k, m in targeted(model).items():
+        keep = m.weight_mask.bool()
+        assert torch.equal(m.weight_orig[keep], initial[k][keep])
+        assert (m.weight[~keep] == 0).all()
+        assert int((~keep).sum()) == round(0.5 * keep.numel())
+
+
+def test_global_scope_prunes_layers_unevenly_but_hits_the_total():
+    torch.manual_seed(4)
+    model = TinyNet()
+    cb = PruningCallback([(0, 0.8)], method="global_magnitude", make_permanent=False)
+    fit(model, [cb], max_epochs=1)
+    zeros = sum(int((m.weight == 0).sum()) for m in targeted(model).values())
+    total = sum(m.weight.numel() for m in targeted(model).values())
+    assert zeros == round(0.8 * total)
+
+
+def test_structured_zeroes_whole_filters():
+    torch.manual_seed(5)
+    model = TinyNet()
+    cb = PruningCallback([(0, 0.5)], method="ln_structured", make_permanent=False)
+    fit(model, [cb], max_epochs=1)
+    conv = model.body[0].weight
+    dead = (conv.flatten(1) == 0).all(dim=1)
+    assert int(dead.sum()) == 4
+    assert (conv.flatten(1)[~dead] != 0).any(dim=1).all()
+
+
+@pytest.mark.parametrize("method", ["taylor", "fisher"])
+def test_gradient_criteria_reach_target(method):
+    torch.manual_seed(6)
+    model = TinyNet()
+    cb = PruningCallback([(1, 0.5)], method=method, grad_batches=2, make_permanent=False)
+    fit(model, [cb], max_epochs=2)
+    zeros = sum(int((m.weight == 0).sum()) for m in targeted(model).values())
+    total = sum(m.weight.numel() for m in targeted(model).values())
+    assert zeros == round(0.5 * total)
+
+
+def test_state_dict_round_trip_restores_schedule_and_generator():
+    torch.manual_seed(7)
+    model = TinyNet()
+    cb = PruningCallback([(0, 0.2), (1, 0.4), (2, 0.6)], method="random_unstructured",
+                         make_permanent=False)
+    fit(model, [cb, StopAfter(1)], max_epochs=4)
+    state = cb.state_dict()
+    assert state["steps_done"] == 2 and len(state["history"]) == 2
+    other = PruningCallback([(0, 0.2), (1, 0.4), (2, 0.6)], method="random_unstructured")
+    other.targets = cb.targets
+    other.load_state_dict(state)
+    assert other.steps_done == 2
+    assert torch.equal(other.generator.get_state(), cb.generator.get_state())

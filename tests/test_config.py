@@ -1,0 +1,94 @@
+"""Every option of every config group composes, validates and instantiates."""
+
+from __future__ import annotations
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from prunelab.errors import ConfigError
+from prunelab.run import check_config, instantiate_data, instantiate_model, make_callback
+from conftest import CONF
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("model", _options("model"))
+def test_model_picks_its_own_data(make_cfg, model):
+    cfg = make_cfg(f"model={model}")
+    assert cfg.data.name in cfg.model.datasets
+    check_config(cfg)
+    dm = instantiate_data(cfg)
+    net = instantiate_model(cfg)
+    assert type(dm).__name__.lower().startswith(cfg.data.name)
+    assert sum(p.numel() for p in net.parameters()) > 0
+
+
+@pytest.mark.parametrize("data", ["mnist", "imdb"])
+def test_data_options_instantiate(make_cfg, data):
+    model = {"mnist": "cnn", "imdb": "text"}[data]
+    cfg = make_cfg(f"model={model}", f"data={data}")
+    check_config(cfg)
+    instantiate_data(cfg)
+
+
+@pytest.mark.parametrize("schedule", _options("pruning"))
+@pytest.mark.parametrize("method", _options("pruning/method"))
+def test_every_schedule_and_method_compose(make_cfg, schedule, method):
+    cfg = make_cfg(f"pruning={schedule}", f"pruning/method={method}")
+    check_config(cfg)
+    callback = make_callback(cfg)
+    assert (callback is None) == (schedule == "none")
+    if callback is not None:
+        assert callback.plan[-1].epoch < cfg.trainer.max_epochs
+        assert callback.plan[-1].target == pytest.approx(cfg.pruning.amount)
+
+
+@pytest.mark.parametrize("group", ["trainer", "logger"])
+def test_trainer_and_logger_options(make_cfg, group):
+    for option in _options(group):
+        cfg = make_cfg(f"{group}={option}")
+        OmegaConf.to_container(cfg[group], resolve=True)
+
+
+@pytest.mark.parametrize("experiment", _options("experiment"))
+def test_experiments_compose(make_cfg, experiment):
+    cfg = make_cfg(f"experiment={experiment}")
+    check_config(cfg)
+    instantiate_model(cfg)
+
+
+def test_incompatible_pair_is_one_clear_line(make_cfg):
+    cfg = make_cfg("model=text", "data=mnist")
+    with pytest.raises(ConfigError) as err:
+        check_config(cfg)
+    msg = str(err.value)
+    assert "model=text" in msg and "data=mnist" in msg and "cnn+mnist" in msg
+    assert "\n" not in msg
+
+
+@pytest.mark.parametrize("override", ["pruning.amount=abc", "pruning.amout=0.5", "seed=x"])
+def test_schema_rejects_bad_overrides_at_compose_time(make_cfg, override):
+    with pytest.raises(ConfigCompositionException):
+        make_cfg(override)
+
+
+@pytest.mark.parametrize("amount", ["1.0", "-0.1", "1.5"])
+def test_amount_outside_unit_interval(make_cfg, amount):
+    cfg = make_cfg("pruning=one_shot", f"pruning.amount={amount}")
+    with pytest.raises(ConfigError, match=f"pruning.amount={float(amount)}"):
+        check_config(cfg)
+
+
+def test_schedule_longer_than_training(make_cfg):
+    cfg = make_cfg("pruning=iterative", "trainer.max_epochs=4")
+    with pytest.raises(ConfigError, match="max_epochs"):
+        check_config(cfg)
+
+
+def test_non_monotonic_explicit_schedule(make_cfg):
+    cfg = make_cfg("pruning=explicit", "pruning.steps=[[0,0.5],[1,0.3]]", "pruning.amount=0.3")
+    with pytest.raises(ConfigError):
+        check_config(cfg)
