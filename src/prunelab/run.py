@@ -13,6 +13,7 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
 import prunelab
@@ -100,6 +101,17 @@ def result_config(cfg: DictConfig) -> dict[str, Any]:
     return c
 
 
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write checkpoints to a temp file and rename, so a kill mid-save keeps the previous one."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        super().save_checkpoint(checkpoint, tmp, storage_options)
+        os.replace(tmp, path)
+
+
 class RunState(L.Callback):
     """Epoch wall times and the run's config, kept in every checkpoint.
 
@@ -147,7 +159,9 @@ def resolve_ckpt(ckpt_path: str | None, run_dir: Path, config: dict[str, Any]) -
     state = next((v for k, v in saved.items() if k.startswith("RunState")), None)
     if state is None:
         raise CheckpointError(f"checkpoint {path} was not written by prunelab (no run state)")
-    diff = _diff(state["config"], config)
+    # the model's and data's names first: they say the most about a mismatch
+    diff = sorted(_diff(state["config"], config),
+                  key=lambda d: (not d.split("=")[0].endswith(".name"), d))
     if diff:
         raise CheckpointError(
             f"checkpoint {path} belongs to a different run: {'; '.join(diff[:4])}; "
@@ -215,14 +229,19 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = instantiate_data(cfg)
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        datamodule.prepare_data()  # missing data fails here, before any Lightning output
     model = instantiate_model(cfg)
     pruner = make_callback(cfg)
     state = RunState(config)
-    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0,
-                                 every_n_epochs=1, save_on_train_epoch_end=True)
+    # checkpoints/last.ckpt, rewritten (atomically) at the end of every epoch, after pruning
+    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1,
+                                 every_n_epochs=1, save_on_train_epoch_end=True,
+                                 enable_version_counter=False)
     callbacks = [state, checkpoint] + ([pruner] if pruner is not None else [])
     trainer = L.Trainer(**OmegaConf.to_container(cfg.trainer), callbacks=callbacks,
-                        logger=make_loggers(cfg, run_dir) or False, default_root_dir=str(run_dir))
+                        logger=make_loggers(cfg, run_dir) or False, default_root_dir=str(run_dir),
+                        plugins=[AtomicCheckpointIO()])
 
     t0 = time.perf_counter()
     if ckpt:

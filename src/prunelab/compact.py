@@ -1,0 +1,179 @@
+"""``python -m prunelab.compact <run dir>``: shrink a structured-pruned run's network for real.
+
+Reads ``<run dir>/final_model.pt`` (the plain network's state dict; masks, if any, are folded)
+and ``<run dir>/.hydra/config.yaml`` (the network is built from its ``model.net`` node),
+removes the zeroed output filters/neurons (:func:`prunelab.pruning.compact.compact`), writes
+``<run dir>/compact_model.pt2`` (``torch.export``: loads with
+``torch.export.load(path).module()``, no prunelab needed), prints parameters, MACs and measured
+latency before and after, and adds ``params_compact``, ``macs_compact``, ``latency_ms`` (and
+``speedup_compact``, ``latency_threads``, ``compact_layers``) to the run's ``results.json``.
+
+A bad run directory is one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from prunelab.errors import CheckpointError, PrunelabError
+
+COMPACT_FILE = "compact_model.pt2"
+
+
+class RunDirError(PrunelabError):
+    """The path is not a finished prunelab run directory."""
+
+
+def _fold_state(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    out = {}
+    for key, value in state.items():
+        if key.endswith("_mask"):
+            continue
+        if key.endswith("_orig"):
+            base = key[: -len("_orig")]
+            value = value * state[base + "_mask"]
+            key = base
+        out[key] = value
+    return out
+
+
+def load_run(run_dir: Path) -> tuple[nn.Module, Any]:
+    """The run's plain network with its final weights, and the run's composed config."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from prunelab.config import register
+
+    if not run_dir.is_dir():
+        raise RunDirError(f"{run_dir} is not a directory: give a prunelab run directory")
+    cfg_path = run_dir / ".hydra" / "config.yaml"
+    weights = run_dir / "final_model.pt"
+    for path, what in ((cfg_path, "its composed config"), (weights, "final_model.pt")):
+        if not path.exists():
+            raise RunDirError(f"{run_dir} is not a finished prunelab run: {path} ({what}) is missing")
+    register()
+    cfg = OmegaConf.load(cfg_path)
+    if "model" not in cfg or "net" not in cfg.model:
+        raise RunDirError(f"{cfg_path} has no model.net node: not a prunelab run config")
+    try:
+        net = instantiate(cfg.model.net)
+    except Exception as err:
+        raise RunDirError(f"cannot build model.net from {cfg_path}: {str(err).splitlines()[0]}") from None
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        net.load_state_dict(_fold_state(state))
+    except Exception as err:
+        raise CheckpointError(
+            f"{weights} is corrupt or does not fit {type(net).__name__} "
+            f"({type(err).__name__}: {str(err).splitlines()[0][:160]})"
+        ) from None
+    return net.eval(), cfg
+
+
+def example_input(cfg: Any, shape: list[int] | None = None) -> Tensor:
+    """One input sample for the run's network: ``--input-shape``, else from the data config."""
+    if shape:
+        return torch.randn(*shape)
+    name = cfg.data.get("name")
+    if name == "mnist":
+        return torch.randn(1, 1, 28, 28)
+    if name == "imdb":
+        vocab = int(cfg.data.vocab_size)
+        return torch.randint(2, vocab + 2, (1, int(cfg.data.max_len)))
+    raise RunDirError(
+        f"no known input shape for data={name!r}: pass --input-shape, e.g. --input-shape 1,3,32,32"
+    )
+
+
+def _fmt(n: float) -> str:
+    return f"{n:,.0f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m prunelab.compact",
+        description="Remove the zeroed filters/neurons of a structured-pruned run and measure it.",
+    )
+    parser.add_argument("run_dir", type=Path, help="a finished run directory (outputs/runs/...)")
+    parser.add_argument("--min-run-time", type=float, default=0.5,
+                        help="seconds of timing per model and batch size (default 0.5)")
+    parser.add_argument("--batch-sizes", default="1,256", help="comma-separated (default 1,256)")
+    parser.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+    parser.add_argument("--input-shape", default=None,
+                        help="input shape with batch, e.g. 1,3,32,32 (default: from the data config)")
+    args = parser.parse_args(argv)
+    try:
+        return _main(args)
+    except PrunelabError as err:
+        print(f"prunelab.compact: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _main(args: argparse.Namespace) -> int:
+    from prunelab.pruning.compact import compact_fields, compact_with_report, save_compact
+    from prunelab.pruning.latency import efficiency_report
+    from prunelab.pruning.metrics import macs, param_counts
+    from prunelab.run import write_json_atomic
+
+    run_dir: Path = args.run_dir
+    results_path = run_dir / "results.json"
+    net, cfg = load_run(run_dir)
+    if not results_path.exists():
+        raise RunDirError(f"{run_dir} has no results.json: the run did not finish")
+    try:
+        results = json.loads(results_path.read_text())
+    except (OSError, ValueError) as err:
+        raise RunDirError(f"{results_path} is unreadable ({type(err).__name__})") from None
+    shape = [int(s) for s in args.input_shape.split(",")] if args.input_shape else None
+    example = example_input(cfg, shape)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        small, report = compact_with_report(net, example)
+    for w in caught:
+        if "compact kept" in str(w.message):
+            print(f"[prunelab] {w.message}")
+    save_compact(small, run_dir / COMPACT_FILE, example)
+
+    before = {**param_counts(net), **macs(net, example)}
+    after = compact_fields(small, example)
+    fields: dict[str, Any] = dict(after)
+    fields["compact_layers"] = {k: list(v) for k, v in report.layers.items()}
+    if not args.no_latency:
+        sizes = tuple(int(b) for b in args.batch_sizes.split(","))
+        fields.update(efficiency_report(None, net, example, batch_sizes=sizes,
+                                        min_run_time=args.min_run_time, compact_model=small))
+        fields["params_compact"], fields["macs_compact"] = after["params_compact"], after["macs_compact"]
+
+    print(f"compacted {run_dir} -> {run_dir / COMPACT_FILE}")
+    for name, (a, b) in report.layers.items():
+        print(f"  {name:<24} {a:>6} -> {b:<6} units")
+    print(f"  {'':<20} {'before':>14} {'after':>14} {'ratio':>7}")
+    rows = [("params", before["params_total"], after["params_compact"]),
+            ("MACs", before["macs_dense"], after["macs_compact"])]
+    for label, a, b in rows:
+        print(f"  {label:<20} {_fmt(a):>14} {_fmt(b):>14} {b / a if a else 0:>7.3f}")
+    if "latency_ms" in fields:
+        lat = fields["latency_ms"]
+        for bs in lat["dense"]:
+            a, m, c = lat["dense"][bs], lat["masked"][bs], lat["compact"][bs]
+            print(f"  latency {bs:<12} {a:>11.3f} ms {c:>11.3f} ms {c / a:>7.3f}"
+                  f"  (masked {m:.3f} ms; {torch.get_num_threads()} threads)")
+    print(f"  max |compact - original| on a check batch: {report.max_abs_diff:.2e}")
+
+    results.update(fields)
+    write_json_atomic(results_path, results)
+    print(f"updated {results_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

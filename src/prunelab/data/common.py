@@ -1,0 +1,272 @@
+"""Shared data helpers: where data and caches live, and a fast in-memory batch loader.
+
+Both data sets fit in memory as a few tensors, so batches are cut from those tensors with one
+index operation each; a ``torch.utils.data.DataLoader`` would spend most of its time collating
+single samples in Python.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from prunelab.errors import ConfigError
+
+CACHE_SUBDIR = ".prunelab_cache"
+
+Batch = tuple[Any, ...]
+
+
+# --------------------------------------------------------------------------- directories
+
+
+def is_writable_dir(path: str | Path) -> bool:
+    """Whether files could be created in ``path`` (or in the folder that would hold it).
+
+    A missing folder counts as writable when its nearest existing ancestor is. ``os.access``
+    says yes to root for any mode, so for root a folder without any write bit (the shared,
+    read-only data folder, mode 555) is treated as read-only too: its owner meant it so.
+    """
+    p = Path(path).expanduser().absolute()
+    while not p.exists():
+        if p.parent == p:
+            return False
+        p = p.parent
+    if not p.is_dir() or not os.access(p, os.W_OK | os.X_OK):
+        return False
+    if os.geteuid() == 0:
+        return bool(p.stat().st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+    return True
+
+
+def user_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/prunelab``, else ``~/.cache/prunelab``."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "prunelab"
+
+
+def resolve_cache_dir(data_dir: str | Path, cache_dir: str | Path | None = None) -> Path:
+    """Return (and create) the folder for extracted files and decoded-tensor caches.
+
+    Default: ``<data_dir>/.prunelab_cache`` when ``data_dir`` is writable, so caches sit next
+    to the data they come from; else the per-user cache, because a shared data folder may be
+    read-only.
+    """
+    if cache_dir is not None:
+        path = Path(cache_dir).expanduser()
+    elif is_writable_dir(data_dir):
+        path = Path(data_dir).expanduser() / CACHE_SUBDIR
+    else:
+        path = user_cache_dir()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(
+            f"cache_dir {str(path)!r} cannot be created ({err.strerror}); "
+            "set data.cache_dir to a writable folder"
+        ) from err
+    return path
+
+
+def file_identity(path: str | Path) -> str:
+    """A cheap identity for a source file or folder: absolute path, size and mtime.
+
+    Used in cache keys so that replacing the data invalidates the cache without hashing
+    megabytes on every run.
+    """
+    p = Path(path).absolute()
+    st = p.stat()
+    return f"{p}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def cache_key(*parts: object) -> str:
+    """A short stable hash of the values that determine a cache file's content."""
+    text = "\x1f".join(str(part) for part in parts)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def atomic_torch_save(obj: object, path: str | Path) -> None:
+    """``torch.save`` through a temporary file and rename, so readers never see half a file.
+
+    Several processes (DDP ranks, sweep jobs) may build the same cache at once; the last
+    rename wins and every version is complete.
+    """
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_cache(path: str | Path) -> dict[str, Any] | None:
+    """Load a cache written by :func:`atomic_torch_save`; ``None`` if absent or unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # a truncated or foreign file: rebuild it rather than fail
+        return None
+
+
+# --------------------------------------------------------------------------- batching
+
+
+def distributed_rank_world() -> tuple[int, int]:
+    """(rank, world_size) of the initialised default process group, else (0, 1)."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """A generator seeded from (seed, epoch) alone, by a hash of the pair.
+
+    ``seed + epoch`` (DistributedSampler's choice) would give run seed=1 at epoch 0 the order
+    of run seed=0 at epoch 1; packing both into one 64-bit number fails too, because torch's
+    CPU generator keeps only the low 32 bits of its seed.
+    """
+    digest = hashlib.blake2b(f"{seed},{epoch}".encode(), digest_size=4).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest, "little"))
+
+
+class EpochSampler:
+    """Yields the sample order of one epoch: a function of (seed, epoch) and the DDP shard.
+
+    Lightning calls ``set_epoch`` on ``dataloader.sampler`` before every epoch (also after a
+    resume), so an epoch's order never depends on how many epochs this process has run.
+    Under DDP every rank draws the same permutation and keeps every world_size-th element,
+    after cutting it to a multiple of world_size: disjoint, equal-size shards (at most
+    world_size - 1 samples per epoch are left out, as with ``drop_last`` samplers).
+    """
+
+    def __init__(
+        self,
+        num_samples: int,
+        shuffle: bool,
+        seed: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ) -> None:
+        self.num_samples = num_samples
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = 0
+        self._rank = rank
+        self._world_size = world_size
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def rank_world(self) -> tuple[int, int]:
+        """Explicit rank/world_size if given, else those of torch.distributed (read lazily,
+        because the loader is usually built before the process group exists)."""
+        rank, world = distributed_rank_world()
+        return (
+            rank if self._rank is None else self._rank,
+            world if self._world_size is None else self._world_size,
+        )
+
+    def shard_size(self) -> int:
+        _, world = self.rank_world()
+        return self.num_samples // world if world > 1 else self.num_samples
+
+    def indices(self) -> Tensor | None:
+        """This rank's sample indices for the current epoch; ``None`` means ``0..n-1`` in order."""
+        rank, world = self.rank_world()
+        if not self.shuffle and world == 1:
+            return None
+        if self.shuffle:
+            order = torch.randperm(
+                self.num_samples, generator=epoch_generator(self.seed, self.epoch)
+            )
+        else:
+            order = torch.arange(self.num_samples)
+        if world > 1:
+            order = order[: self.shard_size() * world][rank::world]
+        return order
+
+    def __iter__(self) -> Iterator[int]:
+        order = self.indices()
+        return iter(range(self.num_samples) if order is None else order.tolist())
+
+    def __len__(self) -> int:
+        return self.shard_size()
+
+
+class TensorBatchLoader:
+    """An iterable of batches sliced from in-memory tensors; usable as a Lightning dataloader.
+
+    Each batch is ``tuple(t[idx] for t in tensors)`` with one index tensor per batch, then
+    passed through ``transform`` if given (e.g. :func:`trim_padding`). Not a ``DataLoader``,
+    so Lightning neither injects a DistributedSampler nor warns about workers; DDP sharding
+    is done by :class:`EpochSampler`. ``sampler.set_epoch`` fixes the shuffle order.
+    """
+
+    def __init__(
+        self,
+        tensors: Sequence[Tensor],
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        drop_last: bool = False,
+        transform: Callable[..., Batch] | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ) -> None:
+        tensors = tuple(tensors)
+        if not tensors:
+            raise ValueError("TensorBatchLoader needs at least one tensor")
+        n = len(tensors[0])
+        if any(len(t) != n for t in tensors):
+            raise ValueError(f"tensor lengths differ: {[len(t) for t in tensors]}")
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        self.tensors = tensors
+        self.batch_size = batch_size
+        self.drop_last = drop_last
+        self.transform = transform
+        self.sampler = EpochSampler(n, shuffle, seed, rank=rank, world_size=world_size)
+        # Lightning's _is_dataloader_shuffled reads batch_sampler whenever sampler exists.
+        self.batch_sampler = None
+
+    @property
+    def num_samples(self) -> int:
+        """Samples this rank sees per epoch (before ``drop_last``)."""
+        return self.sampler.shard_size()
+
+    def set_epoch(self, epoch: int) -> None:
+        """Shortcut for ``sampler.set_epoch``."""
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        n = self.num_samples
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        order = self.sampler.indices()
+        bs = self.batch_size
+        for b in range(len(self)):
+            if order is None:  # plain slices are views: no copy at all
+                batch = tuple(t[b * bs : (b + 1) * bs] for t in self.tensors)
+            else:
+                idx = order[b * bs : (b + 1) * bs]
+                batch = tuple(t[idx] for t in self.tensors)
+            yield self.transform(*batch) if self.transform is not None else batch
+
+
+def trim_padding(ids: Tensor, lengths: Tensor, *rest: Tensor) -> Batch:
+    """Cut right-padded ``ids`` [B, L_max] to the batch's longest sequence; drop ``lengths``.
+
+    Returns ``(ids.long() [B, L_batch], *rest)``. At least one column is kept so that a batch
+    of empty texts still has a valid shape.
+    """
+    width = max(int(lengths.max()), 1) if len(lengths) else 1
+    return (ids[:, :width].long(), *rest)

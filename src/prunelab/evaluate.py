@@ -1,0 +1,126 @@
+"""``python -m prunelab.evaluate <run dir | .ckpt>``: re-test a finished or interrupted run.
+
+The pruned weights are loaded into the *plain* network class named by the run's config (masks
+folded into the weights), so what is measured is exactly what a user who takes the model away
+gets: no Lightning, no pruning hooks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+
+from prunelab.errors import CheckpointError, PrunelabError
+
+
+def fold_masks(state_dict: dict[str, Tensor], prefix: str = "") -> dict[str, Tensor]:
+    """``x_orig`` and ``x_mask`` → ``x = x_orig * x_mask``; keys under ``prefix`` lose it."""
+    out: dict[str, Tensor] = {}
+    for key, value in state_dict.items():
+        if prefix and not key.startswith(prefix):
+            continue
+        key = key[len(prefix):]
+        if key.endswith("_mask"):
+            continue
+        if key.endswith("_orig"):
+            base = key[: -len("_orig")]
+            value = value * state_dict[prefix + base + "_mask"]
+            key = base
+        out[key] = value
+    return out
+
+
+def _find_run_dir(path: Path) -> Path:
+    for candidate in (path, *path.parents):
+        if (candidate / ".hydra" / "config.yaml").exists():
+            return candidate
+    raise PrunelabError(f"{path} is not inside a prunelab run directory (no .hydra/config.yaml found)")
+
+
+def load_plain_model(path: str | Path) -> tuple[nn.Module, DictConfig]:
+    """The run's network class with its pruned weights; from ``final_model.pt`` or a ``.ckpt``."""
+    path = Path(path)
+    if not path.exists():
+        raise PrunelabError(f"{path} does not exist: give a run directory or a .ckpt file")
+    run_dir = _find_run_dir(path)
+    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    net = instantiate(cfg.model.net)
+    if path.is_dir():
+        final = run_dir / "final_model.pt"
+        last = run_dir / "checkpoints" / "last.ckpt"
+        path = final if final.exists() else last
+        if not path.exists():
+            raise PrunelabError(f"{run_dir} has neither final_model.pt nor checkpoints/last.ckpt")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=path.suffix == ".pt")
+    except Exception as err:
+        raise CheckpointError(f"{path} is corrupt or unreadable ({type(err).__name__})") from None
+    if isinstance(payload, dict) and "state_dict" in payload:
+        state = fold_masks(payload["state_dict"], prefix="net.")
+    else:
+        state = fold_masks(payload)
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as err:
+        raise CheckpointError(
+            f"{path} does not fit {type(net).__name__}: {str(err).splitlines()[0]}"
+        ) from None
+    return net.eval(), cfg
+
+
+@torch.no_grad()
+def evaluate(net: nn.Module, loader: Any, binary: bool) -> dict[str, float]:
+    correct = total = 0
+    for x, y in loader:
+        logits = net(x)
+        pred = (logits > 0).long() if binary else logits.argmax(-1)
+        correct += int((pred == y.long()).sum())
+        total += y.shape[0]
+    return {"test_acc": correct / max(total, 1), "test_samples": total}
+
+
+def sparsity_report(net: nn.Module) -> dict[str, Any]:
+    layers = {}
+    zeros = total = 0
+    for name, p in net.named_parameters():
+        if p.dim() < 2:
+            continue
+        z = int((p == 0).sum())
+        layers[name] = z / p.numel()
+        zeros, total = zeros + z, total + p.numel()
+    return {"sparsity_global": zeros / max(total, 1), "sparsity_layers": layers}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m prunelab.evaluate", description=__doc__)
+    parser.add_argument("path", help="a run directory, or a checkpoint inside one")
+    parser.add_argument("--data-dir", help="where the data sets are (default: the run's data_dir)")
+    args = parser.parse_args(argv)
+    try:
+        net, cfg = load_plain_model(args.path)
+        if args.data_dir:
+            cfg.data_dir = args.data_dir
+        data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+        data_cfg.pop("name", None)
+        datamodule = instantiate(data_cfg)
+        datamodule.prepare_data()
+        datamodule.setup("test")
+        result = {**evaluate(net, datamodule.test_dataloader(), cfg.model.task == "binary"),
+                  **sparsity_report(net)}
+    except PrunelabError as err:
+        print(f"prunelab.evaluate: error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

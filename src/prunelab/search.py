@@ -1,0 +1,353 @@
+"""``python -m prunelab.search``: the highest pruning amount whose accuracy stays within δ of dense.
+
+A bisection over ``pruning.amount``, one method at a time, each probe a normal prunelab run
+(the same Hydra config, composed with the free overrides) in its own stable folder::
+
+    <sweep dir>/search-dense/                  the dense baseline (pruning=none, same epochs)
+    <sweep dir>/search-<method>/amount=<a>/    one probe (amount=<a>,seed=<s> with --seeds)
+    <sweep dir>/search.json                    the answers and every probe
+
+where ``<sweep dir>`` is ``outputs/sweeps/<name>`` as for ``-m`` sweeps (``name=`` among the
+overrides, or ``--sweep-dir``). Probes whose results.json exists are reused, so an interrupted
+search continues where it stopped, and ``python -m prunelab.report <sweep dir>`` shows the probes
+and the answers. Accuracy is assumed to fall as the amount grows; with noisy accuracy, probe
+several seeds (``--seeds 0 1 2``: the drop of an amount is then the mean over seeds).
+
+    python -m prunelab.search --method l1_unstructured global_magnitude --delta 0.5 \\
+        name=mnist_search pruning=iterative pruning.step_size=null pruning.n_steps=5 \\
+        pruning.start_epoch=1 trainer.max_epochs=10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prunelab.errors import PrunelabError
+
+SEARCH = "search.json"
+DECIMALS = 4  # probe amounts are rounded to this, so folder names stay short and reusable
+# overrides that do not change a run's numbers: ignored when deciding whether a probe is reusable
+_NO_EFFECT = ("data_dir", "ckpt_path", "name", "threads", "logger", "trainer.enable_progress_bar")
+
+
+class SearchError(PrunelabError):
+    """Bad arguments or a probe that cannot run (printed as one line, exit status 2)."""
+
+
+class _ProbeFailed(Exception):
+    pass
+
+
+@dataclass
+class Probe:
+    amount: float
+    drop_pts: float | None  # mean over seeds of 100 * (dense acc - acc)
+    test_acc: float | None
+    sparsity: float | None
+    dirs: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    def passes(self, delta: float) -> bool:
+        return self.error is None and self.drop_pts is not None and self.drop_pts <= delta
+
+
+def bisect(probe: Callable[[float], Probe], lo: float, hi: float, delta: float,
+           iters: int) -> dict[str, Any]:
+    """Largest amount in [lo, hi] with drop <= delta, assuming drop grows with the amount.
+
+    Probes ``lo`` and ``hi`` first, then halves the bracket ``iters`` times. Returns the status
+    (``found``: the answer is in [lo, hi); ``hi``: even ``hi`` passes; ``none``: not even ``lo``
+    passes; ``error``: a probe failed), the answer, the final bracket and every probe.
+    """
+    probes: list[Probe] = []
+
+    def run(a: float) -> Probe:
+        p = probe(round(a, DECIMALS))
+        probes.append(p)
+        if p.error is not None:
+            raise _ProbeFailed(p.error)
+        return p
+
+    try:
+        low = run(lo)
+        if not low.passes(delta):
+            return _outcome("none", None, [lo, lo], probes)
+        high = run(hi)
+        if high.passes(delta):
+            return _outcome("hi", high, [hi, hi], probes)
+        good, bad = low, high
+        for _ in range(iters):
+            mid = round((good.amount + bad.amount) / 2, DECIMALS)
+            if mid in (good.amount, bad.amount):
+                break
+            p = run(mid)
+            good, bad = (p, bad) if p.passes(delta) else (good, p)
+        return _outcome("found", good, [good.amount, bad.amount], probes)
+    except _ProbeFailed as err:
+        return {**_outcome("error", None, None, probes), "error": str(err)}
+
+
+def _outcome(status: str, best: Probe | None, bracket: list[float] | None,
+             probes: list[Probe]) -> dict[str, Any]:
+    return {
+        "status": status,
+        "amount": None if best is None else best.amount,
+        "sparsity": None if best is None else best.sparsity,
+        "test_acc": None if best is None else best.test_acc,
+        "drop_pts": None if best is None else best.drop_pts,
+        "bracket": bracket,
+        "probes": [vars(p) for p in sorted(probes, key=lambda p: p.amount)],
+    }
+
+
+def message(method: str, r: dict[str, Any], delta: float, lo: float, hi: float) -> str:
+    n = len(r["probes"])
+    if r["status"] == "error":
+        return f"probe failed: {r.get('error')}"
+    if r["status"] == "none":
+        p = r["probes"][0]
+        return (f"even amount {lo:g} loses more than {delta:g} pts "
+                f"(drop {_pts(p['drop_pts'])}); try a lower --lo")
+    acc = "?" if r["test_acc"] is None else f"{100 * r['test_acc']:.2f} %"
+    sp = "?" if r["sparsity"] is None else f"{100 * r['sparsity']:.1f} %"
+    text = (f"highest amount within {delta:g} pts of dense: {r['amount']:g} (sparsity {sp}, "
+            f"accuracy {acc}, drop {_pts(r['drop_pts'])}")
+    if r["status"] == "hi":
+        return text + f"; the upper end --hi {hi:g} already passes), {n} probes"
+    return text + f"; {r['bracket'][1]:g} fails), {n} probes"
+
+
+def _pts(x: float | None) -> str:
+    return "?" if x is None else f"{x:+.2f} pts"
+
+
+# --------------------------------------------------------------------------------------------
+# running probes as prunelab runs
+# --------------------------------------------------------------------------------------------
+
+
+def _key(o: str) -> str:
+    return o.lstrip("+~").partition("=")[0]
+
+
+def _effective(overrides: Sequence[str]) -> list[str]:
+    return sorted(o for o in overrides if _key(o) not in _NO_EFFECT)
+
+
+class Runner:
+    """Composes the real config for each probe and runs it in-process (prunelab.run.run)."""
+
+    def __init__(self, overrides: Sequence[str], sweep_dir: str | None, seeds: Sequence[int],
+                 baseline_dirs: Sequence[str] = ()) -> None:
+        for o in overrides:
+            k = _key(o)
+            if k.startswith("hydra"):
+                raise SearchError(f"{o}: hydra settings do not apply to a search (it runs its "
+                                  "probes one after another); use --sweep-dir for the folder")
+            if k in ("pruning.amount", "pruning/method", "pruning.method.name") or (
+                    k == "seed" and seeds):
+                raise SearchError(f"{o}: the search sets {k} itself "
+                                  "(use --method, --lo/--hi, --seeds)")
+        self.overrides = list(overrides)
+        self.seeds = list(seeds)
+        cfg = self.compose(self.overrides)
+        if cfg.pruning.schedule == "none":
+            raise SearchError("the search needs a pruning schedule among the overrides, e.g. "
+                              "pruning=one_shot, or pruning=iterative pruning.step_size=null "
+                              "pruning.n_steps=5 (pruning=none has no amount to search)")
+        self.max_epochs = int(cfg.trainer.max_epochs)
+        self.sweep_dir = Path(sweep_dir) if sweep_dir else Path("outputs/sweeps") / str(cfg.name)
+        self.default_seed = int(cfg.seed)
+        self.baseline_dirs = list(baseline_dirs)
+        self._dense: dict[int, float] | None = None
+
+    def compose(self, overrides: Sequence[str]):
+        from hydra import compose, initialize_config_dir
+        from hydra.errors import HydraException
+        from omegaconf.errors import OmegaConfBaseException
+
+        from prunelab.__main__ import CONF_DIR
+
+        try:
+            with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3",
+                                       job_name="search"):
+                return compose("config", overrides=list(overrides))
+        except (HydraException, OmegaConfBaseException) as err:
+            raise SearchError(f"bad overrides: {str(err).splitlines()[0]}") from None
+
+    def _seeds(self) -> list[int]:
+        return self.seeds or [self.default_seed]
+
+    def _run(self, overrides: list[str], run_dir: Path) -> dict[str, Any] | None:
+        """A normal run in ``run_dir`` (reused if finished); None and failed.json if it fails."""
+        from omegaconf import OmegaConf
+
+        from prunelab.run import RESULTS, run_or_record_failure
+
+        done = run_dir / RESULTS
+        if done.is_file():
+            res = json.loads(done.read_text())
+            if _effective(res.get("overrides") or []) != _effective(overrides):
+                raise SearchError(
+                    f"{run_dir} holds a run with other overrides ({' '.join(res.get('overrides'))});"
+                    " give this search another name= (or --sweep-dir), or delete that folder")
+            print(f"[search] reusing {run_dir}")
+            return res
+        cfg = self.compose(overrides)
+        hydra_dir = run_dir / ".hydra"
+        hydra_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, hydra_dir / "config.yaml")
+        OmegaConf.save(OmegaConf.create(list(overrides)), hydra_dir / "overrides.yaml")
+        print(f"[search] running {run_dir}")
+        return run_or_record_failure(cfg, run_dir, list(overrides), multirun=True)
+
+    def dense(self) -> dict[int, float]:
+        """Dense test accuracy per seed: from --baseline dirs, else dense runs of our own."""
+        if self._dense is not None:
+            return self._dense
+        acc: dict[int, float] = {}
+        cfg = self.compose(self.overrides)
+        if self.baseline_dirs:
+            from prunelab.report import ReportError, load_baseline
+
+            try:
+                base = load_baseline(self.baseline_dirs)
+            except ReportError as err:
+                raise SearchError(str(err)) from None
+            for seed in self._seeds():
+                a = base.of((str(cfg.model.name), str(cfg.data.name), seed))
+                if a is not None:
+                    acc[seed] = a
+        keep = [o for o in self.overrides if not _key(o).startswith("pruning")
+                and _key(o) != "trainer.max_epochs"]
+        for seed in self._seeds():
+            if seed in acc:
+                continue
+            ov = [*keep, "pruning=none", f"trainer.max_epochs={self.max_epochs}"]
+            sub = "search-dense"
+            if self.seeds:
+                ov.append(f"seed={seed}")
+                sub += f"/seed={seed}"
+            res = self._run(ov, self.sweep_dir / sub)
+            if res is None or res.get("test_acc") is None:
+                raise SearchError(f"the dense baseline run in {self.sweep_dir / sub} failed; "
+                                  "see its failed.json")
+            acc[seed] = float(res["test_acc"])
+        self._dense = acc
+        return acc
+
+    def probe(self, method: str, amount: float) -> Probe:
+        dense = self.dense()
+        accs, drops, sparsity, dirs = [], [], [], []
+        for seed in self._seeds():
+            ov = [*self.overrides, f"pruning/method={method}", f"pruning.amount={amount:g}"]
+            folder = f"amount={amount:g}"
+            if self.seeds:
+                ov.append(f"seed={seed}")
+                folder += f",seed={seed}"
+            run_dir = self.sweep_dir / f"search-{method}" / folder
+            dirs.append(str(run_dir))
+            res = self._run(ov, run_dir)
+            if res is None:
+                err = json.loads((run_dir / "failed.json").read_text()).get("error", "?")
+                return Probe(amount, None, None, None, dirs, f"{run_dir}: {err}")
+            accs.append(float(res["test_acc"]))
+            drops.append(100.0 * (dense[seed] - float(res["test_acc"])))
+            sparsity.append(float(res.get("sparsity_global") or 0.0))
+        p = Probe(amount, statistics.fmean(drops), statistics.fmean(accs),
+                  statistics.fmean(sparsity), dirs)
+        print(f"[search] {method} amount={amount:g}: acc {100 * p.test_acc:.2f} %, drop "
+              f"{p.drop_pts:+.2f} pts, sparsity {100 * p.sparsity:.1f} %")
+        return p
+
+
+def search(methods: Sequence[str], overrides: Sequence[str] = (), delta: float = 0.5,
+           lo: float = 0.5, hi: float = 0.99, iters: int = 5, seeds: Sequence[int] = (),
+           sweep_dir: str | None = None, baseline: Sequence[str] = ()) -> dict[str, Any]:
+    """Run the bisection for each method; write and return ``<sweep dir>/search.json``."""
+    if not 0.0 <= lo < hi < 1.0:
+        raise SearchError(f"need 0 <= --lo < --hi < 1, got lo={lo:g} hi={hi:g}")
+    if iters < 0:
+        raise SearchError(f"--iters must be >= 0, got {iters}")
+    if not methods:
+        raise SearchError("give at least one --method")
+    runner = Runner(overrides, sweep_dir, seeds, baseline)
+    for m in methods:  # compose-time check of every method name before anything runs
+        runner.compose([*runner.overrides, f"pruning/method={m}"])
+    out: dict[str, Any] = {
+        "delta": delta, "lo": lo, "hi": hi, "iters": iters, "seeds": list(runner._seeds()),
+        "overrides": list(overrides), "sweep_dir": str(runner.sweep_dir),
+        "baseline": {"sources": list(baseline) or [str(runner.sweep_dir / "search-dense")]},
+        "methods": {},
+    }
+    path = runner.sweep_dir / SEARCH
+    for m in methods:
+        r = bisect(lambda a, m=m: runner.probe(m, a), lo, hi, delta, iters)
+        r["message"] = message(m, r, delta, lo, hi)
+        out["methods"][m] = r
+        out["baseline"]["test_acc"] = {str(k): v for k, v in runner.dense().items()}
+        print(f"[search] {m}: {r['message']}")
+        _write(path, out)
+    return out
+
+
+def _write(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    tmp.replace(path)
+
+
+def _methods(values: Sequence[str]) -> list[str]:
+    return [m for v in values for m in v.split(",") if m]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m prunelab.search",
+        description="Bisection over pruning.amount: the highest amount whose test accuracy stays "
+                    "within --delta points of the dense baseline, per method.",
+        epilog="Example: python -m prunelab.search --method l1_unstructured global_magnitude "
+               "name=mnist_search pruning=iterative pruning.step_size=null pruning.n_steps=5 "
+               "pruning.start_epoch=1 trainer.max_epochs=10")
+    parser.add_argument("--method", nargs="+", required=True,
+                        help="pruning methods (conf/pruning/method), space or comma separated")
+    parser.add_argument("--delta", type=float, default=0.5,
+                        help="accuracy points of drop allowed (default 0.5)")
+    parser.add_argument("--lo", type=float, default=0.5, help="lowest amount (default 0.5)")
+    parser.add_argument("--hi", type=float, default=0.99, help="highest amount (default 0.99)")
+    parser.add_argument("--iters", type=int, default=5,
+                        help="halvings of the bracket after probing lo and hi (default 5)")
+    parser.add_argument("--seeds", type=int, nargs="*", default=[],
+                        help="run every probe with these seeds and average (default: seed of "
+                             "the config)")
+    parser.add_argument("--baseline", action="append", default=[], metavar="DIR",
+                        help="reuse dense runs found here instead of running search-dense")
+    parser.add_argument("--sweep-dir", default=None,
+                        help="folder of the probes (default outputs/sweeps/<name>)")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for python -m prunelab")
+    args = parser.parse_intermixed_args(argv)
+    # `--method a b key=value ...`: argparse hands the overrides after --method to it
+    methods = [m for m in _methods(args.method) if "=" not in m]
+    overrides = [m for m in args.method if "=" in m] + list(args.overrides)
+    try:
+        out = search(methods, overrides, args.delta, args.lo, args.hi,
+                     args.iters, args.seeds, args.sweep_dir, args.baseline)
+    except PrunelabError as err:
+        print(f"prunelab.search: error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {Path(out['sweep_dir']) / SEARCH}")
+    for m, r in out["methods"].items():
+        print(f"{m}: {r['message']}")
+    return 1 if any(r["status"] == "error" for r in out["methods"].values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

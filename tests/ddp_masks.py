@@ -1,0 +1,33 @@
+"""Run by tests/test_ddp.py: 2-process CPU DDP fit with pruning; each rank saves its masks.
+
+Lightning's DDP launcher re-executes this script for rank 1, so it must be a plain script.
+"""
+
+import sys
+from pathlib import Path
+
+import lightning as L
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_callback import TinyNet, loader  # noqa: E402
+
+from prunelab.pruning import PruningCallback  # noqa: E402
+
+
+def main(out: str, method: str) -> None:
+    torch.set_num_threads(1)
+    L.seed_everything(0, verbose=False)
+    model = TinyNet()
+    cb = PruningCallback([(0, 0.3), (1, 0.6)], method=method, seed=0, grad_batches=2,
+                         make_permanent=False)
+    trainer = L.Trainer(max_epochs=2, accelerator="cpu", devices=2, strategy="ddp",
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[cb])
+    trainer.fit(model, loader(n=128, seed=trainer.global_rank))  # different data per rank
+    masks = {t.name: getattr(t.module, t.parameter + "_mask").clone() for t in cb.targets}
+    torch.save(masks, Path(out) / f"rank{trainer.global_rank}.pt")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])

@@ -1,0 +1,92 @@
+"""The real ``python -m prunelab`` entry point, in subprocesses, on tiny data."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, TINY
+
+
+def prunelab(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300):
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "prunelab", *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("model", ["cnn", "text"])
+def test_fast_dev_run_through_the_entry_point(tiny_data, tmp_path, model):
+    run_dir = tmp_path / "run"
+    proc = prunelab(f"model={model}", "trainer.fast_dev_run=true", f"data_dir={tiny_data}",
+                    *TINY, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["model"] == model and results["status"] == "ok"
+    assert 0.0 <= results["test_acc"] <= 1.0
+    assert results["params_total"] > 0 and results["versions"]["prunelab"]
+    assert f"model={model}" in results["overrides"]
+
+
+def test_pruned_run_writes_pruning_results(tiny_data, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = prunelab("pruning=iterative", "pruning.step_size=null", "pruning.n_steps=2",
+                    "pruning.initial=0.3", "pruning.amount=0.6", "trainer=fast",
+                    f"data_dir={tiny_data}", *TINY, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads((run_dir / "results.json").read_text())
+    assert [h["target"] for h in r["pruning_history"]] == pytest.approx([0.3, 0.6])
+    assert r["sparsity_global"] == pytest.approx(0.6, abs=1e-4)
+    assert r["macs_effective"] < r["macs_dense"]
+    assert r["params_nonzero"] < r["params_total"]
+    assert set(r["sparsity_layers"]) == {"net.conv1.weight", "net.conv2.weight", "net.fc1.weight"}
+    assert (run_dir / "checkpoints" / "last.ckpt").exists()
+    assert (run_dir / "metrics.csv").exists()
+
+
+def test_incompatible_model_and_data_is_one_line(tiny_data, tmp_path):
+    proc = prunelab("model=text", "data=mnist", f"data_dir={tiny_data}",
+                    f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert proc.returncode == 2
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1, proc.stderr
+    assert "model=text" in err[0] and "data=mnist" in err[0] and "text+imdb" in err[0]
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("model", ["cnn", "text"])
+def test_missing_data_offline_is_one_clear_line(tmp_path, model):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = prunelab(f"model={model}", f"data_dir={empty}", "data.download=false",
+                    f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert str(empty) in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+
+
+def test_bad_amount_is_rejected_before_training(tiny_data, tmp_path):
+    proc = prunelab("pruning=one_shot", "pruning.amount=1.5", f"data_dir={tiny_data}",
+                    f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "pruning.amount=1.5" in proc.stderr and "[0, 1)" in proc.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_unknown_method_lists_the_valid_ones(tiny_data, tmp_path):
+    proc = prunelab("pruning=one_shot", "pruning.method.name=magic", f"data_dir={tiny_data}",
+                    f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "'magic'" in proc.stderr and "l1_unstructured" in proc.stderr
+
+
+def test_console_script_is_installed():
+    script = Path(sys.executable).parent / "prunelab"
+    assert script.exists(), "pip install -e . should create the prunelab console script"
+    assert (ROOT / "conf" / "config.yaml").exists()

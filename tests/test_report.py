@@ -1,0 +1,208 @@
+"""prunelab.report on synthetic job folders with known numbers (no training)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from io import StringIO
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from prunelab import report as R
+
+DENSE = {0: 0.9800, 1: 0.9700}
+# (method, amount) -> {seed: (test_acc, sparsity reached)}
+PRUNED = {
+    ("l1_unstructured", 0.5): {0: (0.9790, 0.5001), 1: (0.9720, 0.4999)},
+    ("l1_unstructured", 0.9): {0: (0.9760, 0.9000), 1: (0.9660, 0.9002)},
+    ("random_unstructured", 0.5): {0: (0.9700, 0.5000), 1: (0.9650, 0.5000)},
+    ("random_unstructured", 0.9): {0: (0.9000, 0.9000), 1: (0.8700, 0.9000)},
+}
+PARAMS, MACS = 100_000, 2_000_000
+
+
+def _results(method: str, amount: float, seed: int, acc: float, sparsity: float) -> dict:
+    dense = method == "dense"
+    return {
+        "status": "ok", "model": "cnn", "data": "mnist",
+        "schedule": "none" if dense else "one_shot", "method": method, "amount": amount,
+        "seed": seed, "test_acc": acc, "test_loss": 0.1, "val_acc": acc,
+        "sparsity_global": sparsity, "sparsity_layers": {"conv1.weight": sparsity},
+        "params_total": PARAMS, "params_nonzero": int(PARAMS * (1 - sparsity)),
+        "macs_dense": MACS, "macs_effective": int(MACS * (1 - sparsity)),
+        "fit_seconds": 10.0 + seed, "epoch_seconds": [5.0, 5.0], "pruning_history": [],
+        "overrides": ([f"pruning={'none' if dense else 'one_shot'}", f"seed={seed}"]
+                      + ([] if dense else [f"pruning/method={method}", f"pruning.amount={amount}"])),
+        "versions": {},
+    }
+
+
+def _hydra(folder: Path, schedule: str, method: str, amount: float, seed: int,
+           overrides: list[str]) -> None:
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "config.yaml").write_text(
+        f"model:\n  name: cnn\ndata:\n  name: mnist\n  seed: ${{seed}}\npruning:\n"
+        f"  schedule: {schedule}\n  amount: {amount}\n  method:\n    name: {method}\nseed: {seed}\n")
+    (folder / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+
+
+def make_sweep(root: Path, dense: bool = True) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    jobs = []
+    if dense:
+        jobs += [("dense", 0.0, s, a, 0.0) for s, a in DENSE.items()]
+    for (m, amount), by_seed in PRUNED.items():
+        jobs += [(m, amount, s, a, sp) for s, (a, sp) in by_seed.items()]
+    for m, amount, seed, acc, sp in jobs:
+        res = _results(m, amount, seed, acc, sp)
+        d = root / ",".join(sorted(res["overrides"])).replace("/", ".")
+        _hydra(d, res["schedule"], m, amount, seed, res["overrides"])
+        (d / "results.json").write_text(json.dumps(res))
+    bad = ["pruning=one_shot", "pruning/method=random_unstructured", "pruning.amount=1.5", "seed=0"]
+    failed = root / "failed_job"
+    _hydra(failed, "one_shot", "random_unstructured", 1.5, 0, bad)
+    (failed / "failed.json").write_text(json.dumps({
+        "status": "failed", "error": "pruning.amount=1.5 is outside [0, 1)",
+        "error_type": "ConfigError", "overrides": bad}))
+    running = ["pruning=one_shot", "pruning/method=l1_unstructured", "pruning.amount=0.95",
+               "seed=1"]
+    _hydra(root / "running_job", "one_shot", "l1_unstructured", 0.95, 1, running)
+    (root / ".submitit").mkdir()  # hidden folders are not jobs
+    return root
+
+
+def _expected(method: str, amount: float) -> dict:
+    by_seed = PRUNED[(method, amount)]
+    accs = [a for a, _ in by_seed.values()]
+    drops = [100 * (DENSE[s] - a) for s, (a, _) in by_seed.items()]
+    return {"mean": statistics.fmean(accs), "std": statistics.stdev(accs),
+            "drop": statistics.fmean(drops),
+            "sparsity": statistics.fmean(sp for _, sp in by_seed.values())}
+
+
+def test_report_files_rows_and_pivot(tmp_path: Path) -> None:
+    sweep = make_sweep(tmp_path / "sweep")
+    assert R.main([str(sweep), "--delta", "0.5"]) == 0
+    for name in ("summary.csv", "summary.md", "acc_vs_sparsity.png", "acc_vs_macs.png"):
+        assert (sweep / name).is_file(), name
+
+    rows = list(csv.DictReader(StringIO((sweep / "summary.csv").read_text())))
+    assert len(rows) == 2 + 8 + 2
+    assert list(rows[0]) == R.CSV_COLUMNS
+    status = {r["folder"]: r["status"] for r in rows}
+    assert status["failed_job"] == "failed" and status["running_job"] == "incomplete"
+    assert sum(s == "ok" for s in status.values()) == 10
+    failed = next(r for r in rows if r["folder"] == "failed_job")
+    assert "outside [0, 1)" in failed["error"] and failed["amount"] == "1.5"
+    assert failed["method"] == "random_unstructured"
+    # every ok row equals its own results.json, drop against the same seed's dense run
+    for r in rows:
+        if r["status"] != "ok":
+            continue
+        res = json.loads((sweep / r["folder"] / "results.json").read_text())
+        assert float(r["test_acc"]) == res["test_acc"]
+        assert float(r["sparsity_global"]) == res["sparsity_global"]
+        assert int(r["params_nonzero"]) == res["params_nonzero"]
+        assert int(r["macs_effective"]) == res["macs_effective"]
+        assert int(r["seed"]) == res["seed"] and r["method"] == res["method"]
+        want = 100 * (DENSE[res["seed"]] - res["test_acc"])
+        assert float(r["drop_pts"]) == pytest.approx(want, abs=1e-9)
+
+    s = R.summarize(sweep, delta=0.5)
+    pruned = {(p.method, p.amount): p for p in s.points if p.method != "dense"}
+    assert set(pruned) == set(PRUNED)
+    md = (sweep / "summary.md").read_text()
+    for key, p in pruned.items():
+        e = _expected(*key)
+        assert p.n == 2
+        assert p.mean("test_acc") == pytest.approx(e["mean"])
+        assert p.std("test_acc") == pytest.approx(e["std"])
+        assert p.mean("drop_pts") == pytest.approx(e["drop"])
+        assert p.mean("sparsity_global") == pytest.approx(e["sparsity"])
+        cell = f"{100 * e['mean']:.2f} ± {100 * e['std']:.2f} ({e['drop']:+.2f})"
+        assert cell in md, cell
+    dense = statistics.fmean(DENSE.values()), statistics.stdev(DENSE.values())
+    assert f"{100 * dense[0]:.2f} ± {100 * dense[1]:.2f} % over 2 seed(s)" in md
+    # highest sparsity within 0.5 pts: L1 keeps 90 % (drop 0.4), random only 50 % (drop 0.75 > 0.5
+    # at 0.5 too, so none)
+    assert s.best["l1_unstructured"]["answer"] == 0.9
+    assert s.best["random_unstructured"]["answer"] is None
+    wide = R.summarize(sweep, delta=1.0).best
+    assert wide["random_unstructured"]["answer"] == 0.5
+    # failed and incomplete jobs are listed, with their reasons
+    assert "failed_job | failed | ConfigError" in md and "running_job | incomplete" in md
+
+
+def _assert_nontrivial_png(path: Path) -> None:
+    import matplotlib.image as mpimg
+
+    img = mpimg.imread(path)
+    assert img.shape[0] >= 200 and img.shape[1] >= 200
+    colours = np.unique(img.reshape(-1, img.shape[-1]).round(3), axis=0)
+    assert len(colours) > 20
+
+
+def test_plots_are_real_images(tmp_path: Path) -> None:
+    sweep = make_sweep(tmp_path / "sweep")
+    s = R.report(sweep, out=tmp_path / "out")
+    assert {f.name for f in s.files} >= {"acc_vs_sparsity.png", "acc_vs_macs.png"}
+    _assert_nontrivial_png(tmp_path / "out" / "acc_vs_sparsity.png")
+    _assert_nontrivial_png(tmp_path / "out" / "acc_vs_macs.png")
+    assert not (sweep / "summary.csv").exists()  # --out leaves the sweep dir alone
+
+
+def test_baseline_from_another_dir(tmp_path: Path) -> None:
+    sweep = make_sweep(tmp_path / "pruned", dense=False)
+    no_base = R.summarize(sweep)
+    assert all(j.drop_pts is None for j in no_base.jobs)
+    assert "no dense baseline" in no_base.best["l1_unstructured"]["reason"]
+
+    dense_sweep = tmp_path / "dense"
+    for seed, acc in DENSE.items():
+        d = dense_sweep / f"pruning=none,seed={seed}"
+        d.mkdir(parents=True)
+        (d / "results.json").write_text(json.dumps(_results("dense", 0.0, seed, acc, 0.0)))
+    assert R.main([str(sweep), "--baseline", str(dense_sweep)]) == 0
+    rows = [r for r in csv.DictReader(StringIO((sweep / "summary.csv").read_text())) if r["status"] == "ok"]
+    assert len(rows) == 8
+    for r in rows:
+        want = 100 * (DENSE[int(r["seed"])] - float(r["test_acc"]))
+        assert float(r["drop_pts"]) == pytest.approx(want)
+    # a single run folder works as a baseline too
+    one = R.summarize(sweep, [dense_sweep / "pruning=none,seed=0"])
+    assert {j.seed for j in one.jobs if j.drop_pts is not None} == {0}
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty", "file", "bad-baseline"])
+def test_bad_sweep_dir_is_one_line_exit_2(tmp_path: Path, kind: str,
+                                          capsys: pytest.CaptureFixture) -> None:
+    target = tmp_path / "x"
+    args = [str(target)]
+    if kind == "empty":
+        (target / "not_a_job").mkdir(parents=True)
+    elif kind == "file":
+        target.write_text("hi")
+    elif kind == "bad-baseline":
+        make_sweep(target, dense=False)
+        args += ["--baseline", str(tmp_path / "nowhere")]
+    assert R.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("prunelab.report: error:") and "\n" not in err
+
+
+def test_unreadable_results_are_listed(tmp_path: Path) -> None:
+    sweep = make_sweep(tmp_path / "sweep")
+    bad = sweep / "broken"
+    bad.mkdir()
+    (bad / "results.json").write_text("{not json")
+    s = R.summarize(sweep)
+    assert next(j for j in s.jobs if j.folder == "broken").status == "unreadable"
+    (sweep / "search.json").write_text(json.dumps({
+        "delta": 0.5, "lo": 0.5, "hi": 0.99, "overrides": ["pruning=one_shot"],
+        "methods": {"l1_unstructured": {"status": "found", "message": "amount 0.93 (drop 0.4)"}}}))
+    R.report(sweep)
+    md = (sweep / "summary.md").read_text()
+    assert "Bisection search" in md and "amount 0.93 (drop 0.4)" in md
