@@ -14,9 +14,9 @@ from omegaconf import DictConfig
 sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-from fakedata import write_fake_imdb, write_fake_mnist  # noqa: E402
-
 from prunelab.config import register  # noqa: E402
+
+from fakedata import write_fake_imdb, write_fake_mnist  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"

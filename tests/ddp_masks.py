@@ -10,9 +10,9 @@ import lightning as L
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_callback import TinyNet, loader  # noqa: E402
-
 from prunelab.pruning import PruningCallback  # noqa: E402
+
+from test_callback import TinyNet, loader  # noqa: E402
 
 
 def main(out: str, method: str) -> None:

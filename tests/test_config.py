@@ -8,6 +8,7 @@ from omegaconf import OmegaConf
 
 from prunelab.errors import ConfigError
 from prunelab.run import check_config, instantiate_data, instantiate_model, make_callback
+
 from conftest import CONF
 
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from fakedata import NEG_WORDS, POS_WORDS, write_fake_imdb
 from tokenizers import Tokenizer
 
 from prunelab.data import PAD_ID, IMDBDataModule
@@ -23,6 +22,8 @@ from prunelab.data.imdb import (
     build_vocab,
 )
 from prunelab.errors import ConfigError, DataMissingError
+
+from fakedata import NEG_WORDS, POS_WORDS, write_fake_imdb
 
 N = 20  # reviews per (part, sentiment)
 VAL = 8

@@ -11,7 +11,6 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from fakedata import MNIST_FILES, fake_mnist_arrays, write_fake_mnist
 from torch.utils.data import random_split
 
 from prunelab.data import MNISTDataModule
@@ -19,6 +18,8 @@ from prunelab.data import common as data_common
 from prunelab.data import mnist as mnist_module
 from prunelab.data.common import TensorBatchLoader, is_writable_dir, resolve_cache_dir
 from prunelab.errors import ConfigError, DataMissingError
+
+from fakedata import MNIST_FILES, fake_mnist_arrays, write_fake_mnist
 
 N_TRAIN, N_TEST, VAL = 200, 50, 20
 

@@ -33,7 +33,8 @@ def _results(method: str, amount: float, seed: int, acc: float, sparsity: float)
         "sparsity_global": sparsity, "sparsity_layers": {"conv1.weight": sparsity},
         "params_total": PARAMS, "params_nonzero": int(PARAMS * (1 - sparsity)),
         "macs_dense": MACS, "macs_effective": int(MACS * (1 - sparsity)),
-        "fit_seconds": 10.0 + seed, "epoch_seconds": [5.0, 5.0], "pruning_history": [],
+        "fit_seconds": 10.0 + seed, "epoch_seconds": [5.0, 5.0], "epochs": 2,
+        "pruning_history": [],
         "overrides": ([f"pruning={'none' if dense else 'one_shot'}", f"seed={seed}"]
                       + ([] if dense else [f"pruning/method={method}", f"pruning.amount={amount}"])),
         "versions": {},
@@ -206,3 +207,21 @@ def test_unreadable_results_are_listed(tmp_path: Path) -> None:
     R.report(sweep)
     md = (sweep / "summary.md").read_text()
     assert "Bisection search" in md and "amount 0.93 (drop 0.4)" in md
+
+
+def test_notes_on_unfair_baselines(tmp_path: Path) -> None:
+    sweep = make_sweep(tmp_path / "sweep")
+    assert R.summarize(sweep).notes == []
+    for d in sweep.glob("pruning=none,seed=*"):  # dense trained fewer epochs than pruned
+        res = json.loads((d / "results.json").read_text())
+        (d / "results.json").write_text(json.dumps({**res, "epochs": 3}))
+    other = sweep / "pruning=none,seed=0,trainer.max_epochs=3"  # a second dense configuration
+    other.mkdir()
+    res = _results("dense", 0.0, 0, 0.5, 0.0)
+    res["overrides"] += ["trainer.max_epochs=3"]
+    (other / "results.json").write_text(json.dumps(res))
+    notes = R.summarize(sweep).notes
+    assert any("2 different dense configurations" in n for n in notes)
+    assert any("dense runs trained 2/3 epochs, pruned runs 2" in n for n in notes)
+    R.report(sweep)
+    assert "> **Note:**" in (sweep / "summary.md").read_text()

@@ -182,6 +182,8 @@ def test_bisect_brackets_the_threshold() -> None:
     assert lo <= 0.83 < hi and hi - lo <= (0.99 - 0.5) / 2**6 + 1e-4
     assert r["amount"] == lo and r["sparsity"] == lo
     assert [p["amount"] for p in r["probes"]] == sorted(calls)
+    assert S.message("m", r, 0.5, 0.5, 0.99).startswith(f"highest amount within 0.5 pts of "
+                                                         f"dense: {lo:g}")
     assert S.bisect(_fake(0.995, []), 0.5, 0.99, 0.5, 6)["status"] == "hi"
     none = S.bisect(_fake(0.3, calls := []), 0.5, 0.99, 0.5, 6)
     assert none["status"] == "none" and none["amount"] is None and calls == [0.5]
@@ -244,3 +246,24 @@ def test_search_rejects_bad_arguments(capsys: pytest.CaptureFixture) -> None:
     assert S.main(["--method", "nope", "pruning=one_shot"]) == 2
     assert "bad overrides" in capsys.readouterr().err
     assert S.main(["--method", "l1_unstructured", "pruning=one_shot", "pruning.amount=0.3"]) == 2
+
+
+def test_mnist_sweep_presets_are_valid(make_cfg) -> None:
+    """Every job of experiment=sweep_mnist_amounts passes the config check (the schedule fits
+    the epochs) and has the dense preset's epoch budget and sweep name."""
+    from prunelab.run import check_config, make_plan
+
+    dense = make_cfg("experiment=sweep_mnist_dense")
+    assert dense.pruning.schedule == "none"
+    for method in ("l1_unstructured", "global_magnitude", "random_unstructured"):
+        for amount in (0.5, 0.8, 0.9, 0.95):
+            cfg = make_cfg("experiment=sweep_mnist_amounts", f"pruning/method={method}",
+                           f"pruning.amount={amount}")
+            check_config(cfg)
+            plan = make_plan(cfg)
+            assert plan[-1].target == amount and plan[-1].epoch < cfg.trainer.max_epochs - 1
+            assert cfg.trainer.max_epochs == dense.trainer.max_epochs
+            assert cfg.name == dense.name
+    # the default iterative schedule cannot reach 0.95 in its epochs: the reason for the preset
+    with pytest.raises(Exception, match="max_epochs"):
+        check_config(make_cfg("pruning=iterative", "pruning.amount=0.95"))

@@ -66,6 +66,7 @@ class Job:
     macs_effective: int | None = None
     macs_dense: int | None = None
     fit_seconds: float | None = None
+    epochs: int | None = None
     error: str = ""
     overrides: list[str] = field(default_factory=list)
     drop_pts: float | None = None
@@ -144,6 +145,7 @@ class Summary:
     delta: float
     best: dict[str, dict[str, Any]]
     search: dict[str, Any] | None
+    notes: list[str] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
 
 
@@ -273,6 +275,7 @@ def load_job(path: Path, root: Path) -> Job:
         job.macs_effective = _num(payload.get("macs_effective"), int)
         job.macs_dense = _num(payload.get("macs_dense"), int)
         job.fit_seconds = _num(payload.get("fit_seconds"))
+        job.epochs = _num(payload.get("epochs"), int)
     return job
 
 
@@ -410,7 +413,28 @@ def summarize(sweep_dir: str | Path, baseline_dirs: Sequence[str | Path] = (),
         except (OSError, ValueError):
             search = {"error": f"{SEARCH} is unreadable"}
     jobs.sort(key=_job_order)
-    return Summary(root, jobs, points, base, delta, best_within(points, delta), search)
+    return Summary(root, jobs, points, base, delta, best_within(points, delta), search,
+                   notes(jobs, points))
+
+
+def notes(jobs: list[Job], points: list[Point]) -> list[str]:
+    """Warnings about comparisons that are not like for like."""
+    out = []
+    for model, data in sorted({(p.model, p.data) for p in points}, key=str):
+        dense = [p for p in points if p.method == "dense" and (p.model, p.data) == (model, data)]
+        if len(dense) > 1:
+            out.append(f"{model}/{data}: {len(dense)} different dense configurations ("
+                       + "; ".join(p.extra or "defaults" for p in dense) + "); the baseline "
+                       "averages them: keep one per sweep, or pass --baseline")
+        ok = [j for j in jobs if j.status == "ok" and (j.model, j.data) == (model, data)]
+        d_ep = sorted({j.epochs for j in ok if j.dense and j.epochs is not None})
+        p_ep = sorted({j.epochs for j in ok if not j.dense and j.epochs is not None})
+        if d_ep and p_ep and d_ep != p_ep:
+            out.append(f"{model}/{data}: dense runs trained {'/'.join(map(str, d_ep))} epochs, "
+                       f"pruned runs {'/'.join(map(str, p_ep))}: not like for like (pruning "
+                       "schedules set trainer.max_epochs; pass the same trainer.max_epochs=N "
+                       "to the dense and the pruned sweeps)")
+    return out
 
 
 def _job_order(j: Job) -> tuple:
@@ -484,6 +508,7 @@ def markdown(summary: Summary, plots: Sequence[str] = ()) -> str:
         lines.append("No dense baseline: add dense jobs to the sweep (`python -m prunelab -m "
                      "pruning=none seed=... name=<same name>`) or pass `--baseline DIR`; "
                      "drops are left blank.")
+    lines += [f"> **Note:** {n}" for n in s.notes]
     lines.append("")
 
     pruned = [p for p in pts if p.method != "dense"]
@@ -658,6 +683,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {series}: highest sparsity within {s.delta:g} pts of dense: amount "
                   f"{b['answer']:g} (sparsity {_pct(b['sparsity'], 1)} %, drop "
                   f"{b['drop_pts']:+.2f} pts)")
+    for n in s.notes:
+        print(f"  note: {n}")
     print("wrote " + ", ".join(str(f) for f in s.files))
     return 0
 

@@ -233,6 +233,8 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
         datamodule.prepare_data()  # missing data fails here, before any Lightning output
     model = instantiate_model(cfg)
     pruner = make_callback(cfg)
+    if pruner is not None:
+        pruner.bind(model)  # bad target patterns fail here, before training
     state = RunState(config)
     # checkpoints/last.ckpt, rewritten (atomically) at the end of every epoch, after pruning
     checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1,

@@ -102,9 +102,23 @@ class PruningCallback(L.Callback):
     def needs_grads(self) -> bool:
         return self.spec is not None and self.spec.needs_grads
 
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+    def bind(self, pl_module: nn.Module) -> list[Target]:
+        """Find (and check) the tensors to prune; run.py calls this before training starts."""
         if not self.targets:
-            self.targets = self._find_targets(pl_module)
+            targets = self._find_targets(pl_module)
+            if self.spec is not None and self.spec.structured:
+                bad = [t.name for t in targets if isinstance(t.module, nn.Embedding)]
+                if bad:
+                    raise ConfigError(
+                        f"structured method {self.method!r} cannot prune Embedding weights {bad}: "
+                        "it removes whole output filters/neurons of Conv and Linear layers; "
+                        "use an unstructured method or drop Embedding from pruning.targets.types"
+                    )
+            self.targets = targets
+        return self.targets
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.bind(pl_module)
         if trainer.max_epochs is not None and trainer.max_epochs >= 0:
             validate_plan(self.plan, trainer.max_epochs)
         if self._hook_handle is None:

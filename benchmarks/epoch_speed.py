@@ -1,0 +1,204 @@
+"""One MNIST CNN training epoch: prunelab's CLI vs the reference article's loop vs a bare loop.
+
+    .venv/bin/python benchmarks/epoch_speed.py [--quick [N]] [--threads T] [--data-dir D]
+
+Three contenders, back to back in one script (same machine state, same thread count):
+
+* ``bare``: a hand-written loop over prunelab's in-memory normalised tensors
+  (``MNISTDataModule.setup``: 55,000 training images), batch 64, the LeNet, cross-entropy and
+  prunelab's default optimiser (SGD 0.05, Nesterov momentum 0.9, weight decay 5e-4, one-cycle
+  LR stepped per batch): the same work as the CLI without Lightning;
+* ``article``: the reference article's plain loop: torchvision ``MNIST`` (60,000 images) with
+  per-sample ``ToTensor`` + ``Normalize``, ``DataLoader(batch_size=64, shuffle=True)``,
+  SGD 0.01 / momentum 0.5, the LeNet with ``log_softmax`` + ``nll_loss``;
+* ``prunelab``: ``python -m prunelab pruning=none trainer.max_epochs=1 logger=none`` with
+  validation and test switched off (``limit_val_batches=0``, ``limit_test_batches=0``); the
+  figure is the run's own ``epoch_seconds[0]`` from ``results.json`` (the training epoch, without
+  process start-up and data loading), the process wall time is printed too.
+
+Epochs differ in length (860 vs 938 batches), so the ratios are per batch. ``--quick N`` stops
+each contender after N batches (default 100). The MNIST raw files are copied to a temp dir for
+torchvision (it needs a writable root).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def default_data_dir() -> Path:
+    env = os.environ.get("PRUNELAB_DATA")
+    return Path(env) if env else ROOT.parent / "shared" / "data"
+
+
+class ArticleNet(nn.Module):
+    """The article's network: the LeNet with ``log_softmax`` output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 20, 5, 1)
+        self.conv2 = nn.Conv2d(20, 50, 5, 1)
+        self.fc1 = nn.Linear(4 * 4 * 50, 500)
+        self.fc2 = nn.Linear(500, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2, 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2, 2)
+        x = F.relu(self.fc1(x.view(-1, 4 * 4 * 50)))
+        return F.log_softmax(self.fc2(x), dim=1)
+
+
+def clock() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def since(t: tuple[float, float]) -> tuple[float, float]:
+    return time.perf_counter() - t[0], time.process_time() - t[1]
+
+
+def bare_loop(data_dir: Path, limit: int | None) -> dict:
+    from prunelab.data import MNISTDataModule
+    from prunelab.models import LeNet
+
+    dm = MNISTDataModule(data_dir=str(data_dir))
+    dm.prepare_data()
+    dm.setup("fit")
+    x, y = dm.train_data
+    torch.manual_seed(0)
+    net = LeNet()
+    batches = (len(y) + 63) // 64
+    opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, nesterov=True,
+                          weight_decay=5e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.05, pct_start=0.25,
+                                                total_steps=batches)
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    net.train()
+    n = 0
+    t = clock()
+    for i in range(0, len(y), 64):
+        idx = perm[i : i + 64]
+        xb, yb = x[idx], y[idx]
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(net(xb), yb)
+        loss.backward()
+        opt.step()
+        sched.step()
+        n += 1
+        if limit and n >= limit:
+            break
+    wall, cpu = since(t)
+    return {"seconds": wall, "cpu": cpu, "batches": n, "loss": loss.item()}
+
+
+def article_loop(data_dir: Path, limit: int | None, tmp: Path) -> dict:
+    from torchvision import datasets, transforms
+
+    raw = tmp / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for gz in sorted((data_dir / "MNIST" / "raw").glob("*.gz")):
+        with gzip.open(gz) as src, open(raw / gz.name[:-3], "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    dataset = datasets.MNIST(str(tmp), train=True, download=False,
+                             transform=transforms.Compose([
+                                 transforms.ToTensor(),
+                                 transforms.Normalize((0.1307,), (0.3081,)),
+                             ]))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=64, shuffle=True)
+    torch.manual_seed(0)
+    model = ArticleNet()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.5)
+    model.train()
+    n = 0
+    t = clock()
+    for batch_idx, (data, target) in enumerate(loader):
+        optimizer.zero_grad()
+        output = model(data)
+        loss = F.nll_loss(output, target)
+        loss.backward()
+        optimizer.step()
+        if batch_idx % 10 == 0:  # the article logs every 10 batches
+            loss.item()
+        n += 1
+        if limit and n >= limit:
+            break
+    wall, cpu = since(t)
+    return {"seconds": wall, "cpu": cpu, "batches": n, "loss": loss.item()}
+
+
+def prunelab_cli(data_dir: Path, limit: int | None, tmp: Path, threads: int | None) -> dict:
+    run_dir = tmp / "run"
+    cmd = [sys.executable, "-m", "prunelab", "pruning=none", "trainer.max_epochs=1",
+           "logger=none", "trainer.enable_progress_bar=false", "trainer.limit_val_batches=0",
+           "trainer.limit_test_batches=0", "ckpt_path=null", f"data_dir={data_dir}",
+           f"hydra.run.dir={run_dir}"]
+    if limit:
+        cmd.append(f"trainer.limit_train_batches={limit}")
+    if threads:
+        cmd.append(f"threads={threads}")
+    t = clock()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    wall, _ = since(t)
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+    res = json.loads((run_dir / "results.json").read_text())
+    batches = limit or (55_000 + 63) // 64
+    return {"seconds": res["epoch_seconds"][0], "cpu": float("nan"), "batches": batches,
+            "process_wall": wall}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", nargs="?", type=int, const=100, default=None,
+                        metavar="N", help="stop each contender after N batches (default 100)")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--only", default="bare,article,prunelab")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data_dir = args.data_dir or default_data_dir()
+    if not (data_dir / "MNIST" / "raw").exists():
+        sys.exit(f"no MNIST/raw under {data_dir}: pass --data-dir or set PRUNELAB_DATA")
+    print(f"# epoch_speed  {time.strftime('%Y-%m-%d %H:%M')}  torch {torch.__version__}  "
+          f"{torch.get_num_threads()} threads  cpus {os.cpu_count()}  "
+          f"batches {args.quick or 'full epoch'}")
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="prunelab-epoch-") as tmp:
+        for name in args.only.split(","):
+            if name == "bare":
+                out[name] = bare_loop(data_dir, args.quick)
+            elif name == "article":
+                out[name] = article_loop(data_dir, args.quick, Path(tmp))
+            elif name == "prunelab":
+                out[name] = prunelab_cli(data_dir, args.quick, Path(tmp), args.threads)
+            r = out[name]
+            extra = f", process wall {r['process_wall']:.1f} s" if "process_wall" in r else (
+                f", cpu {r['cpu']:.1f} s")
+            print(f"  {name:<9} {r['seconds']:8.2f} s  {r['batches']:4d} batches  "
+                  f"{1e3 * r['seconds'] / r['batches']:7.2f} ms/batch{extra}", flush=True)
+    per = {k: v["seconds"] / v["batches"] for k, v in out.items()}
+    if "bare" in per:
+        for k in per:
+            if k != "bare":
+                print(f"  {k} / bare (per batch): {per[k] / per['bare']:.3f}")
+    if "prunelab" in per and "article" in per:
+        print(f"  prunelab / article (per batch): {per['prunelab'] / per['article']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
