@@ -1,15 +1,18 @@
 """What the pruning callback costs: fit time with ``pruning=iterative`` vs ``pruning=none``.
 
-    .venv/bin/python benchmarks/pruning_overhead.py [--quick] [--train-batches N] [--repeats R]
+    .venv/bin/python benchmarks/pruning_overhead.py [--quick | --full] [--threads T] [--repeats R]
 
 Both runs go through the real CLI (``python -m prunelab``, one subprocess each, back to back,
 alternating when ``--repeats`` > 1) with the same epochs (``trainer.max_epochs``, default 10:
 the iterative schedule's 9 steps 10 % → 50 % at the end of epochs 0-8, then one fine-tuning
-epoch) and the same batch limits. Printed: ``fit_seconds`` of each (from ``results.json``; the
-process start-up and the test pass are outside it), their ratio, and the callback's own time,
-the sum of ``seconds`` over ``pruning_history`` (computing and applying the masks). The
-difference between the two fits also holds what a pruning step adds beyond that: the
-validation pass the callback runs after each step to record the accuracy it cost.
+epoch) and the same batch limits (default 200 train batches and 1 val batch per epoch,
+about 3-4 minutes for both runs on 2 cores; ``--full`` for whole epochs). Printed:
+``fit_seconds`` of each (from ``results.json``; process start-up and the test pass are outside
+it), their ratio, the ratio of the processes' CPU time, and the callback's own time, the sum of
+``seconds`` over ``pruning_history`` (computing and applying the masks). The difference
+between the two fits also holds what pruning adds beyond that: the masked forward/backward
+(``weight = weight_orig * weight_mask`` every step) and the validation pass the callback runs
+after each step to record the accuracy it cost.
 
 Data: ``--data-dir``, else ``$PRUNELAB_DATA``, else ``../shared/data`` next to the checkout.
 Target (issue #6): iterative fit time <= 1.02 x dense.
@@ -67,18 +70,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="20 train batches and 1 val batch per epoch (a smoke figure)")
+    parser.add_argument("--full", action="store_true",
+                        help="whole epochs (860 train, 5 val batches): ~12 min on 2 cores")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--train-batches", type=int, default=None,
-                        help="trainer.limit_train_batches (default: all 860)")
+                        help="trainer.limit_train_batches (default 200; --full: all 860)")
     parser.add_argument("--val-batches", type=int, default=None,
-                        help="trainer.limit_val_batches (default: all 5)")
+                        help="trainer.limit_val_batches (default 1 of 1000 images; --full: all 5)")
     parser.add_argument("--method", default="l1_unstructured", help="pruning/method choice")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--data-dir", type=Path, default=None)
     args = parser.parse_args()
-    if args.quick:
-        args.train_batches = args.train_batches or 20
+    if not args.full:
+        # the default keeps a full epoch's proportions: 1,000 val images per 12,800 train images
+        args.train_batches = args.train_batches or (20 if args.quick else 200)
         args.val_batches = 1 if args.val_batches is None else args.val_batches
     data_dir = args.data_dir or default_data_dir()
     if not (data_dir / "MNIST").exists():

@@ -141,7 +141,9 @@ def _main(args: argparse.Namespace) -> int:
     for w in caught:
         if "compact kept" in str(w.message):
             print(f"[prunelab] {w.message}")
-    save_compact(small, run_dir / COMPACT_FILE, example)
+    # token ids are padded per batch: their length varies too
+    dims = (0,) if example.is_floating_point() else (0, 1)
+    save_compact(small, run_dir / COMPACT_FILE, example, dynamic_dims=dims)
 
     before = {**param_counts(net), **macs(net, example)}
     after = compact_fields(small, example)

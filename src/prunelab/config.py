@@ -6,6 +6,7 @@ user's own module needs no schema); everything prunelab itself reads is typed he
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -90,7 +91,9 @@ class Config:
 def _dirname(override_dirname: str) -> str:
     """A job's folder name from its overrides: stable, one level deep, never empty."""
     name = re.sub(r"[/\\]", ".", override_dirname) or "defaults"
-    return name[:200]
+    if len(name) > 200:  # keep file-system limits without letting two jobs share a folder
+        name = name[:180] + "~" + hashlib.sha1(name.encode()).hexdigest()[:12]
+    return name
 
 
 def register() -> None:

@@ -98,7 +98,15 @@ def result_config(cfg: DictConfig) -> dict[str, Any]:
     c.get("trainer", {}).pop("enable_progress_bar", None)
     c.get("data", {}).pop("data_dir", None)
     c.get("data", {}).pop("cache_dir", None)
-    return c
+    return _normalized(c)
+
+
+def _normalized(config: dict[str, Any]) -> dict[str, Any]:
+    """A dense run's pruning settings are inert: leave them out of comparisons."""
+    pruning = config.get("pruning") or {}
+    if pruning.get("schedule") == "none":
+        config = {**config, "pruning": {"schedule": "none"}}
+    return config
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -160,7 +168,7 @@ def resolve_ckpt(ckpt_path: str | None, run_dir: Path, config: dict[str, Any]) -
     if state is None:
         raise CheckpointError(f"checkpoint {path} was not written by prunelab (no run state)")
     # the model's and data's names first: they say the most about a mismatch
-    diff = sorted(_diff(state["config"], config),
+    diff = sorted(_diff(_normalized(state["config"]), config),
                   key=lambda d: (not d.split("=")[0].endswith(".name"), d))
     if diff:
         raise CheckpointError(

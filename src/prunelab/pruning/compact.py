@@ -349,9 +349,10 @@ def compact_with_report(
     import torch_pruning as tp
 
     inputs = _as_tuple(example_inputs)
+    ignored = list(ignored_layers or [])
     index = {id(m): name for name, m in model.named_modules()}
-    ignored_names = {index[id(m)] for m in (ignored_layers or []) if id(m) in index}
-    unknown = [m for m in (ignored_layers or []) if id(m) not in index]
+    ignored_names = {index[id(m)] for m in ignored if id(m) in index}
+    unknown = [m for m in ignored if id(m) not in index]
     if unknown:
         raise CompactionError(f"ignored_layers holds {len(unknown)} module(s) that are not in the model")
 
@@ -453,25 +454,35 @@ def compact(
 # ------------------------------------------------------------------------------ save / load
 
 
-def _export_example(inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-    # export specialises size-1 dims: trace with batch 2 so the batch dim stays dynamic
-    return tuple(x if x.dim() == 0 or x.shape[0] >= 2 else torch.cat([x, x], dim=0) for x in inputs)
+def _export_example(inputs: tuple[Tensor, ...], dims: Sequence[int]) -> tuple[Tensor, ...]:
+    # export specialises size-1 dims: trace with size >= 2 so the dynamic dims stay dynamic
+    out = []
+    for x in inputs:
+        for d in dims:
+            if x.dim() > d and x.shape[d] < 2:
+                x = torch.cat([x, x], dim=d)
+        out.append(x)
+    return tuple(out)
 
 
 def save_compact(model: nn.Module, path: str | os.PathLike[str],
-                 example_inputs: Tensor | Sequence[Tensor]) -> Path:
-    """Write ``model`` as a ``torch.export`` program (``.pt2``) with a dynamic batch dimension.
+                 example_inputs: Tensor | Sequence[Tensor],
+                 dynamic_dims: Sequence[int] = (0,)) -> Path:
+    """Write ``model`` as a ``torch.export`` program (``.pt2``), in eval mode.
 
     The file loads with ``torch.export.load(path).module()`` alone: neither prunelab nor the
-    model's class is needed. Written atomically (temp file + rename). Returns the path.
+    model's class is needed. ``dynamic_dims``: the dims of every input that may vary at run
+    time (default the batch dim; add 1 for token sequences padded per batch). Written
+    atomically (temp file + rename). Returns the path.
     """
     path = Path(path)
-    inputs = _export_example(_as_tuple(example_inputs))
+    inputs = _export_example(_as_tuple(example_inputs), dynamic_dims)
     was_training = model.training
     model.eval()
     try:
-        batch = torch.export.Dim("batch", min=1)
-        dynamic = tuple({0: batch} if x.dim() > 0 else None for x in inputs)
+        names = {0: "batch", 1: "dim1", 2: "dim2", 3: "dim3"}
+        dyn = {d: torch.export.Dim(names.get(d, f"dim{d}"), min=1) for d in dynamic_dims}
+        dynamic = tuple({d: dyn[d] for d in dynamic_dims if d < x.dim()} or None for x in inputs)
         program = torch.export.export(model, inputs, dynamic_shapes=dynamic)
     finally:
         model.train(was_training)

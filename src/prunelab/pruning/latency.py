@@ -1,9 +1,9 @@
 """Measured inference latency: what pruning buys in wall time, not in counted MACs.
 
-:func:`measure_latency` times ``model(batch)`` with ``torch.utils.benchmark.Timer`` (warm-up,
-then ``blocked_autorange``; the median of the blocks, in milliseconds per forward pass) under
-``torch.inference_mode`` in eval mode, on a copy of the model so the caller's model keeps its
-device and mode. The Timer synchronises CUDA itself. It runs with the process's current
+:func:`measure_latency` times ``model(batch)`` with ``torch.utils.benchmark.Timer`` (a warm-up,
+then 7 timed blocks of as many calls as fill ``min_run_time``; the median block, in
+milliseconds per forward pass) under ``torch.inference_mode`` in eval mode, on a copy of the
+model so the caller's model keeps its device and mode. The Timer synchronises CUDA itself. It runs with the process's current
 ``torch.get_num_threads()`` (the Timer's own default would be a single thread).
 
 :func:`efficiency_report` gives the fields a run adds to ``results.json`` when
@@ -13,6 +13,7 @@ compacted network's parameters and MACs.
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -25,6 +26,7 @@ from prunelab.pruning.compact import clone_module, compact_fields, compact_with_
 __all__ = ["efficiency_report", "make_batch", "measure_latency"]
 
 BatchFn = Callable[[int], Tensor]
+REPEATS = 7  # timed blocks per batch size; the median block is reported
 
 
 def make_batch(example: Tensor, batch_size: int, seed: int = 0) -> Tensor:
@@ -69,9 +71,14 @@ def measure_latency(
                 net(batch)
 
         timer = Timer(stmt="forward()", globals={"forward": forward}, num_threads=threads)
-        timer.timeit(number=max(1, min(10, int(256 / bs))))  # warm-up: allocator, kernel choice
-        measurement = timer.blocked_autorange(min_run_time=min_run_time)
-        out[f"bs{bs}"] = float(measurement.median) * 1e3
+        timer.timeit(number=1)  # warm-up: allocator, kernel choice, lazy init
+        per_call = timer.timeit(number=3).median
+        # ``repeats`` blocks of ``number`` calls filling min_run_time. blocked_autorange sizes
+        # its blocks from the timer's overhead, which a busy machine inflates: its blocks then
+        # grow tenfold at a time and a 0.5 s measurement can take a minute.
+        number = max(1, int(min_run_time / REPEATS / max(per_call, 1e-7)))
+        blocks = [timer.timeit(number=number).median for _ in range(REPEATS)]
+        out[f"bs{bs}"] = float(statistics.median(blocks)) * 1e3
     return out
 
 

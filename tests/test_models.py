@@ -1,0 +1,36 @@
+"""The two networks: sizes from the reference articles, and the text model's masked mean."""
+
+import torch
+
+from prunelab.models import LeNet, TextClassifier
+
+
+def test_cnn_has_the_articles_431080_parameters():
+    net = LeNet()
+    assert sum(p.numel() for p in net.parameters()) == 431_080
+    assert net(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
+
+
+def test_text_model_averages_over_each_reviews_tokens_not_over_the_batch():
+    torch.manual_seed(0)
+    net = TextClassifier(vocab_size=30, embed_dim=8, hidden=16)
+    a = torch.tensor([[5, 6, 7, 0, 0]])
+    b = torch.tensor([[9, 2, 0, 0, 0]])
+    batch = torch.cat([a, b])
+    # a review's logit does not depend on the other reviews of its batch (mean(dim=0) on
+    # batch-first input, the article's bug, would make both logits equal)
+    out = net(batch)
+    assert torch.allclose(out[0], net(a)[0]) and torch.allclose(out[1], net(b)[0])
+    assert not torch.allclose(out[0], out[1])
+
+
+def test_text_model_ignores_padding():
+    torch.manual_seed(1)
+    net = TextClassifier(vocab_size=30, embed_dim=8, hidden=16)
+    short = torch.tensor([[5, 6, 7]])
+    padded = torch.tensor([[5, 6, 7, 0, 0, 0, 0]])
+    assert torch.allclose(net(short), net(padded))
+    # and the mean is the mean of the real tokens' embeddings
+    emb = net.embedding.weight[[5, 6, 7]].mean(0)
+    expected = net.fc2(torch.relu(net.fc1(emb))).squeeze(-1)
+    assert torch.allclose(net(padded)[0], expected, atol=1e-6)
