@@ -90,3 +90,17 @@ def test_console_script_is_installed():
     script = Path(sys.executable).parent / "prunelab"
     assert script.exists(), "pip install -e . should create the prunelab console script"
     assert (ROOT / "conf" / "config.yaml").exists()
+
+
+def test_structured_run_compacts_and_measures_latency(tiny_data, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = prunelab("pruning=one_shot", "pruning.start_epoch=1", "pruning.amount=0.5",
+                    "pruning/method=ln_structured", "pruning.compact=true", "trainer=fast",
+                    f"data_dir={tiny_data}", *TINY, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads((run_dir / "results.json").read_text())
+    assert r["params_compact"] < r["params_nonzero"] <= r["params_total"]
+    assert r["macs_compact"] < r["macs_dense"]
+    for kind in ("dense", "masked", "compact"):
+        assert all(v > 0 for v in r["latency_ms"][kind].values())
+    assert (run_dir / "compact_model.pt2").exists()

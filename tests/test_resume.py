@@ -21,7 +21,7 @@ from fakedata import write_fake_mnist
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("resume_data")
-    write_fake_mnist(root, n_train=1300, n_test=200)
+    write_fake_mnist(root, n_train=800, n_test=200)
     return root
 
 

@@ -130,6 +130,13 @@ class RunState(L.Callback):
         self.config = config
         self.epoch_seconds: list[float] = []
         self._t0 = 0.0
+        self.seconds_before = 0.0  # fit time spent by earlier, interrupted processes
+        self._start = time.perf_counter()
+
+    @property
+    def fit_seconds(self) -> float:
+        """Fit time of the whole run, across resumes (up to each process's last checkpoint)."""
+        return self.seconds_before + time.perf_counter() - self._start
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._t0 = time.perf_counter()
@@ -137,11 +144,16 @@ class RunState(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.epoch_seconds.append(time.perf_counter() - self._t0)
 
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.perf_counter()
+
     def state_dict(self) -> dict[str, Any]:
-        return {"config": self.config, "epoch_seconds": self.epoch_seconds}
+        return {"config": self.config, "epoch_seconds": self.epoch_seconds,
+                "fit_seconds": self.fit_seconds}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.epoch_seconds = list(state_dict.get("epoch_seconds", []))
+        self.seconds_before = float(state_dict.get("fit_seconds", sum(self.epoch_seconds)))
 
 
 def resolve_ckpt(ckpt_path: str | None, run_dir: Path, config: dict[str, Any]) -> str | None:
@@ -253,7 +265,6 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
                         logger=make_loggers(cfg, run_dir) or False, default_root_dir=str(run_dir),
                         plugins=[AtomicCheckpointIO()])
 
-    t0 = time.perf_counter()
     if ckpt:
         print(f"[prunelab] resuming from {ckpt}")
     try:
@@ -264,7 +275,7 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
                 f"checkpoint {ckpt} does not fit this model ({str(err).splitlines()[0][:160]})"
             ) from None
         raise
-    fit_seconds = time.perf_counter() - t0
+    fit_seconds = state.fit_seconds
     val_acc = trainer.callback_metrics.get("val_acc")
     test = trainer.test(model, datamodule=datamodule, verbose=False)[0] if _has_test(trainer) else {}
 
@@ -292,9 +303,23 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
         "overrides": list(overrides or []),
         "versions": versions(),
     }
+    if cfg.pruning.compact and trainer.is_global_zero and example is not None:
+        results.update(compact_and_measure(model, example, run_dir))
     if trainer.is_global_zero:
         write_json_atomic(results_path, results)
     return results
+
+
+def compact_and_measure(model: L.LightningModule, example: torch.Tensor, run_dir: Path) -> dict[str, Any]:
+    """Remove zeroed filters/neurons, save the small model, time dense-equivalent/masked/compact."""
+    from prunelab.pruning.compact import compact_with_report, save_compact
+    from prunelab.pruning.latency import efficiency_report
+
+    net = model.net if hasattr(model, "net") else model
+    small, _ = compact_with_report(net, example)
+    save_compact(small, run_dir / "compact_model.pt2", example,
+                 dynamic_dims=(0,) if example.is_floating_point() else (0, 1))
+    return efficiency_report(None, net, example, compact_model=small)
 
 
 def _has_test(trainer: L.Trainer) -> bool:

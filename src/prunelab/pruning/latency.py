@@ -13,13 +13,13 @@ compacted network's parameters and MACs.
 
 from __future__ import annotations
 
+import logging
 import statistics
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.benchmark import Timer
 
 from prunelab.pruning.compact import clone_module, compact_fields, compact_with_report, fold_masks
 
@@ -43,6 +43,19 @@ def make_batch(example: Tensor, batch_size: int, seed: int = 0) -> Tensor:
     return torch.randint(lo, hi + 1, shape, generator=g, dtype=example.dtype)
 
 
+def _timer_class() -> type:
+    # torch.utils.benchmark imports cpp_extension, which logs a misleading "No CUDA runtime is
+    # found" warning on CPU machines: import it late and without that line
+    log = logging.getLogger("torch.utils.cpp_extension")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        from torch.utils.benchmark import Timer
+    finally:
+        log.setLevel(level)
+    return Timer
+
+
 def measure_latency(
     model: nn.Module,
     example: Tensor | BatchFn,
@@ -58,6 +71,7 @@ def measure_latency(
     run (default ``"cpu"``). ``min_run_time``: seconds of measurement per batch size after the
     warm-up. ``num_threads``: torch intra-op threads (default: the current setting).
     """
+    Timer = _timer_class()
     device = torch.device(device or "cpu")
     threads = num_threads or torch.get_num_threads()
     net = clone_module(model).to(device).eval()
