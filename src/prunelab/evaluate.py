@@ -19,9 +19,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from prunelab.errors import CheckpointError, PrunelabError
+from prunelab.pruning.metrics import summarize
 
 
-def fold_masks(state_dict: dict[str, Tensor], prefix: str = "") -> dict[str, Tensor]:
+def fold_state_dict_masks(state_dict: dict[str, Tensor], prefix: str = "") -> dict[str, Tensor]:
     """``x_orig`` and ``x_mask`` → ``x = x_orig * x_mask``; keys under ``prefix`` lose it."""
     out: dict[str, Tensor] = {}
     for key, value in state_dict.items():
@@ -64,9 +65,9 @@ def load_plain_model(path: str | Path) -> tuple[nn.Module, DictConfig]:
     except Exception as err:
         raise CheckpointError(f"{path} is corrupt or unreadable ({type(err).__name__})") from None
     if isinstance(payload, dict) and "state_dict" in payload:
-        state = fold_masks(payload["state_dict"], prefix="net.")
+        state = fold_state_dict_masks(payload["state_dict"], prefix="net.")
     else:
-        state = fold_masks(payload)
+        state = fold_state_dict_masks(payload)
     try:
         net.load_state_dict(state)
     except RuntimeError as err:
@@ -87,18 +88,6 @@ def evaluate(net: nn.Module, loader: Any, binary: bool) -> dict[str, float]:
     return {"test_acc": correct / max(total, 1), "test_samples": total}
 
 
-def sparsity_report(net: nn.Module) -> dict[str, Any]:
-    layers = {}
-    zeros = total = 0
-    for name, p in net.named_parameters():
-        if p.dim() < 2:
-            continue
-        z = int((p == 0).sum())
-        layers[name] = z / p.numel()
-        zeros, total = zeros + z, total + p.numel()
-    return {"sparsity_global": zeros / max(total, 1), "sparsity_layers": layers}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m prunelab.evaluate", description=__doc__)
     parser.add_argument("path", help="a run directory, or a checkpoint inside one")
@@ -114,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         datamodule.prepare_data()
         datamodule.setup("test")
         result = {**evaluate(net, datamodule.test_dataloader(), cfg.model.task == "binary"),
-                  **sparsity_report(net)}
+                  **summarize(net, None)}
     except PrunelabError as err:
         print(f"prunelab.evaluate: error: {err}", file=sys.stderr)
         return 2
