@@ -34,3 +34,17 @@ def test_text_model_ignores_padding():
     emb = net.embedding.weight[[5, 6, 7]].mean(0)
     expected = net.fc2(torch.relu(net.fc1(emb))).squeeze(-1)
     assert torch.allclose(net(padded)[0], expected, atol=1e-6)
+
+
+def test_channels_last_system_computes_the_same_function():
+    from prunelab.models import ClassifierSystem
+
+    torch.manual_seed(2)
+    plain = ClassifierSystem(net=LeNet(), optimizer=None)
+    nhwc = ClassifierSystem(net=LeNet(), optimizer=None, channels_last=True)
+    nhwc.net.load_state_dict(plain.net.state_dict())
+    assert nhwc.net.conv2.weight.is_contiguous(memory_format=torch.channels_last)
+    batch = (torch.randn(4, 1, 28, 28), torch.tensor([0, 1, 2, 3]))
+    loss_a, logits_a, _ = plain.loss_and_logits(batch)
+    loss_b, logits_b, _ = nhwc.loss_and_logits(batch)
+    assert torch.allclose(logits_a, logits_b, atol=1e-5)

@@ -36,12 +36,16 @@ class ClassifierSystem(L.LightningModule):
         scheduler_interval: str = "step",
         task: str = "multiclass",
         num_classes: int = 10,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         if task not in ("multiclass", "binary"):
             raise ValueError(f"task={task!r} is not one of 'multiclass', 'binary'")
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         self.net = net
+        if channels_last:
+            # NHWC convolutions are markedly faster on CPU (oneDNN) for small CNNs
+            self.net.to(memory_format=torch.channels_last)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         metric_kw = {"task": task} if task == "binary" else {"task": task, "num_classes": num_classes}
@@ -54,6 +58,8 @@ class ClassifierSystem(L.LightningModule):
 
     def loss_and_logits(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
         x, y = batch
+        if self.hparams.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         logits = self.net(x)
         if self.hparams.task == "binary":
             loss = F.binary_cross_entropy_with_logits(logits, y.float())
