@@ -5,9 +5,10 @@
 Three contenders, back to back in one script (same machine state, same thread count):
 
 * ``bare``: a hand-written loop over prunelab's in-memory normalised tensors
-  (``MNISTDataModule.setup``: 55,000 training images), batch 64, the LeNet, cross-entropy and
-  prunelab's default optimiser (SGD 0.05, Nesterov momentum 0.9, weight decay 5e-4, one-cycle
-  LR stepped per batch): the same work as the CLI without Lightning;
+  (``MNISTDataModule.setup``: 55,000 training images), batch 64, the LeNet in channels-last
+  memory format (as ``model=cnn`` configures it), cross-entropy and prunelab's default optimiser
+  (SGD 0.05, Nesterov momentum 0.9, weight decay 5e-4, one-cycle LR stepped per batch): the
+  same work as the CLI without Lightning;
 * ``article``: the reference article's plain loop: torchvision ``MNIST`` (60,000 images) with
   per-sample ``ToTensor`` + ``Normalize``, ``DataLoader(batch_size=64, shuffle=True)``,
   SGD 0.01 / momentum 0.5, the LeNet with ``log_softmax`` + ``nll_loss``;
@@ -17,7 +18,9 @@ Three contenders, back to back in one script (same machine state, same thread co
   process start-up and data loading), the process wall time is printed too.
 
 Epochs differ in length (860 vs 938 batches), so the ratios are per batch. ``--quick N`` stops
-each contender after N batches (default 100). The MNIST raw files are copied to a temp dir for
+each contender after N batches (default 100). ``--repeats R`` runs the three R times in
+interleaved rounds and reports each one's median, since a shared machine's noise only ever adds
+time and hits the contenders alike within a round. The MNIST raw files are copied to a temp dir for
 torchvision (it needs a writable root).
 """
 
@@ -80,7 +83,7 @@ def bare_loop(data_dir: Path, limit: int | None) -> dict:
     dm.setup("fit")
     x, y = dm.train_data
     torch.manual_seed(0)
-    net = LeNet()
+    net = LeNet().to(memory_format=torch.channels_last)
     batches = (len(y) + 63) // 64
     opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, nesterov=True,
                           weight_decay=5e-4)
@@ -92,7 +95,7 @@ def bare_loop(data_dir: Path, limit: int | None) -> dict:
     t = clock()
     for i in range(0, len(y), 64):
         idx = perm[i : i + 64]
-        xb, yb = x[idx], y[idx]
+        xb, yb = x[idx].contiguous(memory_format=torch.channels_last), y[idx]
         opt.zero_grad(set_to_none=True)
         loss = F.cross_entropy(net(xb), yb)
         loss.backward()
@@ -168,6 +171,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--only", default="bare,article,prunelab")
+    parser.add_argument("--repeats", type=int, default=1, metavar="R",
+                        help="interleaved rounds; each contender's median is reported")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -177,20 +182,29 @@ def main() -> None:
     print(f"# epoch_speed  {time.strftime('%Y-%m-%d %H:%M')}  torch {torch.__version__}  "
           f"{torch.get_num_threads()} threads  cpus {os.cpu_count()}  "
           f"batches {args.quick or 'full epoch'}")
-    out = {}
+    runs: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory(prefix="prunelab-epoch-") as tmp:
-        for name in args.only.split(","):
-            if name == "bare":
-                out[name] = bare_loop(data_dir, args.quick)
-            elif name == "article":
-                out[name] = article_loop(data_dir, args.quick, Path(tmp))
-            elif name == "prunelab":
-                out[name] = prunelab_cli(data_dir, args.quick, Path(tmp), args.threads)
-            r = out[name]
-            extra = f", process wall {r['process_wall']:.1f} s" if "process_wall" in r else (
-                f", cpu {r['cpu']:.1f} s")
-            print(f"  {name:<9} {r['seconds']:8.2f} s  {r['batches']:4d} batches  "
-                  f"{1e3 * r['seconds'] / r['batches']:7.2f} ms/batch{extra}", flush=True)
+        for rnd in range(args.repeats):
+            for name in args.only.split(","):
+                if name == "bare":
+                    r = bare_loop(data_dir, args.quick)
+                elif name == "article":
+                    r = article_loop(data_dir, args.quick, Path(tmp) / f"article{rnd}")
+                elif name == "prunelab":
+                    r = prunelab_cli(data_dir, args.quick, Path(tmp) / f"cli{rnd}", args.threads)
+                else:
+                    sys.exit(f"--only: unknown contender {name!r}; valid: bare, article, prunelab")
+                runs.setdefault(name, []).append(r)
+                extra = f", process wall {r['process_wall']:.1f} s" if "process_wall" in r else (
+                    f", cpu {r['cpu']:.1f} s")
+                print(f"  [{rnd + 1}/{args.repeats}] {name:<9} {r['seconds']:8.2f} s  "
+                      f"{r['batches']:4d} batches  {1e3 * r['seconds'] / r['batches']:7.2f} "
+                      f"ms/batch{extra}", flush=True)
+    out = {k: sorted(v, key=lambda r: r["seconds"])[len(v) // 2] for k, v in runs.items()}
+    if args.repeats > 1:
+        for k, r in out.items():
+            print(f"  median {k:<9} {r['seconds']:8.2f} s  "
+                  f"{1e3 * r['seconds'] / r['batches']:7.2f} ms/batch")
     per = {k: v["seconds"] / v["batches"] for k, v in out.items()}
     if "bare" in per:
         for k in per:

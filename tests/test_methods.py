@@ -213,6 +213,23 @@ def test_l1_equals_torch_including_ties(amount):
         assert torch.equal(M.l1_unstructured(w, amount), lin.weight_mask)
 
 
+def test_channels_last_weights_get_the_logical_order_masks():
+    # model=cnn trains in channels_last: masks must not depend on the memory layout
+    w = torch.randn(50, 20, 5, 5, generator=torch.Generator().manual_seed(3))
+    nhwc = w.contiguous(memory_format=torch.channels_last)
+    first = M.l1_unstructured(w, 0.3)
+    prev = first.contiguous(memory_format=torch.channels_last)
+    assert torch.equal(M.l1_unstructured(nhwc, 0.3), first)
+    assert torch.equal(M.l1_unstructured(nhwc, 0.6, prev), M.l1_unstructured(w, 0.6, first))
+    assert torch.equal(M.ln_structured(nhwc, 0.5, n=2, dim=0), M.ln_structured(w, 0.5, n=2, dim=0))
+    glob = M.compute_masks("global_magnitude", {"a": nhwc, "b": w[:5]}, 0.7, masks={"a": prev})
+    ref = M.compute_masks("global_magnitude", {"a": w, "b": w[:5]}, 0.7, masks={"a": first})
+    assert all(torch.equal(glob[k], ref[k]) for k in ref)
+    # torch's built-ins flatten with view(-1): a custom method still gets a usable tensor
+    out = M.compute_masks("x", {"a": nhwc}, 0.0, custom=prune.L1Unstructured(amount=0.25))
+    assert torch.equal(out["a"], M.l1_unstructured(w, 0.25))
+
+
 @pytest.mark.parametrize("amount", [0.1, 0.5, 0.9])
 @pytest.mark.parametrize("n", [1, 2])
 def test_ln_structured_equals_torch(amount, n):

@@ -48,3 +48,36 @@ def test_channels_last_system_computes_the_same_function():
     loss_a, logits_a, _ = plain.loss_and_logits(batch)
     loss_b, logits_b, _ = nhwc.loss_and_logits(batch)
     assert torch.allclose(logits_a, logits_b, atol=1e-5)
+
+
+def test_cnn_pool_then_relu_equals_the_articles_relu_then_pool_with_gradients():
+    from torch.nn import functional as F
+
+    torch.manual_seed(3)
+    net = LeNet()
+    x = torch.randn(8, 1, 28, 28)
+    y = torch.randint(0, 10, (8,))
+
+    def article_forward(x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(F.relu(net.conv1(x)), 2, 2)
+        x = F.max_pool2d(F.relu(net.conv2(x)), 2, 2)
+        return net.fc2(F.relu(net.fc1(x.flatten(1))))
+
+    grads = []
+    outs = []
+    for forward in (net.forward, article_forward):
+        net.zero_grad()
+        out = forward(x)
+        F.cross_entropy(out, y).backward()
+        outs.append(out.detach())
+        grads.append([p.grad.clone() for p in net.parameters()])
+    assert torch.equal(outs[0], outs[1])
+    for a, b in zip(*grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-7, rtol=1e-6)
+
+
+def test_cnn_config_trains_in_channels_last(make_cfg):
+    from prunelab.run import instantiate_model
+
+    system = instantiate_model(make_cfg("model=cnn"))
+    assert system.net.conv1.weight.is_contiguous(memory_format=torch.channels_last)

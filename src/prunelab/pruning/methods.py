@@ -228,7 +228,9 @@ def unstructured_mask(
         new = torch.ones(scores.shape, dtype=dtype, device=scores.device)
     else:
         new = mask.detach().to(device=scores.device, dtype=dtype, copy=True)
-        new = (new != 0).to(dtype)  # normalise to exact 0/1
+        # exact 0/1, and contiguous: a channels_last weight's mask is channels_last, and the
+        # flat view must follow the logical (row-major) order that torch's own topk sees
+        new = (new != 0).to(dtype).contiguous()
     flat_scores = scores.detach().reshape(-1)
     flat_new = new.view(-1)
     alive = (flat_new != 0).nonzero().squeeze(1)
@@ -500,9 +502,12 @@ def _custom_masks(
         )
     out: dict[str, torch.Tensor] = {}
     for name in sorted(weights):
-        w = weights[name].detach()
+        # contiguous: torch's own methods flatten with view(-1), which a channels_last weight
+        # (the CNN's default layout) does not allow
+        w = weights[name].detach().contiguous()
         prev = masks.get(name)
-        default = torch.ones_like(w) if prev is None else (prev.to(w.device) != 0).to(w.dtype)
+        default = torch.ones_like(w) if prev is None else (
+            (prev.to(w.device) != 0).to(w.dtype).contiguous())
         with torch.no_grad():
             m = custom.compute_mask(w, default_mask=default)
         if tuple(m.shape) != tuple(w.shape):
