@@ -32,6 +32,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from lightning.pytorch.callbacks import ModelPruning
 
+from prunelab.config import register
 from prunelab.pruning.schedules import build_plan
 from prunelab.run import instantiate_data, instantiate_model
 
@@ -53,6 +54,7 @@ def one_seed(seed: int, args: argparse.Namespace) -> dict:
                  "model.channels_last=false"]
     if args.data_dir:
         overrides.append(f"data_dir={args.data_dir}")
+    register()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
     plan = build_plan(args.schedule, amount=args.final, initial=args.initial, n_steps=5,

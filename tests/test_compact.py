@@ -184,6 +184,20 @@ def test_measure_latency_positive() -> None:
     assert set(lat) == {"bs1", "bs256"} and all(v > 0 for v in lat.values())
 
 
+def test_measure_latency_settings_work_on_a_copy(monkeypatch) -> None:
+    x = torch.randn(1, 1, 28, 28)
+    net = compact(masked_lenet(0.5), x)
+    compiled = []
+    # record what would be compiled (inductor itself takes seconds; the wiring is the point)
+    monkeypatch.setattr(torch, "compile", lambda m, **kw: compiled.append(m) or m)
+    lat = measure_latency(net, x, batch_sizes=(2,), min_run_time=0.01, channels_last=True,
+                          compile=True)
+    assert lat["bs2"] > 0
+    assert len(compiled) == 1 and compiled[0] is not net
+    assert compiled[0].conv2.weight.is_contiguous(memory_format=torch.channels_last)
+    assert net.conv2.weight.is_contiguous()  # the caller's model keeps its layout
+
+
 def test_efficiency_report_fields() -> None:
     masked = masked_lenet(0.5)
     report = efficiency_report(None, masked, torch.randn(1, 1, 28, 28), batch_sizes=(1, 4),

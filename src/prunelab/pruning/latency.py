@@ -63,6 +63,8 @@ def measure_latency(
     device: str | torch.device | None = None,
     min_run_time: float = 0.5,
     num_threads: int | None = None,
+    channels_last: bool = False,
+    compile: bool = False,
 ) -> dict[str, float]:
     """Median milliseconds of one forward pass per batch size: ``{"bs1": ms, "bs256": ms}``.
 
@@ -70,15 +72,30 @@ def measure_latency(
     matter; see :func:`make_batch`), or a function ``batch_size -> batch``. ``device``: where to
     run (default ``"cpu"``). ``min_run_time``: seconds of measurement per batch size after the
     warm-up. ``num_threads``: torch intra-op threads (default: the current setting).
+    ``channels_last``: weights and 4-d inputs in NHWC memory format. ``compile``: time
+    ``torch.compile(model)`` (inductor); compilation happens in the warm-up, outside the figure.
+    Which of these is fastest depends on the layer widths (oneDNN pads odd channel counts), so
+    a fair comparison of two models gives each its best setting.
     """
     Timer = _timer_class()
     device = torch.device(device or "cpu")
     threads = num_threads or torch.get_num_threads()
     net = clone_module(model).to(device).eval()
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    if compile:
+        # a fresh dynamo cache: models of one class with other shapes would otherwise pile up
+        # recompilations until dynamo's cache limit silently falls back to eager
+        # dynamic=False: each batch size gets its own static graph (after a second shape, dynamo
+        # would otherwise switch to a slower shape-generic one)
+        torch._dynamo.reset()
+        net = torch.compile(net, dynamic=False)
     out: dict[str, float] = {}
     for bs in batch_sizes:
         batch = example(bs) if callable(example) else make_batch(example, bs)
         batch = batch.to(device)
+        if channels_last and batch.dim() == 4:
+            batch = batch.contiguous(memory_format=torch.channels_last)
 
         def forward(net: nn.Module = net, batch: Tensor = batch) -> None:
             with torch.inference_mode():
