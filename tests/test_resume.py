@@ -201,7 +201,11 @@ def test_half_written_results_are_not_taken_as_done(data, finished, tmp_path):
     (run_dir / "results.json").rename(run_dir / "results.json.tmp")
     proc = run_to_end([*common(data), *FINISHED, f"hydra.run.dir={run_dir}"], tmp_path)
     assert "done already" not in proc.stdout
-    assert (run_dir / "results.json").exists()
+    again = json.loads((run_dir / "results.json").read_text())
+    first = json.loads((finished / "results.json").read_text())
+    # nothing left to train: the final model is re-measured, val_acc included (not null)
+    assert again["val_acc"] is not None and again["val_acc"] == first["val_acc"]
+    assert again["test_acc"] == first["test_acc"]
 
 
 def test_evaluate_reloads_the_pruned_model_into_the_plain_class(finished, data):

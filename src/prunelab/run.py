@@ -277,6 +277,10 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
         raise
     fit_seconds = state.fit_seconds
     val_acc = trainer.callback_metrics.get("val_acc")
+    if val_acc is None and ckpt and trainer.limit_val_batches != 0:
+        # resumed from a checkpoint of the last epoch (killed before results.json): fit had no
+        # epoch left to validate, so measure the final model rather than report null
+        val_acc = trainer.validate(model, datamodule=datamodule, verbose=False)[0].get("val_acc")
     test = trainer.test(model, datamodule=datamodule, verbose=False)[0] if _has_test(trainer) else {}
 
     if trainer.is_global_zero:
