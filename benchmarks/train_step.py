@@ -10,7 +10,9 @@ Variants:
 * ``threads=1`` / ``threads=N`` (``torch.set_num_threads``; N = all cores),
 * ``channels_last``: model and input batches in ``torch.channels_last`` memory format,
 * ``compile``: ``torch.compile(net)`` (inductor); its compile time (first step, forward and
-  backward) is printed apart from the per-step time, with the break-even step count.
+  backward) is printed apart from the per-step time, with the break-even step count,
+* ``relu-pool`` (eager only): the reference article's ReLU-then-max-pool order instead of
+  prunelab's LeNet's pool-then-ReLU (the same function and gradients; what the order buys).
 
 Each variant runs ``--steps`` steps after a warm-up, in ``--rounds`` interleaved rounds (so
 that a busy machine hits all variants alike); printed: the median step of the best round and the
@@ -31,10 +33,19 @@ from torch.nn import functional as F
 from prunelab.models import LeNet
 
 
-def make_step(channels_last: bool, compile_: bool, batches: list[tuple[torch.Tensor, torch.Tensor]]
-              ) -> tuple[Callable[[int], None], float]:
+class ArticleOrderLeNet(LeNet):
+    """The reference article's order: ReLU on the full conv output, then the max-pool."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2, 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2, 2)
+        return self.fc2(F.relu(self.fc1(x.flatten(1))))
+
+
+def make_step(channels_last: bool, compile_: bool, batches: list[tuple[torch.Tensor, torch.Tensor]],
+              relu_first: bool = False) -> tuple[Callable[[int], None], float]:
     torch.manual_seed(0)
-    net = LeNet()
+    net = ArticleOrderLeNet() if relu_first else LeNet()
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
         batches = [(x.contiguous(memory_format=torch.channels_last), y) for x, y in batches]
@@ -86,39 +97,43 @@ def main() -> None:
                 torch.randint(0, 10, (args.batch_size,), generator=g)) for _ in range(16)]
     thread_counts = (sorted({int(t) for t in args.threads.split(",")}) if args.threads
                      else sorted({1, default_threads}))
-    base_key = (thread_counts[0], False, False)
-    variants = [(t, cl, False) for t in thread_counts for cl in (False, True)]
+    # (threads, channels_last, compile, relu before pool)
+    base_key = (thread_counts[0], False, False, True)
+    variants = [(t, cl, False, rf) for t in thread_counts for cl in (False, True)
+                for rf in (True, False)]
     if not args.no_compile:
-        variants += [(t, cl, True) for t in thread_counts for cl in (False, True)]
+        variants += [(t, cl, True, False) for t in thread_counts for cl in (False, True)]
     print(f"# train_step  {time.strftime('%Y-%m-%d %H:%M')}  torch {torch.__version__}  "
           f"cpus {cores}  default threads {default_threads}  batch {args.batch_size}  "
           f"{steps} steps x {rounds} rounds")
     steppers = {}
     firsts = {}
-    for t, cl, comp in variants:
-        torch.set_num_threads(t)
-        steppers[(t, cl, comp)], firsts[(t, cl, comp)] = make_step(cl, comp, batches)
-    results: dict[tuple[int, bool, bool], list[float]] = {v: [] for v in variants}
+    for v in variants:
+        torch.set_num_threads(v[0])
+        steppers[v], firsts[v] = make_step(v[1], v[2], batches, relu_first=v[3])
+    results: dict[tuple[int, bool, bool, bool], list[float]] = {v: [] for v in variants}
     for _ in range(rounds):
         for v in variants:
             torch.set_num_threads(v[0])
             results[v].append(time_steps(steppers[v], steps, warmup=3))
     torch.set_num_threads(default_threads)
     base = min(results[base_key])
-    print(f"  {'threads':>7} {'layout':<14} {'mode':<8} {'best ms':>8} {'median ms':>10} "
-          f"{f'vs eager t={thread_counts[0]}':>13} {'first step s':>13}")
+    print(f"  {'threads':>7} {'layout':<14} {'order':<10} {'mode':<8} {'best ms':>8} "
+          f"{'median ms':>10} {f'vs t={thread_counts[0]} relu-pool':>18} {'first step s':>13}")
     for v in variants:
-        t, cl, comp = v
+        t, cl, comp, rf = v
         best, med = min(results[v]), statistics.median(results[v])
         print(f"  {t:>7} {'channels_last' if cl else 'contiguous':<14} "
+              f"{'relu-pool' if rf else 'pool-relu':<10} "
               f"{'compile' if comp else 'eager':<8} {best * 1e3:>8.2f} {med * 1e3:>10.2f} "
-              f"{best / base:>13.3f} {firsts[v]:>13.2f}")
+              f"{best / base:>18.3f} {firsts[v]:>13.2f}")
     if not args.no_compile:
         for t in thread_counts:
             for cl in (False, True):
-                eager, comp = min(results[(t, cl, False)]), min(results[(t, cl, True)])
+                eager = min(results[(t, cl, False, False)])
+                comp = min(results[(t, cl, True, False)])
                 gain = eager - comp
-                cost = firsts[(t, cl, True)] - firsts[(t, cl, False)]
+                cost = firsts[(t, cl, True, False)] - firsts[(t, cl, False, False)]
                 be = f"{cost / gain:,.0f} steps" if gain > 0 else "never"
                 print(f"  compile break-even (threads={t}, "
                       f"{'channels_last' if cl else 'contiguous'}): {be} "
