@@ -183,3 +183,18 @@ def test_state_dict_round_trip_restores_schedule_and_generator():
     other.load_state_dict(state)
     assert other.steps_done == 2
     assert torch.equal(other.generator.get_state(), cb.generator.get_state())
+
+
+def test_masks_keep_a_channels_last_weights_layout():
+    # a 1-input-channel conv weight is both NCHW- and NHWC-contiguous by flags; only its exact
+    # strides keep the conv output (and everything after it) on the fast channels_last kernels
+    model = TinyNet().to(memory_format=torch.channels_last)
+    conv = model.body[0]
+    strides = conv.weight.stride()
+    pruning = PruningCallback(build_plan("iterative", amount=0.5, initial=0.25, step_size=0.25),
+                              make_permanent=False)
+    fit(model, [pruning], max_epochs=2)
+    assert hasattr(conv, "weight_mask")
+    assert conv.weight.stride() == strides
+    x = torch.randn(2, 1, 8, 8).contiguous(memory_format=torch.channels_last)
+    assert conv(x).is_contiguous(memory_format=torch.channels_last)
