@@ -106,7 +106,8 @@ def test_masked_weights_stay_zero_through_momentum_and_weight_decay():
     fit(model, [cb, watcher], max_epochs=4)
     assert watcher.checked > 0 and watcher.violations == 0
     for m in targeted(model).values():
-        # weight_orig drifts under momentum/decay, the effective weight does not
+        # the zeros live in weight_orig itself, so the forward needs no multiply
+        assert (m.weight_orig[m.weight_mask == 0] == 0).all()
         assert (m.weight[m.weight_mask == 0] == 0).all()
 
 
@@ -198,3 +199,88 @@ def test_masks_keep_a_channels_last_weights_layout():
     assert conv.weight.stride() == strides
     x = torch.randn(2, 1, 8, 8).contiguous(memory_format=torch.channels_last)
     assert conv(x).is_contiguous(memory_format=torch.channels_last)
+
+
+class ManualNet(TinyNet):
+    """Manual optimisation: the user calls ``opt.step()`` inside ``training_step``."""
+
+    def __init__(self) -> None:
+        super().__init__(weight_decay=0.1)
+        self.automatic_optimization = False
+
+    def training_step(self, batch, batch_idx):
+        opt = self.optimizers()
+        opt.zero_grad()
+        x, y = batch
+        self.manual_backward(F.cross_entropy(self(x), y))
+        opt.step()
+
+
+def test_masked_weights_stay_zero_under_manual_optimisation():
+    torch.manual_seed(5)
+    model = ManualNet()
+    watcher = ZeroWatcher()
+    fit(model, [PruningCallback([(0, 0.6)], make_permanent=False), watcher], max_epochs=3)
+    assert watcher.checked > 0 and watcher.violations == 0
+    for m in targeted(model).values():
+        assert (m.weight_orig[m.weight_mask == 0] == 0).all()
+
+
+def test_pruned_forward_equals_torchs_reparametrisation():
+    # the forward uses weight_orig as it is; torch's hook would multiply by the mask first
+    torch.manual_seed(6)
+    model = TinyNet()
+    fit(model, [PruningCallback([(0, 0.5), (1, 0.8)], make_permanent=False)], max_epochs=3)
+    x = torch.randn(4, 1, 8, 8)
+    ours = model(x)
+    for m in targeted(model).values():
+        prune.remove(m, "weight")  # folds weight_orig * weight_mask into a plain weight
+    assert torch.equal(model(x), ours)
+
+
+def test_loading_a_state_dict_with_live_pruned_entries_masks_them():
+    # torch's own pruning keeps values under the mask in <p>_orig; they must not reach the forward
+    torch.manual_seed(7)
+    model = TinyNet()
+    cb = PruningCallback([(0, 0.5)], make_permanent=False)
+    fit(model, [cb], max_epochs=1)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state["body.0.weight_orig"] = torch.randn_like(state["body.0.weight_orig"])
+    expected = state["body.0.weight_orig"] * state["body.0.weight_mask"]
+    model.load_state_dict(state)
+    assert torch.equal(model.body[0].weight_orig, expected)
+    assert torch.equal(model.body[0].weight, expected)
+
+
+class EvalNet(TinyNet):
+    def __init__(self) -> None:
+        super().__init__()
+        self.evaluated: list[int] = []
+
+    def validation_step(self, batch, batch_idx):
+        pass
+
+    def evaluate(self, dataloader):
+        batches = list(dataloader)
+        self.evaluated.append(len(batches))
+        return {"acc": 0.5}
+
+
+@pytest.mark.parametrize(("eval_batches", "expected"), [(1, [1, 1]), (2, [2, 2]), (None, [4, 4]), (0, [])])
+def test_eval_batches_bounds_the_validation_after_each_step(eval_batches, expected):
+    model = EvalNet()
+    cb = PruningCallback([(0, 0.3), (1, 0.6)], eval_batches=eval_batches, verbose=False)
+    trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[cb],
+                        num_sanity_val_steps=0)
+    trainer.fit(model, loader(), loader(seed=1))  # 4 validation batches
+    assert model.evaluated == expected
+    after = [h["val_acc_after"] for h in cb.history]
+    assert after == ([0.5, 0.5] if expected else [None, None])
+
+
+def test_negative_eval_batches_is_a_config_error():
+    from prunelab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="eval_batches=-1"):
+        PruningCallback([(0, 0.5)], eval_batches=-1)

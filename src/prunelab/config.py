@@ -70,6 +70,8 @@ class PruningConf:
     rewind: bool = False  # lottery ticket: reset survivors to their rewind-point values
     rewind_epoch: int = 0  # 0: initial weights; k: weights after epoch k-1 ends
     make_permanent: bool = True
+    # validation batches behind each step's val_acc_after (null: all, 0: none)
+    eval_batches: int | None = 1
     compact: bool = False  # after the test: physically remove zeroed filters, measure latency
     method: MethodConf = field(default_factory=MethodConf)
     targets: TargetsConf = field(default_factory=TargetsConf)

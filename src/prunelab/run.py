@@ -74,6 +74,7 @@ def make_callback(cfg: DictConfig) -> PruningCallback | None:
         rewind=p.rewind or p.schedule == "lottery",
         rewind_epoch=p.rewind_epoch,
         make_permanent=p.make_permanent,
+        eval_batches=p.eval_batches,
     )
 
 

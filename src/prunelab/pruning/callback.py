@@ -43,6 +43,9 @@ class PruningCallback(L.Callback):
             values at ``rewind_epoch`` (0: initialisation; k: after epoch k-1) and clear their
             optimizer state.
         make_permanent: fold masks into the weights at the end of fit (``prune.remove``).
+        eval_batches: each step's immediate cost, ``val_acc_after``, is measured on this many
+            validation batches (``None``: all that ``limit_val_batches`` allows; 0: not
+            measured). A whole validation pass per step would cost more than the pruning does.
         custom: a ``torch.nn.utils.prune.BasePruningMethod`` to use instead of ``method``.
     """
 
@@ -61,6 +64,7 @@ class PruningCallback(L.Callback):
         make_permanent: bool = True,
         custom: prune.BasePruningMethod | None = None,
         verbose: bool = True,
+        eval_batches: int | None = 1,
     ) -> None:
         super().__init__()
         self.plan = [s if isinstance(s, PruneStep) else PruneStep(int(s[0]), float(s[1])) for s in plan]
@@ -86,6 +90,9 @@ class PruningCallback(L.Callback):
         self.make_permanent = make_permanent
         self.custom = custom
         self.verbose = verbose
+        if eval_batches is not None and eval_batches < 0:
+            raise ConfigError(f"pruning.eval_batches={eval_batches} must be >= 0 or null (all)")
+        self.eval_batches = eval_batches
         # state that goes into checkpoints
         self.steps_done = 0
         self.history: list[dict[str, Any]] = []
@@ -96,6 +103,7 @@ class PruningCallback(L.Callback):
         self.targets: list[Target] = []
         self._stats: dict[str, dict] = {}
         self._hook_handle: Any = None
+        self._step_hooks: list[Any] = []
 
     # ------------------------------------------------------------------ setup
     @property
@@ -125,6 +133,9 @@ class PruningCallback(L.Callback):
             # Checkpoints of a pruned model hold <p>_orig and <p>_mask instead of <p>: put the
             # reparametrisation back before Lightning loads them into a fresh model.
             self._hook_handle = pl_module.register_load_state_dict_pre_hook(self._reparametrize_hook)
+            # ... and zero the pruned entries of the <p>_orig values just loaded (a checkpoint
+            # written by torch's own pruning keeps them), which the forward uses as they are
+            pl_module.register_load_state_dict_post_hook(lambda *_: _mask_in_place(self.targets))
 
     def _find_targets(self, pl_module: nn.Module) -> list[Target]:
         declared = getattr(pl_module, "prunable_parameters", None)
@@ -148,6 +159,21 @@ class PruningCallback(L.Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.rewind and self.rewind_epoch == 0 and self.rewind_state is None:
             self.rewind_state = self._snapshot()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # the masks live in the weights: re-apply them after every optimizer step (manual
+        # optimisation included), before anything else can read the weights
+        self._remove_step_hooks()
+        for opt in trainer.optimizers:
+            self._step_hooks.append(opt.register_step_post_hook(lambda *_: _mask_in_place(self.targets)))
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._remove_step_hooks()
+
+    def _remove_step_hooks(self) -> None:
+        for handle in self._step_hooks:
+            handle.remove()
+        self._step_hooks = []
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         epoch = trainer.current_epoch
@@ -193,6 +219,7 @@ class PruningCallback(L.Callback):
             "achieved": achieved["global"],
             "val_acc_before": before,
             "val_acc_after": after,
+            "val_after_batches": self.eval_batches if after is not None else 0,
             "seconds": seconds,
             "layers": achieved["layers"],
         }
@@ -207,6 +234,8 @@ class PruningCallback(L.Callback):
             print(
                 f"[prunelab] epoch {step.epoch}: pruned to {achieved['global']:.4f} "
                 f"(target {step.target:.4f}) val_acc {before_s} -> {after_s}"
+                + (f" (first {self.eval_batches} val batches)" if after is not None
+                   and self.eval_batches is not None else "")
             )
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -271,7 +300,7 @@ class PruningCallback(L.Callback):
             for t in self.targets:
                 p = _param(t)
                 p.copy_(self.rewind_state[t.name].to(p.device))
-                setattr(t.module, t.parameter, p * getattr(t.module, t.parameter + "_mask"))
+                p.mul_(getattr(t.module, t.parameter + "_mask"))
                 for opt in optimizers:
                     if p in opt.state:
                         opt.state[p] = {}
@@ -279,12 +308,14 @@ class PruningCallback(L.Callback):
     def _evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> float | None:
         evaluate = getattr(pl_module, "evaluate", None)
         loaders = trainer.val_dataloaders
-        if not callable(evaluate) or loaders is None:
+        if not callable(evaluate) or loaders is None or self.eval_batches == 0:
             return None
         limit = trainer.limit_val_batches
         loader = loaders[0] if isinstance(loaders, list | tuple) else loaders
-        if isinstance(limit, int) and limit > 0:
-            loader = _take(loader, limit)
+        limits = [n for n in (limit if isinstance(limit, int) else None, self.eval_batches)
+                  if n is not None and n > 0]
+        if limits:
+            loader = _take(loader, min(limits))
         return float(evaluate(loader)["acc"])
 
     def remove(self) -> None:
@@ -340,25 +371,36 @@ def _param(t: Target) -> nn.Parameter:
     return orig if orig is not None else getattr(t.module, t.parameter)
 
 
-class _FromMask(prune.CustomFromMask):
-    """torch's ``custom_from_mask`` whose masked weight keeps ``weight_orig``'s strides.
+class _MaskedInPlace(prune.CustomFromMask):
+    """torch's ``custom_from_mask`` without its per-forward multiply.
 
-    ``weight_orig * weight_mask`` comes out NCHW-contiguous for a conv weight with one input
-    channel even when the weight is channels_last (a size-1 dim's stride is ignored), and the
-    conv then picks the slow NCHW kernels for itself and every layer after it (a 1.4x slower
-    LeNet step). Re-striding only size-1 dims changes no element's address.
+    torch recomputes ``weight = weight_orig * weight_mask`` before every forward, which costs a
+    multiply forward and another backward per pruned tensor, every step (4 % of a LeNet step),
+    and loses a channels_last weight's layout when a dim has size 1. Here ``weight_orig`` itself
+    holds the zeros: the callback masks it in place whenever a mask is set or loaded and after
+    every optimizer step (as OpenLTH does), so the forward can use it as it is. ``weight`` stays a
+    plain attribute (a view of ``weight_orig``), as ``torch.nn.utils.prune`` expects, so
+    ``prune.is_pruned``, ``prune.remove`` and checkpoints with ``_orig``/``_mask`` keys are
+    unchanged.
     """
 
-    def apply_mask(self, module: nn.Module) -> Tensor:
-        return _strided_like(super().apply_mask(module), getattr(module, self._tensor_name + "_orig"))
+    def __call__(self, module: nn.Module, inputs: Any) -> None:
+        orig = getattr(module, self._tensor_name + "_orig")
+        setattr(module, self._tensor_name, orig[...])
 
 
-def _strided_like(weight: Tensor, orig: Tensor) -> Tensor:
-    if weight.stride() != orig.stride() and all(
-        a == b or n == 1 for a, b, n in zip(weight.stride(), orig.stride(), orig.shape, strict=True)
-    ):
-        return weight.as_strided(orig.shape, orig.stride())
-    return weight
+def _mask_in_place(targets: Sequence[Target]) -> None:
+    """Zero the pruned entries of every pruned target's ``<p>_orig`` (one fused call)."""
+    origs, masks = [], []
+    for t in targets:
+        mask = getattr(t.module, t.parameter + "_mask", None)
+        orig = getattr(t.module, t.parameter + "_orig", None)
+        if mask is not None and orig is not None:
+            origs.append(orig)
+            masks.append(mask)
+    if origs:
+        with torch.no_grad():
+            torch._foreach_mul_(origs, masks)
 
 
 def _apply_mask(t: Target, mask: Tensor) -> None:
@@ -367,15 +409,17 @@ def _apply_mask(t: Target, mask: Tensor) -> None:
     if prune.is_pruned(module) and hasattr(module, name + "_mask"):
         buf = getattr(module, name + "_mask")
         buf.copy_(mask.to(buf.dtype))
-        orig = getattr(module, name + "_orig")
-        with torch.no_grad():
-            setattr(module, name, _strided_like(orig * buf, orig))
-        return
-    slot = list(module._parameters).index(name)
-    _FromMask.apply(module, name, mask)
-    # torch re-registers the tensor as <name>_orig at the end of the module's parameters; put
-    # it back in <name>'s slot so optimizer state (kept by position) lines up after a resume.
-    _move_param(module, name + "_orig", slot)
+    else:
+        slot = list(module._parameters).index(name)
+        _MaskedInPlace.apply(module, name, mask)
+        # torch re-registers the tensor as <name>_orig at the end of the module's parameters;
+        # put it back in <name>'s slot so optimizer state (kept by position) lines up after a
+        # resume.
+        _move_param(module, name + "_orig", slot)
+    orig = getattr(module, name + "_orig")
+    with torch.no_grad():
+        orig.mul_(getattr(module, name + "_mask"))
+    setattr(module, name, orig[...])
 
 
 def _move_param(module: nn.Module, key: str, index: int) -> None:
