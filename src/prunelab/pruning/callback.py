@@ -211,7 +211,9 @@ class PruningCallback(L.Callback):
         seconds = time.perf_counter() - t0
         if self.rewind:
             self._rewind(trainer)
+        t1 = time.perf_counter()
         after = self._evaluate(trainer, pl_module)
+        eval_seconds = time.perf_counter() - t1
         record = {
             "step": self.steps_done,
             "epoch": step.epoch,
@@ -221,6 +223,7 @@ class PruningCallback(L.Callback):
             "val_acc_after": after,
             "val_after_batches": self.eval_batches if after is not None else 0,
             "seconds": seconds,
+            "eval_seconds": eval_seconds,
             "layers": achieved["layers"],
         }
         self.history.append(record)
