@@ -1,5 +1,6 @@
 """The two networks: sizes from the reference articles, and the text model's masked mean."""
 
+import pytest
 import torch
 
 from prunelab.models import LeNet, TextClassifier
@@ -81,3 +82,25 @@ def test_cnn_config_trains_in_channels_last(make_cfg):
 
     system = instantiate_model(make_cfg("model=cnn"))
     assert system.net.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_epoch_sums_give_the_sample_weighted_means_and_start_afresh(binary):
+    from prunelab.models.system import EpochSums
+
+    g = torch.Generator().manual_seed(4)
+    sums = EpochSums(binary)
+    losses, hits, n = 0.0, 0, 0
+    for size in (5, 3, 7):  # unequal batches: a mean of batch means would be wrong
+        logits = torch.randn(size, generator=g) if binary else torch.randn(size, 4, generator=g)
+        y = torch.randint(0, 2 if binary else 4, (size,), generator=g)
+        loss = torch.rand((), generator=g)
+        sums.update(loss, logits, y)
+        pred = (logits > 0).long() if binary else logits.argmax(-1)
+        losses += float(loss) * size
+        hits += int((pred == y).sum())
+        n += size
+    loss_mean, acc = sums.pop()
+    assert loss_mean == pytest.approx(losses / n, rel=1e-6)
+    assert acc == pytest.approx(hits / n)
+    assert sums.pop() is None  # reset: the next epoch starts from zero

@@ -89,6 +89,7 @@ class Config:
     ckpt_path: str | None = "last"
     name: str = "default"
     threads: int | None = None
+    progress_refresh_rate: int = 20
 
 
 def _dirname(override_dirname: str) -> str:

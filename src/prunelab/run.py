@@ -12,7 +12,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
@@ -26,7 +26,7 @@ from prunelab.pruning.schedules import build_plan, validate_plan
 RESULTS = "results.json"
 FAILED = "failed.json"
 # config keys that do not change a run's numbers: a checkpoint may differ in these
-NON_RESULT_KEYS = ("data_dir", "ckpt_path", "name", "threads", "logger")
+NON_RESULT_KEYS = ("data_dir", "ckpt_path", "name", "threads", "progress_refresh_rate", "logger")
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -262,6 +262,8 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
                                  every_n_epochs=1, save_on_train_epoch_end=True,
                                  enable_version_counter=False)
     callbacks = [state, checkpoint] + ([pruner] if pruner is not None else [])
+    if cfg.trainer.enable_progress_bar:
+        callbacks.append(TQDMProgressBar(refresh_rate=max(1, int(cfg.progress_refresh_rate))))
     trainer = L.Trainer(**OmegaConf.to_container(cfg.trainer), callbacks=callbacks,
                         logger=make_loggers(cfg, run_dir) or False, default_root_dir=str(run_dir),
                         plugins=[AtomicCheckpointIO()])
