@@ -104,3 +104,35 @@ def test_epoch_sums_give_the_sample_weighted_means_and_start_afresh(binary):
     assert loss_mean == pytest.approx(losses / n, rel=1e-6)
     assert acc == pytest.approx(hits / n)
     assert sums.pop() is None  # reset: the next epoch starts from zero
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 24, 24), (2, 1, 8, 8), (4, 7, 6, 10), (2, 3, 7, 9)])
+def test_inference_max_pool_equals_torchs(shape):
+    from torch.nn import functional as F
+
+    from prunelab.models.cnn import max_pool2x2
+
+    x = torch.randn(shape).contiguous(memory_format=torch.channels_last)
+    x[0, 0, 0, 0] = float("nan")  # NaN propagates as in torch's max-pool
+    x[-1, -1, -2:, -2:] = 1.5  # ties
+    with torch.inference_mode():
+        ours, ref = max_pool2x2(x), F.max_pool2d(x, 2, 2)
+    assert ours.shape == ref.shape
+    assert torch.equal(ours.nan_to_num(-9.0), ref.nan_to_num(-9.0))
+    assert ours.isnan().sum() == ref.isnan().sum() == 1
+    nchw = x.contiguous()  # and NCHW input, which takes torch's op
+    with torch.no_grad():
+        assert torch.equal(max_pool2x2(nchw).nan_to_num(-9.0), ref.nan_to_num(-9.0))
+
+
+def test_training_max_pool_keeps_torchs_gradient():
+    from torch.nn import functional as F
+
+    from prunelab.models.cnn import max_pool2x2
+
+    x = torch.zeros(2, 3, 4, 4).contiguous(memory_format=torch.channels_last).requires_grad_()
+    max_pool2x2(x).sum().backward()  # all ties: torch routes each window's gradient to one input
+    ours = x.grad.clone()
+    x.grad = None
+    F.max_pool2d(x, 2, 2).sum().backward()
+    assert torch.equal(ours, x.grad)
