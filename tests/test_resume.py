@@ -74,7 +74,7 @@ def assert_same_run(a: Path, b: Path) -> None:
         assert ra[key] == rb[key], key
 
     def strip(history):
-        return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
+        return [{k: v for k, v in h.items() if k not in ("seconds", "eval_seconds")} for h in history]
 
     assert strip(ra["pruning_history"]) == strip(rb["pruning_history"])
     wa = torch.load(a / "final_model.pt", weights_only=True)
