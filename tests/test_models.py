@@ -136,3 +136,25 @@ def test_training_max_pool_keeps_torchs_gradient():
     x.grad = None
     F.max_pool2d(x, 2, 2).sum().backward()
     assert torch.equal(ours, x.grad)
+
+
+def test_evaluate_agrees_with_lightnings_validation():
+    # the pruning callback's between-epoch check and the logged val_acc are the same measure
+    from functools import partial
+
+    import lightning as L
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from prunelab.models import ClassifierSystem
+
+    torch.manual_seed(8)
+    model = ClassifierSystem(net=LeNet(), optimizer=partial(torch.optim.SGD, lr=0.1))
+    data = DataLoader(TensorDataset(torch.randn(50, 1, 28, 28), torch.randint(0, 10, (50,))),
+                      batch_size=16)
+    ours = model.evaluate(data)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,
+                        enable_model_summary=False)
+    logged = trainer.validate(model, data, verbose=False)[0]
+    assert ours["acc"] == pytest.approx(logged["val_acc"])
+    assert ours["loss"] == pytest.approx(logged["val_loss"], rel=1e-5)
+    assert ours["loss"] > 0.0

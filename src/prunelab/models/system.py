@@ -143,16 +143,12 @@ class ClassifierSystem(L.LightningModule):
         """
         was_training = self.training
         self.eval()
-        total, correct, loss_sum = 0, 0, 0.0
+        sums = EpochSums(self.hparams.task == "binary").to(self.device)
         for batch in dataloader:
-            batch = tuple(t.to(self.device) for t in batch)
-            loss, logits, y = self.loss_and_logits(batch)
-            pred = (logits > 0).long() if self.hparams.task == "binary" else logits.argmax(-1)
-            correct += int((pred == y.long()).sum())
-            total += y.shape[0]
-            loss_sum += float(loss) * y.shape[0]
+            sums.update(*self.loss_and_logits(tuple(t.to(self.device) for t in batch)))
         self.train(was_training)
-        return {"acc": correct / max(total, 1), "loss": loss_sum / max(total, 1)}
+        loss, acc = sums.pop() or (0.0, 0.0)
+        return {"acc": acc, "loss": loss}
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(self.parameters())

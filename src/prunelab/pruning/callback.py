@@ -221,7 +221,6 @@ class PruningCallback(L.Callback):
             "achieved": achieved["global"],
             "val_acc_before": before,
             "val_acc_after": after,
-            "val_after_batches": self.eval_batches if after is not None else 0,
             "seconds": seconds,
             "eval_seconds": eval_seconds,
             "layers": achieved["layers"],
