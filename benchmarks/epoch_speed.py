@@ -164,13 +164,84 @@ def prunelab_cli(data_dir: Path, limit: int | None, tmp: Path, threads: int | No
             "process_wall": wall}
 
 
+def paired_blocks(data_dir: Path, block: int, pairs: int, tmp: Path, threads: int | None) -> dict:
+    """Lightning's overhead from adjacent blocks: ``block`` batches through prunelab, then as many bare.
+
+    One in-process ``prunelab.run.run`` (the CLI's function, same overrides) with epochs of
+    ``block`` batches; a callback runs ``block`` bare steps (own LeNet, optimiser, one-cycle
+    schedule, same in-memory tensors) after each epoch's timing has stopped. Each pair is a
+    few seconds apart, so the VM's drift (10-40 % between runs here) cancels in its ratio.
+    """
+    import lightning as L
+    from hydra import compose, initialize_config_dir
+
+    from prunelab.config import register
+    from prunelab.run import run
+
+    class BareBlocks(L.Callback):
+        def __init__(self) -> None:
+            self.seconds: list[float] = []
+            self.step = None
+
+        def _setup(self, x: torch.Tensor, y: torch.Tensor) -> None:
+            from prunelab.models import LeNet
+
+            torch.manual_seed(0)
+            net = LeNet().to(memory_format=torch.channels_last).train()
+            opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, nesterov=True,
+                                  weight_decay=5e-4)
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.05, pct_start=0.25,
+                                                        total_steps=block * (pairs + 1))
+            perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+
+            def step(i: int) -> None:
+                idx = perm[(i * 64) % (len(y) - 64):][:64]
+                xb, yb = x[idx].contiguous(memory_format=torch.channels_last), y[idx]
+                opt.zero_grad(set_to_none=True)
+                F.cross_entropy(net(xb), yb).backward()
+                opt.step()
+                sched.step()
+
+            self.step = step
+
+        def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            if self.step is None:
+                self._setup(*trainer.datamodule.train_data)
+            t = time.perf_counter()
+            for i in range(block):
+                self.step(len(self.seconds) * block + i)
+            self.seconds.append(time.perf_counter() - t)
+
+    register()
+    overrides = ["pruning=none", f"trainer.max_epochs={pairs + 1}", "logger=none",
+                 "trainer.enable_progress_bar=false", "trainer.limit_val_batches=0",
+                 "trainer.limit_test_batches=0", f"trainer.limit_train_batches={block}",
+                 "ckpt_path=null", f"data_dir={data_dir}"] + ([f"threads={threads}"] if threads else [])
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    bare = BareBlocks()
+    res = run(cfg, tmp / "paired", overrides, callbacks=[bare])
+    light = res["epoch_seconds"]
+    # the first pair warms up (oneDNN primitives, allocator): left out
+    ratios = sorted(p / b for p, b in zip(light[1:], bare.seconds[1:], strict=True))
+    q = len(ratios) // 4
+    return {"ratios": ratios, "median": ratios[len(ratios) // 2], "q1": ratios[q],
+            "q3": ratios[-1 - q], "light_ms": 1e3 * sorted(light[1:])[len(ratios) // 2] / block,
+            "bare_ms": 1e3 * sorted(bare.seconds[1:])[len(ratios) // 2] / block}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", nargs="?", type=int, const=100, default=None,
                         metavar="N", help="stop each contender after N batches (default 100)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--data-dir", type=Path, default=None)
-    parser.add_argument("--only", default="bare,article,prunelab")
+    parser.add_argument("--only", default="bare,article,prunelab,paired",
+                        help="contenders, of bare, article, prunelab, paired")
+    parser.add_argument("--pairs", type=int, default=20, metavar="P",
+                        help="paired: block pairs after a warm-up pair (default 20)")
+    parser.add_argument("--block", type=int, default=100, metavar="B",
+                        help="paired: batches per block (default 100)")
     parser.add_argument("--repeats", type=int, default=1, metavar="R",
                         help="interleaved rounds; each contender's median is reported")
     args = parser.parse_args()
@@ -184,8 +255,11 @@ def main() -> None:
           f"batches {args.quick or 'full epoch'}")
     runs: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory(prefix="prunelab-epoch-") as tmp:
+        names = args.only.split(",")
         for rnd in range(args.repeats):
-            for name in args.only.split(","):
+            for name in names:
+                if name == "paired":
+                    continue
                 if name == "bare":
                     r = bare_loop(data_dir, args.quick)
                 elif name == "article":
@@ -193,13 +267,20 @@ def main() -> None:
                 elif name == "prunelab":
                     r = prunelab_cli(data_dir, args.quick, Path(tmp) / f"cli{rnd}", args.threads)
                 else:
-                    sys.exit(f"--only: unknown contender {name!r}; valid: bare, article, prunelab")
+                    sys.exit(f"--only: unknown contender {name!r}; "
+                             "valid: bare, article, prunelab, paired")
                 runs.setdefault(name, []).append(r)
                 extra = f", process wall {r['process_wall']:.1f} s" if "process_wall" in r else (
                     f", cpu {r['cpu']:.1f} s")
                 print(f"  [{rnd + 1}/{args.repeats}] {name:<9} {r['seconds']:8.2f} s  "
                       f"{r['batches']:4d} batches  {1e3 * r['seconds'] / r['batches']:7.2f} "
                       f"ms/batch{extra}", flush=True)
+        if "paired" in names:
+            block = min(args.block, args.quick) if args.quick else args.block
+            pairs = min(args.pairs, 5) if args.quick else args.pairs
+            paired = paired_blocks(data_dir, block, pairs, Path(tmp), args.threads)
+            print(f"  paired    {pairs} x {block} batches: prunelab {paired['light_ms']:.2f}, "
+                  f"bare {paired['bare_ms']:.2f} ms/batch (medians)", flush=True)
     out = {k: sorted(v, key=lambda r: r["seconds"])[len(v) // 2] for k, v in runs.items()}
     if args.repeats > 1:
         for k, r in out.items():
@@ -212,6 +293,9 @@ def main() -> None:
                 print(f"  {k} / bare (per batch): {per[k] / per['bare']:.3f}")
     if "prunelab" in per and "article" in per:
         print(f"  prunelab / article (per batch): {per['prunelab'] / per['article']:.3f}")
+    if "paired" in names:
+        print(f"  prunelab / bare, paired in-process blocks: median {paired['median']:.3f} "
+              f"(IQR {paired['q1']:.3f}-{paired['q3']:.3f}, {len(paired['ratios'])} pairs)")
 
 
 if __name__ == "__main__":

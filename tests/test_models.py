@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from torch import nn
 
 from prunelab.models import LeNet, TextClassifier
 
@@ -94,6 +95,7 @@ def test_epoch_sums_give_the_sample_weighted_means_and_start_afresh(binary):
     for size in (5, 3, 7):  # unequal batches: a mean of batch means would be wrong
         logits = torch.randn(size, generator=g) if binary else torch.randn(size, 4, generator=g)
         y = torch.randint(0, 2 if binary else 4, (size,), generator=g)
+        y = y.float() if binary else y  # BCE takes float labels
         loss = torch.rand((), generator=g)
         sums.update(loss, logits, y)
         pred = (logits > 0).long() if binary else logits.argmax(-1)
@@ -104,6 +106,25 @@ def test_epoch_sums_give_the_sample_weighted_means_and_start_afresh(binary):
     assert loss_mean == pytest.approx(losses / n, rel=1e-6)
     assert acc == pytest.approx(hits / n)
     assert sums.pop() is None  # reset: the next epoch starts from zero
+
+
+def test_fast_attribute_assignment_keeps_module_semantics():
+    from prunelab.models.system import ClassifierSystem
+
+    system = ClassifierSystem(nn.Linear(2, 2), optimizer=torch.optim.SGD)
+    system._current_fx_name = "training_step"  # Lightning's per-hook assignment: plain attribute
+    assert system._current_fx_name == "training_step" and "_current_fx_name" in system.__dict__
+    system.head = nn.Linear(2, 1)  # new names still register as modules, parameters, buffers
+    system.scale = nn.Parameter(torch.ones(1))
+    system.register_buffer("seen", torch.zeros(1))
+    system.seen = torch.ones(1)  # a tensor assigned to a buffer name replaces the buffer
+    assert "head" in system._modules and "scale" in system._parameters
+    assert torch.equal(system._buffers["seen"], torch.ones(1)) and "seen" not in system.__dict__
+    system.flag = None
+    system.flag = nn.Linear(1, 1)  # a plain attribute may become a module, as in nn.Module
+    assert "flag" in system._modules and "flag" not in system.__dict__
+    names = {n for n, _ in system.named_parameters()}
+    assert {"head.weight", "scale", "flag.weight"} <= names
 
 
 @pytest.mark.parametrize("shape", [(3, 5, 24, 24), (2, 1, 8, 8), (4, 7, 6, 10), (2, 3, 7, 9)])
@@ -123,6 +144,19 @@ def test_inference_max_pool_equals_torchs(shape):
     nchw = x.contiguous()  # and NCHW input, which takes torch's op
     with torch.no_grad():
         assert torch.equal(max_pool2x2(nchw).nan_to_num(-9.0), ref.nan_to_num(-9.0))
+
+
+def test_macs_of_a_compacted_style_lenet_count_its_zeroed_filters():
+    """FlopCounterMode attributes FLOPs to layers through module calls: the fused inference
+    path must leave them to it, or per-layer effective MACs fall back to dense."""
+    from prunelab.pruning.metrics import macs
+
+    net = LeNet().to(memory_format=torch.channels_last)
+    with torch.no_grad():
+        net.conv2.weight[:25] = 0  # half the filters zero, no pruning hooks at all
+    m = macs(net, torch.randn(1, 1, 28, 28))
+    conv2 = 50 * 20 * 25 * 8 * 8
+    assert m["macs_dense"] - m["macs_effective"] == conv2 // 2
 
 
 def test_training_max_pool_keeps_torchs_gradient():

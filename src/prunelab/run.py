@@ -12,7 +12,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import Checkpoint, TQDMProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
@@ -119,6 +119,24 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         tmp = path.with_name(path.name + ".tmp")
         super().save_checkpoint(checkpoint, tmp, storage_options)
         os.replace(tmp, path)
+
+
+class LastCheckpoint(Checkpoint):
+    """Rewrites ``last.ckpt`` at the end of every training epoch, after the pruning step.
+
+    Why not ``ModelCheckpoint``: Lightning calls every hook of every callback on every batch, and
+    ModelCheckpoint's run per-batch checks and build its state key (a dict repr) for each call,
+    about 0.1 ms a batch; one rolling file at epoch ends is all a run needs. Being a
+    ``Checkpoint``, it runs after the other callbacks' and the module's epoch-end hooks.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.fast_dev_run:
+            return
+        trainer.save_checkpoint(self.path)  # every rank calls it; rank 0 writes
 
 
 class RunState(L.Callback):
@@ -231,10 +249,12 @@ def make_loggers(cfg: DictConfig, run_dir: Path) -> list:
     return loggers
 
 
-def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None,
+        callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
     """Train, prune, test and write ``results.json`` in ``run_dir``; return the results.
 
     A run whose results.json exists is not repeated: its results are returned as they are.
+    ``callbacks`` are added to prunelab's own (instrumentation, early stopping, benchmarks).
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -258,10 +278,8 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
         pruner.bind(model)  # bad target patterns fail here, before training
     state = RunState(config)
     # checkpoints/last.ckpt, rewritten (atomically) at the end of every epoch, after pruning
-    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1,
-                                 every_n_epochs=1, save_on_train_epoch_end=True,
-                                 enable_version_counter=False)
-    callbacks = [state, checkpoint] + ([pruner] if pruner is not None else [])
+    checkpoint = LastCheckpoint(run_dir / "checkpoints" / "last.ckpt")
+    callbacks = [state, checkpoint, *([pruner] if pruner is not None else []), *(callbacks or [])]
     if cfg.trainer.enable_progress_bar:
         callbacks.append(TQDMProgressBar(refresh_rate=max(1, int(cfg.progress_refresh_rate))))
     trainer = L.Trainer(**OmegaConf.to_container(cfg.trainer), callbacks=callbacks,
