@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import ROOT, TINY
 
@@ -104,3 +105,30 @@ def test_structured_run_compacts_and_measures_latency(tiny_data, tmp_path):
     for kind in ("dense", "masked", "compact"):
         assert all(v > 0 for v in r["latency_ms"][kind].values())
     assert (run_dir / "compact_model.pt2").exists()
+
+
+@pytest.mark.parametrize(("extra", "profiler"), [((), "_NoProfiler"),
+                                                 (("+trainer.profiler=simple",), "SimpleProfiler")])
+def test_run_takes_extra_callbacks_and_a_configured_profiler(make_cfg, tmp_path, extra, profiler):
+    import lightning as L
+
+    from prunelab.run import LastCheckpoint, run
+
+    class Spy(L.Callback):
+        def __init__(self) -> None:
+            self.epochs: list[int] = []
+
+        def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            self.epochs.append(trainer.current_epoch)
+            self.global_step = trainer.global_step
+            self.profiler = type(trainer.profiler).__name__
+            self.checkpoints = [type(c).__name__ for c in trainer.checkpoint_callbacks]
+
+    spy = Spy()
+    results = run(make_cfg("trainer=fast", "trainer.max_epochs=2", "logger=none", *extra),
+                  tmp_path / "run", callbacks=[spy])
+    assert results["status"] == "ok" and spy.epochs == [0, 1]
+    assert spy.profiler == profiler  # a config's profiler wins over the no-op default
+    assert spy.checkpoints == [LastCheckpoint.__name__]  # no ModelCheckpoint added by Lightning
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["epoch"] == 1 and ckpt["global_step"] == spy.global_step > 0  # after the last epoch

@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import time
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Checkpoint, TQDMProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.profilers import PassThroughProfiler
 from omegaconf import DictConfig, OmegaConf
 
 import prunelab
@@ -137,6 +139,21 @@ class LastCheckpoint(Checkpoint):
         if trainer.sanity_checking or trainer.fast_dev_run:
             return
         trainer.save_checkpoint(self.path)  # every rank calls it; rank 0 writes
+
+
+class _NoProfiler(PassThroughProfiler):
+    """Lightning's default profiler, without its per-call context manager.
+
+    Lightning wraps every hook call (about 40 a batch) in ``profiler.profile(name)``, a
+    generator-based context manager even when nothing is profiled: ~55 µs a batch in all (a
+    4-5 % share of Lightning's per-batch overhead here). One shared ``nullcontext`` does the
+    same nothing. ``+trainer.profiler=simple`` (or any profiler) replaces it.
+    """
+
+    _null = nullcontext()
+
+    def profile(self, action_name: str) -> AbstractContextManager:  # type: ignore[override]
+        return self._null
 
 
 class RunState(L.Callback):
@@ -282,7 +299,10 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
     callbacks = [state, checkpoint, *([pruner] if pruner is not None else []), *(callbacks or [])]
     if cfg.trainer.enable_progress_bar:
         callbacks.append(TQDMProgressBar(refresh_rate=max(1, int(cfg.progress_refresh_rate))))
-    trainer = L.Trainer(**OmegaConf.to_container(cfg.trainer), callbacks=callbacks,
+    trainer_args = OmegaConf.to_container(cfg.trainer)
+    if trainer_args.get("profiler") is None:
+        trainer_args["profiler"] = _NoProfiler()
+    trainer = L.Trainer(**trainer_args, callbacks=callbacks,
                         logger=make_loggers(cfg, run_dir) or False, default_root_dir=str(run_dir),
                         plugins=[AtomicCheckpointIO()])
 
