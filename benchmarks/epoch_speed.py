@@ -1,6 +1,7 @@
 """One MNIST CNN training epoch: prunelab's CLI vs the reference article's loop vs a bare loop.
 
     .venv/bin/python benchmarks/epoch_speed.py [--quick [N]] [--threads T] [--data-dir D]
+        [--repeats R] [--only bare,article,prunelab,paired] [--pairs P] [--block B]
 
 Three contenders, back to back in one script (same machine state, same thread count):
 
@@ -16,6 +17,10 @@ Three contenders, back to back in one script (same machine state, same thread co
   validation and test switched off (``limit_val_batches=0``, ``limit_test_batches=0``); the
   figure is the run's own ``epoch_seconds[0]`` from ``results.json`` (the training epoch, without
   process start-up and data loading), the process wall time is printed too.
+
+Then ``paired`` (see ``paired_blocks``): Lightning's overhead once more, in one process, as the
+median ratio of ``--pairs`` adjacent blocks of ``--block`` batches (a prunelab epoch, then as
+many bare steps), which this VM's drift cannot move as it moves whole runs minutes apart.
 
 Epochs differ in length (860 vs 938 batches), so the ratios are per batch. ``--quick N`` stops
 each contender after N batches (default 100). ``--repeats R`` runs the three R times in
