@@ -19,8 +19,9 @@ Three contenders, back to back in one script (same machine state, same thread co
   process start-up and data loading), the process wall time is printed too.
 
 Then ``paired`` (see ``paired_blocks``): Lightning's overhead once more, in one process, as the
-median ratio of ``--pairs`` adjacent blocks of ``--block`` batches (a prunelab epoch, then as
-many bare steps), which this VM's drift cannot move as it moves whole runs minutes apart.
+median ratio of ``--pairs`` adjacent pairs: by default every prunelab batch is followed by one
+bare step (``--block 1``); ``--block B`` alternates epochs of B batches with B bare steps. This
+VM's drift cannot move those ratios as it moves whole runs minutes apart.
 
 Epochs differ in length (860 vs 938 batches), so the ratios are per batch. ``--quick N`` stops
 each contender after N batches (default 100). ``--repeats R`` runs the three R times in
@@ -172,10 +173,14 @@ def prunelab_cli(data_dir: Path, limit: int | None, tmp: Path, threads: int | No
 def paired_blocks(data_dir: Path, block: int, pairs: int, tmp: Path, threads: int | None) -> dict:
     """Lightning's overhead from adjacent blocks: ``block`` batches through prunelab, then as many bare.
 
-    One in-process ``prunelab.run.run`` (the CLI's function, same overrides) with epochs of
-    ``block`` batches; a callback runs ``block`` bare steps (own LeNet, optimiser, one-cycle
-    schedule, same in-memory tensors) after each epoch's timing has stopped. Each pair is a
-    few seconds apart, so the VM's drift (10-40 % between runs here) cancels in its ratio.
+    One in-process ``prunelab.run.run`` (the CLI's function, same overrides); a callback runs
+    bare steps (own LeNet, optimiser, one-cycle schedule, same in-memory tensors) outside
+    prunelab's timing. ``block`` > 1: epochs of ``block`` batches, each followed by ``block``
+    bare steps, one ratio per epoch (``epoch_seconds``; the first pair warms up). ``block`` = 1:
+    one epoch in which every batch is followed by one bare step; prunelab's figure is the
+    whole cycle from one ``on_train_batch_end`` to the next minus the bare step (data fetch,
+    hooks, step), one ratio per batch after 50 warm-up batches. Pairs are milliseconds to
+    seconds apart, so the VM's drift (10-40 % between runs here) cancels in each ratio.
     """
     import lightning as L
     from hydra import compose, initialize_config_dir
@@ -183,10 +188,16 @@ def paired_blocks(data_dir: Path, block: int, pairs: int, tmp: Path, threads: in
     from prunelab.config import register
     from prunelab.run import run
 
-    class BareBlocks(L.Callback):
+    warmup = 50 if block == 1 else 1
+    total = block * (pairs + 1) if block > 1 else pairs + warmup
+
+    class BareSteps(L.Callback):
         def __init__(self) -> None:
-            self.seconds: list[float] = []
+            self.seconds: list[float] = []  # bare: per epoch (block > 1) or per batch
+            self.cycles: list[float] = []  # prunelab per batch (block = 1)
             self.step = None
+            self.done = 0
+            self.after_bare: float | None = None
 
         def _setup(self, x: torch.Tensor, y: torch.Tensor) -> None:
             from prunelab.models import LeNet
@@ -196,7 +207,7 @@ def paired_blocks(data_dir: Path, block: int, pairs: int, tmp: Path, threads: in
             opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, nesterov=True,
                                   weight_decay=5e-4)
             sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.05, pct_start=0.25,
-                                                        total_steps=block * (pairs + 1))
+                                                        total_steps=total + 1)
             perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
 
             def step(i: int) -> None:
@@ -209,30 +220,46 @@ def paired_blocks(data_dir: Path, block: int, pairs: int, tmp: Path, threads: in
 
             self.step = step
 
-        def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        def _bare(self, trainer: L.Trainer, n: int) -> float:
             if self.step is None:
                 self._setup(*trainer.datamodule.train_data)
             t = time.perf_counter()
-            for i in range(block):
-                self.step(len(self.seconds) * block + i)
-            self.seconds.append(time.perf_counter() - t)
+            for _ in range(n):
+                self.step(self.done)
+                self.done += 1
+            return time.perf_counter() - t
+
+        def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+            if block == 1:
+                now = time.perf_counter()
+                if self.after_bare is not None:
+                    self.cycles.append(now - self.after_bare)
+                self.seconds.append(self._bare(trainer, 1))
+                self.after_bare = time.perf_counter()
+
+        def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            if block > 1:
+                self.seconds.append(self._bare(trainer, block))
 
     register()
-    overrides = ["pruning=none", f"trainer.max_epochs={pairs + 1}", "logger=none",
+    epochs, per_epoch = (pairs + 1, block) if block > 1 else (1, total)
+    overrides = ["pruning=none", f"trainer.max_epochs={epochs}", "logger=none",
                  "trainer.enable_progress_bar=false", "trainer.limit_val_batches=0",
-                 "trainer.limit_test_batches=0", f"trainer.limit_train_batches={block}",
+                 "trainer.limit_test_batches=0", f"trainer.limit_train_batches={per_epoch}",
                  "ckpt_path=null", f"data_dir={data_dir}"] + ([f"threads={threads}"] if threads else [])
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
-    bare = BareBlocks()
-    res = run(cfg, tmp / "paired", overrides, callbacks=[bare])
-    light = res["epoch_seconds"]
-    # the first pair warms up (oneDNN primitives, allocator): left out
-    ratios = sorted(p / b for p, b in zip(light[1:], bare.seconds[1:], strict=True))
-    q = len(ratios) // 4
-    return {"ratios": ratios, "median": ratios[len(ratios) // 2], "q1": ratios[q],
-            "q3": ratios[-1 - q], "light_ms": 1e3 * sorted(light[1:])[len(ratios) // 2] / block,
-            "bare_ms": 1e3 * sorted(bare.seconds[1:])[len(ratios) // 2] / block}
+    bare = BareSteps()
+    res = run(cfg, tmp / f"paired{block}", overrides, callbacks=[bare])
+    if block > 1:
+        light, base = res["epoch_seconds"][1:], bare.seconds[1:]
+    else:  # cycle i ends at batch i+1's end: pair it with the bare step that preceded it
+        light, base = bare.cycles[warmup:], bare.seconds[warmup:len(bare.cycles)]
+    ratios = sorted(p / b for p, b in zip(light, base, strict=True))
+    q, mid = len(ratios) // 4, len(ratios) // 2
+    return {"ratios": ratios, "median": ratios[mid], "q1": ratios[q], "q3": ratios[-1 - q],
+            "sum_ratio": sum(light) / sum(base),
+            "light_ms": 1e3 * sorted(light)[mid] / block, "bare_ms": 1e3 * sorted(base)[mid] / block}
 
 
 def main() -> None:
@@ -243,10 +270,11 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--only", default="bare,article,prunelab,paired",
                         help="contenders, of bare, article, prunelab, paired")
-    parser.add_argument("--pairs", type=int, default=20, metavar="P",
-                        help="paired: block pairs after a warm-up pair (default 20)")
-    parser.add_argument("--block", type=int, default=100, metavar="B",
-                        help="paired: batches per block (default 100)")
+    parser.add_argument("--pairs", type=int, default=None, metavar="P",
+                        help="paired: pairs after the warm-up (default and most with --block 1: "
+                        "800, one epoch; else 20)")
+    parser.add_argument("--block", type=int, default=1, metavar="B",
+                        help="paired: batches per block (default 1: every batch alternates)")
     parser.add_argument("--repeats", type=int, default=1, metavar="R",
                         help="interleaved rounds; each contender's median is reported")
     args = parser.parse_args()
@@ -282,7 +310,9 @@ def main() -> None:
                       f"ms/batch{extra}", flush=True)
         if "paired" in names:
             block = min(args.block, args.quick) if args.quick else args.block
-            pairs = min(args.pairs, 5) if args.quick else args.pairs
+            pairs = args.pairs or (800 if block == 1 else 20)
+            pairs = min(pairs, 800) if block == 1 else pairs  # one epoch holds 860 batches
+            pairs = min(pairs, args.quick if block == 1 else 5) if args.quick else pairs
             paired = paired_blocks(data_dir, block, pairs, Path(tmp), args.threads)
             print(f"  paired    {pairs} x {block} batches: prunelab {paired['light_ms']:.2f}, "
                   f"bare {paired['bare_ms']:.2f} ms/batch (medians)", flush=True)
@@ -300,7 +330,8 @@ def main() -> None:
         print(f"  prunelab / article (per batch): {per['prunelab'] / per['article']:.3f}")
     if "paired" in names:
         print(f"  prunelab / bare, paired in-process blocks: median {paired['median']:.3f} "
-              f"(IQR {paired['q1']:.3f}-{paired['q3']:.3f}, {len(paired['ratios'])} pairs)")
+              f"(IQR {paired['q1']:.3f}-{paired['q3']:.3f}, {len(paired['ratios'])} pairs); "
+              f"ratio of sums {paired['sum_ratio']:.3f}")
 
 
 if __name__ == "__main__":
