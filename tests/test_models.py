@@ -147,8 +147,8 @@ def test_inference_max_pool_equals_torchs(shape):
 
 
 def test_macs_of_a_compacted_style_lenet_count_its_zeroed_filters():
-    """FlopCounterMode attributes FLOPs to layers through module calls: the fused inference
-    path must leave them to it, or per-layer effective MACs fall back to dense."""
+    """A model without pruning hooks (made permanent, or compacted by hand) still gets its
+    zeroed filters counted: effective MACs come from each layer's own FLOPs and density."""
     from prunelab.pruning.metrics import macs
 
     net = LeNet().to(memory_format=torch.channels_last)
