@@ -41,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -80,36 +81,48 @@ def since(t: tuple[float, float]) -> tuple[float, float]:
     return time.perf_counter() - t[0], time.process_time() - t[1]
 
 
-def bare_loop(data_dir: Path, limit: int | None) -> dict:
-    from prunelab.data import MNISTDataModule
+def bare_step_fn(x: torch.Tensor, y: torch.Tensor, total_steps: int) -> Callable[[int], torch.Tensor]:
+    """The bare loop's step ``i``: batch ``i`` of a fixed shuffle (wrapping), SGD + one-cycle.
+
+    prunelab's default recipe without Lightning: LeNet in channels_last, SGD 0.05 with Nesterov
+    momentum 0.9 and weight decay 5e-4, one-cycle LR stepped per batch. Returns the loss.
+    """
     from prunelab.models import LeNet
 
-    dm = MNISTDataModule(data_dir=str(data_dir))
-    dm.prepare_data()
-    dm.setup("fit")
-    x, y = dm.train_data
     torch.manual_seed(0)
-    net = LeNet().to(memory_format=torch.channels_last)
-    batches = (len(y) + 63) // 64
+    net = LeNet().to(memory_format=torch.channels_last).train()
     opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, nesterov=True,
                           weight_decay=5e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.05, pct_start=0.25,
-                                                total_steps=batches)
+                                                total_steps=total_steps)
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
-    net.train()
-    n = 0
-    t = clock()
-    for i in range(0, len(y), 64):
-        idx = perm[i : i + 64]
+
+    def step(i: int) -> torch.Tensor:
+        idx = perm[(i * 64) % len(y):][:64]
         xb, yb = x[idx].contiguous(memory_format=torch.channels_last), y[idx]
         opt.zero_grad(set_to_none=True)
         loss = F.cross_entropy(net(xb), yb)
         loss.backward()
         opt.step()
         sched.step()
-        n += 1
-        if limit and n >= limit:
-            break
+        return loss
+
+    return step
+
+
+def bare_loop(data_dir: Path, limit: int | None) -> dict:
+    from prunelab.data import MNISTDataModule
+
+    dm = MNISTDataModule(data_dir=str(data_dir))
+    dm.prepare_data()
+    dm.setup("fit")
+    x, y = dm.train_data
+    batches = (len(y) + 63) // 64
+    n = min(limit, batches) if limit else batches
+    step = bare_step_fn(x, y, batches)
+    t = clock()
+    for i in range(n):
+        loss = step(i)
     wall, cpu = since(t)
     return {"seconds": wall, "cpu": cpu, "batches": n, "loss": loss.item()}
 
@@ -199,30 +212,9 @@ def paired_blocks(data_dir: Path, block: int, pairs: int, tmp: Path, threads: in
             self.done = 0
             self.after_bare: float | None = None
 
-        def _setup(self, x: torch.Tensor, y: torch.Tensor) -> None:
-            from prunelab.models import LeNet
-
-            torch.manual_seed(0)
-            net = LeNet().to(memory_format=torch.channels_last).train()
-            opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, nesterov=True,
-                                  weight_decay=5e-4)
-            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.05, pct_start=0.25,
-                                                        total_steps=total + 1)
-            perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
-
-            def step(i: int) -> None:
-                idx = perm[(i * 64) % (len(y) - 64):][:64]
-                xb, yb = x[idx].contiguous(memory_format=torch.channels_last), y[idx]
-                opt.zero_grad(set_to_none=True)
-                F.cross_entropy(net(xb), yb).backward()
-                opt.step()
-                sched.step()
-
-            self.step = step
-
         def _bare(self, trainer: L.Trainer, n: int) -> float:
             if self.step is None:
-                self._setup(*trainer.datamodule.train_data)
+                self.step = bare_step_fn(*trainer.datamodule.train_data, total + 1)
             t = time.perf_counter()
             for _ in range(n):
                 self.step(self.done)
