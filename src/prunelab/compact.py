@@ -1,7 +1,8 @@
 """``python -m prunelab.compact <run dir>``: shrink a structured-pruned run's network for real.
 
-Reads ``<run dir>/final_model.pt`` (the plain network's state dict; masks, if any, are folded)
-and ``<run dir>/.hydra/config.yaml`` (the network is built from its ``model.net`` node),
+Reads ``<run dir>/final_model.pt`` (the plain network's state dict; masks, if any, are folded;
+``checkpoints/last.ckpt`` when it is missing) and ``<run dir>/.hydra/config.yaml`` (the network is
+built from its ``model.net`` node; only allow-listed ``_target_``s, see ``--allow-target``),
 removes the zeroed output filters/neurons (:func:`prunelab.pruning.compact.compact`), writes
 ``<run dir>/compact_model.pt2`` (``torch.export``: loads with
 ``torch.export.load(path).module()``, no prunelab needed), prints parameters, MACs and measured
@@ -17,13 +18,15 @@ import argparse
 import json
 import sys
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from prunelab.errors import CheckpointError, PrunelabError
+from prunelab.errors import PrunelabError
+from prunelab.loading import ALLOW_ENV, load_finished_run
 
 COMPACT_FILE = "compact_model.pt2"
 
@@ -32,50 +35,19 @@ class RunDirError(PrunelabError):
     """The path is not a finished prunelab run directory."""
 
 
-def _fold_state(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    out = {}
-    for key, value in state.items():
-        if key.endswith("_mask"):
-            continue
-        if key.endswith("_orig"):
-            base = key[: -len("_orig")]
-            value = value * state[base + "_mask"]
-            key = base
-        out[key] = value
-    return out
+def load_run(run_dir: Path, allow: Iterable[str] = ()) -> tuple[nn.Module, Any]:
+    """The run's plain network with its final weights, and the run's composed config.
 
-
-def load_run(run_dir: Path) -> tuple[nn.Module, Any]:
-    """The run's plain network with its final weights, and the run's composed config."""
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
-
-    from prunelab.config import register
-
+    The same loading as ``python -m prunelab.evaluate`` (:func:`prunelab.loading.load_finished_run`):
+    ``final_model.pt``, else ``checkpoints/last.ckpt``; allow-listed ``_target_``s only.
+    """
     if not run_dir.is_dir():
         raise RunDirError(f"{run_dir} is not a directory: give a prunelab run directory")
-    cfg_path = run_dir / ".hydra" / "config.yaml"
-    weights = run_dir / "final_model.pt"
-    for path, what in ((cfg_path, "its composed config"), (weights, "final_model.pt")):
-        if not path.exists():
-            raise RunDirError(f"{run_dir} is not a finished prunelab run: {path} ({what}) is missing")
-    register()
-    cfg = OmegaConf.load(cfg_path)
-    if "model" not in cfg or "net" not in cfg.model:
-        raise RunDirError(f"{cfg_path} has no model.net node: not a prunelab run config")
-    try:
-        net = instantiate(cfg.model.net)
-    except Exception as err:
-        raise RunDirError(f"cannot build model.net from {cfg_path}: {str(err).splitlines()[0]}") from None
-    try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-        net.load_state_dict(_fold_state(state))
-    except Exception as err:
-        raise CheckpointError(
-            f"{weights} is corrupt or does not fit {type(net).__name__} "
-            f"({type(err).__name__}: {str(err).splitlines()[0][:160]})"
-        ) from None
-    return net.eval(), cfg
+    if not (run_dir / ".hydra" / "config.yaml").exists():
+        raise RunDirError(f"{run_dir} is not a prunelab run: {run_dir / '.hydra' / 'config.yaml'} "
+                          "(its composed config) is missing")
+    net, cfg, _ = load_finished_run(run_dir, allow)
+    return net, cfg
 
 
 def example_input(cfg: Any, shape: list[int] | None = None) -> Tensor:
@@ -109,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
     parser.add_argument("--input-shape", default=None,
                         help="input shape with batch, e.g. 1,3,32,32 (default: from the data config)")
+    parser.add_argument("--allow-target", action="append", default=[], metavar="PREFIX",
+                        help="also build _target_s starting with PREFIX from the run's saved "
+                             f"config (trusted code of your own; also ${ALLOW_ENV})")
     args = parser.parse_args(argv)
     try:
         return _main(args)
@@ -125,7 +100,7 @@ def _main(args: argparse.Namespace) -> int:
 
     run_dir: Path = args.run_dir
     results_path = run_dir / "results.json"
-    net, cfg = load_run(run_dir)
+    net, cfg = load_run(run_dir, args.allow_target)
     if not results_path.exists():
         raise RunDirError(f"{run_dir} has no results.json: the run did not finish")
     try:

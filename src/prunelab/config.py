@@ -101,7 +101,13 @@ def _dirname(override_dirname: str) -> str:
 
 
 def register() -> None:
-    """Make the schema and the ``prunelab_dirname`` resolver known to Hydra (idempotent)."""
+    """Make the schema and the ``prunelab_dirname`` / ``prunelab_name`` resolvers known to Hydra
+    (idempotent). ``prunelab_name`` guards the sweep folder: a ``name`` that would lead out of
+    ``outputs/sweeps/`` fails when Hydra builds any job's folder from it."""
+    from prunelab.outputs import check_name
+
     ConfigStore.instance().store(name="schema", node=Config)
     if not OmegaConf.has_resolver("prunelab_dirname"):
         OmegaConf.register_new_resolver("prunelab_dirname", _dirname)
+    if not OmegaConf.has_resolver("prunelab_name"):
+        OmegaConf.register_new_resolver("prunelab_name", check_name)

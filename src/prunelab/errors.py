@@ -19,3 +19,15 @@ class DataMissingError(PrunelabError, FileNotFoundError):
 
 class CheckpointError(PrunelabError):
     """A checkpoint that is corrupt or does not match the run."""
+
+
+class UnsafeInputError(PrunelabError):
+    """A file from a run folder or a user that would run code when loaded: refused, never run."""
+
+
+class OutputError(PrunelabError):
+    """An output that cannot be written (read-only folder, full disk, a path outside outputs/)."""
+
+
+class RunInProgressError(PrunelabError):
+    """Another live process is working in the same run directory."""

@@ -10,71 +10,26 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from torch import Tensor, nn
+from torch import nn
 
-from prunelab.errors import CheckpointError, PrunelabError
+from prunelab.errors import PrunelabError
+from prunelab.loading import ALLOW_ENV, fold_state_dict_masks, load_finished_run
 from prunelab.pruning.metrics import summarize
 
-
-def fold_state_dict_masks(state_dict: dict[str, Tensor], prefix: str = "") -> dict[str, Tensor]:
-    """``x_orig`` and ``x_mask`` → ``x = x_orig * x_mask``; keys under ``prefix`` lose it."""
-    out: dict[str, Tensor] = {}
-    for key, value in state_dict.items():
-        if prefix and not key.startswith(prefix):
-            continue
-        key = key[len(prefix):]
-        if key.endswith("_mask"):
-            continue
-        if key.endswith("_orig"):
-            base = key[: -len("_orig")]
-            value = value * state_dict[prefix + base + "_mask"]
-            key = base
-        out[key] = value
-    return out
+__all__ = ["evaluate", "fold_state_dict_masks", "load_plain_model", "main"]
 
 
-def _find_run_dir(path: Path) -> Path:
-    for candidate in (path, *path.parents):
-        if (candidate / ".hydra" / "config.yaml").exists():
-            return candidate
-    raise PrunelabError(f"{path} is not inside a prunelab run directory (no .hydra/config.yaml found)")
-
-
-def load_plain_model(path: str | Path) -> tuple[nn.Module, DictConfig]:
-    """The run's network class with its pruned weights; from ``final_model.pt`` or a ``.ckpt``."""
-    path = Path(path)
-    if not path.exists():
-        raise PrunelabError(f"{path} does not exist: give a run directory or a .ckpt file")
-    run_dir = _find_run_dir(path)
-    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
-    net = instantiate(cfg.model.net)
-    if path.is_dir():
-        final = run_dir / "final_model.pt"
-        last = run_dir / "checkpoints" / "last.ckpt"
-        path = final if final.exists() else last
-        if not path.exists():
-            raise PrunelabError(f"{run_dir} has neither final_model.pt nor checkpoints/last.ckpt")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=path.suffix == ".pt")
-    except Exception as err:
-        raise CheckpointError(f"{path} is corrupt or unreadable ({type(err).__name__})") from None
-    if isinstance(payload, dict) and "state_dict" in payload:
-        state = fold_state_dict_masks(payload["state_dict"], prefix="net.")
-    else:
-        state = fold_state_dict_masks(payload)
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as err:
-        raise CheckpointError(
-            f"{path} does not fit {type(net).__name__}: {str(err).splitlines()[0]}"
-        ) from None
-    return net.eval(), cfg
+def load_plain_model(path: str | Path, allow: Iterable[str] = ()) -> tuple[nn.Module, DictConfig]:
+    """The run's network class with its pruned weights; see :func:`prunelab.loading.load_finished_run`."""
+    net, cfg, _ = load_finished_run(path, allow)
+    return net, cfg
 
 
 @torch.no_grad()
@@ -92,9 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m prunelab.evaluate", description=__doc__)
     parser.add_argument("path", help="a run directory, or a checkpoint inside one")
     parser.add_argument("--data-dir", help="where the data sets are (default: the run's data_dir)")
+    parser.add_argument("--allow-target", action="append", default=[], metavar="PREFIX",
+                        help="also build _target_s starting with PREFIX from the run's saved "
+                             f"config (trusted code of your own; also ${ALLOW_ENV})")
     args = parser.parse_args(argv)
     try:
-        net, cfg = load_plain_model(args.path)
+        net, cfg = load_plain_model(args.path, args.allow_target)
         if args.data_dir:
             cfg.data_dir = args.data_dir
         data_cfg = OmegaConf.to_container(cfg.data, resolve=True)

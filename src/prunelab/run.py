@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import platform
 import time
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +21,14 @@ from lightning.pytorch.profilers import PassThroughProfiler
 from omegaconf import DictConfig, OmegaConf
 
 import prunelab
-from prunelab.errors import CheckpointError, ConfigError
+from prunelab.errors import CheckpointError, ConfigError, RunInProgressError
+from prunelab.loading import load_checkpoint
+from prunelab.outputs import remove_quietly, write_error
 from prunelab.pruning import methods as M
 from prunelab.pruning.callback import PruningCallback
 from prunelab.pruning.metrics import summarize
 from prunelab.pruning.schedules import build_plan, validate_plan
+from prunelab.runlock import RunLock
 
 RESULTS = "results.json"
 FAILED = "failed.json"
@@ -117,10 +122,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        super().save_checkpoint(checkpoint, tmp, storage_options)
-        os.replace(tmp, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+            os.replace(tmp, path)
+        except OSError as err:  # full disk, read-only folder: one line, no .tmp left behind
+            remove_quietly(tmp)
+            raise write_error(err, path) from None
 
 
 class LastCheckpoint(Checkpoint):
@@ -192,8 +201,21 @@ class RunState(L.Callback):
         self.seconds_before = float(state_dict.get("fit_seconds", sum(self.epoch_seconds)))
 
 
-def resolve_ckpt(ckpt_path: str | None, run_dir: Path, config: dict[str, Any]) -> str | None:
-    """``last`` → the run dir's last.ckpt if any; a path must exist, load, and match the run."""
+@dataclass(frozen=True)
+class Resume:
+    """The checkpoint a run resumes from: its path, the first epoch to run, its global step."""
+
+    path: str
+    epoch: int
+    step: int
+
+
+def resolve_ckpt(ckpt_path: str | None, run_dir: Path, config: dict[str, Any]) -> Resume | None:
+    """``last`` → the run dir's last.ckpt if any; a path must exist, load, and match the run.
+
+    Loaded with ``weights_only=True``: a checkpoint whose pickle would call anything is refused
+    before it runs (:func:`prunelab.loading.load_checkpoint`).
+    """
     if ckpt_path in (None, "", "null", "none"):
         return None
     if ckpt_path == "last":
@@ -204,14 +226,13 @@ def resolve_ckpt(ckpt_path: str | None, run_dir: Path, config: dict[str, Any]) -
         path = Path(ckpt_path)
         if not path.exists():
             raise CheckpointError(f"ckpt_path={ckpt_path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        saved = ckpt["callbacks"]
-    except Exception as err:  # truncated zip, pickle error, missing keys …
+    ckpt = load_checkpoint(path)
+    saved = ckpt.get("callbacks") if isinstance(ckpt, dict) else None
+    if not isinstance(saved, dict):
         raise CheckpointError(
-            f"checkpoint {path} is corrupt or not a prunelab checkpoint ({type(err).__name__}: "
-            f"{str(err).splitlines()[0][:120]}); move it away to start fresh, or pass ckpt_path=null"
-        ) from None
+            f"checkpoint {path} is corrupt or not a prunelab checkpoint (no callback state); "
+            "move it away to start fresh, or pass ckpt_path=null"
+        )
     state = next((v for k, v in saved.items() if k.startswith("RunState")), None)
     if state is None:
         raise CheckpointError(f"checkpoint {path} was not written by prunelab (no run state)")
@@ -223,7 +244,8 @@ def resolve_ckpt(ckpt_path: str | None, run_dir: Path, config: dict[str, Any]) -
             f"checkpoint {path} belongs to a different run: {'; '.join(diff[:4])}; "
             "use another run directory or pass ckpt_path=null"
         )
-    return str(path)
+    return Resume(str(path), epoch=int(ckpt.get("epoch", -1)) + 1,
+                  step=int(ckpt.get("global_step", 0)))
 
 
 def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
@@ -237,12 +259,25 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     """Write via a temp file and rename, so a crash never leaves a half-written file."""
+    write_bytes_atomic(path, json.dumps(payload, indent=2, default=float).encode())
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """``data`` to ``path`` via a temp file and rename; a failed write (full disk, read-only
+    folder) leaves no temp file and the previous ``path`` intact, and is one line (OutputError)."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=2, default=float)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        remove_quietly(tmp)
+        raise write_error(err, path) from None
+    except BaseException:
+        remove_quietly(tmp)
+        raise
 
 
 def versions() -> dict[str, str]:
@@ -254,15 +289,16 @@ def versions() -> dict[str, str]:
     }
 
 
-def make_loggers(cfg: DictConfig, run_dir: Path) -> list:
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+def make_loggers(cfg: DictConfig, run_dir: Path, resume: Resume | None = None) -> list:
+    """CSV and TensorBoard loggers that keep the epochs ``resume``'s checkpoint covers."""
+    from prunelab.loggers import ResumingCSVLogger, resuming_tensorboard
 
     loggers = []
     if cfg.logger.csv:
-        loggers.append(CSVLogger(save_dir=str(run_dir), name="", version=""))
+        loggers.append(ResumingCSVLogger(save_dir=str(run_dir), name="", version="",
+                                         resume_epoch=resume.epoch if resume else 0))
     if cfg.logger.tensorboard:
-        loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="", version="tb",
-                                         default_hp_metric=False))
+        loggers.append(resuming_tensorboard(run_dir, resume.step if resume else 0))
     return loggers
 
 
@@ -274,16 +310,38 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
     ``callbacks`` are added to prunelab's own (instrumentation, early stopping, benchmarks).
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise write_error(err, run_dir) from None
     results_path = run_dir / RESULTS
     if results_path.exists():
         print(f"[prunelab] done already: {results_path} (delete it to run again)")
         return json.loads(results_path.read_text())
+    if not _is_rank_zero():  # DDP ranks > 0 work under rank 0's lock
+        return _run(cfg, run_dir, overrides, callbacks)
+    with RunLock(run_dir) as lock:
+        if lock.taken_over:
+            print(f"[prunelab] taking over the lock of process {lock.taken_over.get('pid')} on "
+                  f"{lock.taken_over.get('host')}, which is no longer running")
+        return _run(cfg, run_dir, overrides, callbacks)
+
+
+def _is_rank_zero() -> bool:
+    from lightning.pytorch.utilities import rank_zero_only
+
+    return rank_zero_only.rank == 0
+
+
+def _run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None,
+         callbacks: list[L.Callback] | None) -> dict[str, Any]:
+    """``run``'s work, with the run folder locked."""
+    results_path = run_dir / RESULTS
     check_config(cfg)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     config = result_config(cfg)
-    ckpt = resolve_ckpt(cfg.ckpt_path, run_dir, config)
+    resume = resolve_ckpt(cfg.ckpt_path, run_dir, config)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = instantiate_data(cfg)
@@ -303,13 +361,15 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
     if trainer_args.get("profiler") is None:
         trainer_args["profiler"] = _NoProfiler()
     trainer = L.Trainer(**trainer_args, callbacks=callbacks,
-                        logger=make_loggers(cfg, run_dir) or False, default_root_dir=str(run_dir),
-                        plugins=[AtomicCheckpointIO()])
+                        logger=make_loggers(cfg, run_dir, resume) or False,
+                        default_root_dir=str(run_dir), plugins=[AtomicCheckpointIO()])
 
+    ckpt = resume.path if resume else None
     if ckpt:
         print(f"[prunelab] resuming from {ckpt}")
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt)
+        # weights_only: Lightning's own load of the file refuses pickled code too
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
     except RuntimeError as err:
         if ckpt and "state_dict" in str(err):
             raise CheckpointError(
@@ -325,8 +385,9 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
     test = trainer.test(model, datamodule=datamodule, verbose=False)[0] if _has_test(trainer) else {}
 
     if trainer.is_global_zero:
-        torch.save(model.net.state_dict() if hasattr(model, "net") else model.state_dict(),
-                   run_dir / "final_model.pt")
+        buffer = io.BytesIO()
+        torch.save(model.net.state_dict() if hasattr(model, "net") else model.state_dict(), buffer)
+        write_bytes_atomic(run_dir / "final_model.pt", buffer.getvalue())
     example = _example_input(datamodule, model)
     pruned = [t.name for t in pruner.targets] if pruner is not None else None
     results: dict[str, Any] = {
@@ -395,15 +456,24 @@ def run_or_record_failure(cfg: DictConfig, run_dir: str | Path, overrides: list[
         if failed.exists():
             failed.unlink()
         return result
+    except RunInProgressError as err:
+        # another process owns this folder: neither a failure nor ours to record
+        if not multirun:
+            raise
+        print(f"[prunelab] in progress elsewhere, skipped: {err}")
+        return None
     except Exception as err:
         # in a sweep one bad job must not stop the others; the report lists it as failed
         if not multirun and not isinstance(err, PrunelabError):
             raise
-        Path(run_dir).mkdir(parents=True, exist_ok=True)
-        write_json_atomic(Path(run_dir) / FAILED, {
-            "status": "failed", "error": str(err).splitlines()[0] if str(err) else repr(err),
-            "error_type": type(err).__name__, "overrides": list(overrides),
-        })
+        try:
+            Path(run_dir).mkdir(parents=True, exist_ok=True)
+            write_json_atomic(Path(run_dir) / FAILED, {
+                "status": "failed", "error": str(err).splitlines()[0] if str(err) else repr(err),
+                "error_type": type(err).__name__, "overrides": list(overrides),
+            })
+        except PrunelabError:
+            pass  # the folder itself cannot be written (full disk): the error says so
         if not multirun:
             raise
         print(f"[prunelab] job failed: {type(err).__name__}: {err}")

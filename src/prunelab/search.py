@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from prunelab.errors import PrunelabError
+from prunelab.outputs import check_name
 
 SEARCH = "search.json"
 DECIMALS = 4  # probe amounts are rounded to this, so folder names stay short and reusable
@@ -163,7 +164,7 @@ class Runner:
                               "pruning=one_shot, or pruning=iterative pruning.step_size=null "
                               "pruning.n_steps=5 (pruning=none has no amount to search)")
         self.max_epochs = int(cfg.trainer.max_epochs)
-        self.sweep_dir = Path(sweep_dir) if sweep_dir else Path("outputs/sweeps") / str(cfg.name)
+        self.sweep_dir = Path(sweep_dir) if sweep_dir else Path("outputs/sweeps") / check_name(cfg.name)
         self.default_seed = int(cfg.seed)
         self.baseline_dirs = list(baseline_dirs)
         self._dense: dict[int, float] | None = None

@@ -1,0 +1,94 @@
+"""Where a run writes: names that stay inside ``outputs/``, folders checked before any job starts,
+and write failures (read-only folder, full disk) turned into one line naming the path and errno.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import sys
+import tempfile
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from prunelab.errors import OutputError
+
+
+def check_name(name: Any) -> str:
+    """``name=`` becomes a folder under ``outputs/sweeps/``: it must not lead out of it."""
+    text = str(name)
+    parts = PurePosixPath(text.replace("\\", "/")).parts
+    if (not parts or not text.strip() or text.startswith(("/", "\\", "~")) or "\x00" in text
+            or any(p in ("..", ".") for p in parts) or (len(text) > 1 and text[1] == ":")):
+        raise OutputError(
+            f"name={text!r} is not a plain folder name: it would place the sweep outside "
+            "outputs/sweeps/; use letters, digits, '-', '_', '.' and '/' between names, without "
+            "'..', a leading '/' or '~' (to write elsewhere, set hydra.sweep.dir explicitly)"
+        )
+    return text
+
+
+def write_error(err: OSError, path: Any = None) -> OutputError:
+    """One line for a failed write: the path, the errno and what to do."""
+    where = path if path is not None else err.filename
+    code = errno.errorcode.get(err.errno or 0, str(err.errno))
+    hint = ("free some space or choose another output folder" if err.errno in (errno.ENOSPC, errno.EDQUOT)
+            else "choose a writable output folder (hydra.run.dir= / hydra.sweep.dir=)")
+    return OutputError(f"cannot write {where}: [Errno {err.errno} {code}] {err.strerror or err}; {hint}")
+
+
+def check_writable(folder: Path) -> None:
+    """Create ``folder`` and write a probe file in it, so a read-only or missing volume is one
+    clear line before any work (and before Hydra writes its own files there)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".prunelab-probe-"):
+            pass
+    except OSError as err:
+        raise write_error(err, err.filename or folder) from None
+
+
+class Preflight(Callback):
+    """Hydra callback: checks the run or sweep folder before Hydra creates it or any job runs.
+
+    Registered in ``conf/config.yaml`` under ``hydra.callbacks``. An error is one line on stderr
+    and exit status 2 (Hydra would print a stack trace for an exception raised here).
+    """
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config, "run", [])
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config, "sweep", list(config.hydra.overrides.task))
+
+    @staticmethod
+    def _check(config: DictConfig, mode: str, overrides: list[str]) -> None:
+        try:
+            for name in [config.get("name", "default"), *_swept_names(overrides)]:
+                check_name(name)
+            # resolved only now: the sweep folder's resolver refuses a bad name with a traceback
+            check_writable(Path(str(config.hydra[mode].dir)))
+        except OutputError as err:
+            print(f"prunelab: error: {err}", file=sys.stderr)
+            sys.exit(2)
+
+
+def _swept_names(overrides: list[str]) -> list[str]:
+    """Every value a ``name=a,b`` sweep override would give ``name`` (each job's sweep folder)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    names = []
+    for o in OverridesParser.create().parse_overrides([o for o in overrides if "name" in o]):
+        if o.get_key_element().lstrip("+~") == "name":
+            names += list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.value()]
+    return names
+
+
+def remove_quietly(path: Path) -> None:
+    """Remove a temp file left by a failed write; a missing file is fine."""
+    with contextlib.suppress(OSError):
+        os.unlink(path)
