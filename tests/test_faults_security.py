@@ -275,8 +275,10 @@ def test_search_refuses_an_escaping_name():
 # ---------------------------------------------------------------- one process per run folder
 
 
+@pytest.mark.slow
 def test_second_launch_of_a_running_run_is_refused(tiny_data, tmp_path):
-    """Two real launches: the second says who holds the folder, the first is not disturbed."""
+    """Two real launches: the second says who holds the folder, the first is not disturbed.
+    (The tests below hold the lock from this process: the same check, without a training run.)"""
     run_dir = tmp_path / "run"
     # long enough (about 0.2 s an epoch) to be still training when the second one starts
     args = ["pruning=one_shot", "pruning.start_epoch=0", "trainer.max_epochs=200", *TINY,
@@ -299,6 +301,19 @@ def test_second_launch_of_a_running_run_is_refused(tiny_data, tmp_path):
     assert (run_dir / "checkpoints" / "last.ckpt").exists()  # the first one's, not removed
 
 
+def test_lock_is_taken_by_the_run_itself_for_api_callers(make_cfg, tmp_path):
+    """run() holds the lock (not only the command line), so in-process callers are covered."""
+    from prunelab.errors import RunInProgressError
+    from prunelab.run import run
+    from prunelab.runlock import RunLock
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with RunLock(run_dir), pytest.raises(RunInProgressError, match=f"PID {os.getpid()}"):
+        run(make_cfg("trainer.fast_dev_run=true"), run_dir)
+    assert not (run_dir / "results.json").exists()
+
+
 def test_locked_run_folder_is_refused_and_left_alone(tiny_data, tmp_path):
     from prunelab.runlock import RunLock
 
@@ -308,6 +323,7 @@ def test_locked_run_folder_is_refused_and_left_alone(tiny_data, tmp_path):
         proc = cli(*TWO_EPOCHS, f"data_dir={tiny_data}", f"hydra.run.dir={run_dir}", cwd=tmp_path)
     one_line_error(proc, str(run_dir), f"PID {os.getpid()}", socket.gethostname())
     assert not (run_dir / "failed.json").exists() and not (run_dir / "checkpoints").exists()
+    assert not (run_dir / ".hydra").exists()  # refused before Hydra writes into the folder
     assert not (run_dir / ".prunelab.lock").exists()  # released by its holder
 
 
@@ -376,19 +392,6 @@ def full_disk(checkpoint, path):
 tio._atomic_save = full_disk
 """
 
-FULL_DISK_ON_RESULTS = """
-import builtins, errno, prunelab.run as pr
-def full_disk_open(path, mode="r", *args, **kwargs):
-    f = builtins.open(path, mode, *args, **kwargs)
-    if str(path).endswith("results.json.tmp"):
-        f.write(b"{ half")
-        f.close()
-        raise OSError(errno.ENOSPC, "No space left on device", str(path))
-    return f
-pr.open = full_disk_open
-"""
-
-
 def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tiny_data, tmp_path):
     run_dir = tmp_path / "run"
     proc = cli(*RUN, "trainer.max_epochs=3", f"data_dir={tiny_data}", f"hydra.run.dir={run_dir}",
@@ -400,17 +403,32 @@ def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tiny_data, 
     assert not (run_dir / "results.json").exists()
 
 
-def test_full_disk_while_writing_results_leaves_no_half_file(tiny_data, tmp_path):
+def test_full_disk_while_writing_results_leaves_no_half_file(make_cfg, tmp_path, monkeypatch):
+    import builtins
+
+    import prunelab.run as pr
+    from prunelab.errors import OutputError
+
+    def full_disk_open(path, mode="r", *args, **kwargs):
+        f = builtins.open(path, mode, *args, **kwargs)  # noqa: SIM115 (returned open, as open does)
+        if str(path).endswith("results.json.tmp"):
+            f.write(b"{ half")  # the write got this far
+            f.close()
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return f
+
     run_dir = tmp_path / "run"
-    proc = cli(*TWO_EPOCHS, f"data_dir={tiny_data}", f"hydra.run.dir={run_dir}", cwd=tmp_path,
-               prelude=FULL_DISK_ON_RESULTS)
-    one_line_error(proc, str(run_dir / "results.json"), f"Errno {errno.ENOSPC}", "free some space",
-                   after_start=True)
+    cfg = make_cfg(*TWO_EPOCHS)
+    monkeypatch.setattr(pr, "open", full_disk_open, raising=False)
+    with pytest.raises(OutputError) as err:
+        pr.run_or_record_failure(cfg, run_dir, [], multirun=False)
+    message = str(err.value)
+    assert str(run_dir / "results.json") in message and f"Errno {errno.ENOSPC}" in message
+    assert "free some space" in message and len(message.splitlines()) == 1
     assert not (run_dir / "results.json").exists()
     assert not list(run_dir.rglob("*.tmp")), list(run_dir.rglob("*.tmp"))
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
-    # once there is space again, the same command re-tests the final model and finishes
-    proc = cli(*TWO_EPOCHS, f"data_dir={tiny_data}", f"hydra.run.dir={run_dir}", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # once there is space again, the same run re-tests the final model and finishes
+    monkeypatch.undo()
+    assert pr.run(cfg, run_dir)["status"] == "ok"
     assert json.loads((run_dir / "results.json").read_text())["status"] == "ok"
-

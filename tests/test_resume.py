@@ -86,7 +86,7 @@ def assert_same_run(a: Path, b: Path) -> None:
 
 @pytest.mark.parametrize("schedule", [ITERATIVE, LOTTERY], ids=["iterative", "lottery"])
 def test_killed_run_resumes_to_the_same_result(data, tmp_path, schedule):
-    args = [*common(data), *schedule]
+    args = [*common(data), *schedule, "logger=default"]
     straight = tmp_path / "straight"
     run_to_end([*args, f"hydra.run.dir={straight}"], tmp_path)
 
@@ -102,6 +102,7 @@ def test_killed_run_resumes_to_the_same_result(data, tmp_path, schedule):
     # every epoch's rows kept across the kill, the redone epoch's once, with the same values
     assert metric_rows(killed) == metric_rows(straight)
     assert [r["epoch"] for r in metric_rows(killed) if r.get("val_acc")] == ["0", "1", "2", "3", "4"]
+    assert tensorboard_points(killed, "val_acc") == tensorboard_points(straight, "val_acc")
 
 
 def metric_rows(run_dir: Path) -> list[dict[str, str]]:
@@ -121,6 +122,7 @@ def tensorboard_points(run_dir: Path, tag: str) -> list[tuple[int, float]]:
     return [(e.step, e.value) for e in acc.Scalars(tag)]
 
 
+@pytest.mark.slow
 def test_curves_survive_repeated_kills(data, tmp_path):
     """Killed in three different epochs and relaunched: metrics.csv and TensorBoard hold every
     epoch exactly once, with the values of an uninterrupted run."""

@@ -61,6 +61,15 @@ class Preflight(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check(config, "run", [])
+        # a second launch of a running run: refuse before Hydra rewrites its .hydra/ files
+        from prunelab.errors import RunInProgressError
+        from prunelab.runlock import RunLock
+
+        try:
+            RunLock(Path(str(config.hydra.run.dir))).check()
+        except RunInProgressError as err:
+            print(f"prunelab: error: {err}", file=sys.stderr)
+            sys.exit(2)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check(config, "sweep", list(config.hydra.overrides.task))

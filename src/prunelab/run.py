@@ -147,7 +147,9 @@ class LastCheckpoint(Checkpoint):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or trainer.fast_dev_run:
             return
-        trainer.save_checkpoint(self.path)  # every rank calls it; rank 0 writes
+        # every rank calls it; rank 0 writes. weights_only=False: the full training state (not
+        # about loading, which is always weights_only=True), said explicitly to keep the log quiet
+        trainer.save_checkpoint(self.path, weights_only=False)
 
 
 class _NoProfiler(PassThroughProfiler):

@@ -58,6 +58,27 @@ class RunLock:
             f"finish, or stop that process (its lock {self.path} is released when it ends)"
         )
 
+    def check(self) -> None:
+        """Raise :class:`RunInProgressError` if a live process holds the lock; take nothing.
+
+        Lets an entry point refuse before it writes anything into the folder; the real lock is
+        taken by :meth:`acquire` when the run starts.
+        """
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return  # no lock file: nobody holds it
+        try:
+            holder = self._read(fd)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise self._in_progress(holder) from None
+            except OSError:
+                return  # no flock here: acquire() judges by the PID
+        finally:
+            os.close(fd)
+
     def acquire(self) -> RunLock:
         me = {"pid": os.getpid(), "host": socket.gethostname(),
               "since": time.strftime("%Y-%m-%d %H:%M:%S")}
