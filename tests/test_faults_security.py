@@ -154,8 +154,8 @@ def test_pickled_code_in_a_checkpoint_never_runs_in_a_run(tiny_data, tmp_path, w
         ckpt = evil_checkpoint(run_dir / "checkpoints" / "last.ckpt", marker)
         extra = []
     proc = cli(*TWO_EPOCHS, f"data_dir={tiny_data}", *extra, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert not marker.exists()  # the command hidden in the pickle did not run
     one_line_error(proc, str(ckpt), "refusing")
-    assert not marker.exists()
     assert not (run_dir / "results.json").exists() and ckpt.exists()  # nothing deleted
 
 
@@ -167,10 +167,10 @@ def test_pickled_code_in_a_run_folder_never_runs_in_evaluate_or_compact(tmp_path
     run_dir = fake_run_dir(tmp_path / "run", weights=False)  # no final_model.pt: last.ckpt is used
     ckpt = evil_checkpoint(run_dir / "checkpoints" / "last.ckpt", marker)
     main = evaluate.main if tool == "evaluate" else compact.main
-    assert main([str(run_dir)] + (["--no-latency"] if tool == "compact" else [])) == 2
+    rc = main([str(run_dir)] + (["--no-latency"] if tool == "compact" else []))
+    assert not marker.exists()  # the command hidden in the pickle did not run
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and str(ckpt) in err[0] and "refusing" in err[0], err
-    assert not marker.exists()
+    assert rc == 2 and len(err) == 1 and str(ckpt) in err[0] and "refusing" in err[0], err
 
 
 # The example: Hydra would build the Path and call write_text on it.
@@ -200,11 +200,11 @@ def test_saved_config_targets_outside_the_allow_list_are_refused(tmp_path, tool,
     marker = tmp_path / "pwned"
     run_dir = fake_run_dir(tmp_path / "run", config.format(marker=marker))
     main = evaluate.main if tool == "evaluate" else compact.main
-    assert main([str(run_dir)] + (["--no-latency"] if tool == "compact" else [])) == 2
+    rc = main([str(run_dir)] + (["--no-latency"] if tool == "compact" else []))
+    assert not marker.exists()  # Path.write_text was not called
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err
+    assert rc == 2 and len(err) == 1, err
     assert "pathlib.Path" in err[0] and "--allow-target" in err[0] and "config.yaml" in err[0]
-    assert not marker.exists()
 
 
 def test_own_targets_load_when_the_user_allows_them(tmp_path, monkeypatch):
@@ -247,10 +247,10 @@ def test_name_cannot_lead_out_of_outputs(tiny_data, tmp_path, name):
     work.mkdir(parents=True)
     proc = cli("-m", f"name={name}", "trainer.fast_dev_run=true", f"data_dir={tiny_data}", *TINY,
                cwd=work)
-    one_line_error(proc, "name=", "outputs/sweeps")
     assert not (tmp_path / "escaped").exists() and not (tmp_path / "a" / "escaped").exists()
     assert not Path("/tmp/prunelab-abs-escape").exists()
     assert not (work / "outputs").exists()  # refused before any job (the "ok" one included)
+    one_line_error(proc, "name=", "outputs/sweeps")
 
 
 def test_check_name_accepts_plain_names_only():
