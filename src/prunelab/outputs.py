@@ -63,8 +63,10 @@ class Preflight(Callback):
         self._check(config, "run", [])
         # a second launch of a running run: refuse before Hydra rewrites its .hydra/ files
         from prunelab.errors import RunInProgressError
-        from prunelab.runlock import RunLock
+        from prunelab.runlock import RunLock, is_rank_zero
 
+        if not is_rank_zero():
+            return
         try:
             RunLock(Path(str(config.hydra.run.dir))).check()
         except RunInProgressError as err:

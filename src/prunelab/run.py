@@ -28,7 +28,7 @@ from prunelab.pruning import methods as M
 from prunelab.pruning.callback import PruningCallback
 from prunelab.pruning.metrics import summarize
 from prunelab.pruning.schedules import build_plan, validate_plan
-from prunelab.runlock import RunLock
+from prunelab.runlock import RunLock, is_rank_zero
 
 RESULTS = "results.json"
 FAILED = "failed.json"
@@ -320,19 +320,13 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
     if results_path.exists():
         print(f"[prunelab] done already: {results_path} (delete it to run again)")
         return json.loads(results_path.read_text())
-    if not _is_rank_zero():  # DDP ranks > 0 work under rank 0's lock
+    if not is_rank_zero():  # DDP ranks > 0 work under rank 0's lock
         return _run(cfg, run_dir, overrides, callbacks)
     with RunLock(run_dir) as lock:
         if lock.taken_over:
             print(f"[prunelab] taking over the lock of process {lock.taken_over.get('pid')} on "
                   f"{lock.taken_over.get('host')}, which is no longer running")
         return _run(cfg, run_dir, overrides, callbacks)
-
-
-def _is_rank_zero() -> bool:
-    from lightning.pytorch.utilities import rank_zero_only
-
-    return rank_zero_only.rank == 0
 
 
 def _run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None,

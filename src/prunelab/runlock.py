@@ -26,6 +26,14 @@ from prunelab.outputs import write_error
 LOCK_FILE = ".prunelab.lock"
 
 
+def is_rank_zero() -> bool:
+    """This process is a run's first (or only) one. Other DDP ranks re-run the same command in
+    the same folder and work under rank 0's lock, so they neither take nor check it."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
