@@ -25,9 +25,9 @@ def check_name(name: Any) -> str:
     if (not parts or not text.strip() or text.startswith(("/", "\\", "~")) or "\x00" in text
             or any(p in ("..", ".") for p in parts) or (len(text) > 1 and text[1] == ":")):
         raise OutputError(
-            f"name={text!r} is not a plain folder name: it would place the sweep outside "
-            "outputs/sweeps/; use letters, digits, '-', '_', '.' and '/' between names, without "
-            "'..', a leading '/' or '~' (to write elsewhere, set hydra.sweep.dir explicitly)"
+            f"name={text!r} would place the sweep outside outputs/sweeps/: give a relative folder "
+            "name without '..', '.', a leading '/' or '~' (to write elsewhere, set "
+            "hydra.sweep.dir explicitly)"
         )
     return text
 
