@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 from collections.abc import Callable, Sequence
@@ -274,6 +275,8 @@ def search(methods: Sequence[str], overrides: Sequence[str] = (), delta: float =
     """Run the bisection for each method; write and return ``<sweep dir>/search.json``."""
     if not 0.0 <= lo < hi < 1.0:
         raise SearchError(f"need 0 <= --lo < --hi < 1, got lo={lo:g} hi={hi:g}")
+    if not (math.isfinite(delta) and delta >= 0):
+        raise SearchError(f"--delta must be a finite number of accuracy points >= 0, got {delta:g}")
     if iters < 0:
         raise SearchError(f"--iters must be >= 0, got {iters}")
     if not methods:
