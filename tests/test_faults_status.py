@@ -287,15 +287,6 @@ def test_geometric_schedule_reports_its_final_target(make_cfg, tmp_path):
     assert final_amount(cfg) == make_plan(cfg)[-1].target
 
 
-def test_no_validation_set_gives_null_accuracies_not_zero(make_cfg, tmp_path):
-    cfg = make_cfg(*FAST, "data.val_size=0", "trainer.limit_val_batches=0", "pruning=one_shot",
-                   "pruning.start_epoch=0", "pruning.amount=0.5", "trainer.max_epochs=2")
-    r = run(cfg, tmp_path / "run", [])
-    assert r["val_acc"] is None
-    assert r["pruning_history"][0]["val_acc_after"] is None
-    assert r["pruning_history"][0]["val_acc_before"] is None
-
-
 def test_empty_validation_loader_gives_null_val_acc_after(make_cfg, tmp_path):
     cfg = make_cfg(*FAST, "data.val_size=0", "pruning=one_shot", "pruning.start_epoch=0",
                    "pruning.amount=0.5", "trainer.max_epochs=2")

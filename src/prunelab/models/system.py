@@ -167,8 +167,9 @@ class ClassifierSystem(FastAttributes, L.LightningModule):
 
     def _diverged(self, stage: str, loss: float) -> None:
         epoch, step = self.trainer.current_epoch, self.trainer.global_step
+        value = f"is {loss}" if not math.isfinite(loss) else "is not finite on another rank"
         raise DivergedError(
-            f"training diverged: the {stage} loss is {loss} in epoch {epoch} (by optimizer step "
+            f"training diverged: the {stage} loss {value} in epoch {epoch} (by optimizer step "
             f"{step}); nothing this run measures would mean anything. Lower the learning rate "
             "(model.optimizer.lr) or check the data",
             epoch=epoch, step=step, stage=stage,
