@@ -252,6 +252,12 @@ def test_optimizer_lr_drives_the_one_cycle_peak(make_cfg, tmp_path):
     assert a["test_loss"] != b["test_loss"]
 
 
+def test_too_short_one_cycle_run_is_one_line_not_a_division_by_zero(make_cfg, tmp_path):
+    cfg = make_cfg(*FAST, "trainer.max_epochs=1", "trainer.limit_train_batches=4")
+    with pytest.raises(ConfigError, match="cannot run exactly 1/pct_start = 4 optimizer steps .* has 4"):
+        run(cfg, tmp_path / "run", [])
+
+
 @pytest.mark.parametrize("args,needle", [(["--delta", "nan"], "--delta must be"),
                                          (["--delta", "-1"], "--delta must be"),
                                          (["--delta", "inf"], "--delta must be")])
@@ -278,6 +284,13 @@ def test_explicit_schedule_reports_the_amount_it_reached(make_cfg, tmp_path):
     r = run(cfg, tmp_path / "run", [])
     assert r["amount"] == 0.5 and r["sparsity_global"] == pytest.approx(0.5, abs=1e-4)
     assert json.loads((tmp_path / "run" / RESULTS).read_text())["amount"] == 0.5
+
+
+def test_explicit_schedule_refuses_an_amount_it_would_ignore(make_cfg, tmp_path):
+    cfg = make_cfg("pruning=explicit", "pruning.steps=[[0,0.3],[1,0.5]]", "pruning.amount=0.9")
+    with pytest.raises(ConfigError, match=r"pruning.amount=0.9 has no effect .*last: 0.5"):
+        run(cfg, tmp_path / "run", [])
+    assert make_cfg("pruning=explicit", "pruning.steps=[[0,0.3],[1,0.6]]").pruning.amount == 0.6
 
 
 def test_geometric_schedule_reports_its_final_target(make_cfg, tmp_path):

@@ -100,8 +100,19 @@ def _dirname(override_dirname: str) -> str:
     return name
 
 
+def _last_target(steps: Any) -> float:
+    """``pruning=explicit``'s amount: the last step's target (malformed steps are reported by
+    the plan's own validation, so they give 0.0 here rather than an error from a resolver)."""
+    try:
+        return float(steps[-1][1])
+    except (TypeError, IndexError, KeyError, ValueError):
+        return 0.0
+
+
 def register() -> None:
-    """Make the schema and the ``prunelab_dirname`` resolver known to Hydra (idempotent)."""
+    """Make the schema and prunelab's resolvers known to Hydra (idempotent)."""
     ConfigStore.instance().store(name="schema", node=Config)
     if not OmegaConf.has_resolver("prunelab_dirname"):
         OmegaConf.register_new_resolver("prunelab_dirname", _dirname)
+    if not OmegaConf.has_resolver("prunelab_last_target"):
+        OmegaConf.register_new_resolver("prunelab_last_target", _last_target)

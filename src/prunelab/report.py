@@ -194,6 +194,9 @@ def _hydra_meta(path: Path) -> tuple[dict[str, Any], list[str]]:
     try:
         from omegaconf import OmegaConf
 
+        from prunelab.config import register
+
+        register()  # prunelab's resolvers (pruning=explicit's amount is one)
         if (hydra_dir / "overrides.yaml").is_file():
             overrides = [str(o) for o in OmegaConf.load(hydra_dir / "overrides.yaml")]
         if (hydra_dir / "config.yaml").is_file():

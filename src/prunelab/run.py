@@ -49,7 +49,13 @@ def check_config(cfg: DictConfig) -> None:
             raise ConfigError(f"unknown pruning method {p.method.name!r}; valid: {sorted(M.METHODS)}")
         if not 0.0 <= p.amount < 1.0:
             raise ConfigError(f"pruning.amount={p.amount} is outside [0, 1): it is the target fraction of zeros")
-        validate_plan(make_plan(cfg), cfg.trainer.max_epochs)
+        plan = make_plan(cfg)
+        validate_plan(plan, cfg.trainer.max_epochs)
+        if p.schedule == "explicit" and plan and float(p.amount) != plan[-1].target:
+            raise ConfigError(
+                f"pruning.amount={p.amount} has no effect with pruning=explicit: its targets are "
+                f"pruning.steps (last: {plan[-1].target}); set pruning.steps instead"
+            )
 
 
 def check_ranges(cfg: DictConfig) -> None:

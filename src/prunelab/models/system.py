@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from prunelab.errors import DivergedError
+from prunelab.errors import ConfigError, DivergedError
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
@@ -217,6 +217,15 @@ class ClassifierSystem(FastAttributes, L.LightningModule):
         given = getattr(self.scheduler_factory, "keywords", {})
         if "total_steps" in inspect.signature(func).parameters and "total_steps" not in given:
             kwargs["total_steps"] = int(self.trainer.estimated_stepping_batches)
+            pct = float(given.get("pct_start", 0.3))
+            if func is torch.optim.lr_scheduler.OneCycleLR and pct * kwargs["total_steps"] == 1:
+                # torch's warm-up phase would then divide by zero at the first step
+                raise ConfigError(
+                    f"the one-cycle schedule cannot run exactly 1/pct_start = {1 / pct:g} "
+                    f"optimizer steps (torch divides by zero); this run has "
+                    f"{kwargs['total_steps']}: change trainer.max_epochs or "
+                    "trainer.limit_train_batches"
+                )
         scheduler = self.scheduler_factory(optimizer, **kwargs)
         return {
             "optimizer": optimizer,
