@@ -2,8 +2,8 @@
 
 Every job folder under the sweep dir is listed: finished (``results.json``), failed or diverged
 (``failed.json``) and incomplete (a ``.hydra/`` folder but neither file: running, interrupted or
-killed; or a results.json without a valid ``test_acc``) — none is dropped silently. Finished pruned jobs are compared with the dense baseline of
-the same model, data and seed: dense jobs (``pruning=none``) of the same sweep, else the dense
+killed; or a results.json without a valid ``test_acc``) — none is dropped silently. Finished
+pruned jobs are compared with the dense baseline of the same model, data and seed: dense jobs (``pruning=none``) of the same sweep, else the dense
 runs found under ``--baseline DIR`` (another sweep or a single run folder).
 
 Accuracies in results.json and summary.csv are fractions; ``drop_pts`` and every table in

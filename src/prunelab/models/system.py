@@ -107,7 +107,8 @@ class ClassifierSystem(FastAttributes, L.LightningModule):
             # NHWC convolutions are markedly faster on CPU (oneDNN) for small CNNs
             self.net.to(memory_format=torch.channels_last)
         if int(check_every) < 1:
-            raise ValueError(f"check_every={check_every} must be >= 1")
+            raise ConfigError(f"model.check_every={check_every} must be >= 1 (batches between "
+                              "checks of the training loss)")
         self.check_every = int(check_every)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
