@@ -3,6 +3,8 @@
 Source, first found: an extracted ``<data_dir>/aclImdb/`` folder, ``<data_dir>/aclImdb_v1.tar.gz``
 (read member by member, never extracted), ``<cache_dir>/aclImdb_v1.tar.gz``, else a download
 of the official archive into the cache dir (md5-checked; only a file we downloaded is checked).
+Whatever the source, what was read must be complete (:func:`check_complete`; an archive's gzip
+CRC is checked too) before anything is cached, so a damaged copy stops the run with one line.
 
 Tokenisation is torchtext's ``basic_english``. The vocabulary is the ``vocab_size`` most frequent
 tokens of all 25,000 *train* reviews (validation reviews included: the standard recipe; it uses
