@@ -261,6 +261,28 @@ def test_search_rejects_a_meaningless_delta(capsys, tmp_path, args, needle):
     assert not (tmp_path / "s").exists()  # nothing ran
 
 
+def test_search_over_an_explicit_schedule_is_refused(capsys, tmp_path):
+    rc = S.main(["--method", "l1_unstructured", "--sweep-dir", str(tmp_path / "s"),
+                 "pruning=explicit"])
+    assert rc == 2 and "pruning.steps, not pruning.amount" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
+def test_search_probe_without_test_accuracy_is_an_error_not_a_crash(tiny_data, tmp_path, capsys):
+    base = tmp_path / "base" / "dense"
+    base.mkdir(parents=True)
+    (base / RESULTS).write_text(json.dumps({
+        "status": "ok", "model": "cnn", "data": "mnist", "schedule": "none", "method": "dense",
+        "amount": 0.0, "seed": 0, "test_acc": 0.9}))
+    rc = S.main(["--method", "l1_unstructured", "--iters", "0", "--sweep-dir", str(tmp_path / "s"),
+                 "--baseline", str(tmp_path / "base"), "pruning=one_shot", "pruning.start_epoch=0",
+                 "trainer.max_epochs=2", *FAST, *TINY, f"data_dir={tiny_data}",
+                 "trainer.limit_test_batches=0"])
+    assert rc == 1  # the probe is an error in search.json, not a TypeError
+    out = json.loads((tmp_path / "s" / "search.json").read_text())["methods"]["l1_unstructured"]
+    assert out["status"] == "error" and "no test accuracy" in out["error"]
+
+
 def test_report_rejects_a_meaningless_delta(capsys, tmp_path):
     assert R.main([str(tmp_path), "--delta", "nan"]) == 2
     assert "--delta must be" in capsys.readouterr().err

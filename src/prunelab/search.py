@@ -163,6 +163,9 @@ class Runner:
             raise SearchError("the search needs a pruning schedule among the overrides, e.g. "
                               "pruning=one_shot, or pruning=iterative pruning.step_size=null "
                               "pruning.n_steps=5 (pruning=none has no amount to search)")
+        if cfg.pruning.schedule == "explicit":
+            raise SearchError("pruning=explicit takes its targets from pruning.steps, not "
+                              "pruning.amount: search with another schedule, e.g. pruning=one_shot")
         self.max_epochs = int(cfg.trainer.max_epochs)
         self.sweep_dir = Path(sweep_dir) if sweep_dir else Path("outputs/sweeps") / str(cfg.name)
         self.default_seed = int(cfg.seed)
@@ -259,6 +262,10 @@ class Runner:
             if res is None:
                 err = json.loads((run_dir / "failed.json").read_text()).get("error", "?")
                 return Probe(amount, None, None, None, dirs, f"{run_dir}: {err}")
+            if not isinstance(res.get("test_acc"), int | float):
+                return Probe(amount, None, None, None, dirs,
+                             f"{run_dir}: no test accuracy in its results.json "
+                             "(trainer.limit_test_batches=0?)")
             accs.append(float(res["test_acc"]))
             drops.append(100.0 * (dense[seed] - float(res["test_acc"])))
             sparsity.append(float(res.get("sparsity_global") or 0.0))
