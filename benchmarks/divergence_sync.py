@@ -66,7 +66,7 @@ def main() -> None:
         for every in times:
             times[every].append(epoch(every))
     for every, ts in times.items():
-        print(f"check every {every or 'never'}: {statistics.median(ts) * 1e3:.4f} ms a batch "
+        print(f"check every {every or 'never'}: {statistics.median(ts) * 1e3:.4f} ms/batch "
               f"(median of 15 epochs of 200 batches)")
     print(torch.cuda.get_device_name() if dev == "cuda" else "cpu")
 
