@@ -146,6 +146,17 @@ def test_check_every_batch_budget_is_one_sync_per_n_batches(make_cfg, tmp_path, 
     assert len(reads) == 3  # after batches 3, 6 and the last one (7)
 
 
+@pytest.mark.slow
+def test_ddp_ranks_stop_together_when_one_diverges(tmp_path):
+    """Only rank 0 sees the NaN batch; both ranks must stop at the same check, not hang."""
+    script = Path(__file__).parent / "ddp_diverge.py"
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = {p.name: p.read_text() for p in tmp_path.glob("rank*.txt")}
+    assert results == {"rank0.txt": "diverged epoch=0 step=3", "rank1.txt": "diverged epoch=0 step=3"}
+
+
 # --------------------------------------------------------------------------- pruning checks
 
 
