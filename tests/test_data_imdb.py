@@ -197,7 +197,8 @@ def test_saved_tokenizer_reproduces_the_cached_ids(tmp_path):
         for s in ("pos", "neg")
         for p in sorted((root / s).iterdir(), key=lambda p: int(p.stem.split("_")[0]))
     ]
-    ids, lengths, _ = dm.test_data
+    ids, lengths, _ = dm.test_data  # in evaluation order: row i is review test_order[i]
+    texts = [texts[i] for i in dm.test_order.tolist()]
     for text, row, n in zip(texts, ids, lengths, strict=True):
         assert tokenizer.encode(text).ids[:400] == row[:n].tolist()
 
@@ -334,4 +335,5 @@ def test_full_imdb(tmp_path):
     ids, lengths, _ = dm.test_data
     texts = dm.find_source().read()["test"].texts
     for i in range(0, 25000, 250):
-        assert tokenizer.encode(texts[i]).ids[:400] == ids[i, : lengths[i]].tolist()
+        text = texts[int(dm.test_order[i])]  # test_data is in evaluation order
+        assert tokenizer.encode(text).ids[:400] == ids[i, : lengths[i]].tolist()

@@ -32,7 +32,7 @@ def _app(cfg: DictConfig) -> None:
         run_or_record_failure(cfg, hc.runtime.output_dir, list(hc.overrides.task), multirun)
     except PrunelabError as err:
         print(f"prunelab: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(getattr(err, "exit_code", 2))
 
 
 def main() -> None:

@@ -100,6 +100,15 @@ def _dirname(override_dirname: str) -> str:
     return name
 
 
+def _last_target(steps: Any) -> float:
+    """``pruning=explicit``'s amount: the last step's target (malformed steps are reported by
+    the plan's own validation, so they give 0.0 here rather than an error from a resolver)."""
+    try:
+        return float(steps[-1][1])
+    except (TypeError, IndexError, KeyError, ValueError):
+        return 0.0
+
+
 def register() -> None:
     """Make the schema and the ``prunelab_dirname`` / ``prunelab_name`` resolvers known to Hydra
     (idempotent). ``prunelab_name`` guards the sweep folder: a ``name`` that would lead out of
@@ -111,3 +120,5 @@ def register() -> None:
         OmegaConf.register_new_resolver("prunelab_dirname", _dirname)
     if not OmegaConf.has_resolver("prunelab_name"):
         OmegaConf.register_new_resolver("prunelab_name", check_name)
+    if not OmegaConf.has_resolver("prunelab_last_target"):
+        OmegaConf.register_new_resolver("prunelab_last_target", _last_target)

@@ -8,6 +8,8 @@ class PrunelabError(Exception):
     the bad value and the valid choices.
     """
 
+    exit_code = 2
+
 
 class ConfigError(PrunelabError, ValueError):
     """An invalid or incompatible configuration value."""
@@ -31,3 +33,24 @@ class OutputError(PrunelabError):
 
 class RunInProgressError(PrunelabError):
     """Another live process is working in the same run directory."""
+
+
+class ResultError(PrunelabError):
+    """The run did not do what was asked (a pruning step missed its target, ...).
+
+    Not bad input as such, so entry points exit with status 3, not 2.
+    """
+
+    exit_code = 3
+
+
+class DivergedError(ResultError):
+    """Training produced a non-finite loss or weights: the run's numbers mean nothing.
+
+    The run is recorded with status "diverged" (``failed.json``), naming the epoch and step.
+    """
+
+    def __init__(self, message: str, epoch: int | None = None, step: int | None = None,
+                 stage: str | None = None) -> None:
+        super().__init__(message)
+        self.epoch, self.step, self.stage = epoch, step, stage

@@ -1,9 +1,9 @@
 """``python -m prunelab.report <sweep dir>``: a sweep's jobs → summary.csv, summary.md and plots.
 
-Every job folder under the sweep dir is listed: finished (``results.json``), failed
+Every job folder under the sweep dir is listed: finished (``results.json``), failed or diverged
 (``failed.json``) and incomplete (a ``.hydra/`` folder but neither file: running, interrupted or
-killed) — none is dropped silently. Finished pruned jobs are compared with the dense baseline of
-the same model, data and seed: dense jobs (``pruning=none``) of the same sweep, else the dense
+killed; or a results.json without a valid ``test_acc``) — none is dropped silently. Finished
+pruned jobs are compared with the dense baseline of the same model, data and seed: dense jobs (``pruning=none``) of the same sweep, else the dense
 runs found under ``--baseline DIR`` (another sweep or a single run folder).
 
 Accuracies in results.json and summary.csv are fractions; ``drop_pts`` and every table in
@@ -53,7 +53,7 @@ class Job:
     """One job folder, whatever its state."""
 
     folder: str  # relative to the sweep dir
-    status: str  # ok | failed | incomplete | unreadable
+    status: str  # ok | failed | diverged | incomplete | unreadable
     model: str | None = None
     data: str | None = None
     schedule: str | None = None
@@ -194,6 +194,9 @@ def _hydra_meta(path: Path) -> tuple[dict[str, Any], list[str]]:
     try:
         from omegaconf import OmegaConf
 
+        from prunelab.config import register
+
+        register()  # prunelab's resolvers (pruning=explicit's amount is one)
         if (hydra_dir / "overrides.yaml").is_file():
             overrides = [str(o) for o in OmegaConf.load(hydra_dir / "overrides.yaml")]
         if (hydra_dir / "config.yaml").is_file():
@@ -241,12 +244,14 @@ def load_job(path: Path, root: Path) -> Job:
         except (OSError, ValueError) as err:
             status, error = "unreadable", f"{RESULTS}: {err}"
     elif (path / FAILED).is_file():
+        status = "failed"
         try:
             payload = _read_json(path / FAILED)
             error = f"{payload.get('error_type', 'error')}: {payload.get('error', '?')}"
+            if payload.get("status") == "diverged":  # non-finite loss or weights
+                status = "diverged"
         except (OSError, ValueError) as err:
             error = f"{FAILED}: {err}"
-        status = "failed"
     else:
         status = "incomplete"
         error = "no results.json yet: running, or interrupted (relaunch the sweep to resume)"
@@ -268,8 +273,17 @@ def load_job(path: Path, root: Path) -> Job:
     )
     if job.schedule == "none":
         job.method, job.amount = "dense", 0.0
+    if status != "ok" and not error:
+        error = str(payload.get("error") or f"{RESULTS} has status {status!r}")
+        job.error = error
     if status == "ok":
         job.test_acc = _num(payload.get("test_acc"))
+        if job.test_acc is None or not 0.0 <= job.test_acc <= 1.0:
+            # no test (trainer.limit_test_batches=0) or a damaged value: not a result to rank
+            job.status, job.test_acc = "incomplete", None
+            job.error = (f"{RESULTS} has no valid test_acc ({payload.get('test_acc')!r}); "
+                         "a run without a test is not a result")
+            return job
         job.sparsity_global = _num(payload.get("sparsity_global"))
         job.params_nonzero = _num(payload.get("params_nonzero"), int)
         job.macs_effective = _num(payload.get("macs_effective"), int)
@@ -667,6 +681,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="accuracy points of drop allowed by 'highest sparsity within "
                              "delta of dense' (default 0.5)")
     args = parser.parse_args(argv)
+    if not (math.isfinite(args.delta) and args.delta >= 0):
+        print(f"prunelab.report: error: --delta must be a finite number of accuracy points >= 0, "
+              f"got {args.delta:g}", file=sys.stderr)
+        return 2
     try:
         s = report(args.sweep_dir, args.baseline, args.out, args.delta)
     except ReportError as err:

@@ -21,13 +21,14 @@ from lightning.pytorch.profilers import PassThroughProfiler
 from omegaconf import DictConfig, OmegaConf
 
 import prunelab
-from prunelab.errors import CheckpointError, ConfigError, RunInProgressError
+from prunelab.errors import CheckpointError, ConfigError, DivergedError, RunInProgressError
 from prunelab.loading import load_checkpoint
 from prunelab.outputs import remove_quietly, write_error
 from prunelab.pruning import methods as M
 from prunelab.pruning.callback import PruningCallback
 from prunelab.pruning.metrics import summarize
 from prunelab.pruning.schedules import build_plan, validate_plan
+from prunelab.pruning.targets import validate_patterns
 from prunelab.runlock import RunLock, is_rank_zero
 
 RESULTS = "results.json"
@@ -46,13 +47,65 @@ def check_config(cfg: DictConfig) -> None:
             f"model={model} cannot train on data={data}: valid pairs are {pairs} "
             f"(model={model} takes data={'/'.join(compatible)})"
         )
+    check_ranges(cfg)
     p = cfg.pruning
     if p.schedule != "none":
         if p.method.name not in M.METHODS:
             raise ConfigError(f"unknown pruning method {p.method.name!r}; valid: {sorted(M.METHODS)}")
         if not 0.0 <= p.amount < 1.0:
             raise ConfigError(f"pruning.amount={p.amount} is outside [0, 1): it is the target fraction of zeros")
-        validate_plan(make_plan(cfg), cfg.trainer.max_epochs)
+        plan = make_plan(cfg)
+        validate_plan(plan, cfg.trainer.max_epochs)
+        if p.schedule == "explicit" and plan and float(p.amount) != plan[-1].target:
+            raise ConfigError(
+                f"pruning.amount={p.amount} has no effect with pruning=explicit: its targets are "
+                f"pruning.steps (last: {plan[-1].target}); set pruning.steps instead"
+            )
+
+
+def check_ranges(cfg: DictConfig) -> None:
+    """Values whose type is right but whose meaning is not: each fails with one line."""
+    epochs = cfg.trainer.max_epochs
+    if epochs is None or int(epochs) < 1:
+        raise ConfigError(
+            f"trainer.max_epochs={epochs} must be >= 1: a run trains, then tests what it trained "
+            "(to measure a finished model use python -m prunelab.evaluate)"
+        )
+    if not 0 <= int(cfg.seed) < 2**32:
+        raise ConfigError(f"seed={cfg.seed} must be in [0, 2**32 - 1]")
+    if cfg.threads is not None and int(cfg.threads) < 1:
+        raise ConfigError(f"threads={cfg.threads} must be >= 1, or null for torch's default")
+    if cfg.pruning.schedule != "none":
+        t = cfg.pruning.targets
+        validate_patterns(list(t.include or []), list(t.exclude or []))
+    check_learning_rate(cfg)
+
+
+def check_learning_rate(cfg: DictConfig) -> None:
+    """One learning-rate key: with a one-cycle schedule the optimizer's ``lr`` is its peak.
+
+    torch's OneCycleLR overwrites the optimizer's lr with ``max_lr`` / ``div_factor`` and never
+    reads it, so a sweep over ``model.optimizer.lr`` would silently give identical runs. The
+    configs derive ``max_lr`` from ``model.optimizer.lr``; setting the two apart is refused.
+    """
+    sched, opt = cfg.model.get("scheduler"), cfg.model.get("optimizer")
+    if not sched or not opt or "OneCycleLR" not in str(sched.get("_target_", "")):
+        return
+    max_lr, lr = sched.get("max_lr"), opt.get("lr")
+    if max_lr is not None and lr is not None and float(max_lr) != float(lr):
+        raise ConfigError(
+            f"model.scheduler.max_lr={max_lr} differs from model.optimizer.lr={lr}, which "
+            "OneCycleLR would ignore: set the peak learning rate with model.optimizer.lr only "
+            "(model.scheduler.max_lr follows it)"
+        )
+
+
+def final_amount(cfg: DictConfig) -> float:
+    """What the run prunes to: the plan's last target (0.0 for dense training)."""
+    if cfg.pruning.schedule == "none":
+        return 0.0
+    plan = make_plan(cfg)
+    return float(plan[-1].target) if plan else 0.0
 
 
 def make_plan(cfg: DictConfig) -> list:
@@ -392,7 +445,7 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None,
         "data": cfg.data.name,
         "schedule": cfg.pruning.schedule,
         "method": cfg.pruning.method.name if cfg.pruning.schedule != "none" else "dense",
-        "amount": float(cfg.pruning.amount) if cfg.pruning.schedule != "none" else 0.0,
+        "amount": final_amount(cfg),
         "seed": int(cfg.seed),
         "test_acc": _f(test.get("test_acc")),
         "test_loss": _f(test.get("test_loss")),
@@ -462,12 +515,16 @@ def run_or_record_failure(cfg: DictConfig, run_dir: str | Path, overrides: list[
         # in a sweep one bad job must not stop the others; the report lists it as failed
         if not multirun and not isinstance(err, PrunelabError):
             raise
+        record: dict[str, Any] = {
+            "status": "diverged" if isinstance(err, DivergedError) else "failed",
+            "error": str(err).splitlines()[0] if str(err) else repr(err),
+            "error_type": type(err).__name__, "overrides": list(overrides),
+        }
+        if isinstance(err, DivergedError):
+            record.update(epoch=err.epoch, step=err.step, stage=err.stage)
         try:
             Path(run_dir).mkdir(parents=True, exist_ok=True)
-            write_json_atomic(Path(run_dir) / FAILED, {
-                "status": "failed", "error": str(err).splitlines()[0] if str(err) else repr(err),
-                "error_type": type(err).__name__, "overrides": list(overrides),
-            })
+            write_json_atomic(Path(run_dir) / FAILED, record)
         except PrunelabError:
             pass  # the folder itself cannot be written (full disk): the error says so
         if not multirun:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 from collections.abc import Callable, Sequence
@@ -163,6 +164,9 @@ class Runner:
             raise SearchError("the search needs a pruning schedule among the overrides, e.g. "
                               "pruning=one_shot, or pruning=iterative pruning.step_size=null "
                               "pruning.n_steps=5 (pruning=none has no amount to search)")
+        if cfg.pruning.schedule == "explicit":
+            raise SearchError("pruning=explicit takes its targets from pruning.steps, not "
+                              "pruning.amount: search with another schedule, e.g. pruning=one_shot")
         self.max_epochs = int(cfg.trainer.max_epochs)
         self.sweep_dir = Path(sweep_dir) if sweep_dir else Path("outputs/sweeps") / check_name(cfg.name)
         self.default_seed = int(cfg.seed)
@@ -259,6 +263,10 @@ class Runner:
             if res is None:
                 err = json.loads((run_dir / "failed.json").read_text()).get("error", "?")
                 return Probe(amount, None, None, None, dirs, f"{run_dir}: {err}")
+            if not isinstance(res.get("test_acc"), int | float):
+                return Probe(amount, None, None, None, dirs,
+                             f"{run_dir}: no test accuracy in its results.json "
+                             "(trainer.limit_test_batches=0?)")
             accs.append(float(res["test_acc"]))
             drops.append(100.0 * (dense[seed] - float(res["test_acc"])))
             sparsity.append(float(res.get("sparsity_global") or 0.0))
@@ -275,6 +283,8 @@ def search(methods: Sequence[str], overrides: Sequence[str] = (), delta: float =
     """Run the bisection for each method; write and return ``<sweep dir>/search.json``."""
     if not 0.0 <= lo < hi < 1.0:
         raise SearchError(f"need 0 <= --lo < --hi < 1, got lo={lo:g} hi={hi:g}")
+    if not (math.isfinite(delta) and delta >= 0):
+        raise SearchError(f"--delta must be a finite number of accuracy points >= 0, got {delta:g}")
     if iters < 0:
         raise SearchError(f"--iters must be >= 0, got {iters}")
     if not methods:

@@ -3,6 +3,8 @@
 Source, first found: an extracted ``<data_dir>/aclImdb/`` folder, ``<data_dir>/aclImdb_v1.tar.gz``
 (read member by member, never extracted), ``<cache_dir>/aclImdb_v1.tar.gz``, else a download
 of the official archive into the cache dir (md5-checked; only a file we downloaded is checked).
+Whatever the source, what was read must be complete (:func:`check_complete`; an archive's gzip
+CRC is checked too) before anything is cached, so a damaged copy stops the run with one line.
 
 Tokenisation is torchtext's ``basic_english``. The vocabulary is the ``vocab_size`` most frequent
 tokens of all 25,000 *train* reviews (validation reviews included: the standard recipe; it uses
@@ -16,6 +18,7 @@ is a literal replacement, and on 2 cores this takes about 4 s where ``encode_bat
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import itertools
 import os
@@ -25,7 +28,7 @@ import urllib.error
 import urllib.request
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -59,7 +62,12 @@ PAD, UNK = "<pad>", "<unk>"
 PAD_ID, UNK_ID = 0, 1
 # Bump when the tokenisation rules or the cache layout change: old caches are then ignored.
 TOKENIZER_VERSION = "basic_english-1"
-CACHE_VERSION = 1
+# 2: only a read that passed the completeness and gzip CRC checks is cached (a cache written by
+# version 1 may hold a silently truncated read of a damaged archive)
+CACHE_VERSION = 2
+# The test reviews are stored pos-then-neg; evaluation order is this fixed permutation of them,
+# so that the first batches (``limit_test_batches``, ``trainer=fast``) hold both classes.
+EVAL_ORDER_SEED = 0
 
 # torchtext's basic_english, in its order, after lower-casing. All patterns are literal strings
 # (torchtext writes them as escaped regexes); its final ``\s+`` -> " " only affects spacing,
@@ -79,6 +87,7 @@ BASIC_ENGLISH_RULES: tuple[tuple[str, str], ...] = (
 )
 
 _MEMBER_RE = re.compile(r"(?:^|/)aclImdb/(train|test)/(pos|neg)/(\d+)_(\d+)\.txt$")
+_URLS_RE = re.compile(r"(?:^|/)aclImdb/(train|test)/urls_(pos|neg)\.txt$")
 _FILE_RE = re.compile(r"(\d+)_(\d+)\.txt$")
 
 
@@ -172,40 +181,103 @@ def _decode(raw: bytes) -> str:
     return raw.decode("utf-8", errors="replace")
 
 
+def _count_lines(raw: bytes) -> int:
+    return sum(1 for line in raw.splitlines() if line.strip())
+
+
+def check_complete(path: Path, items: list[tuple[str, str, int, str]],
+                   expected: dict[tuple[str, str], int]) -> None:
+    """Refuse a partial data set, naming ``path`` and what is missing.
+
+    The official split has 12,500 reviews in each of train/pos, train/neg, test/pos and
+    test/neg, numbered ``0..12499`` in each folder. Without reading a list of file names, a
+    damaged copy is recognised by the same structure at any size: every folder non-empty, ids
+    ``0..n-1`` without gaps or repeats, the same ``n`` in all four folders, and, where the
+    official ``urls_{pos,neg}.txt`` files are present, as many reviews as they have lines.
+    """
+    ids: dict[tuple[str, str], list[int]] = {(p, s): [] for p in PARTS for s in SENTIMENTS}
+    for part, sentiment, review_id, _ in items:
+        ids[(part, sentiment)].append(review_id)
+    hint = f"the data set is incomplete or damaged; replace it with a complete copy (source: {URL})"
+    for (part, sentiment), found in ids.items():
+        where = f"aclImdb/{part}/{sentiment}/"
+        if not found:
+            raise DataMissingError(
+                f"{path} holds no reviews in {where} (expected <id>_<rating>.txt files; "
+                f"source: {URL})"
+            )
+        unique = set(found)
+        if len(unique) != len(found):
+            raise DataMissingError(f"{path}: {where} holds {len(found) - len(unique)} repeated "
+                                   f"review ids; {hint}")
+        gaps = sorted(set(range(max(unique) + 1)) - unique)
+        if gaps:
+            shown = ", ".join(map(str, gaps[:5])) + (", ..." if len(gaps) > 5 else "")
+            raise DataMissingError(f"{path}: {where} lacks {len(gaps)} of reviews 0..{max(unique)} "
+                                   f"(ids {shown}); {hint}")
+        want = expected.get((part, sentiment))
+        if want is not None and want != len(found):
+            raise DataMissingError(f"{path}: {where} holds {len(found)} reviews, its "
+                                   f"urls_{sentiment}.txt lists {want}; {hint}")
+    counts = {f"{p}/{s}": len(v) for (p, s), v in ids.items()}
+    if len(set(counts.values())) > 1:
+        listed = ", ".join(f"{k} {n:,}" for k, n in counts.items())
+        raise DataMissingError(f"{path}: the four folders must hold equally many reviews (the "
+                               f"official split: 12,500 each), found {listed}; {hint}")
+
+
 def read_folder(root: Path) -> dict[str, Part]:
-    """Reviews of an extracted ``aclImdb/`` folder (``train/unsup`` is ignored)."""
-
-    def items() -> Iterator[tuple[str, str, int, str]]:
-        for part in PARTS:
-            for sentiment in SENTIMENTS:
-                with os.scandir(root / part / sentiment) as entries:
-                    for entry in entries:
-                        m = _FILE_RE.fullmatch(entry.name)
-                        if m and entry.is_file():
-                            text = _decode(Path(entry.path).read_bytes())
-                            yield part, sentiment, int(m.group(1)), text
-
-    return _assemble(items())
+    """Reviews of an extracted ``aclImdb/`` folder (``train/unsup`` is ignored), checked
+    complete (:func:`check_complete`)."""
+    items = []
+    for part in PARTS:
+        for sentiment in SENTIMENTS:
+            with os.scandir(root / part / sentiment) as entries:
+                for entry in entries:
+                    m = _FILE_RE.fullmatch(entry.name)
+                    if m and entry.is_file():
+                        text = _decode(Path(entry.path).read_bytes())
+                        items.append((part, sentiment, int(m.group(1)), text))
+    expected = {(p, s): _count_lines((root / p / f"urls_{s}.txt").read_bytes())
+                for p in PARTS for s in SENTIMENTS if (root / p / f"urls_{s}.txt").is_file()}
+    check_complete(root, items, expected)
+    return _assemble(items)
 
 
 def read_archive(path: Path) -> dict[str, Part]:
-    """Reviews of ``aclImdb_v1.tar.gz``, streamed member by member (nothing is extracted)."""
+    """Reviews of ``aclImdb_v1.tar.gz``, streamed member by member (nothing is extracted).
 
-    def items() -> Iterator[tuple[str, str, int, str]]:
-        with tarfile.open(path, "r|gz") as tar:
-            for member in tar:
-                m = _MEMBER_RE.search(member.name)
-                if m and member.isfile():
-                    fileobj = tar.extractfile(member)
-                    assert fileobj is not None
-                    yield m.group(1), m.group(2), int(m.group(3)), _decode(fileobj.read())
-
+    The gzip stream is read to its end, where its CRC-32 and length are checked: tarfile alone
+    stops quietly at the first damaged header and never checks the CRC, so a damaged archive
+    would yield part of the reviews. Then :func:`check_complete` checks what was read.
+    """
+    items = []
+    expected: dict[tuple[str, str], int] = {}
     try:
-        return _assemble(items())
+        with gzip.open(path, "rb") as gz:
+            with tarfile.open(fileobj=gz, mode="r|") as tar:
+                for member in tar:
+                    m = _MEMBER_RE.search(member.name)
+                    u = None if m else _URLS_RE.search(member.name)
+                    if (m or u) and member.isfile():
+                        fileobj = tar.extractfile(member)
+                        assert fileobj is not None
+                        raw = fileobj.read()
+                        if len(raw) != member.size:
+                            raise EOFError(f"{member.name} is cut short")
+                        if m:
+                            items.append((m.group(1), m.group(2), int(m.group(3)), _decode(raw)))
+                        else:
+                            expected[(u.group(1), u.group(2))] = _count_lines(raw)
+            while gz.read(1 << 20):  # to the end of the stream: GzipFile checks the CRC there
+                pass
     except (tarfile.TarError, EOFError, zlib.error, OSError) as err:
         raise DataMissingError(
-            f"{path} is not a readable .tar.gz ({type(err).__name__}: {err}); delete it and retry"
+            f"{path} is not a readable .tar.gz ({type(err).__name__}: {err}); it is damaged or "
+            f"cut short: delete it and retry (source: {URL})"
         ) from err
+    check_complete(path, items, expected)
+    return _assemble(items)
 
 
 def download_archive(dest: Path, url: str | None = None, md5: str | None = None) -> Path:
@@ -245,15 +317,17 @@ class Source:
         return "|".join([str(self.path.absolute())] + [str(d.stat().st_mtime_ns) for d in dirs])
 
     def read(self) -> dict[str, Part]:
-        parts = read_folder(self.path) if self.kind == "folder" else read_archive(self.path)
-        for name, part in parts.items():
-            for sentiment, label in zip(SENTIMENTS, (1.0, 0.0), strict=True):
-                if label not in part.labels:
-                    raise DataMissingError(
-                        f"{self.path} holds no reviews in aclImdb/{name}/{sentiment}/ "
-                        f"(expected <id>_<rating>.txt files; source: {URL})"
-                    )
-        return parts
+        """All reviews, checked complete (a partial read raises, so it is never cached)."""
+        return read_folder(self.path) if self.kind == "folder" else read_archive(self.path)
+
+
+def eval_order(n: int) -> Tensor:
+    """The fixed evaluation order of ``n`` test reviews (the same for every run and seed).
+
+    The part is stored pos-then-neg; without this, the first test batches would all be
+    positive reviews and a subset evaluation (``limit_test_batches``) would measure nothing.
+    """
+    return torch.randperm(n, generator=torch.Generator().manual_seed(EVAL_ORDER_SEED))
 
 
 def _is_folder_source(root: Path) -> bool:
@@ -269,7 +343,7 @@ class IMDBDataModule(L.LightningDataModule):
     Batches are ``(ids: int64 [B, L_batch], labels: float32 [B])``: ids padded with
     ``PAD_ID`` = 0 up to the longest review of the batch (at most ``max_len``), labels 1.0 for
     positive. Train/val: a seeded permutation of the 25,000 train reviews; test: the 25,000
-    test reviews. The model's embedding needs ``num_embeddings`` = vocab_size + 2 rows.
+    test reviews in a fixed shuffled order (:func:`eval_order`). The model's embedding needs ``num_embeddings`` = vocab_size + 2 rows.
     """
 
     pad_id = PAD_ID
@@ -313,6 +387,7 @@ class IMDBDataModule(L.LightningDataModule):
         self.train_data: tuple[Tensor, Tensor, Tensor] | None = None
         self.val_data: tuple[Tensor, Tensor, Tensor] | None = None
         self.test_data: tuple[Tensor, Tensor, Tensor] | None = None
+        self.test_order: Tensor | None = None  # test_data[i] is review test_order[i] of the part
 
     @property
     def num_embeddings(self) -> int:
@@ -431,7 +506,8 @@ class IMDBDataModule(L.LightningDataModule):
         train_idx, val_idx = self.split_indices(len(tensors["train"][2]))
         self.train_data = tuple(t[train_idx] for t in tensors["train"])  # type: ignore[assignment]
         self.val_data = tuple(t[val_idx] for t in tensors["train"])  # type: ignore[assignment]
-        self.test_data = tensors["test"]
+        self.test_order = eval_order(len(tensors["test"][2]))
+        self.test_data = tuple(t[self.test_order] for t in tensors["test"])  # type: ignore[assignment]
 
     def _loader(
         self, data: tuple[Tensor, ...] | None, batch_size: int, shuffle: bool

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import math
 import struct
+import zlib
 from functools import cached_property
 from pathlib import Path
 
@@ -67,14 +68,17 @@ def read_idx(path: Path) -> np.ndarray:
     raw = path.read_bytes()
     if raw[:2] == b"\x1f\x8b":
         try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as err:
+            raw = gzip.decompress(raw)  # checks the CRC-32 and length at the stream's end
+        except (OSError, EOFError, zlib.error) as err:  # BadGzipFile is an OSError
             raise DataMissingError(
-                f"{path} is a corrupt gzip file ({err}); delete it and retry"
+                f"{path} is a corrupt gzip file ({type(err).__name__}: {err}); delete it and "
+                f"retry (source: {MNIST_URL})"
             ) from err
     if len(raw) < 4 or raw[0:2] != b"\0\0" or raw[2] != 0x08:
         raise DataMissingError(f"{path} is not an IDX file of unsigned bytes; delete it and retry")
     ndim = raw[3]
+    if ndim == 0 or len(raw) < 4 + 4 * ndim:
+        raise DataMissingError(f"{path} has a damaged IDX header ({ndim} dims); delete it and retry")
     dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != math.prod(dims):

@@ -7,6 +7,7 @@ of it) without Lightning, and the pruning callback only ever sees ordinary modul
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +15,8 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+from prunelab.errors import ConfigError, DivergedError
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
@@ -79,6 +82,9 @@ class ClassifierSystem(FastAttributes, L.LightningModule):
     ``optimizer`` and ``scheduler`` are partials (Hydra ``_partial_: true``). A scheduler that
     takes ``total_steps`` (one-cycle) gets ``trainer.estimated_stepping_batches`` when the config
     leaves it out, so the schedule follows ``max_epochs`` and the train-batch limits.
+
+    A non-finite train, validation or test loss raises :class:`~prunelab.errors.DivergedError`
+    (train: checked every ``check_every`` batches and at each epoch's last batch).
     """
 
     def __init__(
@@ -90,6 +96,7 @@ class ClassifierSystem(FastAttributes, L.LightningModule):
         task: str = "multiclass",
         num_classes: int = 10,
         channels_last: bool = False,
+        check_every: int = 50,
     ) -> None:
         super().__init__()
         if task not in ("multiclass", "binary"):
@@ -99,6 +106,10 @@ class ClassifierSystem(FastAttributes, L.LightningModule):
         if channels_last:
             # NHWC convolutions are markedly faster on CPU (oneDNN) for small CNNs
             self.net.to(memory_format=torch.channels_last)
+        if int(check_every) < 1:
+            raise ConfigError(f"model.check_every={check_every} must be >= 1 (batches between "
+                              "checks of the training loss)")
+        self.check_every = int(check_every)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.train_sums = EpochSums(task == "binary")
@@ -133,11 +144,37 @@ class ClassifierSystem(FastAttributes, L.LightningModule):
         if means is None:
             return
         loss, acc = means
+        if not math.isfinite(loss):
+            self._diverged(stage, loss)
         self.log(f"{stage}_loss", loss, prog_bar=stage != "train")
         self.log(f"{stage}_acc", acc, prog_bar=True)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         return self._step(batch, "train")
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # A diverged run must stop, not finish as "ok" on NaN weights. The epoch's running loss
+        # sum turns non-finite with the first bad batch and stays so; reading it is the only
+        # host-device sync, so it happens every ``check_every`` batches and on the epoch's last
+        # batch (before validation and the pruning step see the weights), not every batch.
+        n = batch_idx + 1
+        if n % self.check_every and n != self.trainer.num_training_batches:
+            return
+        bad = not bool(torch.isfinite(self.train_sums.loss_sum))
+        if self.trainer.world_size > 1:  # every rank must stop together, or the others hang
+            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if bad:
+            self._diverged("train", float(self.train_sums.loss_sum))
+
+    def _diverged(self, stage: str, loss: float) -> None:
+        epoch, step = self.trainer.current_epoch, self.trainer.global_step
+        value = f"is {loss}" if not math.isfinite(loss) else "is not finite on another rank"
+        raise DivergedError(
+            f"training diverged: the {stage} loss {value} in epoch {epoch} (by optimizer step "
+            f"{step}); nothing this run measures would mean anything. Lower the learning rate "
+            "(model.optimizer.lr) or check the data",
+            epoch=epoch, step=step, stage=stage,
+        )
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._step(batch, "val")
@@ -155,7 +192,7 @@ class ClassifierSystem(FastAttributes, L.LightningModule):
         self._log_epoch("test")
 
     @torch.no_grad()
-    def evaluate(self, dataloader: Any) -> dict[str, float]:
+    def evaluate(self, dataloader: Any) -> dict[str, float | None]:
         """Accuracy and loss on ``dataloader`` outside Lightning's loops (no logging).
 
         The pruning callback calls this to measure a step's immediate cost between epochs.
@@ -166,7 +203,10 @@ class ClassifierSystem(FastAttributes, L.LightningModule):
         for batch in dataloader:
             sums.update(*self.loss_and_logits(tuple(t.to(self.device) for t in batch)))
         self.train(was_training)
-        loss, acc = sums.pop() or (0.0, 0.0)
+        means = sums.pop()
+        if means is None:  # no batch: nothing was measured, which is not an accuracy of 0
+            return {"acc": None, "loss": None}
+        loss, acc = means
         return {"acc": acc, "loss": loss}
 
     def configure_optimizers(self) -> Any:
@@ -178,6 +218,15 @@ class ClassifierSystem(FastAttributes, L.LightningModule):
         given = getattr(self.scheduler_factory, "keywords", {})
         if "total_steps" in inspect.signature(func).parameters and "total_steps" not in given:
             kwargs["total_steps"] = int(self.trainer.estimated_stepping_batches)
+            pct = float(given.get("pct_start", 0.3))
+            if func is torch.optim.lr_scheduler.OneCycleLR and pct * kwargs["total_steps"] == 1:
+                # torch's warm-up phase would then divide by zero at the first step
+                raise ConfigError(
+                    f"the one-cycle schedule cannot run exactly 1/pct_start = {1 / pct:g} "
+                    f"optimizer steps (torch divides by zero); this run has "
+                    f"{kwargs['total_steps']}: change trainer.max_epochs or "
+                    "trainer.limit_train_batches"
+                )
         scheduler = self.scheduler_factory(optimizer, **kwargs)
         return {
             "optimizer": optimizer,

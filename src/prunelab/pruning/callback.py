@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import prune
 
-from prunelab.errors import CheckpointError, ConfigError
+from prunelab.errors import CheckpointError, ConfigError, DivergedError, ResultError
 from prunelab.pruning import methods as M
 from prunelab.pruning.schedules import PruneStep, validate_plan
 from prunelab.pruning.targets import Target, find_targets
@@ -251,6 +251,7 @@ class PruningCallback(L.Callback):
     def apply_target(self, target: float, trainer: L.Trainer | None = None) -> dict[str, Any]:
         """Bring every scope to ``target`` zeros (not ``target`` more), and apply the masks."""
         weights = {t.name: getattr(t.module, t.parameter).detach() for t in self.targets}
+        self._check_finite(weights, target, trainer)
         masks = {t.name: getattr(t.module, t.parameter + "_mask") for t in self.targets
                  if prune.is_pruned(t.module) and hasattr(t.module, t.parameter + "_mask")}
         stats = None
@@ -262,9 +263,58 @@ class PruningCallback(L.Callback):
         )
         for t in self.targets:
             _apply_mask(t, new_masks[t.name])
+        self._verify(target, new_masks)
         self._stats = {}
         self.mask_digest = {t.name: new_masks[t.name].bool().cpu() for t in self.targets}
         return self.sparsity()
+
+    def _check_finite(self, weights: Mapping[str, Tensor], target: float,
+                      trainer: L.Trainer | None) -> None:
+        """NaN/inf weights would give a mask that cannot zero them (NaN x 0 = NaN): refuse."""
+        for name, w in weights.items():
+            finite = torch.isfinite(w)
+            if not bool(finite.all()):
+                where = "" if trainer is None else (
+                    f" at the end of epoch {trainer.current_epoch} (step {trainer.global_step})")
+                raise DivergedError(
+                    f"cannot prune {name} to {target:.4f}{where}: {int((~finite).sum())} of its "
+                    f"{w.numel()} weights are NaN or infinite, so training diverged; lower the "
+                    "learning rate (model.optimizer.lr) or check the data",
+                    epoch=None if trainer is None else trainer.current_epoch,
+                    step=None if trainer is None else trainer.global_step, stage="prune",
+                )
+
+    def _verify(self, target: float, masks: Mapping[str, Tensor]) -> None:
+        """The step reached its target: within one weight per tensor (one slice for structured
+        methods) layer-wise, within one weight over all targets globally; and every masked
+        weight is exactly zero."""
+        if self.custom is None and self.spec is not None:
+            scope = self.scope or self.spec.default_scope
+            if scope == "global":
+                zeros = sum(int((m == 0).sum()) for m in masks.values())
+                total = sum(m.numel() for m in masks.values())
+                if abs(zeros - target * total) > 1:
+                    raise ResultError(
+                        f"pruning step to {target:.4f} (global) zeroed {zeros} of {total} "
+                        f"weights ({zeros / max(total, 1):.4f}), not {round(target * total)}"
+                    )
+            else:
+                for name, m in masks.items():
+                    n, zeros = m.numel(), int((m == 0).sum())
+                    tol = n // m.shape[self.dim] if self.spec.structured and m.ndim > 1 else 1
+                    if abs(zeros - target * n) > tol:
+                        raise ResultError(
+                            f"pruning step to {target:.4f} left {name} with {zeros} of {n} "
+                            f"weights masked ({zeros / n:.4f}), not {target * n:.0f} "
+                            f"(tolerance {tol}); method {self.method!r}"
+                        )
+        for t in self.targets:
+            w, m = getattr(t.module, t.parameter), masks[t.name]
+            left = int((w.detach()[m == 0] != 0).sum())
+            if left:
+                raise ResultError(
+                    f"pruning step to {target:.4f}: {left} masked weights of {t.name} are not zero"
+                )
 
     def _reduced_stats(self, trainer: L.Trainer | None) -> dict[str, dict]:
         missing = [t.name for t in self.targets if t.name not in self._stats]
@@ -318,7 +368,8 @@ class PruningCallback(L.Callback):
                   if n is not None and n > 0]
         if limits:
             loader = _take(loader, min(limits))
-        return float(evaluate(loader)["acc"])
+        acc = evaluate(loader)["acc"]
+        return None if acc is None else float(acc)  # None: an empty validation set
 
     def remove(self) -> None:
         """Fold the masks into the weights: plain parameters with exact zeros remain."""

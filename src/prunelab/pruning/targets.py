@@ -40,6 +40,20 @@ def _matches(name: str, pattern: str) -> bool:
     return fnmatch.fnmatchcase(name, pattern)
 
 
+def validate_patterns(include: Sequence[str] = (), exclude: Sequence[str] = ()) -> None:
+    """Every ``re:`` pattern must compile; a broken regex is bad input, not a traceback."""
+    for key, patterns in (("include", include), ("exclude", exclude)):
+        for pattern in patterns:
+            if str(pattern).startswith("re:"):
+                try:
+                    re.compile(pattern[3:])
+                except re.error as err:
+                    raise ConfigError(
+                        f"pruning.targets.{key} pattern {pattern!r} is not a valid regular "
+                        f"expression ({err}); fix it or use a glob without the re: prefix"
+                    ) from None
+
+
 def find_targets(
     model: nn.Module,
     types: Sequence[str] = ("Conv2d", "Linear"),
@@ -60,6 +74,7 @@ def find_targets(
             f"pruning.targets.types has unknown module type(s) {unknown}; "
             f"valid: {sorted(PRUNABLE_TYPES)}"
         )
+    validate_patterns(include, exclude)
     classes = tuple(PRUNABLE_TYPES[t] for t in types)
     found = []
     for mod_name, module in model.named_modules():
