@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg.data_dir = args.data_dir
         data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
         data_cfg.pop("name", None)
+        data_cfg.pop("description", None)
         datamodule = instantiate(data_cfg)
         datamodule.prepare_data()
         datamodule.setup("test")

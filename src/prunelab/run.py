@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import prunelab
 from prunelab.errors import CheckpointError, ConfigError
+from prunelab.logs import get_logger
 from prunelab.pruning import methods as M
 from prunelab.pruning.callback import PruningCallback
 from prunelab.pruning.metrics import summarize
@@ -28,7 +29,9 @@ from prunelab.pruning.schedules import build_plan, validate_plan
 RESULTS = "results.json"
 FAILED = "failed.json"
 # config keys that do not change a run's numbers: a checkpoint may differ in these
-NON_RESULT_KEYS = ("data_dir", "ckpt_path", "name", "threads", "progress_refresh_rate", "logger")
+log = get_logger(__name__)
+NON_RESULT_KEYS = ("data_dir", "ckpt_path", "name", "threads", "progress_refresh_rate", "logger",
+                   "verbosity", "description")
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -82,7 +85,7 @@ def make_callback(cfg: DictConfig) -> PruningCallback | None:
 
 def instantiate_model(cfg: DictConfig) -> L.LightningModule:
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    for meta in ("name", "datasets"):
+    for meta in ("name", "datasets", "description"):
         model_cfg.pop(meta, None)
     return instantiate(model_cfg)
 
@@ -90,6 +93,7 @@ def instantiate_model(cfg: DictConfig) -> L.LightningModule:
 def instantiate_data(cfg: DictConfig) -> L.LightningDataModule:
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
     data_cfg.pop("name", None)
+    data_cfg.pop("description", None)
     return instantiate(data_cfg)
 
 
@@ -101,7 +105,16 @@ def result_config(cfg: DictConfig) -> dict[str, Any]:
     c.get("trainer", {}).pop("enable_progress_bar", None)
     c.get("data", {}).pop("data_dir", None)
     c.get("data", {}).pop("cache_dir", None)
-    return _normalized(c)
+    return _normalized(_without_descriptions(c))
+
+
+def _without_descriptions(node: Any) -> Any:
+    """The config without its ``description`` texts (help only: editing one changes no run)."""
+    if isinstance(node, dict):
+        return {k: _without_descriptions(v) for k, v in node.items() if k != "description"}
+    if isinstance(node, list):
+        return [_without_descriptions(v) for v in node]
+    return node
 
 
 def _normalized(config: dict[str, Any]) -> dict[str, Any]:
@@ -277,7 +290,7 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
     run_dir.mkdir(parents=True, exist_ok=True)
     results_path = run_dir / RESULTS
     if results_path.exists():
-        print(f"[prunelab] done already: {results_path} (delete it to run again)")
+        log.info("done already: %s (delete it to run again)", results_path)
         return json.loads(results_path.read_text())
     check_config(cfg)
     if cfg.threads:
@@ -300,6 +313,7 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
     if cfg.trainer.enable_progress_bar:
         callbacks.append(TQDMProgressBar(refresh_rate=max(1, int(cfg.progress_refresh_rate))))
     trainer_args = OmegaConf.to_container(cfg.trainer)
+    trainer_args.pop("description", None)
     if trainer_args.get("profiler") is None:
         trainer_args["profiler"] = _NoProfiler()
     trainer = L.Trainer(**trainer_args, callbacks=callbacks,
@@ -307,7 +321,7 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
                         plugins=[AtomicCheckpointIO()])
 
     if ckpt:
-        print(f"[prunelab] resuming from {ckpt}")
+        log.info("resuming from %s", ckpt)
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt)
     except RuntimeError as err:
@@ -406,5 +420,5 @@ def run_or_record_failure(cfg: DictConfig, run_dir: str | Path, overrides: list[
         })
         if not multirun:
             raise
-        print(f"[prunelab] job failed: {type(err).__name__}: {err}")
+        log.error("job failed: %s: %s", type(err).__name__, err)
         return None

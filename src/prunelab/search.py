@@ -34,7 +34,7 @@ from prunelab.errors import PrunelabError
 SEARCH = "search.json"
 DECIMALS = 4  # probe amounts are rounded to this, so folder names stay short and reusable
 # overrides that do not change a run's numbers: ignored when deciding whether a probe is reusable
-_NO_EFFECT = ("data_dir", "ckpt_path", "name", "threads", "logger", "trainer.enable_progress_bar")
+_NO_EFFECT = ("data_dir", "ckpt_path", "name", "threads", "logger", "verbosity", "trainer.enable_progress_bar")
 
 
 class SearchError(PrunelabError):
