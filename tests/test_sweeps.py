@@ -222,8 +222,8 @@ def test_search_end_to_end_reuses_probes(tiny_data: Path, tmp_path: Path,
 
     # an impossible delta: lo fails; everything is reused, nothing runs again
     assert S.main([*args, "--delta", "-1000"]) == 0
-    text = capsys.readouterr().out
-    assert "[search] running" not in text and "[search] reusing" in text
+    text = capsys.readouterr().err  # progress goes through prunelab's logging (stderr)
+    assert "run 1:" not in text and "reusing" in text
     r2 = json.loads((out / "search.json").read_text())["methods"]["l1_unstructured"]
     assert r2["status"] == "none" and len(r2["probes"]) == 1
 

@@ -115,8 +115,15 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver(RESOLVER, _options_resolver, use_cache=False)
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Paragraphs and examples as written; option defaults shown where they have one."""
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Paragraphs and examples as written; an option's default shown when it has a real one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("default" in text or not action.option_strings
+                or action.default in (None, False, [], argparse.SUPPRESS)):
+            return text
+        return text + " (default: %(default)s)"
 
 
 def make_parser(prog: str, doc: str, examples: Sequence[tuple[str, str]],
@@ -127,7 +134,9 @@ def make_parser(prog: str, doc: str, examples: Sequence[tuple[str, str]],
     (command, what it does) pairs.
     """
     first = doc.strip().split("\n\n")[0]
-    first = re.sub(r"``([^`]+)``", r"\1", " ".join(first.split()))
+    first = re.sub(r"^``[^`]+``:\s*", "", " ".join(first.split()))  # not the command's name again
+    first = re.sub(r"``([^`]+)``", r"\1", first)
+    first = first[:1].upper() + first[1:]
     epilog = ["examples:"]
     for cmd, what in examples:
         epilog.append(f"  {cmd}")

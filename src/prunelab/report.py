@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import re
 import statistics
@@ -401,7 +402,11 @@ def summarize(sweep_dir: str | Path, baseline_dirs: Sequence[str | Path] = (),
         raise ReportError(f"{root}: no such directory")
     if not root.is_dir():
         raise ReportError(f"{root}: not a directory (give the sweep folder, e.g. outputs/sweeps/<name>)")
-    jobs = load_jobs(root)
+    dirs = find_job_dirs(root)
+    # a progress line only where reading takes a while (a few ms per folder)
+    log.log(logging.INFO if len(dirs) >= 100 else logging.DEBUG,
+            "reading %d job folder(s) under %s ...", len(dirs), root)
+    jobs = [load_job(p, root) for p in dirs]
     if not jobs:
         raise ReportError(f"{root}: no job folders in it (none has results.json, failed.json or "
                           ".hydra/); is this a sweep dir such as outputs/sweeps/<name>?")
@@ -836,11 +841,10 @@ def _note(source: str | Path, command: str) -> str:
 def report(sweep_dir: str | Path, baseline: Sequence[str | Path] = (), out: str | Path | None = None,
            delta: float = 0.5) -> Summary:
     """Write summary.csv, summary.md, acc_vs_sparsity.png and acc_vs_macs.png; return the data."""
-    log.info("reading the job folders under %s ...", sweep_dir)
     summary = summarize(sweep_dir, baseline, delta)
     out_dir = Path(out) if out is not None else summary.sweep_dir
     out_dir.mkdir(parents=True, exist_ok=True)
-    log.info("%d jobs read; writing the table and plots into %s", len(summary.jobs), out_dir)
+    log.debug("%d jobs read; writing the table and plots into %s", len(summary.jobs), out_dir)
     write_csv(summary, out_dir / "summary.csv")
     plots = plot(summary, out_dir, _note(summary.sweep_dir,
                                          f"python -m prunelab.report {summary.sweep_dir}"))
