@@ -62,13 +62,13 @@ def _values(override: Any, options: Sequence[str]) -> list[str]:
     return [override.get_value_element_as_str()]
 
 
-def check_overrides(loader: Any, overrides: Sequence[str]) -> None:
+def check_overrides(loader: Any, overrides: Sequence[str], config_name: str = CONFIG_NAME) -> None:
     """Raise ConfigError for the first group override whose value is no option of its group."""
     from hydra.core.object_type import ObjectType
     from hydra.errors import HydraException
 
     try:
-        parsed, repo = loader._parse_overrides_and_create_caching_repo(CONFIG_NAME, list(overrides))
+        parsed, repo = loader._parse_overrides_and_create_caching_repo(config_name, list(overrides))
     except HydraException as err:  # a malformed override: Hydra words it itself
         raise ConfigError(str(err).strip().splitlines()[0]) from None
     for o in parsed:
@@ -83,7 +83,8 @@ def check_overrides(loader: Any, overrides: Sequence[str]) -> None:
                 raise unknown_choice(group, value, options)
 
 
-def check_sweeper_params(loader: Any, overrides: Sequence[str], multirun: bool) -> None:
+def check_sweeper_params(loader: Any, overrides: Sequence[str], multirun: bool,
+                         config_name: str = CONFIG_NAME) -> None:
     """The group values of a preset's ``hydra.sweeper.params`` (e.g. a method list) exist."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import Glob
@@ -103,14 +104,14 @@ def check_sweeper_params(loader: Any, overrides: Sequence[str], multirun: bool) 
         else:
             first.append(o.input_line)
     try:
-        cfg = loader.load_configuration(CONFIG_NAME, first,
+        cfg = loader.load_configuration(config_name, first,
                                         RunMode.MULTIRUN if multirun else RunMode.RUN)
     except HydraException:
         return  # Hydra reports composition errors itself, with its own context
     params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
     lines = [f"{k}={v}" for k, v in params.items()]
     if lines:
-        check_overrides(loader, lines)
+        check_overrides(loader, lines, config_name)
 
 
 def hydra_args(argv: Sequence[str]) -> Any:
@@ -129,5 +130,6 @@ def check_command_line(conf_dir: str, argv: Sequence[str]) -> None:
     if args.config_dir is not None and not os.path.isdir(args.config_dir):
         return  # Hydra's own message names the missing folder
     loader = make_loader(conf_dir, args.config_dir)
-    check_overrides(loader, args.overrides)
-    check_sweeper_params(loader, args.overrides, bool(args.multirun))
+    name = args.config_name or CONFIG_NAME
+    check_overrides(loader, args.overrides, name)
+    check_sweeper_params(loader, args.overrides, bool(args.multirun), name)

@@ -1,7 +1,7 @@
 """A sweep that says how far it is and how it ended, with any launcher.
 
 Registered in ``conf/config.yaml`` under ``hydra.callbacks``. Each job, wherever it runs (this
-process, a joblib worker, a SLURM node), appends one line to ``<sweep dir>/.prunelab/progress.jsonl``
+process, a joblib worker, a SLURM node), appends one line to ``<sweep dir>/.prunelab_progress.jsonl``
 when it ends (``on_job_end``); the launching process watches that file and logs "job k/N done"
 lines while the sweep runs, then the sweep's summary (``on_multirun_end``): jobs done, skipped
 (done already), failed and diverged, the failed ones named, and the report command.
@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from prunelab.logs import SUMMARY_LOGGER, get_logger
 
-PROGRESS = Path(".prunelab") / "progress.jsonl"
+PROGRESS = Path(".prunelab_progress.jsonl")  # a file: sweep folders hold only job folders
 log = get_logger("prunelab.sweep")
 summary_log = get_logger(SUMMARY_LOGGER)
 

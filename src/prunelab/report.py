@@ -599,6 +599,9 @@ def _search_md(search: dict[str, Any]) -> list[str]:
 # sparsity growing to the right), so 90-99.9 % sparsity and 0.5-2 % error get the room they need.
 KEPT_TICKS = [100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01]
 ERR_TICKS = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100]
+# for a narrow range (e.g. 13-18 % error): enough labelled ticks to read values off
+ERR_TICKS_FINE = sorted({round(m * 10.0 ** e, 4) for e in range(-2, 3)
+                         for m in (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8)})
 ERR_FLOOR = 0.01  # % error: where a perfect score is drawn on the log axis
 
 
@@ -631,6 +634,8 @@ def _error_axis(ax: Any, values: list[float]) -> None:
     ymin, ymax = max(lo / 1.6, ERR_FLOOR / 2), min(hi * 1.6, 130.0)
     ax.set_ylim(ymin, ymax)
     ticks = [t for t in ERR_TICKS if ymin <= t <= ymax]
+    if len(ticks) < 4:
+        ticks = [t for t in ERR_TICKS_FINE if ymin <= t <= ymax and t <= 100]
     ax.yaxis.set_major_locator(FixedLocator(ticks))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: _num_label(y)))
     ax.yaxis.set_minor_locator(NullLocator())

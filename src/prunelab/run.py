@@ -28,8 +28,8 @@ from prunelab.pruning.schedules import build_plan, validate_plan
 
 RESULTS = "results.json"
 FAILED = "failed.json"
-# config keys that do not change a run's numbers: a checkpoint may differ in these
 log = get_logger(__name__)
+# config keys that do not change a run's numbers: a checkpoint may differ in these
 NON_RESULT_KEYS = ("data_dir", "ckpt_path", "name", "threads", "progress_refresh_rate", "logger",
                    "verbosity", "description")
 
@@ -103,6 +103,7 @@ def result_config(cfg: DictConfig) -> dict[str, Any]:
     for key in NON_RESULT_KEYS:
         c.pop(key, None)
     c.get("trainer", {}).pop("enable_progress_bar", None)
+    c.get("trainer", {}).pop("enable_model_summary", None)
     c.get("data", {}).pop("data_dir", None)
     c.get("data", {}).pop("cache_dir", None)
     return _normalized(_without_descriptions(c))
