@@ -148,7 +148,8 @@ def render(results: dict[str, Any], run_dir: str | Path, overrides: Sequence[str
     console = Console(file=buf, width=width, color_system=None, force_terminal=False,
                       highlight=False)
     console.print(table)
-    lines = [buf.getvalue().rstrip(), f"run directory: {shown_path(run_dir)}"]
+    lines = [ln.rstrip() for ln in buf.getvalue().rstrip().splitlines()]
+    lines.append(f"run directory: {shown_path(run_dir)}")
     lines += [f"  {label + ':':<17} {cmd}" for label, cmd in next_commands(results, run_dir,
                                                                          overrides)]
     return "\n".join(lines)

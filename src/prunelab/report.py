@@ -27,6 +27,7 @@ import math
 import re
 import statistics
 import sys
+import textwrap
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -598,6 +599,8 @@ def _search_md(search: dict[str, Any]) -> list[str]:
 # Plots: test error on a log axis against the weights kept on a log axis (100 % on the left,
 # sparsity growing to the right), so 90-99.9 % sparsity and 0.5-2 % error get the room they need.
 KEPT_TICKS = [100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01]
+KEPT_TICKS_FINE = [100, 80, 70, 60, 50, 40, 30, 20, 15, 10, 7, 5, 3, 2, 1.5, 1, 0.7, 0.5, 0.3,
+                   0.2, 0.1]
 ERR_TICKS = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100]
 # for a narrow range (e.g. 13-18 % error): enough labelled ticks to read values off
 ERR_TICKS_FINE = sorted({round(m * 10.0 ** e, 4) for e in range(-2, 3)
@@ -655,6 +658,8 @@ def _kept_axis(ax: Any, kept: list[float]) -> None:
     right = min(kept) / 1.5
     ax.set_xlim(130.0, right)  # inverted: fewer weights kept = further right
     ticks = [t for t in KEPT_TICKS if right <= t <= 100]
+    if len(ticks) < 4:
+        ticks = [t for t in KEPT_TICKS_FINE if right <= t <= 100]
     ax.xaxis.set_major_locator(FixedLocator(ticks))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: _num_label(x)))
     ax.xaxis.set_minor_locator(NullLocator())
@@ -739,13 +744,17 @@ def plot_pair(summary: Summary, model: str | None, data: str | None, kind: str,
         (_kept_axis if kind == "sparsity" else _macs_axis)(ax, xs_all)
     what = f"{model} on {data}" if model or data else "all jobs"
     vs = "weights kept" if kind == "sparsity" else "effective MACs"
-    ax.set_title(f"{summary.sweep_dir.name}: {what} — test error vs {vs}", fontsize=11)
+    name = summary.sweep_dir.name
+    name = name if len(name) <= 40 else name[:37] + "…"
+    ax.set_title(f"{name}: {what} — test error vs {vs}", fontsize=11)
     ax.grid(True, which="major", alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8, loc="upper left", framealpha=0.9)
-    if note:
-        fig.text(0.01, 0.005, note, fontsize=6.5, color="0.35", ha="left", va="bottom")
-    fig.tight_layout(rect=(0, 0.025 if note else 0, 1, 1))
+    lines = textwrap.wrap(note, 170) if note else []
+    if lines:
+        fig.text(0.01, 0.005, "\n".join(lines), fontsize=6.5, color="0.35", ha="left",
+                 va="bottom")
+    fig.tight_layout(rect=(0, 0.022 * len(lines), 1, 1))
     return fig
 
 
