@@ -148,6 +148,7 @@ def test_bad_verbosity_is_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("prunelab: error: verbosity=loud is not one of quiet, "
                                    "normal, debug")
+    assert not (tmp_path / "run").exists()
 
 
 # --------------------------------------------------------------------------- names that exist

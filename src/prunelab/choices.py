@@ -131,5 +131,10 @@ def check_command_line(conf_dir: str, argv: Sequence[str]) -> None:
         return  # Hydra's own message names the missing folder
     loader = make_loader(conf_dir, args.config_dir)
     name = args.config_name or CONFIG_NAME
+    from prunelab.logs import check_verbosity
+
+    for o in args.overrides:  # also before any folder is made: verbosity=... is a choice too
+        if o.startswith("verbosity=") and "," not in o:
+            check_verbosity(o.partition("=")[2])
     check_overrides(loader, args.overrides, name)
     check_sweeper_params(loader, args.overrides, bool(args.multirun), name)

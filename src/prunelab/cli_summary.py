@@ -111,7 +111,9 @@ def rows(results: dict[str, Any], state: str = FRESH) -> list[tuple[str, str]]:
         out.append(("latency dense → compact", "; ".join(parts) + " on CPU"))
     epochs = r.get("epochs")
     fit = _seconds(r.get("fit_seconds"))
-    out.append(("fit time", fit + (f" ({epochs} epochs)" if epochs is not None else "")))
+    if epochs is not None:
+        fit += f" ({epochs} epoch{'' if epochs == 1 else 's'})"
+    out.append(("fit time", fit))
     return out
 
 

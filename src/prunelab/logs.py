@@ -53,6 +53,9 @@ _CHATTY = ("lightning", "lightning.pytorch", "lightning.fabric", "lightning_fabr
            "pytorch_lightning", "torch", "matplotlib", "PIL", "fsspec", "urllib3", "submitit")
 
 
+_COMPILER = ("torch._dynamo", "torch._inductor", "torch._subclasses", "torch.fx")
+
+
 def check_verbosity(value: Any) -> str:
     """``value`` if it is a known verbosity, else a ConfigError naming the choices."""
     from prunelab.errors import ConfigError
@@ -166,6 +169,8 @@ def apply(verbosity: str = "normal") -> None:
     logging.getLogger(LOGGER).setLevel(logging.DEBUG if verbosity == "debug" else logging.INFO)
     for name in _CHATTY:
         logging.getLogger(name).setLevel(logging.INFO if verbosity == "debug" else logging.WARNING)
+    for name in _COMPILER:  # compiler internals: statistics at exit, even for a run without it
+        logging.getLogger(name).setLevel(logging.WARNING)
     logging.captureWarnings(True)
     if verbosity != "debug":
         for pattern, _reason in IGNORED_WARNINGS:

@@ -224,7 +224,8 @@ def download_archive(dest: Path, url: str | None = None, md5: str | None = None)
     log.info("downloading %s to %s (84 MB, once) ...", url, dest)
     try:
         with urllib.request.urlopen(url, timeout=60) as response, open(part, "wb") as out:
-            total = int(response.headers.get("Content-Length") or 0)
+            headers = getattr(response, "headers", None) or {}
+            total = int(headers.get("Content-Length") or 0)
             done, shown = 0, 0
             while chunk := response.read(1 << 20):
                 digest.update(chunk)
