@@ -43,19 +43,27 @@ def describe(repo: Any, group: str, option: str) -> str:
 
 
 def _first_comment(path: Path) -> str:
-    """The first comment line of a YAML file (not a ``# @package`` header)."""
+    """The first sentence of a YAML file's leading comment (not a ``# @package`` header)."""
     try:
         lines = path.read_text().splitlines()
     except OSError:
         return ""
+    words: list[str] = []
     for line in lines:
         line = line.strip()
         if not line.startswith("#"):
             break
         text = line.lstrip("#").strip()
-        if text and not text.startswith("@"):
-            return text
-    return ""
+        if text.startswith("@"):
+            continue
+        if not text:
+            if words:
+                break
+            continue
+        words.append(text)
+    para = " ".join(words)
+    m = re.search(r"(?<=[.!?])\s", para)
+    return para[: m.start()] if m else para
 
 
 def options_with_descriptions(group: str, loader: Any = None, config_name: str = "config",
