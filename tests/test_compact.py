@@ -231,7 +231,7 @@ def test_cli_compacts_a_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     run_dir = _fake_run(tmp_path / "run")
     rc = main([str(run_dir), "--min-run-time", "0.01", "--batch-sizes", "1,2"])
     assert rc == 0
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err  # the result goes through prunelab's logging (stderr)
     assert "params" in out and "latency bs2" in out
     results = json.loads((run_dir / "results.json").read_text())
     assert results["test_acc"] == 0.9 and results["params_compact"] == 109_295

@@ -91,13 +91,13 @@ def test_killed_run_resumes_to_the_same_result(data, tmp_path, schedule):
     run_to_end([*args, f"hydra.run.dir={straight}"], tmp_path)
 
     killed = tmp_path / "killed"
-    out = run_and_kill([*args, f"hydra.run.dir={killed}"], tmp_path, marker="[prunelab] epoch 1:")
-    assert "[prunelab] epoch 0:" in out  # at least one pruning step happened before the kill
+    out = run_and_kill([*args, f"hydra.run.dir={killed}"], tmp_path, marker="epoch 1: pruned")
+    assert "epoch 0: pruned" in out  # at least one pruning step happened before the kill
     assert not (killed / "results.json").exists()
     assert (killed / "checkpoints" / "last.ckpt").exists()
 
     relaunch = run_to_end([*args, f"hydra.run.dir={killed}"], tmp_path)
-    assert "resuming from" in relaunch.stdout
+    assert "resuming from" in relaunch.stderr  # messages go to stderr
     assert_same_run(straight, killed)
     # every epoch's rows kept across the kill, the redone epoch's once, with the same values
     assert metric_rows(killed) == metric_rows(straight)
@@ -155,8 +155,8 @@ def test_killed_sweep_resumes_without_rerunning_finished_jobs(data, tmp_path):
     first_mtime = (done[0] / "results.json").stat().st_mtime_ns
 
     relaunch = run_to_end(["-m", *grid, f"hydra.sweep.dir={killed}"], tmp_path)
-    assert relaunch.stdout.count("done already") == 1
-    assert relaunch.stdout.count("resuming from") == 1
+    assert relaunch.stderr.count("done already") == 1
+    assert relaunch.stderr.count("resuming from") == 1
     assert (done[0] / "results.json").stat().st_mtime_ns == first_mtime  # not rerun
     names = sorted(p.name for p in straight.iterdir() if p.is_dir())
     assert names == sorted(p.name for p in killed.iterdir() if p.is_dir())
@@ -240,7 +240,7 @@ def test_half_written_results_are_not_taken_as_done(data, finished, tmp_path):
     shutil.copytree(finished, run_dir)
     (run_dir / "results.json").rename(run_dir / "results.json.tmp")
     proc = run_to_end([*common(data), *FINISHED, f"hydra.run.dir={run_dir}"], tmp_path)
-    assert "done already" not in proc.stdout
+    assert "done already" not in proc.stderr
     again = json.loads((run_dir / "results.json").read_text())
     first = json.loads((finished / "results.json").read_text())
     # nothing left to train: the final model is re-measured, val_acc included (not null)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from io import StringIO
@@ -75,6 +76,11 @@ def test_joblib_grid_dense_and_report(tiny_data: Path, tmp_path: Path, make_cfg)
                  f"hydra.sweep.dir={out}", *tiny(tiny_data), *PRUNE,
                  "pruning/method=l1_unstructured,random_unstructured", "pruning.amount=0.5,0.8")
     assert "Joblib.Parallel(n_jobs=2" in grid.stdout + grid.stderr
+    # progress over the jobs while they run, then the sweep's summary and the report command
+    for k in range(1, 5):
+        assert grid.stderr.count(f"job {k}/4 done: ") == 1, grid.stderr[-3000:]
+    assert "sweep finished: 4 jobs: 4 done, 0 skipped (finished earlier), 0 failed" in grid.stderr
+    assert "report: python -m prunelab.report sweep\n" in grid.stderr  # relative to the cwd
     # the dense baseline: in the README a separate `-m pruning=none` sweep into the same
     # folder; here the same run in-process (saves a process start), in the folder Hydra would use
     from prunelab.run import run
@@ -109,9 +115,14 @@ def test_joblib_grid_dense_and_report(tiny_data: Path, tmp_path: Path, make_cfg)
 
 def test_slurm_local_grid_with_invalid_amount(tiny_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "sweep"
-    sweep(tmp_path, "hydra/launcher=slurm_local", f"hydra.sweep.dir={out}", *tiny(tiny_data),
-          *PRUNE, "pruning/method=l1_unstructured", "pruning.amount=0.5,1.5")
+    proc = sweep(tmp_path, "hydra/launcher=slurm_local", f"hydra.sweep.dir={out}",
+                 *tiny(tiny_data), *PRUNE, "pruning/method=l1_unstructured", "pruning.amount=0.5,1.5")
     assert (out / ".submitit").is_dir()
+    # the jobs ran in other processes; the launching one reports them and names the failed one
+    assert proc.stderr.count("job 1/2 ") == 1 and proc.stderr.count("job 2/2 ") == 1
+    assert "sweep finished: 2 jobs: 1 done, 0 skipped (finished earlier), 1 failed" in proc.stderr
+    assert re.search(r"failed: \S*pruning\.amount=1\.5\S* — ConfigError: pruning\.amount=1\.5",
+                     proc.stderr), proc.stderr[-3000:]
     jobs = {p.name: p for p in out.iterdir() if not p.name.startswith(".") and p.is_dir()}
     assert len(jobs) == 2
     bad = next(p for name, p in jobs.items() if "1.5" in name)
@@ -224,8 +235,8 @@ def test_search_end_to_end_reuses_probes(tiny_data: Path, tmp_path: Path,
     lo_drop = next(p for p in r["probes"] if p["amount"] == 0.5)["drop_pts"]
     assert lo_drop > 0  # tiny data, 2 epochs: pruning half the weights at once costs accuracy
     assert S.main([*args, "--delta", f"{lo_drop / 2}"]) == 0
-    text = capsys.readouterr().out
-    assert "[search] running" not in text and "[search] reusing" in text
+    text = capsys.readouterr().err  # progress goes through prunelab's logging (stderr)
+    assert "run 1:" not in text and "reusing" in text
     r2 = json.loads((out / "search.json").read_text())["methods"]["l1_unstructured"]
     assert r2["status"] == "none" and len(r2["probes"]) == 1
 

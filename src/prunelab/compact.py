@@ -27,8 +27,10 @@ from torch import Tensor, nn
 
 from prunelab.errors import PrunelabError
 from prunelab.loading import ALLOW_ENV, load_finished_run
+from prunelab.logs import SUMMARY_LOGGER, get_logger
 
 COMPACT_FILE = "compact_model.pt2"
+log = get_logger(__name__)
 
 
 class RunDirError(PrunelabError):
@@ -70,10 +72,18 @@ def _fmt(n: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m prunelab.compact",
-        description="Remove the zeroed filters/neurons of a structured-pruned run and measure it.",
-    )
+    from prunelab.cli_help import make_parser
+    from prunelab.logs import add_verbosity_args
+
+    parser = make_parser("python -m prunelab.compact", __doc__, [
+        ("python -m prunelab.compact outputs/runs/<run>",
+         "shrink a run pruned with ln_structured or random_structured; writes compact_model.pt2 "
+         "and adds sizes and latencies to results.json"),
+        ("python -m prunelab.compact outputs/runs/<run> --no-latency",
+         "sizes only, without timing"),
+        ("python -m prunelab.compact outputs/runs/<run> --batch-sizes 1,64 --min-run-time 2",
+         "time other batch sizes, longer"),
+    ])
     parser.add_argument("run_dir", type=Path, help="a finished run directory (outputs/runs/...)")
     parser.add_argument("--min-run-time", type=float, default=0.5,
                         help="seconds of timing per model and batch size (default 0.5)")
@@ -84,7 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--allow-target", action="append", default=[], metavar="PREFIX",
                         help="also build _target_s starting with PREFIX from the run's saved "
                              f"config (trusted code of your own; also ${ALLOW_ENV})")
+    add_verbosity_args(parser)
     args = parser.parse_args(argv)
+    from prunelab.logs import setup
+
+    setup(args.verbosity)
     try:
         return _main(args)
     except PrunelabError as err:
@@ -109,13 +123,14 @@ def _main(args: argparse.Namespace) -> int:
         raise RunDirError(f"{results_path} is unreadable ({type(err).__name__})") from None
     shape = [int(s) for s in args.input_shape.split(",")] if args.input_shape else None
     example = example_input(cfg, shape)
+    log.info("removing the zeroed filters and neurons of %s", run_dir)
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         small, report = compact_with_report(net, example)
     for w in caught:
         if "compact kept" in str(w.message):
-            print(f"[prunelab] {w.message}")
+            log.warning("%s", w.message)
     # token ids are padded per batch: their length varies too
     dims = (0,) if example.is_floating_point() else (0, 1)
     save_compact(small, run_dir / COMPACT_FILE, example, dynamic_dims=dims)
@@ -126,29 +141,32 @@ def _main(args: argparse.Namespace) -> int:
     fields["compact_layers"] = {k: list(v) for k, v in report.layers.items()}
     if not args.no_latency:
         sizes = tuple(int(b) for b in args.batch_sizes.split(","))
+        log.info("timing the dense, masked and compact models at batch sizes %s",
+                 ", ".join(map(str, sizes)))
         fields.update(efficiency_report(None, net, example, batch_sizes=sizes,
                                         min_run_time=args.min_run_time, compact_model=small))
         fields["params_compact"], fields["macs_compact"] = after["params_compact"], after["macs_compact"]
 
-    print(f"compacted {run_dir} -> {run_dir / COMPACT_FILE}")
+    out = [f"compacted {run_dir} -> {run_dir / COMPACT_FILE}"]
     for name, (a, b) in report.layers.items():
-        print(f"  {name:<24} {a:>6} -> {b:<6} units")
-    print(f"  {'':<20} {'before':>14} {'after':>14} {'ratio':>7}")
+        out.append(f"  {name:<24} {a:>6} -> {b:<6} units")
+    out.append(f"  {'':<20} {'before':>14} {'after':>14} {'ratio':>7}")
     rows = [("params", before["params_total"], after["params_compact"]),
             ("MACs", before["macs_dense"], after["macs_compact"])]
     for label, a, b in rows:
-        print(f"  {label:<20} {_fmt(a):>14} {_fmt(b):>14} {b / a if a else 0:>7.3f}")
+        out.append(f"  {label:<20} {_fmt(a):>14} {_fmt(b):>14} {b / a if a else 0:>7.3f}")
     if "latency_ms" in fields:
         lat = fields["latency_ms"]
         for bs in lat["dense"]:
             a, m, c = lat["dense"][bs], lat["masked"][bs], lat["compact"][bs]
-            print(f"  latency {bs:<12} {a:>11.3f} ms {c:>11.3f} ms {c / a:>7.3f}"
-                  f"  (masked {m:.3f} ms; {torch.get_num_threads()} threads)")
-    print(f"  max |compact - original| on a check batch: {report.max_abs_diff:.2e}")
+            out.append(f"  latency {bs:<12} {a:>11.3f} ms {c:>11.3f} ms {c / a:>7.3f}"
+                       f"  (masked {m:.3f} ms; {torch.get_num_threads()} threads)")
+    out.append(f"  max |compact - original| on a check batch: {report.max_abs_diff:.2e}")
 
     results.update(fields)
     write_json_atomic(results_path, results)
-    print(f"updated {results_path}")
+    out.append(f"updated {results_path}")
+    get_logger(SUMMARY_LOGGER).info("\n".join(out))
     return 0
 
 

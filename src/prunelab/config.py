@@ -17,6 +17,7 @@ from omegaconf import MISSING, OmegaConf
 
 @dataclass
 class TrainerConf:
+    description: str = ""  # one line for --help; not a Trainer argument
     max_epochs: int = 3
     accelerator: str = "auto"
     devices: Any = 1
@@ -26,6 +27,7 @@ class TrainerConf:
     log_every_n_steps: int = 50
     num_sanity_val_steps: int = 0
     enable_progress_bar: bool = True
+    enable_model_summary: bool = False
     limit_train_batches: Any = None
     limit_val_batches: Any = None
     limit_test_batches: Any = None
@@ -34,6 +36,7 @@ class TrainerConf:
 
 @dataclass
 class LoggerConf:
+    description: str = ""  # one line for --help
     csv: bool = True
     tensorboard: bool = True
 
@@ -41,6 +44,7 @@ class LoggerConf:
 @dataclass
 class MethodConf:
     name: str = "l1_unstructured"
+    description: str = ""  # one line for --help; never part of a run's identity
     scope: str | None = None  # "layer" | "global"; null: the method's own default
     n: float = 2.0  # norm order of ln_structured
     dim: int = 0  # 0: output filters (Conv2d) / output neurons (Linear)
@@ -59,6 +63,7 @@ class TargetsConf:
 @dataclass
 class PruningConf:
     schedule: str = "none"
+    description: str = ""  # one line for --help; never part of a run's identity
     amount: float = 0.0  # final target fraction of zeros
     initial: float | None = None
     step_size: float | None = None
@@ -90,6 +95,8 @@ class Config:
     name: str = "default"
     threads: int | None = None
     progress_refresh_rate: int = 20
+    verbosity: str = "normal"  # quiet | normal | debug (prunelab.logs)
+    description: str = ""  # an experiment preset's one line for --help
 
 
 def _dirname(override_dirname: str) -> str:
@@ -122,3 +129,6 @@ def register() -> None:
         OmegaConf.register_new_resolver("prunelab_name", check_name)
     if not OmegaConf.has_resolver("prunelab_last_target"):
         OmegaConf.register_new_resolver("prunelab_last_target", _last_target)
+    from prunelab.cli_help import register_resolvers
+
+    register_resolvers()  # ${prunelab_options:<group>} of the --help template

@@ -7,7 +7,6 @@ gets: no Lightning, no pruning hooks.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Iterable
@@ -44,22 +43,38 @@ def evaluate(net: nn.Module, loader: Any, binary: bool) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m prunelab.evaluate", description=__doc__)
+    from prunelab.cli_help import make_parser
+    from prunelab.logs import add_verbosity_args, get_logger, setup
+
+    parser = make_parser("python -m prunelab.evaluate", __doc__, [
+        ("python -m prunelab.evaluate outputs/runs/<run>",
+         "test the run's final model (final_model.pt) again; prints JSON on stdout"),
+        ("python -m prunelab.evaluate outputs/runs/<run>/checkpoints/last.ckpt",
+         "test an interrupted run's last checkpoint"),
+        ("python -m prunelab.evaluate outputs/runs/<run> --data-dir /data",
+         "with the data sets somewhere else than when the run was made"),
+    ])
     parser.add_argument("path", help="a run directory, or a checkpoint inside one")
     parser.add_argument("--data-dir", help="where the data sets are (default: the run's data_dir)")
     parser.add_argument("--allow-target", action="append", default=[], metavar="PREFIX",
                         help="also build _target_s starting with PREFIX from the run's saved "
                              f"config (trusted code of your own; also ${ALLOW_ENV})")
+    add_verbosity_args(parser)
     args = parser.parse_args(argv)
+    setup(args.verbosity)
+    log = get_logger(__name__)
     try:
+        log.info("loading %s", args.path)
         net, cfg = load_plain_model(args.path, args.allow_target)
         if args.data_dir:
             cfg.data_dir = args.data_dir
         data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
         data_cfg.pop("name", None)
+        data_cfg.pop("description", None)
         datamodule = instantiate(data_cfg)
         datamodule.prepare_data()
         datamodule.setup("test")
+        log.info("testing on %s", cfg.data.get("name", "the test set"))
         result = {**evaluate(net, datamodule.test_dataloader(), cfg.model.task == "binary"),
                   **summarize(net, None)}
     except PrunelabError as err:

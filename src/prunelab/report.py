@@ -11,21 +11,33 @@ summary.md are in accuracy points (percent): drop = 100 * (dense acc - acc), pos
 Means and standard deviations are over seeds (sample std, ddof=1; 0 for a single seed).
 
     python -m prunelab.report outputs/sweeps/<name> [--baseline DIR] [--out DIR] [--delta 0.5]
+    python -m prunelab.report --from-csv <report dir>/summary.csv     # the plots only
+
+Plots: test error (log axis; accuracy on the right) against the weights kept (log axis, 100 % on
+the left, sparsity along the top) and against the effective MACs; one marker per configuration
+with ± one std over seeds, the dense baseline as a dashed line in a band of ± one std.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
+import logging
 import math
+import re
 import statistics
 import sys
+import textwrap
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from prunelab.logs import SUMMARY_LOGGER, get_logger
+
+log = get_logger(__name__)
+summary_log = get_logger(SUMMARY_LOGGER)
 
 RESULTS = "results.json"
 FAILED = "failed.json"
@@ -40,7 +52,7 @@ CSV_COLUMNS = [
 # do not change its numbers; whatever else differs between jobs labels their series
 _OWN_COLUMNS = {"model", "data", "seed", "pruning", "pruning/method", "pruning.method.name",
                 "pruning.amount", "pruning.schedule"}
-_NO_EFFECT = {"data_dir", "ckpt_path", "name", "threads", "logger",
+_NO_EFFECT = {"data_dir", "ckpt_path", "name", "threads", "logger", "verbosity",
               "trainer.enable_progress_bar"}
 
 
@@ -405,7 +417,11 @@ def summarize(sweep_dir: str | Path, baseline_dirs: Sequence[str | Path] = (),
         raise ReportError(f"{root}: no such directory")
     if not root.is_dir():
         raise ReportError(f"{root}: not a directory (give the sweep folder, e.g. outputs/sweeps/<name>)")
-    jobs = load_jobs(root)
+    dirs = find_job_dirs(root)
+    # a progress line only where reading takes a while (a few ms per folder)
+    log.log(logging.INFO if len(dirs) >= 100 else logging.DEBUG,
+            "reading %d job folder(s) under %s ...", len(dirs), root)
+    jobs = [load_job(p, root) for p in dirs]
     if not jobs:
         raise ReportError(f"{root}: no job folders in it (none has results.json, failed.json or "
                           ".hydra/); is this a sweep dir such as outputs/sweeps/<name>?")
@@ -594,64 +610,260 @@ def _search_md(search: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
-def plot(summary: Summary, out_dir: Path) -> list[Path]:
+# Plots: test error on a log axis against the weights kept on a log axis (100 % on the left,
+# sparsity growing to the right), so 90-99.9 % sparsity and 0.5-2 % error get the room they need.
+KEPT_TICKS = [100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01]
+KEPT_TICKS_FINE = [100, 80, 70, 60, 50, 40, 30, 20, 15, 10, 7, 5, 3, 2, 1.5, 1, 0.7, 0.5, 0.3,
+                   0.2, 0.1]
+ERR_TICKS = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100]
+# for a narrow range (e.g. 13-18 % error): enough labelled ticks to read values off
+ERR_TICKS_FINE = sorted({round(m * 10.0 ** e, 4) for e in range(-2, 3)
+                         for m in (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8)})
+ERR_FLOOR = 0.01  # % error: where a perfect score is drawn on the log axis
+
+
+def _num_label(x: float) -> str:
+    return f"{x:g}"
+
+
+def _err(acc: float | None) -> float | None:
+    return None if acc is None else max(100.0 * (1.0 - acc), ERR_FLOOR)
+
+
+def _err_bars(points: list[Point]) -> tuple[list[float], list[list[float]]]:
+    """Test error (%) of each point and its ± one std over seeds, clipped above zero."""
+    ys, lo, hi = [], [], []
+    for p in points:
+        y = _err(p.mean("test_acc"))
+        sd = 100.0 * (p.std("test_acc") or 0.0)
+        ys.append(y)
+        lo.append(min(sd, y - ERR_FLOOR / 2))
+        hi.append(sd)
+    return ys, [lo, hi]
+
+
+def _error_axis(ax: Any, values: list[float]) -> None:
+    """Log test-error axis with plain tick labels, and the matching accuracy on the right."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    ax.set_yscale("log")
+    lo, hi = min(values), max(values)
+    ymin, ymax = max(lo / 1.6, ERR_FLOOR / 2), min(hi * 1.6, 130.0)
+    ax.set_ylim(ymin, ymax)
+    ticks = [t for t in ERR_TICKS if ymin <= t <= ymax]
+    if len(ticks) < 4:
+        ticks = [t for t in ERR_TICKS_FINE if ymin <= t <= ymax and t <= 100]
+    ax.yaxis.set_major_locator(FixedLocator(ticks))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: _num_label(y)))
+    ax.yaxis.set_minor_locator(NullLocator())
+    ax.set_ylabel("test error (%), log scale — lower is better")
+    right = ax.secondary_yaxis("right")
+    right.yaxis.set_major_locator(FixedLocator(ticks))
+    right.yaxis.set_major_formatter(FuncFormatter(lambda y, _: _num_label(round(100 - y, 3))))
+    right.yaxis.set_minor_locator(NullLocator())
+    right.set_ylabel("test accuracy (%)")
+
+
+def _kept_axis(ax: Any, kept: list[float]) -> None:
+    """Log axis of the weights kept, 100 % on the left; sparsity labelled along the top."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    ax.set_xscale("log")
+    right = min(kept) / 1.5
+    ax.set_xlim(130.0, right)  # inverted: fewer weights kept = further right
+    ticks = [t for t in KEPT_TICKS if right <= t <= 100]
+    if len(ticks) < 4:
+        ticks = [t for t in KEPT_TICKS_FINE if right <= t <= 100]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: _num_label(x)))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel("weights kept (% of the pruned layers' weights), log scale")
+    top = ax.secondary_xaxis("top")
+    top.xaxis.set_major_locator(FixedLocator(ticks))
+    top.xaxis.set_major_formatter(FuncFormatter(lambda x, _: _num_label(round(100 - x, 3))))
+    top.xaxis.set_minor_locator(NullLocator())
+    top.set_xlabel("sparsity (% of those weights zero)")
+
+
+def _macs_axis(ax: Any, macs: list[float]) -> None:
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
+
+    ax.set_xscale("log")
+    ax.set_xlim(max(macs) * 1.4, min(macs) / 1.4)  # inverted: cheaper = further right
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: _count(x)))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel("effective multiply-accumulates per example (non-zero weights only), log scale")
+
+
+def _pairs(summary: Summary) -> list[tuple[str | None, str | None]]:
+    return sorted({(p.model, p.data) for p in summary.points}, key=str)
+
+
+def plot_pair(summary: Summary, model: str | None, data: str | None, kind: str,
+              note: str = "") -> Any:
+    """One figure: test error vs weights kept (``kind="sparsity"``) or vs effective MACs."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pts = summary.points
+    pts = [p for p in summary.points if (p.model, p.data) == (model, data)]
     pruned = [p for p in pts if p.method != "dense"]
-    pairs = sorted({(p.model, p.data) for p in pts}, key=str)
+    dense = [p for p in pts if p.method == "dense"]
+    fig, ax = plt.subplots(figsize=(8.5, 5.8), dpi=110)
+    xattr = "sparsity_global" if kind == "sparsity" else "macs_effective"
+
+    def x_of(p: Point) -> float | None:
+        v = p.mean(xattr)
+        if v is None:
+            return None
+        return 100.0 * (1.0 - v) if kind == "sparsity" else v
+
+    xs_all: list[float] = []
+    ys_all: list[float] = []
+    for i, series in enumerate(dict.fromkeys(p.series for p in pruned)):
+        sp = sorted((p for p in pruned if p.series == series and x_of(p) and p.mean("test_acc")
+                     is not None), key=lambda p: -x_of(p))
+        if not sp:
+            continue
+        ys, yerr = _err_bars(sp)
+        xs = [x_of(p) for p in sp]
+        seeds = "/".join(sorted({str(p.n) for p in sp}))
+        ax.errorbar(xs, ys, yerr=yerr, marker="o", ms=5, capsize=3, lw=1.4,
+                    color=f"C{i % 10}", label=f"{series} (seeds per point: {seeds})")
+        xs_all += xs
+        ys_all += ys
+    st = summary.baseline.stats(model, data)
+    if st is not None:
+        mean, std, n = st
+        e = _err(mean)
+        ax.axhspan(max(e - 100 * std, ERR_FLOOR / 2), e + 100 * std, color="0.2", alpha=0.13,
+                   lw=0)
+        ax.axhline(e, color="0.2", ls="--", lw=1,
+                   label=f"dense: {100 * mean:.2f} ± {100 * std:.2f} % accuracy ({n} seed(s))")
+        ys_all += [e, e + 100 * std]
+        dx = [x_of(p) for p in dense if x_of(p)]
+        if dx:
+            ax.plot([dx[0]], [e], marker="*", ms=13, color="0.2", ls="none")
+            xs_all += dx
+    if kind == "sparsity":
+        xs_all.append(100.0)
+    if not xs_all or not ys_all:
+        ax.text(0.5, 0.5, "no finished job", ha="center", va="center", transform=ax.transAxes)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+    else:
+        _error_axis(ax, ys_all)
+        (_kept_axis if kind == "sparsity" else _macs_axis)(ax, xs_all)
+    what = f"{model} on {data}" if model or data else "all jobs"
+    vs = "weights kept" if kind == "sparsity" else "effective MACs"
+    name = summary.sweep_dir.name
+    name = name if len(name) <= 40 else name[:37] + "…"
+    ax.set_title(f"{name}: {what} — test error vs {vs}", fontsize=11)
+    ax.grid(True, which="major", alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="upper left", framealpha=0.9)
+    lines = textwrap.wrap(note, 170) if note else []
+    if lines:
+        fig.text(0.01, 0.005, "\n".join(lines), fontsize=6.5, color="0.35", ha="left",
+                 va="bottom")
+    fig.tight_layout(rect=(0, 0.022 * len(lines), 1, 1))
+    return fig
+
+
+def plot(summary: Summary, out_dir: Path, note: str = "") -> list[Path]:
+    """acc_vs_sparsity.png and acc_vs_macs.png (one pair of files per model/data)."""
+    import matplotlib.pyplot as plt
+
+    pairs = _pairs(summary) or [(None, None)]
     files = []
-    for name, xattr, xlabel in [
-        ("acc_vs_sparsity.png", "sparsity_global", "sparsity reached (% of prunable weights zero)"),
-        ("acc_vs_macs.png", "macs_effective", "effective MACs per example"),
-    ]:
-        fig, ax = plt.subplots(figsize=(8, 5.5), dpi=110)
-        scale = 100.0 if xattr == "sparsity_global" else 1.0
-        for i, series in enumerate(dict.fromkeys(p.series for p in pruned)):
-            sp = sorted((p for p in pruned if p.series == series and p.mean(xattr) is not None),
-                        key=lambda p: p.mean(xattr))
-            if not sp:
-                continue
-            ax.errorbar([scale * p.mean(xattr) for p in sp], [100 * p.mean("test_acc") for p in sp],
-                        yerr=[100 * (p.std("test_acc") or 0.0) for p in sp], marker="o",
-                        capsize=3, label=series, color=f"C{i % 10}")
-        for k, (model, data) in enumerate(pairs):
-            st = summary.baseline.stats(model, data)
-            if st is None:
-                continue
-            mean, std, n = st
-            tag = f" {model}/{data}" if len(pairs) > 1 else ""
-            color = "black" if k == 0 else f"C{(k + 5) % 10}"
-            ax.axhline(100 * mean, color=color, ls="--", lw=1,
-                       label=f"dense{tag}: mean ± std over {n} seed(s)")
-            ax.axhspan(100 * (mean - std), 100 * (mean + std), color=color, alpha=0.12, lw=0)
-            dense = [p for p in pts if p.method == "dense" and (p.model, p.data) == (model, data)]
-            if xattr == "macs_effective" and dense and dense[0].mean(xattr) is not None:
-                ax.plot([dense[0].mean(xattr)], [100 * mean], marker="*", ms=12, color=color,
-                        ls="none")
-        if xattr == "macs_effective":
-            xs = [p.mean(xattr) for p in pts if p.mean(xattr)]
-            if xs and max(xs) / max(min(xs), 1) > 20:
-                ax.set_xscale("log")
-        if not pts:
-            ax.text(0.5, 0.5, "no finished job", ha="center", va="center",
-                    transform=ax.transAxes)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("test accuracy (%)")
-        ax.set_title(f"{summary.sweep_dir.name}: test accuracy vs "
-                     + ("sparsity" if xattr == "sparsity_global" else "effective MACs"))
-        ax.grid(True, alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8, loc="best")
-        fig.tight_layout()
-        path = out_dir / name
-        fig.savefig(path)
-        plt.close(fig)
-        files.append(path)
+    for model, data in pairs:
+        tag = "" if len(pairs) == 1 else f"_{model}_{data}"
+        for kind, stem in (("sparsity", "acc_vs_sparsity"), ("macs", "acc_vs_macs")):
+            fig = plot_pair(summary, model, data, kind, note)
+            path = out_dir / f"{stem}{tag}.png"
+            fig.savefig(path)
+            plt.close(fig)
+            files.append(path)
     return files
+
+
+# --------------------------------------------------------------------------------------------
+# re-plotting from a summary.csv (when the job folders are gone)
+# --------------------------------------------------------------------------------------------
+
+
+def _split_overrides(folder: str) -> list[str]:
+    """A job folder name (Hydra's override_dirname) back into its ``key=value`` overrides."""
+    out, depth, cur = [], 0, ""
+    for ch in folder:
+        if ch in "[(":
+            depth += 1
+        elif ch in "])":
+            depth -= 1
+        if ch == "," and depth == 0 and "=" in cur:
+            out.append(cur)
+            cur = ""
+            continue
+        cur += ch
+    if cur:
+        out.append(cur)
+    merged: list[str] = []
+    for part in out:  # a value with a comma of its own has no "=" after it
+        if merged and "=" not in part:
+            merged[-1] += "," + part
+        else:
+            merged.append(part)
+    # folder names write a group's "/" as "." (prunelab.config._dirname)
+    return [re.sub(r"^pruning\.method=", "pruning/method=", o) for o in merged]
+
+
+def summarize_csv(path: str | Path, delta: float = 0.5) -> Summary:
+    """A Summary rebuilt from a report's summary.csv (numbers as written there)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ReportError(f"--from-csv {path}: no such file")
+    try:
+        rows = list(csv.DictReader(path.open(newline="")))
+    except (OSError, csv.Error) as err:
+        raise ReportError(f"--from-csv {path}: unreadable ({err})") from None
+    if not rows or "folder" not in rows[0] or "test_acc" not in rows[0]:
+        raise ReportError(f"--from-csv {path}: not a prunelab summary.csv (columns "
+                          f"{', '.join(CSV_COLUMNS)})")
+    jobs = []
+    for r in rows:
+        j = Job(folder=r["folder"], status=r.get("status") or "ok", model=r.get("model") or None,
+                data=r.get("data") or None, schedule=r.get("schedule") or None,
+                method=r.get("method") or None, amount=_num(r.get("amount") or None),
+                seed=_num(r.get("seed") or None, int), error=r.get("error") or "",
+                overrides=_split_overrides(r["folder"]))
+        if j.status == "ok":
+            j.test_acc = _num(r.get("test_acc") or None)
+            j.sparsity_global = _num(r.get("sparsity_global") or None)
+            j.params_nonzero = _num(r.get("params_nonzero") or None, int)
+            j.macs_effective = _num(r.get("macs_effective") or None, int)
+            j.fit_seconds = _num(r.get("fit_seconds") or None)
+        jobs.append(j)
+    base = Baseline()
+    for j in jobs:
+        if j.dense and j.status == "ok" and j.test_acc is not None:
+            base.acc.setdefault(j.key, []).append(j.test_acc)
+    if base.acc:
+        base.sources.append(f"{path} (dense rows)")
+    _label_extras(jobs)
+    compare(jobs, base)
+    points = build_points(jobs)
+    return Summary(path.resolve().parent, jobs, points, base, delta, best_within(points, delta),
+                   None, notes(jobs, points))
+
+
+def _note(source: str | Path, command: str) -> str:
+    """The footnote of a figure: where its numbers come from, the command, the date."""
+    import datetime
+
+    day = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return f"data: {source}  ·  made by: {command}  ·  {day}"
 
 
 def report(sweep_dir: str | Path, baseline: Sequence[str | Path] = (), out: str | Path | None = None,
@@ -660,18 +872,42 @@ def report(sweep_dir: str | Path, baseline: Sequence[str | Path] = (), out: str 
     summary = summarize(sweep_dir, baseline, delta)
     out_dir = Path(out) if out is not None else summary.sweep_dir
     out_dir.mkdir(parents=True, exist_ok=True)
+    log.debug("%d jobs read; writing the table and plots into %s", len(summary.jobs), out_dir)
     write_csv(summary, out_dir / "summary.csv")
-    plots = plot(summary, out_dir)
+    plots = plot(summary, out_dir, _note(summary.sweep_dir,
+                                         f"python -m prunelab.report {summary.sweep_dir}"))
     (out_dir / "summary.md").write_text(markdown(summary, [p.name for p in plots]))
     summary.files = [out_dir / "summary.csv", out_dir / "summary.md", *plots]
     return summary
 
 
+def replot(csv_path: str | Path, out: str | Path | None = None, delta: float = 0.5) -> Summary:
+    """Only the plots, from a summary.csv: for reports whose job folders are gone."""
+    summary = summarize_csv(csv_path, delta)
+    out_dir = Path(out) if out is not None else Path(csv_path).parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary.files = plot(summary, out_dir,
+                         _note(csv_path, f"python -m prunelab.report --from-csv {csv_path}"))
+    return summary
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m prunelab.report",
-        description="Summarize a sweep: summary.csv, summary.md and plots in the sweep dir.")
-    parser.add_argument("sweep_dir", help="the sweep folder, e.g. outputs/sweeps/<name>")
+    from prunelab.cli_help import make_parser
+    from prunelab.logs import add_verbosity_args, setup
+
+    parser = make_parser("python -m prunelab.report", __doc__, [
+        ("python -m prunelab.report outputs/sweeps/mnist_amounts",
+         "summary.csv, summary.md, acc_vs_sparsity.png and acc_vs_macs.png in the sweep folder"),
+        ("python -m prunelab.report outputs/sweeps/pruned --baseline outputs/sweeps/dense",
+         "compare with the dense runs of another sweep"),
+        ("python -m prunelab.report outputs/runs/<run>",
+         "a single run folder works too"),
+        ("python -m prunelab.report --from-csv docs/results/mnist_study/summary.csv",
+         "redraw the plots from a report's own summary.csv (no job folders needed)"),
+    ])
+    parser.add_argument("sweep_dir", nargs="?", help="the sweep folder, e.g. outputs/sweeps/<name>")
+    parser.add_argument("--from-csv", metavar="FILE", default=None,
+                        help="redraw only the plots from this summary.csv (into its folder, or --out)")
     parser.add_argument("--baseline", action="append", default=[], metavar="DIR",
                         help="sweep or run folder with dense runs (pruning=none) to compare with, "
                              "for (model, data, seed) without a dense job in this sweep")
@@ -679,31 +915,39 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="write the files here instead of into the sweep folder")
     parser.add_argument("--delta", type=float, default=0.5,
                         help="accuracy points of drop allowed by 'highest sparsity within "
-                             "delta of dense' (default 0.5)")
+                             "delta of dense'")
+    add_verbosity_args(parser)
     args = parser.parse_args(argv)
+    if (args.sweep_dir is None) == (args.from_csv is None):
+        parser.error("give a sweep folder or --from-csv FILE (one of the two)")
+    setup(args.verbosity)
     if not (math.isfinite(args.delta) and args.delta >= 0):
         print(f"prunelab.report: error: --delta must be a finite number of accuracy points >= 0, "
               f"got {args.delta:g}", file=sys.stderr)
         return 2
     try:
-        s = report(args.sweep_dir, args.baseline, args.out, args.delta)
+        if args.from_csv:
+            s = replot(args.from_csv, args.out, args.delta)
+        else:
+            s = report(args.sweep_dir, args.baseline, args.out, args.delta)
     except ReportError as err:
         print(f"prunelab.report: error: {err}", file=sys.stderr)
         return 2
-    counts = defaultdict(int)
+    counts: dict[str, int] = defaultdict(int)
     for j in s.jobs:
         counts[j.status] += 1
-    print(f"{len(s.jobs)} jobs (" + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) + ")")
+    lines = [f"{len(s.jobs)} jobs (" + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+             + ")"]
     for series, b in s.best.items():
         if b["answer"] is None:
-            print(f"  {series}: {b['reason']}")
+            lines.append(f"  {series}: {b['reason']}")
         else:
-            print(f"  {series}: highest sparsity within {s.delta:g} pts of dense: amount "
-                  f"{b['answer']:g} (sparsity {_pct(b['sparsity'], 1)} %, drop "
-                  f"{b['drop_pts']:+.2f} pts)")
-    for n in s.notes:
-        print(f"  note: {n}")
-    print("wrote " + ", ".join(str(f) for f in s.files))
+            lines.append(f"  {series}: highest sparsity within {s.delta:g} pts of dense: amount "
+                         f"{b['answer']:g} (sparsity {_pct(b['sparsity'], 1)} %, drop "
+                         f"{b['drop_pts']:+.2f} pts)")
+    lines += [f"  note: {n}" for n in s.notes]
+    lines.append("wrote " + ", ".join(str(f) for f in s.files))
+    summary_log.info("\n".join(lines))
     return 0
 
 

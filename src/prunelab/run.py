@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 import prunelab
 from prunelab.errors import CheckpointError, ConfigError, DivergedError, RunInProgressError
 from prunelab.loading import load_checkpoint
+from prunelab.logs import get_logger
 from prunelab.outputs import remove_quietly, write_error
 from prunelab.pruning import methods as M
 from prunelab.pruning.callback import PruningCallback
@@ -33,8 +34,10 @@ from prunelab.runlock import RunLock, is_rank_zero
 
 RESULTS = "results.json"
 FAILED = "failed.json"
+log = get_logger(__name__)
 # config keys that do not change a run's numbers: a checkpoint may differ in these
-NON_RESULT_KEYS = ("data_dir", "ckpt_path", "name", "threads", "progress_refresh_rate", "logger")
+NON_RESULT_KEYS = ("data_dir", "ckpt_path", "name", "threads", "progress_refresh_rate", "logger",
+                   "verbosity", "description")
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -140,7 +143,7 @@ def make_callback(cfg: DictConfig) -> PruningCallback | None:
 
 def instantiate_model(cfg: DictConfig) -> L.LightningModule:
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    for meta in ("name", "datasets"):
+    for meta in ("name", "datasets", "description"):
         model_cfg.pop(meta, None)
     return instantiate(model_cfg)
 
@@ -148,6 +151,7 @@ def instantiate_model(cfg: DictConfig) -> L.LightningModule:
 def instantiate_data(cfg: DictConfig) -> L.LightningDataModule:
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
     data_cfg.pop("name", None)
+    data_cfg.pop("description", None)
     return instantiate(data_cfg)
 
 
@@ -157,9 +161,19 @@ def result_config(cfg: DictConfig) -> dict[str, Any]:
     for key in NON_RESULT_KEYS:
         c.pop(key, None)
     c.get("trainer", {}).pop("enable_progress_bar", None)
+    c.get("trainer", {}).pop("enable_model_summary", None)
     c.get("data", {}).pop("data_dir", None)
     c.get("data", {}).pop("cache_dir", None)
-    return _normalized(c)
+    return _normalized(_without_descriptions(c))
+
+
+def _without_descriptions(node: Any) -> Any:
+    """The config without its ``description`` texts (help only: editing one changes no run)."""
+    if isinstance(node, dict):
+        return {k: _without_descriptions(v) for k, v in node.items() if k != "description"}
+    if isinstance(node, list):
+        return [_without_descriptions(v) for v in node]
+    return node
 
 
 def _normalized(config: dict[str, Any]) -> dict[str, Any]:
@@ -371,14 +385,14 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
         raise write_error(err, run_dir) from None
     results_path = run_dir / RESULTS
     if results_path.exists():
-        print(f"[prunelab] done already: {results_path} (delete it to run again)")
+        log.info("done already: %s (delete it to run again)", results_path)
         return json.loads(results_path.read_text())
     if not is_rank_zero():  # DDP ranks > 0 work under rank 0's lock
         return _run(cfg, run_dir, overrides, callbacks)
     with RunLock(run_dir) as lock:
         if lock.taken_over:
-            print(f"[prunelab] taking over the lock of process {lock.taken_over.get('pid')} on "
-                  f"{lock.taken_over.get('host')}, which is no longer running")
+            log.warning(f"taking over the lock of process {lock.taken_over.get('pid')} on "
+                        f"{lock.taken_over.get('host')}, which is no longer running")
         return _run(cfg, run_dir, overrides, callbacks)
 
 
@@ -407,6 +421,7 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None,
     if cfg.trainer.enable_progress_bar:
         callbacks.append(TQDMProgressBar(refresh_rate=max(1, int(cfg.progress_refresh_rate))))
     trainer_args = OmegaConf.to_container(cfg.trainer)
+    trainer_args.pop("description", None)
     if trainer_args.get("profiler") is None:
         trainer_args["profiler"] = _NoProfiler()
     trainer = L.Trainer(**trainer_args, callbacks=callbacks,
@@ -415,7 +430,7 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None,
 
     ckpt = resume.path if resume else None
     if ckpt:
-        print(f"[prunelab] resuming from {ckpt}")
+        log.info("resuming from %s", ckpt)
     try:
         # weights_only: Lightning's own load of the file refuses pickled code too
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
@@ -509,7 +524,7 @@ def run_or_record_failure(cfg: DictConfig, run_dir: str | Path, overrides: list[
         # another process owns this folder: neither a failure nor ours to record
         if not multirun:
             raise
-        print(f"[prunelab] in progress elsewhere, skipped: {err}")
+        log.warning(f"in progress elsewhere, skipped: {err}")
         return None
     except Exception as err:
         # in a sweep one bad job must not stop the others; the report lists it as failed
@@ -529,5 +544,5 @@ def run_or_record_failure(cfg: DictConfig, run_dir: str | Path, overrides: list[
             pass  # the folder itself cannot be written (full disk): the error says so
         if not multirun:
             raise
-        print(f"[prunelab] job failed: {type(err).__name__}: {err}")
+        log.error("job failed: %s: %s", type(err).__name__, err)
         return None

@@ -20,7 +20,6 @@ several seeds (``--seeds 0 1 2``: the drop of an amount is then the mean over se
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import statistics
@@ -31,12 +30,15 @@ from pathlib import Path
 from typing import Any
 
 from prunelab.errors import PrunelabError
+from prunelab.logs import SUMMARY_LOGGER, get_logger
 from prunelab.outputs import check_name
+
+log = get_logger(__name__)
 
 SEARCH = "search.json"
 DECIMALS = 4  # probe amounts are rounded to this, so folder names stay short and reusable
 # overrides that do not change a run's numbers: ignored when deciding whether a probe is reusable
-_NO_EFFECT = ("data_dir", "ckpt_path", "name", "threads", "logger", "trainer.enable_progress_bar")
+_NO_EFFECT = ("data_dir", "ckpt_path", "name", "threads", "logger", "verbosity", "trainer.enable_progress_bar")
 
 
 class SearchError(PrunelabError):
@@ -172,6 +174,8 @@ class Runner:
         self.default_seed = int(cfg.seed)
         self.baseline_dirs = list(baseline_dirs)
         self._dense: dict[int, float] | None = None
+        self.probes_run = 0
+        self.verbosity = "normal"
 
     def compose(self, overrides: Sequence[str]):
         from hydra import compose, initialize_config_dir
@@ -194,6 +198,7 @@ class Runner:
         """A normal run in ``run_dir`` (reused if finished); None and failed.json if it fails."""
         from omegaconf import OmegaConf
 
+        from prunelab.logs import tame_lightning
         from prunelab.run import RESULTS, run_or_record_failure
 
         done = run_dir / RESULTS
@@ -203,14 +208,18 @@ class Runner:
                 raise SearchError(
                     f"{run_dir} holds a run with other overrides ({' '.join(res.get('overrides'))});"
                     " give this search another name= (or --sweep-dir), or delete that folder")
-            print(f"[search] reusing {run_dir}")
+            log.info("reusing %s", run_dir)
             return res
         cfg = self.compose(overrides)
         hydra_dir = run_dir / ".hydra"
         hydra_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, hydra_dir / "config.yaml")
         OmegaConf.save(OmegaConf.create(list(overrides)), hydra_dir / "overrides.yaml")
-        print(f"[search] running {run_dir}")
+        self.probes_run += 1
+        log.info("run %d: %s", self.probes_run, run_dir)
+        tame_lightning()  # Lightning is imported by now: one handler, the root's
+        if self.verbosity == "quiet":
+            cfg.trainer.enable_progress_bar = False
         return run_or_record_failure(cfg, run_dir, list(overrides), multirun=True)
 
     def dense(self) -> dict[int, float]:
@@ -272,14 +281,15 @@ class Runner:
             sparsity.append(float(res.get("sparsity_global") or 0.0))
         p = Probe(amount, statistics.fmean(drops), statistics.fmean(accs),
                   statistics.fmean(sparsity), dirs)
-        print(f"[search] {method} amount={amount:g}: acc {100 * p.test_acc:.2f} %, drop "
-              f"{p.drop_pts:+.2f} pts, sparsity {100 * p.sparsity:.1f} %")
+        log.info(f"{method} amount={amount:g}: acc {100 * p.test_acc:.2f} %, drop "
+                 f"{p.drop_pts:+.2f} pts, sparsity {100 * p.sparsity:.1f} %")
         return p
 
 
 def search(methods: Sequence[str], overrides: Sequence[str] = (), delta: float = 0.5,
            lo: float = 0.5, hi: float = 0.99, iters: int = 5, seeds: Sequence[int] = (),
-           sweep_dir: str | None = None, baseline: Sequence[str] = ()) -> dict[str, Any]:
+           sweep_dir: str | None = None, baseline: Sequence[str] = (),
+           verbosity: str = "normal") -> dict[str, Any]:
     """Run the bisection for each method; write and return ``<sweep dir>/search.json``."""
     if not 0.0 <= lo < hi < 1.0:
         raise SearchError(f"need 0 <= --lo < --hi < 1, got lo={lo:g} hi={hi:g}")
@@ -290,8 +300,21 @@ def search(methods: Sequence[str], overrides: Sequence[str] = (), delta: float =
     if not methods:
         raise SearchError("give at least one --method")
     runner = Runner(overrides, sweep_dir, seeds, baseline)
-    for m in methods:  # compose-time check of every method name before anything runs
+    runner.verbosity = verbosity
+    from prunelab.__main__ import CONF_DIR
+    from prunelab.choices import check_overrides, make_loader
+
+    loader = make_loader(CONF_DIR)
+    for m in methods:  # every method name and group choice, before anything runs
+        try:
+            check_overrides(loader, [*runner.overrides, f"pruning/method={m}"])
+        except PrunelabError as err:
+            raise SearchError(f"bad overrides: {err}") from None
         runner.compose([*runner.overrides, f"pruning/method={m}"])
+    per_method = (2 + iters) * len(runner._seeds())
+    log.info("searching %d method(s): at most %d probe runs each (%d seed(s)), plus the dense "
+             "baseline; folders under %s", len(methods), per_method, len(runner._seeds()),
+             runner.sweep_dir)
     out: dict[str, Any] = {
         "delta": delta, "lo": lo, "hi": hi, "iters": iters, "seeds": list(runner._seeds()),
         "overrides": list(overrides), "sweep_dir": str(runner.sweep_dir),
@@ -304,7 +327,7 @@ def search(methods: Sequence[str], overrides: Sequence[str] = (), delta: float =
         r["message"] = message(m, r, delta, lo, hi)
         out["methods"][m] = r
         out["baseline"]["test_acc"] = {str(k): v for k, v in runner.dense().items()}
-        print(f"[search] {m}: {r['message']}")
+        log.info(f"{m}: {r['message']}")
         _write(path, out)
     return out
 
@@ -321,42 +344,53 @@ def _methods(values: Sequence[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m prunelab.search",
-        description="Bisection over pruning.amount: the highest amount whose test accuracy stays "
-                    "within --delta points of the dense baseline, per method.",
-        epilog="Example: python -m prunelab.search --method l1_unstructured global_magnitude "
-               "name=mnist_search pruning=iterative pruning.step_size=null pruning.n_steps=5 "
-               "pruning.start_epoch=1 trainer.max_epochs=10")
+    from prunelab.cli_help import make_parser
+    from prunelab.logs import add_verbosity_args, setup
+
+    parser = make_parser("python -m prunelab.search", __doc__, [
+        ("python -m prunelab.search --method l1_unstructured global_magnitude --delta 0.5 "
+         "name=mnist_search pruning=iterative pruning.step_size=null pruning.n_steps=5 "
+         "pruning.start_epoch=1 trainer.max_epochs=10",
+         "per method, the highest amount within 0.5 accuracy points of dense; probes and "
+         "search.json in outputs/sweeps/mnist_search/"),
+        ("python -m prunelab.search --method global_magnitude --seeds 0 1 2 --lo 0.8 --hi 0.99 "
+         "name=gm pruning=one_shot",
+         "average every probe over 3 seeds, between 80 % and 99 %"),
+        ("python -m prunelab.report outputs/sweeps/mnist_search",
+         "the probes and the answers as a table and plots"),
+    ])
     parser.add_argument("--method", nargs="+", required=True,
                         help="pruning methods (conf/pruning/method), space or comma separated")
     parser.add_argument("--delta", type=float, default=0.5,
-                        help="accuracy points of drop allowed (default 0.5)")
-    parser.add_argument("--lo", type=float, default=0.5, help="lowest amount (default 0.5)")
-    parser.add_argument("--hi", type=float, default=0.99, help="highest amount (default 0.99)")
+                        help="accuracy points of drop allowed")
+    parser.add_argument("--lo", type=float, default=0.5, help="lowest amount")
+    parser.add_argument("--hi", type=float, default=0.99, help="highest amount")
     parser.add_argument("--iters", type=int, default=5,
-                        help="halvings of the bracket after probing lo and hi (default 5)")
+                        help="halvings of the bracket after probing lo and hi")
     parser.add_argument("--seeds", type=int, nargs="*", default=[],
-                        help="run every probe with these seeds and average (default: seed of "
-                             "the config)")
+                        help="run every probe with these seeds and average (default: the "
+                             "config's seed)")
     parser.add_argument("--baseline", action="append", default=[], metavar="DIR",
                         help="reuse dense runs found here instead of running search-dense")
     parser.add_argument("--sweep-dir", default=None,
-                        help="folder of the probes (default outputs/sweeps/<name>)")
+                        help="folder of the probes (default: outputs/sweeps/<name>)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for python -m prunelab")
+    add_verbosity_args(parser)
     args = parser.parse_intermixed_args(argv)
+    setup(args.verbosity)
     # `--method a b key=value ...`: argparse hands the overrides after --method to it
     methods = [m for m in _methods(args.method) if "=" not in m]
     overrides = [m for m in args.method if "=" in m] + list(args.overrides)
     try:
         out = search(methods, overrides, args.delta, args.lo, args.hi,
-                     args.iters, args.seeds, args.sweep_dir, args.baseline)
+                     args.iters, args.seeds, args.sweep_dir, args.baseline, args.verbosity)
     except PrunelabError as err:
         print(f"prunelab.search: error: {err}", file=sys.stderr)
         return 2
-    print(f"wrote {Path(out['sweep_dir']) / SEARCH}")
-    for m, r in out["methods"].items():
-        print(f"{m}: {r['message']}")
+    lines = [f"{m}: {r['message']}" for m, r in out["methods"].items()]
+    lines.append(f"wrote {Path(out['sweep_dir']) / SEARCH}")
+    lines.append(f"  report: python -m prunelab.report {out['sweep_dir']}")
+    get_logger(SUMMARY_LOGGER).info("\n".join(lines))
     return 1 if any(r["status"] == "error" for r in out["methods"].values()) else 0
 
 

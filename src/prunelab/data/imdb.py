@@ -24,6 +24,7 @@ import itertools
 import os
 import re
 import tarfile
+import time
 import urllib.error
 import urllib.request
 import zlib
@@ -51,6 +52,9 @@ from prunelab.data.common import (
     trim_padding,
 )
 from prunelab.errors import ConfigError, DataMissingError
+from prunelab.logs import get_logger
+
+log = get_logger(__name__)
 
 URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 ARCHIVE_NAME = "aclImdb_v1.tar.gz"
@@ -289,11 +293,19 @@ def download_archive(dest: Path, url: str | None = None, md5: str | None = None)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     digest = hashlib.md5()
+    log.info("downloading %s to %s (84 MB, once) ...", url, dest)
     try:
         with urllib.request.urlopen(url, timeout=60) as response, open(part, "wb") as out:
+            headers = getattr(response, "headers", None) or {}
+            total = int(headers.get("Content-Length") or 0)
+            done, shown = 0, 0
             while chunk := response.read(1 << 20):
                 digest.update(chunk)
                 out.write(chunk)
+                done += len(chunk)
+                if total and done * 10 // total > shown:  # every 10 %
+                    shown = done * 10 // total
+                    log.info("  %d %% of %.0f MB", 10 * shown, total / 1e6)
         if digest.hexdigest() != md5:
             raise ValueError(f"md5 of the download is {digest.hexdigest()}, expected {md5}")
     except BaseException:
@@ -444,6 +456,8 @@ class IMDBDataModule(L.LightningDataModule):
     def _build(self, source: Source, tokenizer_path: Path) -> dict[str, Any]:
         """Read, build the vocabulary from the train part, encode both parts; save tokenizer."""
         parts = source.read()
+        log.info("  read %s reviews; building the vocabulary and encoding ...",
+                 " + ".join(f"{len(p.texts):,} {name}" for name, p in parts.items()))
         normalized = {
             name: [basic_english_normalize(t) for t in p.texts] for name, p in parts.items()
         }
@@ -467,8 +481,12 @@ class IMDBDataModule(L.LightningDataModule):
         data = load_cache(data_path) if tokenizer_path.is_file() else None
         self.cache_hit = data is not None
         if data is None:
+            t0 = time.perf_counter()
+            log.info("preparing IMDB from %s: reading, tokenizing and caching 50,000 reviews "
+                     "(once per vocabulary size and max_len; about a minute) ...", source.path)
             data = self._build(source, tokenizer_path)
             atomic_torch_save(data, data_path)
+            log.info("IMDB ready in %.0f s, cached in %s", time.perf_counter() - t0, data_path)
         return data
 
     def load_tokenizer(self) -> Tokenizer:

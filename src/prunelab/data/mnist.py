@@ -30,6 +30,9 @@ from prunelab.data.common import (
     resolve_cache_dir,
 )
 from prunelab.errors import ConfigError, DataMissingError
+from prunelab.logs import get_logger
+
+log = get_logger(__name__)
 
 MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"  # torchvision's first mirror
 FILES = {
@@ -107,6 +110,7 @@ def download_mnist(root: Path) -> None:
     """Fetch the four files with torchvision (which verifies their md5) into ``root/MNIST/raw``."""
     from torchvision.datasets import MNIST  # imported here: only a download needs it
 
+    log.info("downloading MNIST into %s (about 11 MB, once) ...", root)
     MNIST(str(root), train=True, download=True)
 
 
@@ -203,10 +207,13 @@ class MNISTDataModule(L.LightningDataModule):
         cached = load_cache(path)
         if cached is not None and set(cached) >= {"train_x", "train_y", "test_x", "test_y"}:
             return cached
+        log.info("preparing MNIST: decoding %s into a tensor cache (once) ...",
+                 files["train_images"].parent)
         train_x, train_y = _decode_pair(files["train_images"], files["train_labels"])
         test_x, test_y = _decode_pair(files["test_images"], files["test_labels"])
         tensors = {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
         atomic_torch_save(tensors, path)
+        log.info("MNIST ready, cached in %s", path)
         return tensors
 
     def prepare_data(self) -> None:

@@ -19,9 +19,12 @@ from torch import Tensor, nn
 from torch.nn.utils import prune
 
 from prunelab.errors import CheckpointError, ConfigError, DivergedError, ResultError
+from prunelab.logs import get_logger
 from prunelab.pruning import methods as M
 from prunelab.pruning.schedules import PruneStep, validate_plan
 from prunelab.pruning.targets import Target, find_targets
+
+log = get_logger(__name__)
 
 
 class PruningCallback(L.Callback):
@@ -233,8 +236,8 @@ class PruningCallback(L.Callback):
         if self.verbose and trainer.is_global_zero:
             after_s = "n/a" if after is None else f"{after:.4f}"
             before_s = "n/a" if before is None else f"{before:.4f}"
-            print(
-                f"[prunelab] epoch {step.epoch}: pruned to {achieved['global']:.4f} "
+            log.info(
+                f"epoch {step.epoch}: pruned to {achieved['global']:.4f} "
                 f"(target {step.target:.4f}) val_acc {before_s} -> {after_s}"
                 + (f" (first {self.eval_batches} val batches)" if after is not None
                    and self.eval_batches is not None else "")

@@ -1,0 +1,140 @@
+"""Config-group choices that name nothing are errors, before Hydra starts any job.
+
+Hydra skips an ``optional`` default whose file does not exist, so ``experiment=study_mnsit`` (a
+typo) used to run the plain default config and report "ok". Every group choice on the command
+line, and every group value of a preset's sweep (``hydra.sweeper.params``), is checked against
+the options Hydra's own config repository lists — so a user's ``--config-dir`` or
+``hydra.searchpath`` options count — and the first unknown one stops the command with one line,
+the valid names closest first.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from prunelab.errors import ConfigError
+
+CONFIG_NAME = "config"
+
+
+def closest_first(value: str, options: Iterable[str]) -> list[str]:
+    """All ``options``, the most similar to ``value`` first (difflib's ratio; ties by name)."""
+    opts = sorted(set(options))
+    return sorted(opts, key=lambda o: -difflib.SequenceMatcher(None, value, o).ratio())
+
+
+def unknown_choice(group: str, value: str, options: Iterable[str]) -> ConfigError:
+    opts = closest_first(value, options)
+    hint = f" (did you mean {opts[0]}?)" if opts and difflib.get_close_matches(value, opts, 1) else ""
+    listed = ", ".join(opts) if opts else "(none)"
+    return ConfigError(f"{group}={value}: no such option in group '{group}'{hint}; "
+                       f"valid, closest first: {listed}")
+
+
+def make_loader(conf_dir: str, config_dir: str | None = None) -> Any:
+    """Hydra's config loader over prunelab's search path, as ``hydra.main`` builds it."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.utils import create_config_search_path
+
+    search_path = create_config_search_path(f"file://{conf_dir}")
+    if config_dir is not None:
+        search_path.prepend(provider="command-line",
+                            path=f"file://{os.path.abspath(config_dir)}")
+    return ConfigLoaderImpl(config_search_path=search_path)
+
+
+def _values(override: Any, options: Sequence[str]) -> list[str]:
+    """The option names an override selects: one, a list, or each value of a sweep."""
+    from hydra.core.override_parser.types import Glob
+
+    if override.is_sweep_override():
+        value = override.value()
+        if isinstance(value, Glob):
+            matched = value.filter(list(options))
+            return matched or [f"glob({','.join(value.include)})"]
+        return [str(v) for v in override.sweep_string_iterator()]
+    value = override.value()
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    return [override.get_value_element_as_str()]
+
+
+def check_overrides(loader: Any, overrides: Sequence[str], config_name: str = CONFIG_NAME) -> None:
+    """Raise ConfigError for the first group override whose value is no option of its group."""
+    from hydra.core.object_type import ObjectType
+    from hydra.errors import HydraException
+
+    try:
+        parsed, repo = loader._parse_overrides_and_create_caching_repo(config_name, list(overrides))
+    except HydraException as err:  # a malformed override: Hydra words it itself
+        raise ConfigError(str(err).strip().splitlines()[0]) from None
+    for o in parsed:
+        if o.is_delete():
+            continue
+        group = o.key_or_group
+        if not repo.group_exists(group):
+            continue  # a config key such as seed=1, checked by the schema
+        options = repo.get_group_options(group, ObjectType.CONFIG)
+        for value in _values(o, options):
+            if value not in options and value != "null":
+                raise unknown_choice(group, value, options)
+
+
+def check_sweeper_params(loader: Any, overrides: Sequence[str], multirun: bool,
+                         config_name: str = CONFIG_NAME) -> None:
+    """The group values of a preset's ``hydra.sweeper.params`` (e.g. a method list) exist."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import Glob
+    from hydra.errors import HydraException
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    parser = OverridesParser.create()
+    first = []  # one job's overrides: the first value of each sweep
+    for o in parser.parse_overrides(list(overrides)):
+        if o.is_sweep_override():
+            if isinstance(o.value(), Glob):
+                continue  # its matches exist by definition
+            vals = list(o.sweep_string_iterator())
+            if vals:
+                first.append(f"{o.get_key_element()}={vals[0]}")
+        else:
+            first.append(o.input_line)
+    try:
+        cfg = loader.load_configuration(config_name, first,
+                                        RunMode.MULTIRUN if multirun else RunMode.RUN)
+    except HydraException:
+        return  # Hydra reports composition errors itself, with its own context
+    params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
+    lines = [f"{k}={v}" for k, v in params.items()]
+    if lines:
+        check_overrides(loader, lines, config_name)
+
+
+def hydra_args(argv: Sequence[str]) -> Any:
+    """Hydra's own parse of the command line (the flags ``hydra.main`` understands)."""
+    from hydra._internal.utils import get_args_parser
+
+    args, _ = get_args_parser().parse_known_args(list(argv))
+    return args
+
+
+def check_command_line(conf_dir: str, argv: Sequence[str]) -> None:
+    """The pre-flight check of ``python -m prunelab ...``: raise ConfigError on a bad choice."""
+    args = hydra_args(argv)
+    if args.shell_completion or args.info:
+        return
+    if args.config_dir is not None and not os.path.isdir(args.config_dir):
+        return  # Hydra's own message names the missing folder
+    loader = make_loader(conf_dir, args.config_dir)
+    name = args.config_name or CONFIG_NAME
+    from prunelab.logs import check_verbosity
+
+    for o in args.overrides:  # also before any folder is made: verbosity=... is a choice too
+        if o.startswith("verbosity=") and "," not in o:
+            check_verbosity(o.partition("=")[2])
+    check_overrides(loader, args.overrides, name)
+    check_sweeper_params(loader, args.overrides, bool(args.multirun), name)

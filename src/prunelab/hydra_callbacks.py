@@ -1,0 +1,216 @@
+"""A sweep that says how far it is and how it ended, with any launcher.
+
+Registered in ``conf/config.yaml`` under ``hydra.callbacks``. Each job, wherever it runs (this
+process, a joblib worker, a SLURM node), appends one line to ``<sweep dir>/.prunelab_progress.jsonl``
+when it ends (``on_job_end``); the launching process watches that file and logs "job k/N done"
+lines while the sweep runs, then the sweep's summary (``on_multirun_end``): jobs done, skipped
+(done already), failed and diverged, the failed ones named, and the report command.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shlex
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from prunelab.logs import SUMMARY_LOGGER, get_logger
+
+PROGRESS = Path(".prunelab_progress.jsonl")  # a file: sweep folders hold only job folders
+log = get_logger("prunelab.sweep")
+summary_log = get_logger(SUMMARY_LOGGER)
+
+
+def count_jobs(config: DictConfig) -> int | None:
+    """Jobs a basic-sweeper grid will launch: the product of each swept key's number of values."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_", default="") or "")
+    if not sweeper.endswith("BasicSweeper"):
+        return None  # other sweepers (optuna, nevergrad ...) decide as they go
+    params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
+    lines = {str(k): f"{k}={v}" for k, v in params.items()}
+    parser = OverridesParser.create()
+    try:
+        for o in parser.parse_overrides(list(config.hydra.overrides.task)):
+            lines[o.get_key_element()] = o.input_line
+        total = 1
+        for o in parser.parse_overrides(list(lines.values())):
+            if o.is_sweep_override():
+                total *= len(list(o.sweep_string_iterator()))
+        return total
+    except Exception:  # a glob or an exotic sweep: no total, progress still counts up
+        return None
+
+
+def job_record(config: DictConfig, state: str | None = None,
+               error: str | None = None) -> dict[str, Any]:
+    """What one finished job reports: its folder, status and headline numbers."""
+    out_dir = Path(config.hydra.runtime.output_dir)
+    try:
+        folder = out_dir.relative_to(Path(config.hydra.sweep.dir)).as_posix()
+    except ValueError:
+        folder = out_dir.name
+    rec: dict[str, Any] = {"folder": folder, "state": state}
+    failed, results = out_dir / "failed.json", out_dir / "results.json"
+    if results.is_file():
+        try:
+            r = json.loads(results.read_text())
+            rec.update(status=str(r.get("status", "ok")), test_acc=r.get("test_acc"),
+                       sparsity=r.get("sparsity_global"), error=r.get("error"))
+        except (OSError, ValueError) as err:
+            rec.update(status="failed", error=f"results.json unreadable: {err}")
+    elif failed.is_file():
+        try:
+            f = json.loads(failed.read_text())
+            rec.update(status=str(f.get("status", "failed")),
+                       error=f"{f.get('error_type', 'error')}: {f.get('error', '?')}")
+        except (OSError, ValueError):
+            rec.update(status="failed", error="failed.json unreadable")
+    else:
+        rec.update(status="failed", error=error or "no results.json")
+    return rec
+
+
+def kind(rec: dict[str, Any]) -> str:
+    """done | skipped | failed | diverged | <other status>: how the sweep summary counts a job."""
+    status = rec.get("status") or "failed"
+    if status != "ok":
+        return status
+    return "skipped" if rec.get("state", "").startswith("done already") else "done"
+
+
+def progress_line(k: int, total: int | None, rec: dict[str, Any]) -> str:
+    head = f"job {k}/{total}" if total else f"job {k}"
+    what = kind(rec)
+    text = f"{head} {what}: {rec['folder']}"
+    if rec.get("status") == "ok" and rec.get("test_acc") is not None:
+        text += f" — test acc {100 * float(rec['test_acc']):.2f} %"
+        if rec.get("sparsity") is not None:
+            text += f", sparsity {100 * float(rec['sparsity']):.1f} %"
+    elif rec.get("error"):
+        text += f" — {rec['error']}"
+    return text
+
+
+def summary_lines(sweep_dir: str | Path, records: list[dict[str, Any]],
+                  total: int | None) -> list[str]:
+    """The end-of-sweep summary: counts by outcome, the jobs that went wrong, what to run next."""
+    counts = Counter(kind(r) for r in records)
+    n = total if total is not None else len(records)
+    parts = [f"{counts.pop('done', 0)} done", f"{counts.pop('skipped', 0)} skipped (finished earlier)",
+             f"{counts.pop('failed', 0)} failed"]
+    if counts.get("diverged"):
+        parts.append(f"{counts.pop('diverged')} diverged")
+    parts += [f"{c} {k}" for k, c in sorted(counts.items())]
+    missing = n - len(records)
+    if missing > 0:
+        parts.append(f"{missing} did not report (killed, or still queued)")
+    lines = [f"sweep finished: {n} jobs: " + ", ".join(parts)]
+    bad = [r for r in records if r.get("status") != "ok"]
+    for r in bad[:20]:
+        lines.append(f"  {r.get('status')}: {r['folder']} — {r.get('error') or 'see its folder'}")
+    if len(bad) > 20:
+        lines.append(f"  … and {len(bad) - 20} more (see the report)")
+    from prunelab.cli_summary import shown_path
+
+    lines.append(f"sweep directory: {shown_path(sweep_dir)}")
+    lines.append(f"  report: python -m prunelab.report {shlex.quote(shown_path(sweep_dir))}")
+    if bad:
+        lines.append("  relaunch the same command to retry the failed jobs (finished ones are "
+                     "skipped)")
+    return lines
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    try:
+        text = path.read_text()
+    except OSError:
+        return []
+    out = []
+    for line in text.splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue  # a line being written right now
+    return out
+
+
+class SweepProgress(Callback):
+    """Progress over a sweep's jobs while they run, and the sweep's summary when it ends."""
+
+    def __init__(self, poll_seconds: float = 1.0) -> None:
+        self.poll_seconds = poll_seconds
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._shown = 0
+        self.total: int | None = None
+        self.path: Path | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Launchers pickle the callbacks into each job: leave the watcher thread behind."""
+        state = dict(self.__dict__)
+        state["_stop"], state["_thread"] = None, None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._stop = threading.Event()
+
+    # ------------------------------------------------------------------ launching process
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from prunelab import logs
+
+        with contextlib.suppress(Exception):  # a bad verbosity is reported by each job
+            logs.apply(str(OmegaConf.select(config, "verbosity", default="normal")))
+        self.sweep_dir = Path(config.hydra.sweep.dir)
+        self.path = self.sweep_dir / PROGRESS
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text("")  # a new sweep: forget the last launch's jobs
+        self.total = count_jobs(config)
+        self._shown = 0
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._watch, name="prunelab-sweep-progress",
+                                        daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.poll_seconds):
+            self._flush()
+
+    def _flush(self) -> list[dict[str, Any]]:
+        records = read_records(self.path) if self.path else []
+        for rec in records[self._shown:]:
+            self._shown += 1
+            log.info(progress_line(self._shown, self.total, rec))
+        return records
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join(timeout=5)
+        records = self._flush()
+        summary_log.info("\n".join(summary_lines(self.sweep_dir, records, self.total)))
+
+    # ------------------------------------------------------------------ each job
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        if OmegaConf.select(config, "hydra.mode") != RunMode.MULTIRUN:
+            return
+        value, error = None, None
+        try:
+            value = job_return.return_value
+        except Exception as err:  # the task raised: the job failed
+            error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        state = value.get("state") if isinstance(value, dict) else None
+        rec = job_record(config, state, error)
+        path = Path(config.hydra.sweep.dir) / PROGRESS
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:  # one short line per write: appends do not interleave
+            f.write(json.dumps(rec, default=str) + "\n")
