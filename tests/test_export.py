@@ -306,3 +306,26 @@ def test_cli_refuses_bad_artifact_files(tmp_path, capsys, damage):
     line = one_error_line(capsys)
     assert str(path) in line
     assert ("truncated" if damage == "truncated" else "not a prunelab export artifact") in line
+
+
+def test_onnx_is_skipped_gracefully_without_onnx(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx fails
+    assert cli.export_onnx(LeNet().eval(), torch.zeros(1, 1, 28, 28), tmp_path / "m.onnx") is None
+    assert "onnx is not installed" in capsys.readouterr().out
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_onnx_export_of_the_decoded_model(tmp_path):
+    pytest.importorskip("onnx")
+    net = load_artifact_net(tmp_path)
+    info = cli.export_onnx(net, torch.zeros(1, 1, 28, 28), tmp_path / "m.onnx")
+    assert info is not None and (tmp_path / "m.onnx").stat().st_size == info["bytes"]
+    if "max_abs_diff_onnxruntime" in info:
+        assert info["max_abs_diff_onnxruntime"] < 1e-4
+
+
+def load_artifact_net(tmp_path: Path) -> torch.nn.Module:
+    from prunelab.export import save
+
+    save(sparse_lenet(0.98), tmp_path / "m.plx", "int8")
+    return load(tmp_path / "m.plx")

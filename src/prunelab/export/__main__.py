@@ -12,6 +12,7 @@ import argparse
 import datetime as dt
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -63,22 +64,39 @@ def test_loader(cfg: Any, data_dir: str | None) -> Any:
     return datamodule.test_dataloader()
 
 
-def export_onnx(net: nn.Module, example: torch.Tensor, path: Path) -> str | None:
-    """ONNX of the decoded network beside the artifact; None (and a note) when not possible."""
+def export_onnx(net: nn.Module, example: torch.Tensor, path: Path) -> dict[str, Any] | None:
+    """ONNX of the decoded network beside the artifact (batch dimension dynamic), checked with
+    ``onnx.checker`` and, where onnxruntime is installed, run against the torch outputs.
+    None (and a note) when onnx is not installed or the export fails: it is an optional extra.
+    """
     try:
-        import onnx  # noqa: F401
+        import onnx
     except ImportError:
         print("[prunelab.export] onnx is not installed: no ONNX file written (pip install onnx)")
         return None
     try:
-        torch.onnx.export(net, (example,), str(path), input_names=["input"],
-                          output_names=["logits"], dynamic_axes={"input": {0: "batch"}},
-                          dynamo=False)
+        with warnings.catch_warnings():  # the tracer's notes on Python-side branches
+            warnings.simplefilter("ignore")
+            torch.onnx.export(net, (example,), str(path), input_names=["input"],
+                              output_names=["logits"], dynamic_axes={"input": {0: "batch"}},
+                              dynamo=False)
+        onnx.checker.check_model(str(path))
     except Exception as err:  # optional output: never lose the artifact over it
         print(f"[prunelab.export] ONNX export failed, skipped: {type(err).__name__}: "
               f"{str(err).splitlines()[0][:160] if str(err) else ''}")
+        path.unlink(missing_ok=True)
         return None
-    return str(path)
+    info: dict[str, Any] = {"path": str(path), "bytes": path.stat().st_size}
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return info
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    batch = torch.cat([example] * 4)
+    got = session.run(None, {"input": batch.numpy()})[0]
+    with torch.no_grad():
+        info["max_abs_diff_onnxruntime"] = float(abs(got - net(batch).numpy()).max())
+    return info
 
 
 def export_run(run_dir: Path, encodings: list[str], out: Path | None = None,
