@@ -55,11 +55,12 @@ class SparseLinear(nn.Module):
 class SparseConv2d(nn.Module):
     """``nn.Conv2d`` (groups=1) as CSR weight ``[out, in·kh·kw]`` × im2col ``[in·kh·kw, N·oh·ow]``.
 
-    The output is returned as an NCHW view of ``[out, N, oh, ow]`` memory; the ops after a
-    convolution (pooling, activations, flatten) accept any strides.
+    The product is ``[out, N·oh·ow]``; it is returned as an NCHW view of that memory
+    (``channels_last=False``, no copy) or copied to channels_last memory, which pooling and
+    activations after the convolution handle faster (``channels_last=True``).
     """
 
-    def __init__(self, conv: nn.Conv2d) -> None:
+    def __init__(self, conv: nn.Conv2d, channels_last: bool = False) -> None:
         super().__init__()
         if conv.groups != 1 or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
             raise ValueError("SparseConv2d supports groups=1, zero padding given as numbers")
@@ -68,11 +69,14 @@ class SparseConv2d(nn.Module):
         self.padding, self.dilation = conv.padding, conv.dilation
         self.weight = _csr(conv.weight.reshape(conv.out_channels, -1))
         self.bias = None if conv.bias is None else conv.bias.detach().clone()
+        self.channels_last = channels_last
 
     def im2col(self, x: Tensor) -> tuple[Tensor, int, int]:
         ph, pw = self.padding
         if ph or pw:
             x = F.pad(x, (pw, pw, ph, ph))
+        if x.stride(-1) != 1:  # channels_last: gather from NCHW (a copy far smaller than im2col)
+            x = x.contiguous()
         n, c, h, w = x.shape
         (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
         oh, ow = (h - dh * (kh - 1) - 1) // sh + 1, (w - dw * (kw - 1) - 1) // sw + 1
@@ -87,23 +91,35 @@ class SparseConv2d(nn.Module):
             y = self.weight @ cols
         else:
             y = torch.addmm(self.bias.unsqueeze(1), self.weight, cols)
-        return y.view(self.out_channels, x.shape[0], oh, ow).permute(1, 0, 2, 3)
+        n = x.shape[0]
+        if self.channels_last:
+            return y.t().contiguous().view(n, oh, ow, self.out_channels).permute(0, 3, 1, 2)
+        return y.view(self.out_channels, n, oh, ow).permute(1, 0, 2, 3)
 
     def extra_repr(self) -> str:
         return (f"out_channels={self.out_channels}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}, padding={self.padding}, nnz={self.weight.values().numel()}")
+                f"stride={self.stride}, padding={self.padding}, nnz={self.weight.values().numel()}, "
+                f"channels_last={self.channels_last}")
 
 
-def to_sparse_layer(module: nn.Module) -> nn.Module | None:
+def to_sparse_layer(module: nn.Module, channels_last: bool = False) -> nn.Module | None:
     """The sparse-kernel equivalent of a Linear/Conv2d, or None where there is none."""
     if isinstance(module, nn.Linear):
         return SparseLinear(module)
     if isinstance(module, nn.Conv2d):
         try:
-            return SparseConv2d(module)
+            return SparseConv2d(module, channels_last)
         except ValueError:
             return None
     return None
+
+
+def sparse_options(module: nn.Module) -> list[nn.Module]:
+    """Every sparse-kernel version of a layer worth timing (both output layouts for a conv)."""
+    first = to_sparse_layer(module)
+    if first is None:
+        return []
+    return [first, SparseConv2d(module, True)] if isinstance(first, SparseConv2d) else [first]
 
 
 def median_ms(fn: Callable[[], Any], repeats: int = 20, warmup: int = 3) -> float:
@@ -136,13 +152,18 @@ def paired_ms(a: Callable[[], Any], b: Callable[[], Any], repeats: int = 20
 
 @dataclass
 class LayerChoice:
+    """One layer's measurements (ms) and the choice made for it."""
+
     name: str
     kind: str
     density: float
-    dense_ms: float
-    sparse_ms: float | None
-    max_abs_diff: float | None
+    dense_ms: float  # the layer alone, dense, on its own input
+    sparse_ms: float | None  # the layer alone, sparse kernel (best option)
+    max_abs_diff: float | None  # sparse vs dense output of the layer
+    model_dense_ms: float | None  # whole network with this layer dense ...
+    model_sparse_ms: float | None  # ... and with it sparse (the earlier choices in place)
     sparse: bool
+    layout: str | None = None  # a sparse conv's output memory: "channels_last" or "cnhw"
 
 
 def layer_inputs(net: nn.Module, example: Tensor) -> dict[str, Tensor]:
@@ -164,39 +185,61 @@ def sparsify(net: nn.Module, example: Tensor, repeats: int = 20, max_density: fl
              atol: float = 1e-5, force: bool = False) -> tuple[nn.Module, list[LayerChoice]]:
     """A copy of ``net`` whose pruned layers run on sparse kernels where that is faster.
 
-    Each Linear/Conv2d with at most ``max_density`` non-zero weights is timed dense and sparse
-    on its own input from ``example`` (alternately, ``repeats`` times); it switches when the
-    sparse median is lower and its output matches the dense layer's (``torch.allclose`` with
-    ``atol`` and ``rtol=atol``: the sums run in another order).
-    Masks must be folded into the weights (``prune.remove``); the choice holds for the
-    batch size of ``example``. ``force``: switch every layer that has a sparse version and
-    matches, whatever the timing.
+    Every Linear/Conv2d with at most ``max_density`` non-zero weights is a candidate if its
+    sparse version matches the dense layer on its input from ``example`` (``torch.allclose``
+    with ``atol`` and ``rtol=atol``: the sums run in another order). Candidates are decided in
+    forward order by timing the **whole network** on ``example`` (alternately, ``repeats``
+    times) with the layer dense and with each sparse option: a layer switches only if the
+    network gets faster, so the layouts a sparse layer leaves for the ops after it (pooling,
+    activations) are paid for in the decision, and the result is never slower than the dense
+    network as measured. Masks must be folded into the weights (``prune.remove``); the choice
+    holds for the batch size and memory format of ``example``. ``force``: switch every
+    candidate (first option), whatever the timing.
     """
     out = copy.deepcopy(net).eval()
     inputs = layer_inputs(out, example)
     choices = []
+
+    def whole() -> None:
+        out(example)
+
     for name, module in list(out.named_modules()):
         if name not in inputs:
             continue
         x = inputs[name]
         w = module.weight
         density = float((w != 0).sum()) / w.numel()
-        sparse = to_sparse_layer(module) if density <= max_density else None
-        dense_ms = sparse_ms = diff = None
-        close = False
-        if sparse is not None:
-            got, ref = sparse(x), module(x)
-            diff = float((got - ref).abs().max())
-            close = torch.allclose(got, ref, rtol=atol, atol=atol)
-            dense_ms, sparse_ms = paired_ms(lambda m=module, x=x: m(x),
-                                            lambda m=sparse, x=x: m(x), repeats)
-        else:
-            dense_ms = median_ms(lambda m=module, x=x: m(x), repeats)
-        use = sparse is not None and close and (force or sparse_ms < dense_ms)
-        if use:
-            _replace(out, name, sparse)
+        options = sparse_options(module) if density <= max_density else []
+        diff = None
+        matching = []
+        for option in options:
+            got, ref = option(x), module(x)
+            diff = float((got - ref).abs().max()) if diff is None else diff
+            if torch.allclose(got, ref, rtol=atol, atol=atol):
+                matching.append(option)
+        dense_ms = median_ms(lambda m=module, x=x: m(x), repeats)
+        sparse_ms = model_dense = model_sparse = None
+        best: nn.Module = module
+        if matching:
+            sparse_ms = min(median_ms(lambda m=o, x=x: m(x), repeats) for o in matching)
+            if force:
+                best = matching[0]
+            else:
+                for option in matching:  # the network as it stands vs this layer switched
+                    t_best, t_opt = paired_ms(
+                        lambda b=best, n=name: (_replace(out, n, b), whole()),
+                        lambda o=option, n=name: (_replace(out, n, o), whole()), repeats)
+                    model_dense = t_best if model_dense is None else model_dense
+                    if t_opt < t_best:
+                        best, model_sparse = option, t_opt
+                    elif model_sparse is None:
+                        model_sparse = t_opt
+        _replace(out, name, best)
+        layout = None
+        if isinstance(best, SparseConv2d):
+            layout = "channels_last" if best.channels_last else "cnhw"
         choices.append(LayerChoice(name, type(module).__name__, density, dense_ms, sparse_ms,
-                                   diff, use))
+                                   diff, model_dense, model_sparse, best is not module, layout))
     return out, choices
 
 
