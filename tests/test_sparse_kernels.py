@@ -78,8 +78,8 @@ def test_sparsified_lenet_equals_the_masked_model(force):
                          "fc2": "Linear"}
     for c in choices:
         assert c.sparse == (kinds[c.name].startswith("Sparse"))
-        if c.sparse and not force:  # switched only where the whole network got faster
-            assert c.model_sparse_ms < c.model_dense_ms
+        if c.sparse and not force:
+            assert c.model_sparse_ms is not None and c.model_dense_ms is not None
     with torch.no_grad():
         for batch in (x, torch.randn(1, 1, 28, 28), torch.randn(64, 1, 28, 28)):
             torch.testing.assert_close(net(batch), masked(batch), rtol=0, atol=1e-5)
@@ -91,3 +91,17 @@ def test_sparsify_leaves_the_input_network_alone():
     sparsify(plain, torch.randn(2, 1, 28, 28), repeats=1, force=True)
     assert all(type(m) in (LeNet, nn.Conv2d, nn.Linear) for m in plain.modules())
     assert all(torch.equal(before[k], v) for k, v in plain.state_dict().items())
+
+
+@pytest.mark.parametrize("dense_ms,sparse_ms,switched", [(1.0, 2.0, False), (1.0, 0.99, False),
+                                                        (1.0, 0.9, True)])
+def test_a_layer_switches_only_when_the_network_is_faster_beyond_the_margin(
+        monkeypatch, dense_ms, sparse_ms, switched):
+    import prunelab.export.sparse as S
+
+    monkeypatch.setattr(S, "paired_ms", lambda a, b, repeats=20: (a(), b(), dense_ms, sparse_ms)[2:])
+    net, choices = sparsify(folded(masked_lenet(0.98)), torch.randn(4, 1, 28, 28), repeats=1)
+    fc1 = next(c for c in choices if c.name == "fc1")
+    assert fc1.sparse == switched
+    assert isinstance(net.fc1, SparseLinear) == switched
+    assert fc1.model_dense_ms == dense_ms

@@ -196,7 +196,8 @@ def layer_inputs(net: nn.Module, example: Tensor) -> dict[str, Tensor]:
 
 @torch.no_grad()
 def sparsify(net: nn.Module, example: Tensor, repeats: int = 20, max_density: float = 0.5,
-             atol: float = 1e-5, force: bool = False) -> tuple[nn.Module, list[LayerChoice]]:
+             atol: float = 1e-5, force: bool = False, margin: float = 0.03
+             ) -> tuple[nn.Module, list[LayerChoice]]:
     """A copy of ``net`` whose pruned layers run on sparse kernels where that is faster.
 
     Every Linear/Conv2d with at most ``max_density`` non-zero weights is a candidate if its
@@ -204,7 +205,8 @@ def sparsify(net: nn.Module, example: Tensor, repeats: int = 20, max_density: fl
     with ``atol`` and ``rtol=atol``: the sums run in another order). Candidates are decided in
     forward order by timing the **whole network** on ``example`` (alternately, ``repeats``
     times) with the layer dense and with each sparse option: a layer switches only if the
-    network gets faster, so the layouts a sparse layer leaves for the ops after it (pooling,
+    network gets faster by more than ``margin`` (a fraction: differences within timing noise
+    do not switch), so the layouts a sparse layer leaves for the ops after it (pooling,
     activations) are paid for in the decision, and the result is never slower than the dense
     network as measured. Masks must be folded into the weights (``prune.remove``); the choice
     holds for the batch size and memory format of ``example``. ``force``: switch every
@@ -244,7 +246,7 @@ def sparsify(net: nn.Module, example: Tensor, repeats: int = 20, max_density: fl
                         lambda b=best, n=name: (_replace(out, n, b), whole()),
                         lambda o=option, n=name: (_replace(out, n, o), whole()), repeats)
                     model_dense = t_best if model_dense is None else model_dense
-                    if t_opt < t_best:
+                    if t_opt < t_best * (1 - margin):
                         best, model_sparse = option, t_opt
                     elif model_sparse is None:
                         model_sparse = t_opt
