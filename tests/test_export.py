@@ -329,3 +329,14 @@ def load_artifact_net(tmp_path: Path) -> torch.nn.Module:
 
     save(sparse_lenet(0.98), tmp_path / "m.plx", "int8")
     return load(tmp_path / "m.plx")
+
+
+def test_tensors_that_do_not_fit_the_network_are_named(tmp_path):
+    manifest = {"format": "prunelab-export", "encoding": "fp32",
+                "architecture": {"class": "prunelab.models.cnn.LeNet", "kwargs": {}},
+                "tensors": [{"name": "fc2.bias", "shape": [3], "dtype": "float32",
+                             "kind": "raw", "data": [0, 12]}]}
+    path = tmp_path / "partial.plx"
+    path.write_bytes(container.pack(manifest, b"\0" * 12))
+    with pytest.raises(CheckpointError, match=r"missing conv1.weight, .* \.\.\.; wrong shape fc2.bias"):
+        load(path)

@@ -159,9 +159,8 @@ def export_run(run_dir: Path, encodings: list[str], out: Path | None = None,
 
 def describe(path: Path) -> dict[str, Any]:
     """A checked artifact's summary: it loads, and what it holds."""
+    artifact.load(path)  # the whole check: decodes, builds and fits the network
     manifest, state = artifact.read(path)
-    net = artifact.build(manifest.get("architecture"), str(path))
-    net.load_state_dict(state)
     return {"artifact": str(path), "bytes": path.stat().st_size,
             "encoding": manifest.get("encoding"), "architecture": manifest["architecture"],
             "params_total": sum(t.numel() for t in state.values()),

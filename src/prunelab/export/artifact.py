@@ -121,9 +121,16 @@ def load(path: str | Path) -> nn.Module:
     """The network stored in the artifact at ``path``, weights decoded, in eval mode."""
     manifest, state = read(path)
     net = build(manifest.get("architecture"), str(path))
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as err:
-        raise CheckpointError(f"{path} does not fit {manifest['architecture']['class']}: "
-                              f"{str(err).splitlines()[0][:160]}") from None
+    expected = net.state_dict()
+    problems = {
+        "missing": [k for k in expected if k not in state],
+        "unexpected": [k for k in state if k not in expected],
+        "wrong shape": [k for k in expected
+                        if k in state and tuple(state[k].shape) != tuple(expected[k].shape)],
+    }
+    if any(problems.values()):
+        detail = "; ".join(f"{what} {', '.join(names[:4])}{' ...' if len(names) > 4 else ''}"
+                           for what, names in problems.items() if names)
+        raise CheckpointError(f"{path} does not fit {manifest['architecture']['class']}: {detail}")
+    net.load_state_dict(state)
     return net.eval()
