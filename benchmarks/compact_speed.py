@@ -1,10 +1,12 @@
 """Dense vs masked vs compacted LeNet: CPU latency at 50 % and 75 % filter sparsity.
 
     .venv/bin/python benchmarks/compact_speed.py [--quick] [--threads N] [--min-run-time S]
+        [--round-to K]
 
 Masks come from ``prunelab.pruning.methods.ln_structured`` (dim 0: whole conv filters / fc
 neurons) on conv1, conv2 and fc1, applied with ``torch.nn.utils.prune.custom_from_mask``; the
-classifier fc2 stays dense. Weights are random (latency does not depend on the values). Each
+classifier fc2 stays dense; ``--round-to K`` keeps a multiple of K slices per layer (as
+``pruning.round_to``). Weights are random (latency does not depend on the values). Each
 figure is ``prunelab.pruning.latency.measure_latency``'s (``torch.utils.benchmark.Timer``:
 warm-up, then the median of 7 timed blocks), the best of ``--rounds`` interleaved rounds (dense, masked, compact, dense, ...), since a shared
 machine only ever adds time.
@@ -49,12 +51,13 @@ MODES = {"eager": {}, "channels_last": {"channels_last": True},
          "compile": {"channels_last": True, "compile": True}}
 
 
-def masked_lenet(amount: float, seed: int = 0) -> LeNet:
+def masked_lenet(amount: float, seed: int = 0, round_to: int | None = None) -> LeNet:
     torch.manual_seed(seed)
     net = LeNet()
     for name in ("conv1", "conv2", "fc1"):
         module = net.get_submodule(name)
-        prune.custom_from_mask(module, "weight", ln_structured(module.weight, amount))
+        prune.custom_from_mask(module, "weight",
+                               ln_structured(module.weight, amount, round_to=round_to))
     return net.eval()
 
 
@@ -102,6 +105,8 @@ def main() -> None:
     parser.add_argument("--min-run-time", type=float, default=None,
                         help="seconds of timing per model and batch size (default 1.0)")
     parser.add_argument("--amounts", default="0.5,0.75")
+    parser.add_argument("--round-to", type=int, default=None,
+                        help="keep a multiple of this many filters/neurons (pruning.round_to)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="interleaved timing rounds; the best round is kept (default 3)")
     parser.add_argument("--pairs", type=int, default=40,
@@ -114,13 +119,13 @@ def main() -> None:
     min_run_time = args.min_run_time or (0.2 if args.quick else 1.0)
     print(f"# compact_speed  torch {torch.__version__}  {platform.machine()}  "
           f"{torch.get_num_threads()} threads  min_run_time {min_run_time}s  "
-          f"modes {args.modes}  "
+          f"modes {args.modes}  round_to {args.round_to}  "
           f"{time.strftime('%Y-%m-%d %H:%M')}")
     example = torch.randn(1, 1, 28, 28)
     check = torch.randn(64, 1, 28, 28)
     ok = True
     for amount in (float(a) for a in args.amounts.split(",")):
-        masked = masked_lenet(amount)
+        masked = masked_lenet(amount, round_to=args.round_to)
         dense = fold_masks(clone_module(masked))
         torch.manual_seed(0)
         t0 = time.perf_counter()

@@ -78,6 +78,7 @@ class PruningConf:
     # validation batches behind each step's val_acc_after (null: all, 0: none)
     eval_batches: int | None = 1
     compact: bool = False  # after the test: physically remove zeroed filters, measure latency
+    round_to: int | None = None  # structured methods: keep a multiple of k filters/neurons
     method: MethodConf = field(default_factory=MethodConf)
     targets: TargetsConf = field(default_factory=TargetsConf)
 

@@ -138,6 +138,7 @@ def make_callback(cfg: DictConfig) -> PruningCallback | None:
         rewind_epoch=p.rewind_epoch,
         make_permanent=p.make_permanent,
         eval_batches=p.eval_batches,
+        round_to=p.get("round_to"),
     )
 
 

@@ -1,7 +1,18 @@
 """Networks (plain ``nn.Module``) and the LightningModule that trains them."""
 
+from typing import Any
+
 from prunelab.models.cnn import LeNet
-from prunelab.models.system import ClassifierSystem
 from prunelab.models.text import TextClassifier
 
 __all__ = ["ClassifierSystem", "LeNet", "TextClassifier"]
+
+
+def __getattr__(name: str) -> Any:
+    # the training system imports Lightning; the plain networks (and loading an exported
+    # artifact) must not need it
+    if name == "ClassifierSystem":
+        from prunelab.models.system import ClassifierSystem
+
+        return ClassifierSystem
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -50,6 +50,7 @@ class PruningCallback(L.Callback):
             validation batches (``None``: all that ``limit_val_batches`` allows; 0: not
             measured). A whole validation pass per step would cost more than the pruning does.
         custom: a ``torch.nn.utils.prune.BasePruningMethod`` to use instead of ``method``.
+        round_to: structured methods keep a multiple of this many slices per tensor (None: off).
     """
 
     def __init__(
@@ -68,6 +69,7 @@ class PruningCallback(L.Callback):
         custom: prune.BasePruningMethod | None = None,
         verbose: bool = True,
         eval_batches: int | None = 1,
+        round_to: int | None = None,
     ) -> None:
         super().__init__()
         self.plan = [s if isinstance(s, PruneStep) else PruneStep(int(s[0]), float(s[1])) for s in plan]
@@ -80,6 +82,7 @@ class PruningCallback(L.Callback):
         if self.spec is not None and self.spec.structured and scope == "global":
             raise ConfigError(f"method {method!r} is structured and layer-wise; scope=global is not valid")
         self.n, self.dim = n, dim
+        self.round_to = M.check_round_to(round_to, method if custom is None else None)
         self.target_args = dict(targets or {})
         self.seed = seed
         self.grad_batches = grad_batches
@@ -263,6 +266,7 @@ class PruningCallback(L.Callback):
         new_masks = M.compute_masks(
             self.method, weights, target, masks=masks or None, stats=stats, scope=self.scope,
             n=self.n, dim=self.dim, generator=self.generator, custom=self.custom,
+            round_to=self.round_to,
         )
         for t in self.targets:
             _apply_mask(t, new_masks[t.name])

@@ -42,6 +42,7 @@ __all__ = [
     "METHODS",
     "MethodSpec",
     "accumulate_grad_stats",
+    "check_round_to",
     "compute_masks",
     "fisher",
     "fisher_score",
@@ -53,6 +54,7 @@ __all__ = [
     "n_to_prune",
     "random_structured",
     "random_unstructured",
+    "round_kept",
     "sparsity",
     "structured_mask",
     "taylor",
@@ -87,6 +89,33 @@ def validate_amount(amount: object) -> float:
 def n_to_prune(amount: float, n: int) -> int:
     """Number of entries/slices that ``amount`` of ``n`` means: ``round(amount * n)`` as torch."""
     return round(validate_amount(amount) * n)
+
+
+def check_round_to(round_to: object, method: str | None = None) -> int | None:
+    """``round_to`` as a positive int (or None); ConfigError for a bad value or an unstructured method."""
+    if round_to is None:
+        return None
+    if isinstance(round_to, bool) or not isinstance(round_to, numbers.Integral) or round_to < 1:
+        raise ConfigError(f"pruning.round_to={round_to!r} must be a positive integer or null (off)")
+    spec = METHODS.get(method) if method is not None else None
+    if spec is not None and not spec.structured:
+        structured = ", ".join(m for m, s in METHODS.items() if s.structured)
+        raise ConfigError(f"pruning.round_to applies to structured methods ({structured}), "
+                          f"not {method!r}; drop it or pick a structured method")
+    return int(round_to)
+
+
+def round_kept(n_keep: int, n_slices: int, round_to: int | None) -> int:
+    """Slices to keep when their count must be a multiple of ``round_to``.
+
+    The smallest multiple at or above ``n_keep`` (sparsity never exceeds the target), at least
+    one multiple (a layer is never emptied), capped at ``n_slices`` (a layer smaller than
+    ``round_to`` stays whole). Hardware and kernels run fastest on channel counts that are
+    multiples of their vector width; ragged counts waste part of each vector.
+    """
+    if not round_to or round_to <= 1:
+        return n_keep
+    return min(n_slices, max(round_to, -(-n_keep // round_to) * round_to))
 
 
 def sparsity(mask_or_tensor: torch.Tensor) -> float:
@@ -259,15 +288,17 @@ def _select_slices(
     like: torch.Tensor,
     mask: torch.Tensor | None,
     dtype: torch.dtype,
+    round_to: int | None = None,
 ) -> torch.Tensor:
     """Mask of ``like``'s shape zeroing whole slices along ``dim``.
 
     A slice counts as already pruned when the previous mask is all zero on it. The kept slices
     are the ``n_slices - k`` highest-scored surviving ones (``torch.topk(largest=True)`` as in
     torch's LnStructured). The result is multiplied by the previous mask (monotone).
+    ``round_to``: keep a multiple of it (:func:`round_kept`).
     """
     n_slices = like.shape[dim]
-    k = n_to_prune(amount, n_slices)
+    k = n_slices - round_kept(n_slices - n_to_prune(amount, n_slices), n_slices, round_to)
     device = like.device
     if mask is None:
         prev = torch.ones(like.shape, dtype=dtype, device=device)
@@ -300,12 +331,14 @@ def structured_mask(
     dim: int = 0,
     n: float = 2,
     mask: torch.Tensor | None = None,
+    round_to: int | None = None,
 ) -> torch.Tensor:
     """Zero whole slices along ``dim`` so that exactly ``round(amount * shape[dim])`` are zero.
 
     Slice importance is the L``n`` norm of the (masked) scores over all other dims: for a Conv2d
     weight ``[out, in, kh, kw]`` and ``dim=0`` whole output filters go, for a Linear weight
     ``[out, in]`` whole output neurons. Slices already all-zero in ``mask`` count first.
+    With ``round_to`` the kept count is rounded up to a multiple of it (:func:`round_kept`).
     """
     if scores.ndim < 2:
         raise ConfigError(
@@ -320,7 +353,8 @@ def structured_mask(
     s = scores.detach()
     if mask is not None:
         s = s * (mask.detach().to(s.device) != 0).to(s.dtype)
-    return _select_slices(_slice_importance(s, dim, order), amount, dim, scores, mask, dtype)
+    return _select_slices(_slice_importance(s, dim, order), amount, dim, scores, mask, dtype,
+                          round_to)
 
 
 def global_unstructured_masks(
@@ -403,10 +437,12 @@ def ln_structured(
     n: float = 2,
     dim: int = 0,
     mask: torch.Tensor | None = None,
+    round_to: int | None = None,
 ) -> torch.Tensor:
     """Zero the whole slices along ``dim`` with the lowest L``n`` norm of the masked weight."""
     _check_mask(mask, weight, "weight")
-    return _like(structured_mask(magnitude(weight), amount, dim=dim, n=n, mask=mask), weight)
+    return _like(structured_mask(magnitude(weight), amount, dim=dim, n=n, mask=mask,
+                                 round_to=round_to), weight)
 
 
 def random_structured(
@@ -415,6 +451,7 @@ def random_structured(
     dim: int = 0,
     mask: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    round_to: int | None = None,
 ) -> torch.Tensor:
     """Zero random whole slices along ``dim``; one CPU draw per slice from ``generator``."""
     if weight.ndim < 2:
@@ -426,7 +463,7 @@ def random_structured(
     dim = _norm_dim(dim, weight.ndim)
     validate_amount(amount)
     slice_scores = _cpu_rand((weight.shape[dim],), generator).to(weight.device)
-    m = _select_slices(slice_scores, amount, dim, weight, mask, _float_dtype(weight))
+    m = _select_slices(slice_scores, amount, dim, weight, mask, _float_dtype(weight), round_to)
     return _like(m, weight)
 
 
@@ -531,13 +568,16 @@ def compute_masks(
     dim: int = 0,
     generator: torch.Generator | None = None,
     custom: torch_prune.BasePruningMethod | None = None,
+    round_to: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """New masks for ``weights`` (name -> tensor) at target sparsity ``amount``.
 
     ``masks`` are the current masks (missing names = dense), ``stats`` the per-name gradient
     statistics from :func:`accumulate_grad_stats` (taylor, fisher), ``scope`` ``"layer"`` or
     ``"global"`` (default: the method's), ``n``/``dim`` the norm order and slice dim of
-    structured methods, ``generator`` the seeded CPU generator of random methods.
+    structured methods, ``generator`` the seeded CPU generator of random methods,
+    ``round_to`` (structured methods only) a multiple that every tensor's kept slice count is
+    rounded up to (:func:`round_kept`).
 
     ``custom``: a ``torch.nn.utils.prune.BasePruningMethod`` instance; then ``method`` and
     ``amount`` are ignored and ``custom.compute_mask(weight, default_mask)`` is called per
@@ -569,6 +609,7 @@ def compute_masks(
             f"{', '.join(spec.scopes)}{hint}"
         )
     validate_amount(amount)
+    round_to = check_round_to(round_to, method)
     if spec.structured:
         for name in sorted(weights):
             if weights[name].ndim < 2:
@@ -596,13 +637,14 @@ def compute_masks(
         scores = {name: drawn[name] for name in weights}
     elif method == "ln_structured":
         return {
-            name: ln_structured(w, amount, n=n, dim=dim, mask=masks.get(name))
+            name: ln_structured(w, amount, n=n, dim=dim, mask=masks.get(name), round_to=round_to)
             for name, w in weights.items()
         }
     elif method == "random_structured":
         out = {
             name: random_structured(
-                weights[name], amount, dim=dim, mask=masks.get(name), generator=generator
+                weights[name], amount, dim=dim, mask=masks.get(name), generator=generator,
+                round_to=round_to,
             )
             for name in sorted(weights)
         }

@@ -1,0 +1,10 @@
+"""Compressed, self-contained artifacts of pruned networks (``python -m prunelab.export``).
+
+``load(path)`` returns the plain network with its weights; it needs neither Lightning nor
+Hydra and never unpickles anything.
+"""
+
+from prunelab.export.artifact import NETWORKS, decode, encode, load, read, save
+from prunelab.export.codecs import ENCODINGS
+
+__all__ = ["ENCODINGS", "NETWORKS", "decode", "encode", "load", "read", "save"]

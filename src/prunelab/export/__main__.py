@@ -1,0 +1,203 @@
+"""``python -m prunelab.export <run dir> [--encoding E ...]``: ship a finished run's model.
+
+For each encoding, writes ``<run>/export/<encoding>/model.plx`` (one self-contained compressed
+file), loads it back with :func:`prunelab.export.load`, measures its test accuracy on the run's
+test set and writes ``export.json`` beside it; ``model.onnx`` too when ``onnx`` is installed.
+``python -m prunelab.export <file.plx>`` checks an artifact and prints its manifest summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunelab.errors import ConfigError, PrunelabError
+from prunelab.export import artifact, codecs
+
+DEFAULT_ENCODINGS = ("kmeans5",)
+ARTIFACT = "model.plx"
+REPORT = "export.json"
+
+
+def finished_run(run_dir: Path) -> tuple[Path, Any]:
+    """(final_model.pt, the run's config) of a run that finished; PrunelabError otherwise."""
+    from omegaconf import OmegaConf
+
+    if not (run_dir / ".hydra" / "config.yaml").exists():
+        raise PrunelabError(f"{run_dir} is not a prunelab run directory (no .hydra/config.yaml)")
+    final = run_dir / "final_model.pt"
+    if not final.exists() or not (run_dir / "results.json").exists():
+        raise PrunelabError(
+            f"{run_dir} has no finished model (final_model.pt and results.json are written at the "
+            "end of training): relaunch the run's command to resume and finish it")
+    return final, OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+
+
+def network_kwargs(cfg: Any) -> dict[str, Any]:
+    """The network's constructor arguments from the run's config (``model.net`` minus target)."""
+    from omegaconf import OmegaConf
+
+    kwargs = OmegaConf.to_container(cfg.model.net, resolve=True)
+    kwargs.pop("_target_", None)
+    return kwargs
+
+
+def test_loader(cfg: Any, data_dir: str | None) -> Any:
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    if data_dir:
+        cfg.data_dir = data_dir
+    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+    data_cfg.pop("name", None)
+    datamodule = instantiate(data_cfg)
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    return datamodule.test_dataloader()
+
+
+def export_onnx(net: nn.Module, example: torch.Tensor, path: Path) -> dict[str, Any] | None:
+    """ONNX of the decoded network beside the artifact (batch dimension dynamic), checked with
+    ``onnx.checker`` and, where onnxruntime is installed, run against the torch outputs.
+    None (and a note) when onnx is not installed or the export fails: it is an optional extra.
+    """
+    try:
+        import onnx
+    except ImportError:
+        print("[prunelab.export] onnx is not installed: no ONNX file written (pip install onnx)")
+        return None
+    try:
+        with warnings.catch_warnings():  # the tracer's notes on Python-side branches
+            warnings.simplefilter("ignore")
+            torch.onnx.export(net, (example,), str(path), input_names=["input"],
+                              output_names=["logits"], dynamic_axes={"input": {0: "batch"}},
+                              dynamo=False)
+        onnx.checker.check_model(str(path))
+    except Exception as err:  # optional output: never lose the artifact over it
+        print(f"[prunelab.export] ONNX export failed, skipped: {type(err).__name__}: "
+              f"{str(err).splitlines()[0][:160] if str(err) else ''}")
+        path.unlink(missing_ok=True)
+        return None
+    info: dict[str, Any] = {"path": str(path), "bytes": path.stat().st_size}
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return info
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    batch = torch.cat([example] * 4)
+    got = session.run(None, {"input": batch.numpy()})[0]
+    with torch.no_grad():
+        info["max_abs_diff_onnxruntime"] = float(abs(got - net(batch).numpy()).max())
+    return info
+
+
+def export_run(run_dir: Path, encodings: list[str], out: Path | None = None,
+               data_dir: str | None = None, evaluate: bool = True) -> list[dict[str, Any]]:
+    """Export a finished run in each encoding; return the export.json records."""
+    from prunelab.evaluate import evaluate as eval_net
+    from prunelab.evaluate import load_plain_model
+
+    for enc in encodings:
+        codecs.check_encoding(enc)
+    final, cfg = finished_run(run_dir)
+    net, _ = load_plain_model(run_dir)
+    kwargs = network_kwargs(cfg)
+    results = json.loads((run_dir / "results.json").read_text())
+    binary = cfg.model.get("task") == "binary"
+    loader = test_loader(cfg, data_dir) if evaluate else None
+    source_acc = eval_net(net, loader, binary)["test_acc"] if loader is not None else None
+    state = net.state_dict()
+    records = []
+    for enc in encodings:
+        folder = (out or run_dir / "export") / enc
+        path = folder / ARTIFACT
+        size = artifact.save(net, path, enc, kwargs, metadata={
+            "run": str(run_dir.resolve()), "model": cfg.model.name, "data": cfg.data.name,
+            "method": results.get("method"), "amount": results.get("amount"),
+            "run_test_acc": results.get("test_acc")})
+        loaded = artifact.load(path)  # everything below is measured from the file
+        manifest, decoded = artifact.read(path)
+        record: dict[str, Any] = {
+            "artifact": str(path),
+            "encoding": enc,
+            "artifact_bytes": size,
+            "dense_bytes": artifact.dense_bytes(state),
+            "state_dict_file_bytes": final.stat().st_size,
+            "ratio": artifact.dense_bytes(state) / size,
+            "params_total": sum(t.numel() for t in decoded.values()),
+            "params_nonzero": sum(int((t != 0).sum()) for t in decoded.values()),
+            "max_abs_weight_error": max(float((decoded[k].float() - v.float()).abs().max())
+                                        for k, v in state.items() if v.numel()),
+            "tensors": [{k: e.get(k) for k in ("name", "shape", "kind", "nnz", "positions")}
+                        for e in manifest["tensors"]],
+            "source_test_acc": source_acc,
+            "run_test_acc": results.get("test_acc"),
+            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "versions": {"torch": torch.__version__},
+        }
+        if loader is not None:
+            measured = eval_net(loaded, loader, binary)
+            record.update(test_acc=measured["test_acc"], test_error=1 - measured["test_acc"],
+                          test_samples=measured["test_samples"])
+            example = next(iter(loader))[0][:1]
+            record["onnx"] = export_onnx(loaded, example, folder / "model.onnx")
+        (folder / REPORT).write_text(json.dumps(record, indent=2) + "\n")
+        acc = f", test_acc {record['test_acc']:.4f}" if "test_acc" in record else ""
+        print(f"[prunelab.export] {path}: {size} bytes ({record['ratio']:.1f}x smaller than "
+              f"the dense state dict){acc}")
+        records.append(record)
+    return records
+
+
+def describe(path: Path) -> dict[str, Any]:
+    """A checked artifact's summary: it loads, and what it holds."""
+    artifact.load(path)  # the whole check: decodes, builds and fits the network
+    manifest, state = artifact.read(path)
+    return {"artifact": str(path), "bytes": path.stat().st_size,
+            "encoding": manifest.get("encoding"), "architecture": manifest["architecture"],
+            "params_total": sum(t.numel() for t in state.values()),
+            "params_nonzero": sum(int((t != 0).sum()) for t in state.values()),
+            "metadata": manifest.get("metadata")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m prunelab.export", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("path", help="a finished run directory (or an artifact file to check)")
+    parser.add_argument("--encoding", action="append", metavar="E",
+                        help=f"repeatable; one of {', '.join(codecs.ENCODINGS)}, or 'all' "
+                             f"(default: {', '.join(DEFAULT_ENCODINGS)})")
+    parser.add_argument("--out", help="folder for the artifacts (default: <run>/export)")
+    parser.add_argument("--data-dir", help="where the data sets are (default: the run's data_dir)")
+    parser.add_argument("--no-eval", action="store_true", help="skip the test-set evaluation")
+    args = parser.parse_args(argv)
+    try:
+        path = Path(args.path)
+        if path.is_file():
+            print(json.dumps(describe(path), indent=2))
+            return 0
+        if not path.is_dir():
+            raise PrunelabError(f"{path} does not exist: give a finished run directory or a .plx file")
+        encodings = args.encoding or list(DEFAULT_ENCODINGS)
+        if "all" in encodings:
+            encodings = list(codecs.ENCODINGS)
+        for enc in encodings:
+            codecs.check_encoding(enc)
+        export_run(path, encodings, Path(args.out) if args.out else None, args.data_dir,
+                   evaluate=not args.no_eval)
+    except (PrunelabError, ConfigError) as err:
+        print(f"prunelab.export: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,342 @@
+"""The compressed artifact: exact round trips, bounded quantisation error, refusal of bad files."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from prunelab.errors import CheckpointError, ConfigError
+from prunelab.export import ENCODINGS, codecs, container, decode, encode, load
+from prunelab.export import __main__ as cli
+from prunelab.models import LeNet, TextClassifier
+
+from conftest import ROOT, TINY
+
+KMEANS = [e for e in ENCODINGS if e.startswith("kmeans")]
+
+
+def sparse_lenet(sparsity: float = 0.95, seed: int = 0) -> LeNet:
+    """A LeNet whose weights (not biases) have ``sparsity`` zeros, as after pruning."""
+    torch.manual_seed(seed)
+    net = LeNet()
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if name.endswith("weight"):
+                p.mul_((torch.rand_like(p) >= sparsity).float())
+    return net
+
+
+def roundtrip(net: torch.nn.Module, encoding: str) -> dict[str, torch.Tensor]:
+    _, state = decode(encode(net, encoding))
+    return state
+
+
+def test_fp32_is_lossless_and_keeps_dtypes():
+    net = sparse_lenet(0.9)
+    state = roundtrip(net, "fp32")
+    for name, t in net.state_dict().items():
+        assert state[name].dtype == t.dtype and torch.equal(state[name], t), name
+
+
+@pytest.mark.parametrize("encoding", ["int8", *KMEANS])
+def test_quantised_encodings_keep_zeros_and_biases_exact(encoding):
+    net = sparse_lenet(0.95)
+    state = roundtrip(net, encoding)
+    for name, t in net.state_dict().items():
+        if name.endswith("bias"):
+            assert torch.equal(state[name], t), name
+        else:
+            assert torch.all(state[name][t == 0] == 0), f"{name}: a pruned weight came back"
+
+
+def test_int8_error_is_at_most_half_a_step_per_channel():
+    net = sparse_lenet(0.5)
+    state = roundtrip(net, "int8")
+    for name, t in net.state_dict().items():
+        if not name.endswith("weight"):
+            continue
+        for c in range(t.shape[0]):
+            nz = t[c][t[c] != 0]
+            step = float(nz.max() - nz.min()) / 255
+            err = float((state[name][c][t[c] != 0] - nz).abs().max())
+            assert err <= step / 2 * 1.001 + 1e-7, (name, c, err, step)
+
+
+@pytest.mark.parametrize("encoding", KMEANS)
+def test_kmeans_shares_at_most_2_to_the_bits_values_each_the_nearest(encoding):
+    bits = codecs.kmeans_bits(encoding)
+    net = sparse_lenet(0.9)
+    state = roundtrip(net, encoding)
+    for name, t in net.state_dict().items():
+        if not name.endswith("weight"):
+            continue
+        mask = t != 0
+        got = state[name][mask]
+        book = torch.unique(got)
+        assert len(book) <= 2 ** bits
+        # every non-zero became the shared value nearest to it
+        nearest = book[(t[mask].unsqueeze(1) - book).abs().argmin(1)]
+        assert torch.allclose(got, nearest, atol=1e-6), name
+        rel = float((got - t[mask]).norm() / t[mask].norm())
+        assert rel < {1: 0.7, 2: 0.35, 3: 0.2}.get(bits, 0.1), (name, rel)
+
+
+@pytest.mark.parametrize("density", [0.0, 0.001, 0.3, 0.97, 1.0])
+def test_positions_roundtrip_in_every_coding(density):
+    rng = np.random.default_rng(0)
+    mask = rng.random(200_003) < density
+    mask[[0, -1]] = density > 0  # first and last entries
+    coding, data, width = codecs.encode_positions(mask)
+    assert coding == ("all" if density == 1.0 else "index" if density < 0.01 else "bitmask")
+    idx = codecs.decode_positions(coding, data, mask.size, int(mask.sum()), width)
+    assert np.array_equal(idx, np.flatnonzero(mask))
+    for other in ("bitmask", "index"):  # the coding not chosen decodes too
+        if other == "bitmask":
+            raw, w = np.packbits(mask).tobytes(), 0
+        else:
+            gaps = np.diff(np.flatnonzero(mask), prepend=-1) - 1
+            w = max(1, (int(gaps.max(initial=0)).bit_length() + 7) // 8)
+            raw = codecs.shuffle(gaps, w)
+        assert np.array_equal(codecs.decode_positions(other, raw, mask.size, int(mask.sum()), w),
+                              np.flatnonzero(mask))
+
+
+def test_index_coding_spans_gaps_wider_than_two_bytes():
+    mask = np.zeros(300_000, dtype=bool)
+    mask[[5, 200_000, 299_999]] = True
+    coding, data, width = codecs.encode_positions(mask)
+    assert coding == "index" and width == 3
+    assert list(codecs.decode_positions(coding, data, mask.size, 3, width)) == [5, 200_000, 299_999]
+
+
+def test_text_model_roundtrip_and_load(tmp_path):
+    from prunelab.export import save
+
+    torch.manual_seed(0)
+    net = TextClassifier(vocab_size=50, embed_dim=8, hidden=6)
+    path = tmp_path / "text.plx"
+    save(net, path, "fp32", {"vocab_size": 50, "embed_dim": 8, "hidden": 6})
+    loaded = load(path)
+    ids = torch.randint(0, 52, (3, 7))
+    assert torch.equal(loaded(ids), net.eval()(ids))
+
+
+# ---------------------------------------------------------------------------- bad files
+
+@pytest.fixture
+def artifact_file(tmp_path: Path) -> Path:
+    from prunelab.export import save
+
+    path = tmp_path / "model.plx"
+    save(sparse_lenet(0.98), path, "kmeans4")
+    return path
+
+
+def test_load_gives_the_network_in_eval_mode(artifact_file):
+    net = load(artifact_file)
+    assert isinstance(net, LeNet) and not net.training
+    assert net(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("keep", [0, 5, container.HEADER_BYTES, -1])
+def test_truncated_artifact_is_named_truncated(artifact_file, keep):
+    data = artifact_file.read_bytes()
+    artifact_file.write_bytes(data[:keep] if keep >= 0 else data[:-1])
+    with pytest.raises(CheckpointError, match="truncated|not a prunelab export") as err:
+        load(artifact_file)
+    if keep not in (0, 5):
+        assert "truncated" in str(err.value)
+
+
+def test_flipped_byte_fails_the_checksum(artifact_file):
+    data = bytearray(artifact_file.read_bytes())
+    data[len(data) // 2] ^= 0x40
+    artifact_file.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="checksum"):
+        load(artifact_file)
+
+
+def test_a_pickle_file_is_refused_unread(tmp_path, monkeypatch):
+    path = tmp_path / "final_model.pt"
+    torch.save(sparse_lenet().state_dict(), path)
+    calls = []
+    monkeypatch.setattr(pickle, "loads", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(torch, "load", lambda *a, **k: calls.append(a))
+    with pytest.raises(CheckpointError, match="not a prunelab export artifact"):
+        load(path)
+    assert calls == []
+
+
+def test_loading_never_unpickles(artifact_file, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("unpickling during load")
+
+    for name in ("load", "loads", "Unpickler"):
+        monkeypatch.setattr(pickle, name, refuse)
+    monkeypatch.setattr(torch, "load", refuse)
+    assert isinstance(load(artifact_file), LeNet)
+
+
+def test_a_foreign_class_in_the_manifest_is_refused(tmp_path):
+    manifest = {"format": "prunelab-export", "encoding": "fp32", "tensors": [],
+                "architecture": {"class": "os.system", "kwargs": {"command": "echo hi"}}}
+    path = tmp_path / "evil.plx"
+    path.write_bytes(container.pack(manifest, b""))
+    with pytest.raises(CheckpointError, match="'os.system'.*refusing"):
+        load(path)
+
+
+def test_a_section_outside_the_payload_is_corrupt(tmp_path):
+    manifest = {"format": "prunelab-export", "encoding": "fp32",
+                "architecture": {"class": "prunelab.models.cnn.LeNet", "kwargs": {}},
+                "tensors": [{"name": "fc2.bias", "shape": [10], "dtype": "float32",
+                             "kind": "raw", "data": [0, 40]}]}
+    path = tmp_path / "short.plx"
+    path.write_bytes(container.pack(manifest, b"\0" * 12))
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load(path)
+
+
+def test_unknown_encoding_and_foreign_network_are_refused():
+    with pytest.raises(ConfigError, match="'int4'.*valid: fp32, int8, kmeans8"):
+        encode(LeNet(), "int4")
+    with pytest.raises(ConfigError, match="prunelab's own networks"):
+        encode(torch.nn.Linear(2, 2), "fp32")
+
+
+def test_load_needs_neither_lightning_nor_hydra(artifact_file):
+    code = (
+        "import sys\n"
+        "for m in ('lightning', 'pytorch_lightning', 'hydra', 'omegaconf'):\n"
+        "    sys.modules[m] = None  # any import of them fails\n"
+        "import torch\n"
+        "from prunelab.export import load\n"
+        f"net = load({str(artifact_file)!r})\n"
+        "print(type(net).__name__, net(torch.zeros(1, 1, 28, 28)).shape[1])\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["LeNet", "10"]
+
+
+# ---------------------------------------------------------------------------- CLI on a real run
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_data, tmp_path_factory) -> Path:
+    """A tiny pruned MNIST run, trained by the real entry point (a few seconds)."""
+    run_dir = tmp_path_factory.mktemp("export_run") / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "prunelab", "pruning=one_shot", "pruning.amount=0.9",
+         "pruning.start_epoch=0", "pruning/method=global_magnitude", "trainer=fast",
+         "trainer.max_epochs=2", f"data_dir={tiny_data}", *TINY, f"hydra.run.dir={run_dir}"],
+        cwd=run_dir.parent, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run_dir
+
+
+def test_cli_exports_measures_and_reports(finished_run, capsys):
+    assert cli.main([str(finished_run), "--encoding", "fp32", "--encoding", "kmeans4"]) == 0
+    fp32 = json.loads((finished_run / "export" / "fp32" / "export.json").read_text())
+    k4 = json.loads((finished_run / "export" / "kmeans4" / "export.json").read_text())
+    for rec, enc in ((fp32, "fp32"), (k4, "kmeans4")):
+        path = Path(rec["artifact"])
+        assert path == finished_run / "export" / enc / "model.plx"
+        assert rec["encoding"] == enc and rec["artifact_bytes"] == path.stat().st_size
+        assert rec["dense_bytes"] == 431_080 * 4
+        assert rec["ratio"] == pytest.approx(rec["dense_bytes"] / rec["artifact_bytes"])
+        assert rec["test_samples"] == 80 and 0 <= rec["test_acc"] <= 1
+    # lossless: the file's accuracy and weights are the run's own
+    assert fp32["max_abs_weight_error"] == 0 and fp32["test_acc"] == fp32["source_test_acc"]
+    assert k4["artifact_bytes"] < fp32["artifact_bytes"] < fp32["dense_bytes"] / 5
+    assert fp32["params_nonzero"] == k4["params_nonzero"]
+    out = capsys.readouterr().out
+    assert "x smaller than the dense state dict" in out
+    # the file alone: the CLI checks it and names what it holds
+    assert cli.main([fp32["artifact"]]) == 0
+    assert '"prunelab.models.cnn.LeNet"' in capsys.readouterr().out
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("prunelab.export: error: ")
+    return err[0]
+
+
+def test_cli_refuses_a_run_without_a_finished_model(finished_run, tmp_path, capsys):
+    unfinished = tmp_path / "unfinished"
+    (unfinished / ".hydra").mkdir(parents=True)
+    (unfinished / ".hydra" / "config.yaml").write_text(
+        (finished_run / ".hydra" / "config.yaml").read_text())
+    assert cli.main([str(unfinished)]) == 2
+    assert "no finished model" in one_error_line(capsys)
+    assert not (unfinished / "export").exists()
+    assert cli.main([str(tmp_path)]) == 2
+    assert "not a prunelab run directory" in one_error_line(capsys)
+
+
+def test_cli_refuses_an_unknown_encoding_before_writing(finished_run, capsys):
+    assert cli.main([str(finished_run), "--encoding", "zip"]) == 2
+    line = one_error_line(capsys)
+    assert "'zip'" in line and "kmeans4" in line
+    assert not (finished_run / "export" / "zip").exists()
+
+
+@pytest.mark.parametrize("damage", ["pickle", "truncated", "text"])
+def test_cli_refuses_bad_artifact_files(tmp_path, capsys, damage):
+    path = tmp_path / "model.plx"
+    if damage == "pickle":
+        torch.save(LeNet().state_dict(), path)
+    elif damage == "truncated":
+        path.write_bytes(encode(sparse_lenet(), "int8")[:-100])
+    else:
+        path.write_text("hello\n")
+    assert cli.main([str(path)]) == 2
+    line = one_error_line(capsys)
+    assert str(path) in line
+    assert ("truncated" if damage == "truncated" else "not a prunelab export artifact") in line
+
+
+def test_onnx_is_skipped_gracefully_without_onnx(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx fails
+    assert cli.export_onnx(LeNet().eval(), torch.zeros(1, 1, 28, 28), tmp_path / "m.onnx") is None
+    assert "onnx is not installed" in capsys.readouterr().out
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_onnx_export_of_the_decoded_model(tmp_path):
+    pytest.importorskip("onnx")
+    net = load_artifact_net(tmp_path)
+    info = cli.export_onnx(net, torch.zeros(1, 1, 28, 28), tmp_path / "m.onnx")
+    assert info is not None and (tmp_path / "m.onnx").stat().st_size == info["bytes"]
+    if "max_abs_diff_onnxruntime" in info:
+        assert info["max_abs_diff_onnxruntime"] < 1e-4
+
+
+def load_artifact_net(tmp_path: Path) -> torch.nn.Module:
+    from prunelab.export import save
+
+    save(sparse_lenet(0.98), tmp_path / "m.plx", "int8")
+    return load(tmp_path / "m.plx")
+
+
+def test_tensors_that_do_not_fit_the_network_are_named(tmp_path):
+    manifest = {"format": "prunelab-export", "encoding": "fp32",
+                "architecture": {"class": "prunelab.models.cnn.LeNet", "kwargs": {}},
+                "tensors": [{"name": "fc2.bias", "shape": [3], "dtype": "float32",
+                             "kind": "raw", "data": [0, 12]}]}
+    path = tmp_path / "partial.plx"
+    path.write_bytes(container.pack(manifest, b"\0" * 12))
+    with pytest.raises(CheckpointError, match=r"missing conv1.weight, .* \.\.\.; wrong shape fc2.bias"):
+        load(path)
