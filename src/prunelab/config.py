@@ -90,6 +90,7 @@ class Config:
     name: str = "default"
     threads: int | None = None
     progress_refresh_rate: int = 20
+    imports: list[str] = field(default_factory=list)  # modules to import first (own criteria)
 
 
 def _dirname(override_dirname: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import platform
@@ -20,15 +21,10 @@ from omegaconf import DictConfig, OmegaConf
 
 import prunelab
 from prunelab.errors import CheckpointError, ConfigError
-from prunelab.pruning import methods as M
+from prunelab.paths import FAILED, FINAL_MODEL, RESULTS, last_checkpoint, without_no_effect_keys
 from prunelab.pruning.callback import PruningCallback
 from prunelab.pruning.metrics import summarize
 from prunelab.pruning.schedules import build_plan, validate_plan
-
-RESULTS = "results.json"
-FAILED = "failed.json"
-# config keys that do not change a run's numbers: a checkpoint may differ in these
-NON_RESULT_KEYS = ("data_dir", "ckpt_path", "name", "threads", "progress_refresh_rate", "logger")
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -41,13 +37,18 @@ def check_config(cfg: DictConfig) -> None:
             f"model={model} cannot train on data={data}: valid pairs are {pairs} "
             f"(model={model} takes data={'/'.join(compatible)})"
         )
-    p = cfg.pruning
-    if p.schedule != "none":
-        if p.method.name not in M.METHODS:
-            raise ConfigError(f"unknown pruning method {p.method.name!r}; valid: {sorted(M.METHODS)}")
-        if not 0.0 <= p.amount < 1.0:
-            raise ConfigError(f"pruning.amount={p.amount} is outside [0, 1): it is the target fraction of zeros")
+    if cfg.pruning.schedule != "none":
         validate_plan(make_plan(cfg), cfg.trainer.max_epochs)
+
+
+def import_modules(names: list[str]) -> None:
+    """Import the config's ``imports`` (modules that register criteria) before anything uses them."""
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            raise ConfigError(f"imports: cannot import {name!r} ({err}); install it or add its "
+                              "folder to PYTHONPATH") from None
 
 
 def make_plan(cfg: DictConfig) -> list:
@@ -95,13 +96,7 @@ def instantiate_data(cfg: DictConfig) -> L.LightningDataModule:
 
 def result_config(cfg: DictConfig) -> dict[str, Any]:
     """The part of the config that determines a run's numbers (compared on resume)."""
-    c = OmegaConf.to_container(cfg, resolve=True)
-    for key in NON_RESULT_KEYS:
-        c.pop(key, None)
-    c.get("trainer", {}).pop("enable_progress_bar", None)
-    c.get("data", {}).pop("data_dir", None)
-    c.get("data", {}).pop("cache_dir", None)
-    return _normalized(c)
+    return _normalized(without_no_effect_keys(OmegaConf.to_container(cfg, resolve=True)))
 
 
 def _normalized(config: dict[str, Any]) -> dict[str, Any]:
@@ -197,7 +192,7 @@ def resolve_ckpt(ckpt_path: str | None, run_dir: Path, config: dict[str, Any]) -
     if ckpt_path in (None, "", "null", "none"):
         return None
     if ckpt_path == "last":
-        path = run_dir / "checkpoints" / "last.ckpt"
+        path = last_checkpoint(run_dir)
         if not path.exists():
             return None
     else:
@@ -279,6 +274,7 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
     if results_path.exists():
         print(f"[prunelab] done already: {results_path} (delete it to run again)")
         return json.loads(results_path.read_text())
+    import_modules(list(cfg.imports))
     check_config(cfg)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
@@ -286,16 +282,16 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
     ckpt = resolve_ckpt(cfg.ckpt_path, run_dir, config)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
+    pruner = make_callback(cfg)  # bad method, scope or schedule fails here, before any data
     datamodule = instantiate_data(cfg)
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
         datamodule.prepare_data()  # missing data fails here, before any Lightning output
     model = instantiate_model(cfg)
-    pruner = make_callback(cfg)
     if pruner is not None:
         pruner.bind(model)  # bad target patterns fail here, before training
     state = RunState(config)
     # checkpoints/last.ckpt, rewritten (atomically) at the end of every epoch, after pruning
-    checkpoint = LastCheckpoint(run_dir / "checkpoints" / "last.ckpt")
+    checkpoint = LastCheckpoint(last_checkpoint(run_dir))
     callbacks = [state, checkpoint, *([pruner] if pruner is not None else []), *(callbacks or [])]
     if cfg.trainer.enable_progress_bar:
         callbacks.append(TQDMProgressBar(refresh_rate=max(1, int(cfg.progress_refresh_rate))))
@@ -326,7 +322,7 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
 
     if trainer.is_global_zero:
         torch.save(model.net.state_dict() if hasattr(model, "net") else model.state_dict(),
-                   run_dir / "final_model.pt")
+                   run_dir / FINAL_MODEL)
     example = _example_input(datamodule, model)
     pruned = [t.name for t in pruner.targets] if pruner is not None else None
     results: dict[str, Any] = {

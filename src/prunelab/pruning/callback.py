@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from torch.nn.utils import prune
 
 from prunelab.errors import CheckpointError, ConfigError
-from prunelab.pruning import methods as M
+from prunelab.pruning import criteria as C
 from prunelab.pruning.schedules import PruneStep, validate_plan
 from prunelab.pruning.targets import Target, find_targets
 
@@ -31,7 +31,8 @@ class PruningCallback(L.Callback):
         plan: ``PruneStep(epoch, target)`` items (see :func:`prunelab.pruning.build_plan`),
             or plain ``(epoch, target)`` pairs. Step k runs at the end of 0-based epoch
             ``plan[k].epoch``, after that epoch's validation; later epochs fine-tune.
-        method: a criterion name from ``prunelab.pruning.methods.METHODS``.
+        method: a criterion name registered in ``prunelab.pruning.criteria`` (built-in or your
+            own, see :func:`prunelab.pruning.criteria.register`).
         scope: "layer" or "global"; ``None`` takes the method's default.
         n, dim: norm order and axis of structured methods.
         targets: dict of :func:`prunelab.pruning.targets.find_targets` arguments, used when the
@@ -69,13 +70,11 @@ class PruningCallback(L.Callback):
         super().__init__()
         self.plan = [s if isinstance(s, PruneStep) else PruneStep(int(s[0]), float(s[1])) for s in plan]
         validate_plan(self.plan, None)
-        if custom is None and method not in M.METHODS:
-            raise ConfigError(f"unknown pruning method {method!r}; valid: {sorted(M.METHODS)}")
         self.method = method
-        self.spec = M.METHODS.get(method)
+        self.spec = C.get(method) if custom is None else None
+        if self.spec is not None:
+            C.check_scope(self.spec, scope)
         self.scope = scope
-        if self.spec is not None and self.spec.structured and scope == "global":
-            raise ConfigError(f"method {method!r} is structured and layer-wise; scope=global is not valid")
         self.n, self.dim = n, dim
         self.target_args = dict(targets or {})
         self.seed = seed
@@ -197,7 +196,7 @@ class PruningCallback(L.Callback):
             if p.grad is None:
                 continue
             weight = getattr(t.module, t.parameter).detach()
-            self._stats[t.name] = M.accumulate_grad_stats(self._stats.get(t.name), weight, p.grad.detach())
+            self._stats[t.name] = C.accumulate_grad_stats(self._stats.get(t.name), weight, p.grad.detach())
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         step = self._next_step()
@@ -256,7 +255,7 @@ class PruningCallback(L.Callback):
         stats = None
         if self.needs_grads:
             stats = self._reduced_stats(trainer)
-        new_masks = M.compute_masks(
+        new_masks = C.compute_masks(
             self.method, weights, target, masks=masks or None, stats=stats, scope=self.scope,
             n=self.n, dim=self.dim, generator=self.generator, custom=self.custom,
         )
