@@ -106,8 +106,9 @@ def test_hydra_folder_names_leave_out_exactly_the_no_effect_keys():
 
 
 def test_own_criterion_by_name_through_imports(make_cfg, tmp_path, monkeypatch):
-    from conftest import ROOT
     from prunelab.run import run
+
+    from conftest import ROOT
 
     monkeypatch.syspath_prepend(str(ROOT / "examples"))
     cfg = make_cfg("imports=[own_criterion]", "pruning=one_shot", "pruning.start_epoch=0",
