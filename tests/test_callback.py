@@ -284,3 +284,36 @@ def test_negative_eval_batches_is_a_config_error():
 
     with pytest.raises(ConfigError, match="eval_batches=-1"):
         PruningCallback([(0, 0.5)], eval_batches=-1)
+
+
+def test_checkpoint_holds_plain_weights_that_load_into_the_plain_class(tmp_path):
+    model = TinyNet()
+    cb = PruningCallback([(0, 0.5)], make_permanent=False)
+    trainer = fit(model, [cb], max_epochs=1)
+    path = tmp_path / "x.ckpt"
+    trainer.save_checkpoint(path)
+    state = torch.load(path, weights_only=True)["state_dict"]
+    assert "body.0.weight" in state and not any(k.endswith(("_orig", "_mask")) for k in state)
+    plain = TinyNet.load_from_checkpoint(path, weights_only=True)  # the user's own class
+    assert float((plain.body[0].weight == 0).float().mean()) == pytest.approx(0.5, abs=0.01)
+
+
+def test_chunked_training_resumes_masks_from_the_callback_state(tmp_path):
+    model = TinyNet()
+    plan = [(0, 0.3), (2, 0.6)]
+    trainer = fit(model, [PruningCallback(plan)], max_epochs=2)  # a warning, not an error
+    path = tmp_path / "chunk.ckpt"
+    trainer.save_checkpoint(path)
+    cb2 = PruningCallback(plan)
+    trainer2 = L.Trainer(max_epochs=4, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=[cb2])
+    trainer2.fit(TinyNet(), loader(), ckpt_path=path, weights_only=True)
+    assert [h["target"] for h in cb2.history] == [0.3, 0.6]
+    assert cb2.history[-1]["achieved"] == pytest.approx(0.6, abs=1e-3)
+
+
+def test_misspelled_targets_key_is_one_clear_error():
+    from prunelab.pruning import ConfigError
+
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['inclde'\]; valid keys: types"):
+        PruningCallback([(0, 0.5)], targets={"inclde": ["body.0.weight"]})

@@ -22,8 +22,8 @@ from prunelab.pruning.compact import (
     compact_with_report,
     save_compact,
 )
+from prunelab.pruning.criteria import mask as criterion_mask
 from prunelab.pruning.latency import efficiency_report, measure_latency
-from prunelab.pruning.methods import ln_structured
 
 ATOL = 1e-5
 
@@ -31,7 +31,7 @@ ATOL = 1e-5
 def _mask(model: nn.Module, names: list[str], amount: float) -> nn.Module:
     for name in names:
         module = model.get_submodule(name)
-        prune.custom_from_mask(module, "weight", ln_structured(module.weight, amount))
+        prune.custom_from_mask(module, "weight", criterion_mask("ln_structured", module.weight, amount))
     return model
 
 

@@ -93,3 +93,35 @@ def test_non_monotonic_explicit_schedule(make_cfg):
     cfg = make_cfg("pruning=explicit", "pruning.steps=[[0,0.5],[1,0.3]]", "pruning.amount=0.3")
     with pytest.raises(ConfigError):
         check_config(cfg)
+
+
+def test_hydra_folder_names_leave_out_exactly_the_no_effect_keys():
+    from prunelab.paths import LAUNCHER_KEYS, NO_EFFECT_KEYS, has_no_effect
+
+    cfg = OmegaConf.load(CONF / "config.yaml")
+    excluded = list(cfg.hydra.job.config.override_dirname.exclude_keys)
+    assert all(has_no_effect(k) for k in excluded), excluded
+    assert set(NO_EFFECT_KEYS) <= set(excluded)
+    assert any(k.startswith(LAUNCHER_KEYS[0]) for k in excluded)
+
+
+def test_own_criterion_by_name_through_imports(make_cfg, tmp_path, monkeypatch):
+    from prunelab.run import run
+
+    from conftest import ROOT
+
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
+    cfg = make_cfg("imports=[own_criterion]", "pruning=one_shot", "pruning.start_epoch=0",
+                   "trainer=fast", "trainer.max_epochs=2", "pruning.amount=0.5",
+                   "pruning.method.name=reverse_magnitude")
+    r = run(cfg, tmp_path / "run")
+    assert r["method"] == "reverse_magnitude"
+    assert r["pruning_history"][0]["achieved"] == pytest.approx(0.5, abs=1e-4)
+
+
+def test_missing_import_is_one_line(make_cfg, tmp_path):
+    from prunelab.run import run
+
+    cfg = make_cfg("imports=[no_such_module_xyz]")
+    with pytest.raises(ConfigError, match="imports: cannot import 'no_such_module_xyz'"):
+        run(cfg, tmp_path / "run")

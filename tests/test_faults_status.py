@@ -23,7 +23,7 @@ from prunelab import report as R
 from prunelab import search as S
 from prunelab.errors import ConfigError, DivergedError, ResultError
 from prunelab.pruning import PruningCallback
-from prunelab.pruning import methods as M
+from prunelab.pruning import criteria as M
 from prunelab.run import FAILED, RESULTS, run, run_or_record_failure
 
 from conftest import TINY

@@ -1,4 +1,8 @@
-"""Pruning criteria: exact target counts, monotone masks, torch equivalence, errors."""
+"""Pruning criteria: exact target counts, monotone masks, torch equivalence, errors.
+
+Every mask comes from the registry's ``compute_masks`` (the path training uses); ``M`` below
+only spells single-criterion calls shortly.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,51 @@ from torch import nn
 from torch.nn.utils import prune
 
 from prunelab.errors import ConfigError
-from prunelab.pruning import methods as M
+from prunelab.pruning import criteria as C
+
+
+class M:
+    """Short spellings of registry calls (``C.mask`` is ``compute_masks`` on one tensor)."""
+
+    compute_masks = staticmethod(C.compute_masks)
+    accumulate_grad_stats = staticmethod(C.accumulate_grad_stats)
+    sparsity = staticmethod(C.sparsity)
+
+    @staticmethod
+    def l1_unstructured(w, amount, mask=None):
+        return C.mask("l1_unstructured", w, amount, mask=mask)
+
+    @staticmethod
+    def random_unstructured(w, amount, mask=None, generator=None):
+        return C.mask("random_unstructured", w, amount, mask=mask, generator=generator)
+
+    @staticmethod
+    def ln_structured(w, amount, n=2, dim=0, mask=None):
+        return C.mask("ln_structured", w, amount, n=n, dim=dim, mask=mask)
+
+    @staticmethod
+    def random_structured(w, amount, dim=0, mask=None, generator=None):
+        return C.mask("random_structured", w, amount, dim=dim, mask=mask, generator=generator)
+
+    @staticmethod
+    def global_magnitude(weights, amount, masks=None):
+        return C.compute_masks("global_magnitude", weights, amount, masks=masks)
+
+    @staticmethod
+    def taylor(w, amount, stats, mask=None):
+        return C.mask("taylor", w, amount, stats=stats, mask=mask)
+
+    @staticmethod
+    def fisher(w, amount, stats, mask=None):
+        return C.mask("fisher", w, amount, stats=stats, mask=mask)
+
+    @staticmethod
+    def taylor_score(w, stats):
+        return C.get("taylor").score(w, C.ScoreContext(stats=stats))
+
+    @staticmethod
+    def fisher_score(w, stats):
+        return C.get("fisher").score(w, C.ScoreContext(stats=stats))
 
 AMOUNTS = [0.1, 0.5, 0.9, 0.99]
 SHAPES = {"conv1.weight": (20, 1, 5, 5), "conv2.weight": (50, 20, 5, 5), "fc.weight": (500, 800)}
@@ -173,7 +221,7 @@ def test_repeated_targets_monotone_all_methods(method, weights, stats):
             assert bool((new["conv2.weight"] <= masks["conv2.weight"]).all())
         masks = new
     m = masks["conv2.weight"]
-    if M.METHODS[method].structured:
+    if C.get(method).structured:
         assert _dead_slices(m) == round(0.6 * 50)
     else:
         assert _zeros(m) == round(0.6 * m.numel())
@@ -419,7 +467,7 @@ def test_dtype_and_sparsity_helper():
     assert m.dtype == torch.float64 and M.sparsity(m) == 0.5
     assert M.sparsity(w * m) == 0.5 and M.sparsity(torch.zeros(0)) == 0.0
     assert M.compute_masks("l1_unstructured", {}, 0.5) == {}
-    assert set(M.METHODS) == {
+    assert set(C.CRITERIA) == {
         "l1_unstructured",
         "random_unstructured",
         "ln_structured",
@@ -428,3 +476,42 @@ def test_dtype_and_sparsity_helper():
         "taylor",
         "fisher",
     }
+
+
+# ------------------------------------------------------------------ the registry
+
+
+def test_every_method_config_names_a_registered_criterion_and_back():
+    from conftest import CONF
+
+    configured = {p.stem for p in (CONF / "pruning" / "method").glob("*.yaml")}
+    builtin = {"l1_unstructured", "random_unstructured", "ln_structured", "random_structured",
+               "global_magnitude", "taylor", "fisher"}
+    assert builtin <= set(C.CRITERIA)
+    assert configured == builtin
+
+
+def test_unknown_criterion_lists_the_closest_first():
+    with pytest.raises(ConfigError, match=r"'l1_unstructurd'; valid: l1_unstructured, "):
+        C.get("l1_unstructurd")
+
+
+def test_register_twice_is_refused_and_structured_global_is_invalid():
+    with pytest.raises(ValueError, match="already registered"):
+        C.register(C.Criterion("l1_unstructured", lambda w, ctx: w.abs()))
+    with pytest.raises(ValueError, match="layer-wise"):
+        C.Criterion("bad", lambda w, ctx: w, structured=True, scopes=("global",))
+
+
+def test_own_criterion_from_outside_the_package(monkeypatch):
+    from conftest import ROOT
+
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
+    import own_criterion  # noqa: F401  (registers reverse_magnitude)
+
+    w = torch.tensor([[0.1, -3.0, 0.5, 2.0]])
+    m = C.compute_masks("reverse_magnitude", {"w": w}, 0.5)["w"]
+    assert torch.equal(m, torch.tensor([[1.0, 0.0, 1.0, 0.0]]))  # the two largest went
+    g = C.compute_masks("reverse_magnitude", {"a": w, "b": w * 10}, 0.5, scope="global")
+    assert torch.equal(g["b"], torch.tensor([[1.0, 0.0, 0.0, 0.0]]))  # 30, 20, 5 and -3 went
+    assert torch.equal(g["a"], torch.tensor([[1.0, 0.0, 1.0, 1.0]]))

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from prunelab.errors import ConfigError
-from prunelab.pruning import methods as M
+from prunelab.pruning import criteria as M
 from prunelab.run import make_callback
 
 

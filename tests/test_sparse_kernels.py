@@ -9,7 +9,7 @@ from torch.nn.utils import prune
 
 from prunelab.export.sparse import SparseConv2d, SparseLinear, sparsify, to_sparse_layer
 from prunelab.models import LeNet
-from prunelab.pruning import methods as M
+from prunelab.pruning import criteria as M
 
 
 def prune_(module: nn.Module, density: float, seed: int = 0) -> nn.Module:
@@ -53,7 +53,7 @@ def masked_lenet(amount: float) -> LeNet:
     torch.manual_seed(0)
     net = LeNet().eval()
     names = ("conv1", "conv2", "fc1")
-    masks = M.global_magnitude({n: net.get_submodule(n).weight.detach() for n in names}, amount)
+    masks = M.compute_masks("global_magnitude", {n: net.get_submodule(n).weight.detach() for n in names}, amount)
     for n in names:
         prune.custom_from_mask(net.get_submodule(n), "weight", masks[n])
     return net

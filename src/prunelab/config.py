@@ -98,6 +98,7 @@ class Config:
     progress_refresh_rate: int = 20
     verbosity: str = "normal"  # quiet | normal | debug (prunelab.logs)
     description: str = ""  # an experiment preset's one line for --help
+    imports: list[str] = field(default_factory=list)  # modules to import first (own criteria)
 
 
 def _dirname(override_dirname: str) -> str:

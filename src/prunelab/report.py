@@ -35,13 +35,10 @@ from pathlib import Path
 from typing import Any
 
 from prunelab.logs import SUMMARY_LOGGER, get_logger
+from prunelab.paths import FAILED, RESULTS, SEARCH, has_no_effect, last_checkpoint, override_key
 
 log = get_logger(__name__)
 summary_log = get_logger(SUMMARY_LOGGER)
-
-RESULTS = "results.json"
-FAILED = "failed.json"
-SEARCH = "search.json"
 MAX_DEPTH = 4  # job folders lie one level down (grids) or two (search-<method>/amount=<a>)
 
 CSV_COLUMNS = [
@@ -52,8 +49,6 @@ CSV_COLUMNS = [
 # do not change its numbers; whatever else differs between jobs labels their series
 _OWN_COLUMNS = {"model", "data", "seed", "pruning", "pruning/method", "pruning.method.name",
                 "pruning.amount", "pruning.schedule"}
-_NO_EFFECT = {"data_dir", "ckpt_path", "name", "threads", "logger", "verbosity",
-              "trainer.enable_progress_bar"}
 
 
 class ReportError(Exception):
@@ -267,7 +262,7 @@ def load_job(path: Path, root: Path) -> Job:
     else:
         status = "incomplete"
         error = "no results.json yet: running, or interrupted (relaunch the sweep to resume)"
-        if (path / "checkpoints" / "last.ckpt").is_file():
+        if last_checkpoint(path).is_file():
             error = "no results.json yet; has a last.ckpt (relaunch the sweep to resume it)"
     overrides = [str(o) for o in payload.get("overrides") or overrides]
     for k, v in _override_meta(overrides).items():
@@ -337,16 +332,12 @@ def load_baseline(dirs: Sequence[str | Path], into: Baseline | None = None,
 # --------------------------------------------------------------------------------------------
 
 
-def _override_key(o: str) -> str:
-    return o.lstrip("+~").partition("=")[0]
-
-
 def _label_extras(jobs: list[Job]) -> None:
     """Give each job the overrides that distinguish it from the others of its kind."""
     for dense in (True, False):
         group = [j for j in jobs if j.dense is dense]
-        others = [{o for o in j.overrides if _override_key(o) not in _OWN_COLUMNS
-                   and _override_key(o) not in _NO_EFFECT and not o.startswith("hydra")}
+        others = [{o for o in j.overrides if override_key(o) not in _OWN_COLUMNS
+                   and not has_no_effect(override_key(o)) and not o.startswith("hydra")}
                   for j in group]
         common = set.intersection(*others) if others else set()
         for j, o in zip(group, others, strict=True):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import io
 import json
 import os
@@ -25,19 +26,14 @@ from prunelab.errors import CheckpointError, ConfigError, DivergedError, RunInPr
 from prunelab.loading import load_checkpoint
 from prunelab.logs import get_logger
 from prunelab.outputs import remove_quietly, write_error
-from prunelab.pruning import methods as M
+from prunelab.paths import FAILED, FINAL_MODEL, RESULTS, last_checkpoint, without_no_effect_keys
 from prunelab.pruning.callback import PruningCallback
 from prunelab.pruning.metrics import summarize
 from prunelab.pruning.schedules import build_plan, validate_plan
 from prunelab.pruning.targets import validate_patterns
 from prunelab.runlock import RunLock, is_rank_zero
 
-RESULTS = "results.json"
-FAILED = "failed.json"
 log = get_logger(__name__)
-# config keys that do not change a run's numbers: a checkpoint may differ in these
-NON_RESULT_KEYS = ("data_dir", "ckpt_path", "name", "threads", "progress_refresh_rate", "logger",
-                   "verbosity", "description")
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -53,10 +49,6 @@ def check_config(cfg: DictConfig) -> None:
     check_ranges(cfg)
     p = cfg.pruning
     if p.schedule != "none":
-        if p.method.name not in M.METHODS:
-            raise ConfigError(f"unknown pruning method {p.method.name!r}; valid: {sorted(M.METHODS)}")
-        if not 0.0 <= p.amount < 1.0:
-            raise ConfigError(f"pruning.amount={p.amount} is outside [0, 1): it is the target fraction of zeros")
         plan = make_plan(cfg)
         validate_plan(plan, cfg.trainer.max_epochs)
         if p.schedule == "explicit" and plan and float(p.amount) != plan[-1].target:
@@ -111,6 +103,16 @@ def final_amount(cfg: DictConfig) -> float:
     return float(plan[-1].target) if plan else 0.0
 
 
+def import_modules(names: list[str]) -> None:
+    """Import the config's ``imports`` (modules that register criteria) before anything uses them."""
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            raise ConfigError(f"imports: cannot import {name!r} ({err}); install it or add its "
+                              "folder to PYTHONPATH") from None
+
+
 def make_plan(cfg: DictConfig) -> list:
     p = cfg.pruning
     kind = "geometric" if p.schedule == "lottery" and p.rate is not None else p.schedule
@@ -158,14 +160,8 @@ def instantiate_data(cfg: DictConfig) -> L.LightningDataModule:
 
 def result_config(cfg: DictConfig) -> dict[str, Any]:
     """The part of the config that determines a run's numbers (compared on resume)."""
-    c = OmegaConf.to_container(cfg, resolve=True)
-    for key in NON_RESULT_KEYS:
-        c.pop(key, None)
-    c.get("trainer", {}).pop("enable_progress_bar", None)
-    c.get("trainer", {}).pop("enable_model_summary", None)
-    c.get("data", {}).pop("data_dir", None)
-    c.get("data", {}).pop("cache_dir", None)
-    return _normalized(_without_descriptions(c))
+    return _normalized(_without_descriptions(
+        without_no_effect_keys(OmegaConf.to_container(cfg, resolve=True))))
 
 
 def _without_descriptions(node: Any) -> Any:
@@ -289,7 +285,7 @@ def resolve_ckpt(ckpt_path: str | None, run_dir: Path, config: dict[str, Any]) -
     if ckpt_path in (None, "", "null", "none"):
         return None
     if ckpt_path == "last":
-        path = run_dir / "checkpoints" / "last.ckpt"
+        path = last_checkpoint(run_dir)
         if not path.exists():
             return None
     else:
@@ -401,6 +397,7 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None,
          callbacks: list[L.Callback] | None) -> dict[str, Any]:
     """``run``'s work, with the run folder locked."""
     results_path = run_dir / RESULTS
+    import_modules(list(cfg.imports))
     check_config(cfg)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
@@ -408,16 +405,16 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None,
     resume = resolve_ckpt(cfg.ckpt_path, run_dir, config)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
+    pruner = make_callback(cfg)  # bad method, scope or schedule fails here, before any data
     datamodule = instantiate_data(cfg)
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
         datamodule.prepare_data()  # missing data fails here, before any Lightning output
     model = instantiate_model(cfg)
-    pruner = make_callback(cfg)
     if pruner is not None:
         pruner.bind(model)  # bad target patterns fail here, before training
     state = RunState(config)
     # checkpoints/last.ckpt, rewritten (atomically) at the end of every epoch, after pruning
-    checkpoint = LastCheckpoint(run_dir / "checkpoints" / "last.ckpt")
+    checkpoint = LastCheckpoint(last_checkpoint(run_dir))
     callbacks = [state, checkpoint, *([pruner] if pruner is not None else []), *(callbacks or [])]
     if cfg.trainer.enable_progress_bar:
         callbacks.append(TQDMProgressBar(refresh_rate=max(1, int(cfg.progress_refresh_rate))))
@@ -452,7 +449,7 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None,
     if trainer.is_global_zero:
         buffer = io.BytesIO()
         torch.save(model.net.state_dict() if hasattr(model, "net") else model.state_dict(), buffer)
-        write_bytes_atomic(run_dir / "final_model.pt", buffer.getvalue())
+        write_bytes_atomic(run_dir / FINAL_MODEL, buffer.getvalue())
     example = _example_input(datamodule, model)
     pruned = [t.name for t in pruner.targets] if pruner is not None else None
     results: dict[str, Any] = {

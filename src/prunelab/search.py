@@ -32,13 +32,12 @@ from typing import Any
 from prunelab.errors import PrunelabError
 from prunelab.logs import SUMMARY_LOGGER, get_logger
 from prunelab.outputs import check_name
+from prunelab.paths import FAILED, RESULTS, SEARCH, has_no_effect, override_key
 
 log = get_logger(__name__)
 
-SEARCH = "search.json"
 DECIMALS = 4  # probe amounts are rounded to this, so folder names stay short and reusable
 # overrides that do not change a run's numbers: ignored when deciding whether a probe is reusable
-_NO_EFFECT = ("data_dir", "ckpt_path", "name", "threads", "logger", "verbosity", "trainer.enable_progress_bar")
 
 
 class SearchError(PrunelabError):
@@ -137,12 +136,8 @@ def _pts(x: float | None) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _key(o: str) -> str:
-    return o.lstrip("+~").partition("=")[0]
-
-
 def _effective(overrides: Sequence[str]) -> list[str]:
-    return sorted(o for o in overrides if _key(o) not in _NO_EFFECT)
+    return sorted(o for o in overrides if not has_no_effect(override_key(o)))
 
 
 class Runner:
@@ -151,7 +146,7 @@ class Runner:
     def __init__(self, overrides: Sequence[str], sweep_dir: str | None, seeds: Sequence[int],
                  baseline_dirs: Sequence[str] = ()) -> None:
         for o in overrides:
-            k = _key(o)
+            k = override_key(o)
             if k.startswith("hydra"):
                 raise SearchError(f"{o}: hydra settings do not apply to a search (it runs its "
                                   "probes one after another); use --sweep-dir for the folder")
@@ -199,7 +194,7 @@ class Runner:
         from omegaconf import OmegaConf
 
         from prunelab.logs import tame_lightning
-        from prunelab.run import RESULTS, run_or_record_failure
+        from prunelab.run import run_or_record_failure
 
         done = run_dir / RESULTS
         if done.is_file():
@@ -239,8 +234,8 @@ class Runner:
                 a = base.of((str(cfg.model.name), str(cfg.data.name), seed))
                 if a is not None:
                     acc[seed] = a
-        keep = [o for o in self.overrides if not _key(o).startswith("pruning")
-                and _key(o) != "trainer.max_epochs"]
+        keep = [o for o in self.overrides if not override_key(o).startswith("pruning")
+                and override_key(o) != "trainer.max_epochs"]
         for seed in self._seeds():
             if seed in acc:
                 continue
@@ -270,7 +265,7 @@ class Runner:
             dirs.append(str(run_dir))
             res = self._run(ov, run_dir)
             if res is None:
-                err = json.loads((run_dir / "failed.json").read_text()).get("error", "?")
+                err = json.loads((run_dir / FAILED).read_text()).get("error", "?")
                 return Probe(amount, None, None, None, dirs, f"{run_dir}: {err}")
             if not isinstance(res.get("test_acc"), int | float):
                 return Probe(amount, None, None, None, dirs,

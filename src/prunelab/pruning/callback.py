@@ -9,18 +9,20 @@ and the random state live in the checkpoint, and the callback knows no concrete 
 
 from __future__ import annotations
 
+import inspect
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torch.nn.utils import prune
 
 from prunelab.errors import CheckpointError, ConfigError, DivergedError, ResultError
 from prunelab.logs import get_logger
-from prunelab.pruning import methods as M
+from prunelab.pruning import criteria as C
 from prunelab.pruning.schedules import PruneStep, validate_plan
 from prunelab.pruning.targets import Target, find_targets
 
@@ -34,7 +36,8 @@ class PruningCallback(L.Callback):
         plan: ``PruneStep(epoch, target)`` items (see :func:`prunelab.pruning.build_plan`),
             or plain ``(epoch, target)`` pairs. Step k runs at the end of 0-based epoch
             ``plan[k].epoch``, after that epoch's validation; later epochs fine-tune.
-        method: a criterion name from ``prunelab.pruning.methods.METHODS``.
+        method: a criterion name registered in ``prunelab.pruning.criteria`` (built-in or your
+            own, see :func:`prunelab.pruning.criteria.register`).
         scope: "layer" or "global"; ``None`` takes the method's default.
         n, dim: norm order and axis of structured methods.
         targets: dict of :func:`prunelab.pruning.targets.find_targets` arguments, used when the
@@ -51,6 +54,14 @@ class PruningCallback(L.Callback):
             measured). A whole validation pass per step would cost more than the pruning does.
         custom: a ``torch.nn.utils.prune.BasePruningMethod`` to use instead of ``method``.
         round_to: structured methods keep a multiple of this many slices per tensor (None: off).
+        verbose: log one line per step (target, reached, accuracy before and after).
+        monitor: the logged metric recorded as each step's ``val_acc_before`` (default
+            ``"val_acc"``); a warning says once if the module never logs it.
+
+    Checkpoints hold plain ``<p>`` tensors (with the pruned entries at exactly zero, so they
+    load into the unpruned class) and the masks in this callback's state, which re-applies them
+    on resume. A plan that runs past ``max_epochs`` is allowed with a warning: its later steps
+    run when training continues from a checkpoint with a larger ``max_epochs``.
     """
 
     def __init__(
@@ -70,35 +81,40 @@ class PruningCallback(L.Callback):
         verbose: bool = True,
         eval_batches: int | None = 1,
         round_to: int | None = None,
+        monitor: str = "val_acc",
     ) -> None:
         super().__init__()
         self.plan = [s if isinstance(s, PruneStep) else PruneStep(int(s[0]), float(s[1])) for s in plan]
         validate_plan(self.plan, None)
-        if custom is None and method not in M.METHODS:
-            raise ConfigError(f"unknown pruning method {method!r}; valid: {sorted(M.METHODS)}")
         self.method = method
-        self.spec = M.METHODS.get(method)
+        self.spec = C.get(method) if custom is None else None
+        if self.spec is not None:
+            C.check_scope(self.spec, scope)
         self.scope = scope
-        if self.spec is not None and self.spec.structured and scope == "global":
-            raise ConfigError(f"method {method!r} is structured and layer-wise; scope=global is not valid")
         self.n, self.dim = n, dim
-        self.round_to = M.check_round_to(round_to, method if custom is None else None)
+        self.round_to = C.check_round_to(round_to, method if custom is None else None)
         self.target_args = dict(targets or {})
+        valid = [k for k in inspect.signature(find_targets).parameters if k != "model"]
+        unknown = sorted(set(self.target_args) - set(valid))
+        if unknown:
+            raise ConfigError(f"targets has unknown key(s) {unknown}; valid keys: {', '.join(valid)}")
         self.seed = seed
         self.grad_batches = grad_batches
         self.rewind = rewind
         self.rewind_epoch = rewind_epoch
         if rewind and self.plan and rewind_epoch > self.plan[0].epoch:
             raise ConfigError(
-                f"pruning.rewind_epoch={rewind_epoch} is after the first pruning step "
+                f"rewind_epoch={rewind_epoch} is after the first pruning step "
                 f"(end of epoch {self.plan[0].epoch}); it must be <= {self.plan[0].epoch}"
             )
         self.make_permanent = make_permanent
         self.custom = custom
         self.verbose = verbose
         if eval_batches is not None and eval_batches < 0:
-            raise ConfigError(f"pruning.eval_batches={eval_batches} must be >= 0 or null (all)")
+            raise ConfigError(f"eval_batches={eval_batches} must be >= 0 or None (all batches)")
         self.eval_batches = eval_batches
+        self.monitor = monitor
+        self._monitor_warned = False
         # state that goes into checkpoints
         self.steps_done = 0
         self.history: list[dict[str, Any]] = []
@@ -133,8 +149,13 @@ class PruningCallback(L.Callback):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.bind(pl_module)
-        if trainer.max_epochs is not None and trainer.max_epochs >= 0:
-            validate_plan(self.plan, trainer.max_epochs)
+        validate_plan(self.plan, None)
+        late = [s.epoch for s in self.plan[self.steps_done:]
+                if trainer.max_epochs is not None and 0 <= trainer.max_epochs <= s.epoch]
+        if late:
+            rank_zero_warn(f"pruning steps at epochs {late} lie beyond max_epochs="
+                           f"{trainer.max_epochs}: they run only if training continues from a "
+                           "checkpoint with a larger max_epochs")
         if self._hook_handle is None:
             # Checkpoints of a pruned model hold <p>_orig and <p>_mask instead of <p>: put the
             # reparametrisation back before Lightning loads them into a fresh model.
@@ -156,10 +177,11 @@ class PruningCallback(L.Callback):
             mask_key = key + "_mask"
             if mask_key in state_dict and not prune.is_pruned(t.module):
                 _apply_mask(t, state_dict[mask_key].to(_param(t).device))
-            elif key in state_dict and prune.is_pruned(t.module) and mask_key not in state_dict:
-                raise CheckpointError(
-                    f"the checkpoint holds a dense {t.name} but the model is already pruned"
-                )
+            elif key in state_dict and mask_key not in state_dict and hasattr(t.module, t.parameter + "_orig"):
+                # a plain tensor (prunelab's checkpoints, or a dense state dict) into a pruned
+                # model: drop the reparametrisation; a checkpoint's masks come back from this
+                # callback's state, loaded right after the model's
+                _fold(t)
 
     # ------------------------------------------------------------------ hooks
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -203,7 +225,7 @@ class PruningCallback(L.Callback):
             if p.grad is None:
                 continue
             weight = getattr(t.module, t.parameter).detach()
-            self._stats[t.name] = M.accumulate_grad_stats(self._stats.get(t.name), weight, p.grad.detach())
+            self._stats[t.name] = C.accumulate_grad_stats(self._stats.get(t.name), weight, p.grad.detach())
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         step = self._next_step()
@@ -211,7 +233,7 @@ class PruningCallback(L.Callback):
             return
         if trainer.sanity_checking:
             return
-        before = _metric(trainer, "val_acc")
+        before = self._monitored(trainer)
         t0 = time.perf_counter()
         achieved = self.apply_target(step.target, trainer)
         seconds = time.perf_counter() - t0
@@ -246,6 +268,34 @@ class PruningCallback(L.Callback):
                    and self.eval_batches is not None else "")
             )
 
+    def _monitored(self, trainer: L.Trainer) -> float | None:
+        value = _metric(trainer, self.monitor)
+        if value is None and not self._monitor_warned and trainer.val_dataloaders is not None:
+            self._monitor_warned = True
+            rank_zero_warn(f"PruningCallback(monitor={self.monitor!r}): the module never logs "
+                           f"{self.monitor!r}, so val_acc_before stays null; logged metrics: "
+                           f"{sorted(trainer.callback_metrics) or 'none'}")
+        return value
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        """Store plain ``<p>`` tensors (already exactly zero where pruned), not ``_orig``/``_mask``.
+
+        The checkpoint then loads into the user's plain class (``load_from_checkpoint``), and
+        the masks travel in this callback's state, from which a resume re-applies them.
+        """
+        state = checkpoint.get("state_dict")
+        if not isinstance(state, dict):
+            return
+        renamed = {}
+        for t in self.targets:
+            orig_key = f"{t.name}_orig"
+            if orig_key in state:
+                renamed[orig_key] = t.name
+                state.pop(f"{t.name}_mask", None)
+        if renamed:
+            checkpoint["state_dict"] = {renamed.get(k, k): v for k, v in state.items()}
+
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.make_permanent:
             self.remove()
@@ -263,7 +313,7 @@ class PruningCallback(L.Callback):
         stats = None
         if self.needs_grads:
             stats = self._reduced_stats(trainer)
-        new_masks = M.compute_masks(
+        new_masks = C.compute_masks(
             self.method, weights, target, masks=masks or None, stats=stats, scope=self.scope,
             n=self.n, dim=self.dim, generator=self.generator, custom=self.custom,
             round_to=self.round_to,
@@ -374,7 +424,7 @@ class PruningCallback(L.Callback):
         limits = [n for n in (limit if isinstance(limit, int) else None, self.eval_batches)
                   if n is not None and n > 0]
         if limits:
-            loader = _take(loader, min(limits))
+            loader = _FirstBatches(loader, min(limits))
         acc = evaluate(loader)["acc"]
         return None if acc is None else float(acc)  # None: an empty validation set
 
@@ -382,9 +432,7 @@ class PruningCallback(L.Callback):
         """Fold the masks into the weights: plain parameters with exact zeros remain."""
         for t in self.targets:
             if prune.is_pruned(t.module) and hasattr(t.module, t.parameter + "_orig"):
-                slot = list(t.module._parameters).index(t.parameter + "_orig")
-                prune.remove(t.module, t.parameter)
-                _move_param(t.module, t.parameter, slot)
+                _fold(t)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -422,7 +470,12 @@ class PruningCallback(L.Callback):
             if saved is None:
                 continue
             mask = getattr(t.module, t.parameter + "_mask", None)
-            if mask is None or not torch.equal(mask.bool().cpu(), saved):
+            if mask is None:  # plain weights in the checkpoint: the masks come from here
+                weight = getattr(t.module, t.parameter)
+                if tuple(saved.shape) != tuple(weight.shape) or bool(weight.detach()[~saved.to(weight.device)].any()):
+                    raise CheckpointError(f"checkpoint's mask of {t.name} does not match its weights")
+                _apply_mask(t, saved.to(device=weight.device, dtype=weight.dtype))
+            elif not torch.equal(mask.bool().cpu(), saved):
                 raise CheckpointError(f"checkpoint's mask of {t.name} does not match its weights")
 
 
@@ -482,6 +535,13 @@ def _apply_mask(t: Target, mask: Tensor) -> None:
     setattr(module, name, orig[...])
 
 
+def _fold(t: Target) -> None:
+    """``prune.remove`` keeping the parameter in ``<p>``'s slot (optimizer state is by position)."""
+    slot = list(t.module._parameters).index(t.parameter + "_orig")
+    prune.remove(t.module, t.parameter)
+    _move_param(t.module, t.parameter, slot)
+
+
 def _move_param(module: nn.Module, key: str, index: int) -> None:
     params = module._parameters
     items = [(k, v) for k, v in params.items() if k != key]
@@ -495,10 +555,27 @@ def _metric(trainer: L.Trainer, key: str) -> float | None:
     return None if value is None else float(value)
 
 
-def _take(loader: Any, n: int) -> list:
-    out = []
-    for i, batch in enumerate(loader):
-        if i >= n:
-            break
-        out.append(batch)
-    return out
+class _FirstBatches:
+    """The first ``n`` batches of a loader, behaving like the loader otherwise.
+
+    A module's ``evaluate(dataloader)`` may read ``dataloader.dataset``, ``batch_size`` or
+    ``len(dataloader)``: every attribute but the iteration comes from the real loader.
+    """
+
+    def __init__(self, loader: Any, n: int) -> None:
+        self.loader, self.n = loader, n
+
+    def __iter__(self) -> Iterator[Any]:
+        for i, batch in enumerate(self.loader):
+            if i >= self.n:
+                break
+            yield batch
+
+    def __len__(self) -> int:
+        try:
+            return min(self.n, len(self.loader))
+        except TypeError:
+            return self.n
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.loader, name)

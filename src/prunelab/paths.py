@@ -1,0 +1,67 @@
+"""The names of what a run folder holds, and the config keys that do not change a run's numbers.
+
+Every module that reads or writes a run folder takes the names from here; ``conf/config.yaml``'s
+``hydra.job.config.override_dirname.exclude_keys`` is the one derived copy, kept in step by a test.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+RESULTS = "results.json"  # a finished run's numbers, written atomically at the end
+FAILED = "failed.json"  # instead of results.json when the run failed or diverged
+SEARCH = "search.json"  # a bisection search's answers, in its sweep folder
+FINAL_MODEL = "final_model.pt"  # the plain network's state dict, masks folded in
+COMPACT_MODEL = "compact_model.pt2"  # torch.export program of the compacted network
+CHECKPOINT_DIR = "checkpoints"
+LAST_CHECKPOINT = "last.ckpt"
+HYDRA_DIR = ".hydra"  # Hydra's composed config and overrides
+
+# Dotted config keys whose value never changes a run's numbers: they stay out of run-folder
+# names, resume checks, report series labels and search probe names, and may differ between
+# the launches of one run. A key also covers its children (``logger`` covers ``logger.csv``).
+NO_EFFECT_KEYS: tuple[str, ...] = (
+    "data_dir",
+    "ckpt_path",
+    "name",
+    "threads",
+    "progress_refresh_rate",
+    "logger",
+    "verbosity",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "data.data_dir",
+    "data.cache_dir",
+)
+# launcher settings decide where and how jobs run, never what they compute
+LAUNCHER_KEYS: tuple[str, ...] = ("hydra/launcher", "hydra.launcher")
+
+
+def last_checkpoint(run_dir: str | Path) -> Path:
+    """``<run dir>/checkpoints/last.ckpt``."""
+    return Path(run_dir) / CHECKPOINT_DIR / LAST_CHECKPOINT
+
+
+def override_key(override: str) -> str:
+    """The key of a command-line override: ``+trainer.x=1`` → ``trainer.x``."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def has_no_effect(key: str) -> bool:
+    """Whether an override or config key (dotted, or a ``group/option`` path) changes nothing."""
+    return any(key == k or key.startswith(k + ".") or key.startswith(k + "/")
+               for k in (*NO_EFFECT_KEYS, *LAUNCHER_KEYS))
+
+
+def without_no_effect_keys(config: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a (plain, nested) config without the keys that do not change results."""
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in config.items()}
+    for key in NO_EFFECT_KEYS:
+        *parents, leaf = key.split(".")
+        node: Any = out
+        for p in parents:
+            node = node.get(p) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return out
