@@ -25,7 +25,7 @@ model in its fastest setting, ``--pairs`` alternating blocks of 3 batch-256 call
 block, compact block, dense block, ...), one ratio per adjacent pair; the median of those
 ratios and its interquartile range are printed. Drift hits both members of a pair alike.
 
-Targets (issue #6): compact bs256 latency <= 0.45x dense at 50 %, <= 0.25x at 75 %; compact
+Targets: compact bs256 latency <= 0.45x dense at 50 %, <= 0.25x at 75 %; compact
 outputs equal to the masked model's within 1e-5.
 """
 

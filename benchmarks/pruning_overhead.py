@@ -24,7 +24,7 @@ at 1,000 images, so it weighs 4.3× (``--short``) or 43× (``--quick``) what it 
 whole epoch: only whole epochs give the overhead a real run pays.
 
 Data: ``--data-dir``, else ``$PRUNELAB_DATA``, else ``../shared/data`` next to the checkout.
-Target (issue #6): iterative fit time <= 1.02 x dense.
+Target: iterative fit time <= 1.02 x dense.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Lightning's own ``ModelPruning`` on prunelab's MNIST study budget: the baseline of issue #3.
+"""Lightning's own ``ModelPruning`` on prunelab's MNIST study budget: the reference baseline for prunelab's own callback.
 
     .venv/bin/python scripts/modelpruning_reference.py [--seeds 0,1,2] [--final 0.98]
         [--initial 0.6] [--schedule agp|iterative] [--all-layers] [--out FILE]

@@ -327,7 +327,7 @@ def test_locked_run_folder_is_refused_and_left_alone(tiny_data, tmp_path):
     assert not (run_dir / ".prunelab.lock").exists()  # released by its holder
 
 
-def test_lock_of_a_dead_process_is_taken_over(make_cfg, tmp_path, capsys):
+def test_lock_of_a_dead_process_is_taken_over(make_cfg, tmp_path, caplog):
     from prunelab.run import run
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -338,7 +338,7 @@ def test_lock_of_a_dead_process_is_taken_over(make_cfg, tmp_path, capsys):
         {"pid": dead.pid, "host": socket.gethostname(), "since": "earlier"}))
     results = run(make_cfg("trainer.fast_dev_run=true"), run_dir)
     assert results["status"] == "ok"
-    assert f"taking over the lock of process {dead.pid}" in capsys.readouterr().out
+    assert f"taking over the lock of process {dead.pid}" in caplog.text
     assert not (run_dir / ".prunelab.lock").exists()
 
 
@@ -352,7 +352,7 @@ def test_sweep_skips_jobs_another_launcher_is_working_on(tiny_data, tmp_path):
         proc = cli("-m", "seed=0,1", "trainer.fast_dev_run=true", f"data_dir={tiny_data}", *TINY,
                    f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=seed${seed}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count("in progress elsewhere") == 1 and "job failed" not in proc.stdout
+    assert proc.stderr.count("in progress elsewhere, skipped") == 1 and "job failed" not in proc.stderr
     assert (sweep / "seed0" / "results.json").exists()
     assert not (busy / "results.json").exists() and not (busy / "failed.json").exists()
 

@@ -467,7 +467,7 @@ def test_dtype_and_sparsity_helper():
     assert m.dtype == torch.float64 and M.sparsity(m) == 0.5
     assert M.sparsity(w * m) == 0.5 and M.sparsity(torch.zeros(0)) == 0.0
     assert M.compute_masks("l1_unstructured", {}, 0.5) == {}
-    assert set(C.CRITERIA) == {
+    assert set(C.CRITERIA) >= {  # (examples may register more)
         "l1_unstructured",
         "random_unstructured",
         "ln_structured",

@@ -121,7 +121,7 @@ def test_slurm_local_grid_with_invalid_amount(tiny_data: Path, tmp_path: Path) -
     # the jobs ran in other processes; the launching one reports them and names the failed one
     assert proc.stderr.count("job 1/2 ") == 1 and proc.stderr.count("job 2/2 ") == 1
     assert "sweep finished: 2 jobs: 1 done, 0 skipped (finished earlier), 1 failed" in proc.stderr
-    assert re.search(r"failed: \S*pruning\.amount=1\.5\S* — ConfigError: pruning\.amount=1\.5",
+    assert re.search(r"failed: \S*pruning\.amount=1\.5\S* — ConfigError: pruning amount must be a fraction in \[0, 1\), got 1\.5",
                      proc.stderr), proc.stderr[-3000:]
     jobs = {p.name: p for p in out.iterdir() if not p.name.startswith(".") and p.is_dir()}
     assert len(jobs) == 2
@@ -131,7 +131,7 @@ def test_slurm_local_grid_with_invalid_amount(tiny_data: Path, tmp_path: Path) -
 
     assert R.main([str(out)]) == 0
     rows = {r["folder"]: r for r in csv.DictReader(StringIO((out / "summary.csv").read_text()))}
-    assert rows[bad.name]["status"] == "failed" and "outside [0, 1)" in rows[bad.name]["error"]
+    assert rows[bad.name]["status"] == "failed" and "fraction in [0, 1)" in rows[bad.name]["error"]
     assert rows[bad.name]["amount"] == "1.5" and rows[bad.name]["method"] == "l1_unstructured"
     assert rows[good.name]["status"] == "ok" and rows[good.name]["drop_pts"] == ""
     _check_rows_match_results(out, list(rows.values()))

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from prunelab.logs import SUMMARY_LOGGER, get_logger
+from prunelab.paths import RESULTS, last_checkpoint
 
 log = get_logger(SUMMARY_LOGGER)
 
@@ -26,9 +27,9 @@ STRUCTURED = {"ln_structured", "random_structured"}
 def run_state(run_dir: str | Path, ckpt_path: Any = "last") -> str:
     """Whether ``run_dir`` is done already, will resume from its last.ckpt, or starts fresh."""
     run_dir = Path(run_dir)
-    if (run_dir / "results.json").exists():
+    if (run_dir / RESULTS).exists():
         return DONE_ALREADY
-    if ckpt_path == "last" and (run_dir / "checkpoints" / "last.ckpt").exists():
+    if ckpt_path == "last" and last_checkpoint(run_dir).exists():
         return RESUMED
     if ckpt_path not in (None, "", "null", "none", "last"):
         return RESUMED
@@ -171,7 +172,7 @@ def stored_results(run_dir: str | Path, fallback: dict[str, Any] | None = None) 
     """The run's results.json as written (``fallback`` when there is none, e.g. on rank > 0)."""
     import json
 
-    path = Path(run_dir) / "results.json"
+    path = Path(run_dir) / RESULTS
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):

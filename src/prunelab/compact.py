@@ -28,8 +28,9 @@ from torch import Tensor, nn
 from prunelab.errors import PrunelabError
 from prunelab.loading import ALLOW_ENV, load_finished_run
 from prunelab.logs import SUMMARY_LOGGER, get_logger
+from prunelab.paths import COMPACT_MODEL, RESULTS
 
-COMPACT_FILE = "compact_model.pt2"
+COMPACT_FILE = COMPACT_MODEL
 log = get_logger(__name__)
 
 
@@ -113,7 +114,7 @@ def _main(args: argparse.Namespace) -> int:
     from prunelab.run import write_json_atomic
 
     run_dir: Path = args.run_dir
-    results_path = run_dir / "results.json"
+    results_path = run_dir / RESULTS
     net, cfg = load_run(run_dir, args.allow_target)
     if not results_path.exists():
         raise RunDirError(f"{run_dir} has no results.json: the run did not finish")

@@ -14,12 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
 from prunelab.errors import PrunelabError
-from prunelab.loading import ALLOW_ENV, fold_state_dict_masks, load_finished_run
+from prunelab.loading import ALLOW_ENV, fold_state_dict_masks, load_finished_run, run_test_loader
 from prunelab.pruning.metrics import summarize
 
 __all__ = ["evaluate", "fold_state_dict_masks", "load_plain_model", "main"]
@@ -64,18 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     setup(args.verbosity)
     log = get_logger(__name__)
     try:
-        log.info("loading %s", args.path)
+        log.debug("loading %s", args.path)
         net, cfg = load_plain_model(args.path, args.allow_target)
-        if args.data_dir:
-            cfg.data_dir = args.data_dir
-        data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
-        data_cfg.pop("name", None)
-        data_cfg.pop("description", None)
-        datamodule = instantiate(data_cfg)
-        datamodule.prepare_data()
-        datamodule.setup("test")
+        loader = run_test_loader(cfg, args.data_dir)
         log.info("testing on %s", cfg.data.get("name", "the test set"))
-        result = {**evaluate(net, datamodule.test_dataloader(), cfg.model.task == "binary"),
+        result = {**evaluate(net, loader, cfg.model.task == "binary"),
                   **summarize(net, None)}
     except PrunelabError as err:
         print(f"prunelab.evaluate: error: {err}", file=sys.stderr)

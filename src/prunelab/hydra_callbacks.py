@@ -22,6 +22,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from prunelab.logs import SUMMARY_LOGGER, get_logger
+from prunelab.paths import FAILED, RESULTS
 
 PROGRESS = Path(".prunelab_progress.jsonl")  # a file: sweep folders hold only job folders
 log = get_logger("prunelab.sweep")
@@ -59,7 +60,7 @@ def job_record(config: DictConfig, state: str | None = None,
     except ValueError:
         folder = out_dir.name
     rec: dict[str, Any] = {"folder": folder, "state": state}
-    failed, results = out_dir / "failed.json", out_dir / "results.json"
+    failed, results = out_dir / FAILED, out_dir / RESULTS
     if results.is_file():
         try:
             r = json.loads(results.read_text())

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from prunelab.errors import CheckpointError, ConfigError, PrunelabError, UnsafeInputError
+from prunelab.paths import FINAL_MODEL, last_checkpoint
 
 #: env var with extra allowed ``_target_`` prefixes, comma-separated (as ``--allow-target``)
 ALLOW_ENV = "PRUNELAB_ALLOW_TARGETS"
@@ -108,6 +109,21 @@ def check_targets(cfg: DictConfig, source: Path, allow: Iterable[str] = ()) -> N
             )
 
 
+def run_test_loader(cfg: DictConfig, data_dir: str | None = None) -> Any:
+    """The test loader of a run's (already checked) config; ``data_dir`` overrides the run's."""
+    from hydra.utils import instantiate
+
+    if data_dir:
+        cfg.data_dir = data_dir
+    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+    for meta in ("name", "description"):
+        data_cfg.pop(meta, None)
+    datamodule = instantiate(data_cfg)
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    return datamodule.test_dataloader()
+
+
 def fold_state_dict_masks(state_dict: dict[str, Tensor], prefix: str = "") -> dict[str, Tensor]:
     """``x_orig`` and ``x_mask`` → ``x = x_orig * x_mask``; keys under ``prefix`` lose it."""
     out: dict[str, Tensor] = {}
@@ -136,7 +152,7 @@ def weights_file(path: Path, run_dir: Path) -> Path:
     """A file given as is; for a run folder ``final_model.pt`` if present, else ``checkpoints/last.ckpt``."""
     if not path.is_dir():
         return path
-    for candidate in (run_dir / "final_model.pt", run_dir / "checkpoints" / "last.ckpt"):
+    for candidate in (run_dir / FINAL_MODEL, last_checkpoint(run_dir)):
         if candidate.exists():
             return candidate
     raise PrunelabError(f"{run_dir} has neither final_model.pt nor checkpoints/last.ckpt")

@@ -26,7 +26,14 @@ from prunelab.errors import CheckpointError, ConfigError, DivergedError, RunInPr
 from prunelab.loading import load_checkpoint
 from prunelab.logs import get_logger
 from prunelab.outputs import remove_quietly, write_error
-from prunelab.paths import FAILED, FINAL_MODEL, RESULTS, last_checkpoint, without_no_effect_keys
+from prunelab.paths import (
+    COMPACT_MODEL,
+    FAILED,
+    FINAL_MODEL,
+    RESULTS,
+    last_checkpoint,
+    without_no_effect_keys,
+)
 from prunelab.pruning.callback import PruningCallback
 from prunelab.pruning.metrics import summarize
 from prunelab.pruning.schedules import build_plan, validate_plan
@@ -485,7 +492,7 @@ def compact_and_measure(model: L.LightningModule, example: torch.Tensor, run_dir
 
     net = model.net if hasattr(model, "net") else model
     small, _ = compact_with_report(net, example)
-    save_compact(small, run_dir / "compact_model.pt2", example,
+    save_compact(small, run_dir / COMPACT_MODEL, example,
                  dynamic_dims=(0,) if example.is_floating_point() else (0, 1))
     return efficiency_report(None, net, example, compact_model=small)
 

@@ -21,6 +21,7 @@ from torch import nn
 
 from prunelab.errors import ConfigError, PrunelabError
 from prunelab.export import artifact, codecs
+from prunelab.paths import FINAL_MODEL, RESULTS
 
 DEFAULT_ENCODINGS = ("kmeans5",)
 ARTIFACT = "model.plx"
@@ -33,12 +34,17 @@ def finished_run(run_dir: Path) -> tuple[Path, Any]:
 
     if not (run_dir / ".hydra" / "config.yaml").exists():
         raise PrunelabError(f"{run_dir} is not a prunelab run directory (no .hydra/config.yaml)")
-    final = run_dir / "final_model.pt"
-    if not final.exists() or not (run_dir / "results.json").exists():
+    final = run_dir / FINAL_MODEL
+    if not final.exists() or not (run_dir / RESULTS).exists():
         raise PrunelabError(
             f"{run_dir} has no finished model (final_model.pt and results.json are written at the "
             "end of training): relaunch the run's command to resume and finish it")
-    return final, OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    from prunelab.loading import check_targets
+
+    cfg_path = run_dir / ".hydra" / "config.yaml"
+    cfg = OmegaConf.load(cfg_path)
+    check_targets(cfg, cfg_path)  # the saved config is untrusted: only allow-listed classes
+    return final, cfg
 
 
 def network_kwargs(cfg: Any) -> dict[str, Any]:
@@ -51,17 +57,9 @@ def network_kwargs(cfg: Any) -> dict[str, Any]:
 
 
 def test_loader(cfg: Any, data_dir: str | None) -> Any:
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
+    from prunelab.loading import run_test_loader
 
-    if data_dir:
-        cfg.data_dir = data_dir
-    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
-    data_cfg.pop("name", None)
-    datamodule = instantiate(data_cfg)
-    datamodule.prepare_data()
-    datamodule.setup("test")
-    return datamodule.test_dataloader()
+    return run_test_loader(cfg, data_dir)
 
 
 def export_onnx(net: nn.Module, example: torch.Tensor, path: Path) -> dict[str, Any] | None:
@@ -110,7 +108,7 @@ def export_run(run_dir: Path, encodings: list[str], out: Path | None = None,
     final, cfg = finished_run(run_dir)
     net, _ = load_plain_model(run_dir)
     kwargs = network_kwargs(cfg)
-    results = json.loads((run_dir / "results.json").read_text())
+    results = json.loads((run_dir / RESULTS).read_text())
     binary = cfg.model.get("task") == "binary"
     loader = test_loader(cfg, data_dir) if evaluate else None
     source_acc = eval_net(net, loader, binary)["test_acc"] if loader is not None else None

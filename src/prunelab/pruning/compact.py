@@ -2,7 +2,7 @@
 
 Structured pruning (``ln_structured`` / ``random_structured`` with ``dim=0``) zeroes whole output
 filters of a Conv or output neurons of a Linear, but the tensors keep their shapes and dense
-kernels do the same work (torch issue #36214). :func:`compact` builds a smaller network that
+kernels do the same work (pytorch/pytorch#36214). :func:`compact` builds a smaller network that
 computes the same function: it removes those filters together with everything coupled to them
 (the following BatchNorm's channels, the consumer's input channels, the matching slice of a
 flattened Linear's inputs), using Torch-Pruning's dependency graph, so it works for any
