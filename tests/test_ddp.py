@@ -10,7 +10,8 @@ import pytest
 import torch
 
 
-@pytest.mark.parametrize("method", ["random_unstructured", "taylor"])
+@pytest.mark.parametrize("method", ["random_unstructured",
+                                    pytest.param("taylor", marks=pytest.mark.slow)])
 def test_masks_identical_on_both_ranks(tmp_path, method):
     script = Path(__file__).parent / "ddp_masks.py"
     env = {**os.environ, "PL_TORCH_DISTRIBUTED_BACKEND": "gloo", "OMP_NUM_THREADS": "1"}

@@ -84,7 +84,10 @@ def assert_same_run(a: Path, b: Path) -> None:
         assert torch.equal(wa[key], wb[key]), key  # bit-exact on CPU: masks and weights
 
 
-@pytest.mark.parametrize("schedule", [ITERATIVE, LOTTERY], ids=["iterative", "lottery"])
+# the lottery case (rewind weights in the checkpoint) runs in `make test-all`; CI keeps the
+# iterative SIGKILL case and the sweep one
+@pytest.mark.parametrize("schedule", [ITERATIVE, pytest.param(LOTTERY, marks=pytest.mark.slow)],
+                         ids=["iterative", "lottery"])
 def test_killed_run_resumes_to_the_same_result(data, tmp_path, schedule):
     args = [*common(data), *schedule, "logger=default"]
     straight = tmp_path / "straight"
