@@ -635,7 +635,6 @@ def _err_bars(points: list[Point]) -> tuple[list[float], list[list[float]]]:
 
 def _error_axis(ax: Any, values: list[float]) -> None:
     """Log test-error axis with plain tick labels, and the matching accuracy on the right."""
-    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
     ax.set_yscale("log")
     lo, hi = min(values), max(values)
@@ -644,20 +643,25 @@ def _error_axis(ax: Any, values: list[float]) -> None:
     ticks = [t for t in ERR_TICKS if ymin <= t <= ymax]
     if len(ticks) < 4:
         ticks = [t for t in ERR_TICKS_FINE if ymin <= t <= ymax and t <= 100]
-    ax.yaxis.set_major_locator(FixedLocator(ticks))
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: _num_label(y)))
-    ax.yaxis.set_minor_locator(NullLocator())
+    _percent_ticks(ax.yaxis, ticks, complement=False)
     ax.set_ylabel("test error (%), log scale — lower is better")
     right = ax.secondary_yaxis("right")
-    right.yaxis.set_major_locator(FixedLocator(ticks))
-    right.yaxis.set_major_formatter(FuncFormatter(lambda y, _: _num_label(round(100 - y, 3))))
-    right.yaxis.set_minor_locator(NullLocator())
+    _percent_ticks(right.yaxis, ticks, complement=True)
     right.set_ylabel("test accuracy (%)")
+
+
+def _percent_ticks(axis: Any, ticks: list[float], complement: bool) -> None:
+    """Fixed percent ticks on a log axis; ``complement`` labels 100 − t (accuracy, sparsity)."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    axis.set_major_locator(FixedLocator(ticks))
+    axis.set_major_formatter(FuncFormatter(
+        (lambda v, _: _num_label(round(100 - v, 3))) if complement else (lambda v, _: _num_label(v))))
+    axis.set_minor_locator(NullLocator())
 
 
 def _kept_axis(ax: Any, kept: list[float]) -> None:
     """Log axis of the weights kept, 100 % on the left; sparsity labelled along the top."""
-    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
     ax.set_xscale("log")
     right = min(kept) / 1.5
@@ -665,14 +669,10 @@ def _kept_axis(ax: Any, kept: list[float]) -> None:
     ticks = [t for t in KEPT_TICKS if right <= t <= 100]
     if len(ticks) < 4:
         ticks = [t for t in KEPT_TICKS_FINE if right <= t <= 100]
-    ax.xaxis.set_major_locator(FixedLocator(ticks))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: _num_label(x)))
-    ax.xaxis.set_minor_locator(NullLocator())
+    _percent_ticks(ax.xaxis, ticks, complement=False)
     ax.set_xlabel("weights kept (% of the pruned layers' weights), log scale")
     top = ax.secondary_xaxis("top")
-    top.xaxis.set_major_locator(FixedLocator(ticks))
-    top.xaxis.set_major_formatter(FuncFormatter(lambda x, _: _num_label(round(100 - x, 3))))
-    top.xaxis.set_minor_locator(NullLocator())
+    _percent_ticks(top.xaxis, ticks, complement=True)
     top.set_xlabel("sparsity (% of those weights zero)")
 
 
