@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/compact_speed.py [--quick] [--threads N] [--min-run-time S]
         [--round-to K]
 
-Masks come from ``prunelab.pruning.methods.ln_structured`` (dim 0: whole conv filters / fc
+Masks come from the registry's ``ln_structured`` criterion (dim 0: whole conv filters / fc
 neurons) on conv1, conv2 and fc1, applied with ``torch.nn.utils.prune.custom_from_mask``; the
 classifier fc2 stays dense; ``--round-to K`` keeps a multiple of K slices per layer (as
 ``pruning.round_to``). Weights are random (latency does not depend on the values). Each
@@ -41,8 +41,8 @@ from torch.nn.utils import prune
 
 from prunelab.models import LeNet
 from prunelab.pruning.compact import clone_module, compact_with_report, fold_masks
+from prunelab.pruning.criteria import mask as criterion_mask
 from prunelab.pruning.latency import measure_latency
-from prunelab.pruning.methods import ln_structured
 from prunelab.pruning.metrics import macs
 
 TARGETS = {0.5: 0.45, 0.75: 0.25}
@@ -57,7 +57,7 @@ def masked_lenet(amount: float, seed: int = 0, round_to: int | None = None) -> L
     for name in ("conv1", "conv2", "fc1"):
         module = net.get_submodule(name)
         prune.custom_from_mask(module, "weight",
-                               ln_structured(module.weight, amount, round_to=round_to))
+                               criterion_mask("ln_structured", module.weight, amount, round_to=round_to))
     return net.eval()
 
 

@@ -33,11 +33,12 @@ import time
 from pathlib import Path
 
 import torch
+from compact_speed import paired_ratios  # benchmarks/ is the script's folder
 from torch.nn.utils import prune
 
 from prunelab.export.sparse import sparsify
 from prunelab.models import LeNet
-from prunelab.pruning import methods as M
+from prunelab.pruning import criteria as C
 
 TARGETS = ("conv1", "conv2", "fc1")
 
@@ -57,9 +58,9 @@ def masked_lenet(amount: float, method: str, seed: int = 0,
         torch.manual_seed(seed)  # the dense reference: same architecture, no zeros
         dense = LeNet().eval()
     elif method == "global":
-        masks = M.global_magnitude(ws, amount)
+        masks = C.compute_masks("global_magnitude", ws, amount)
     else:
-        masks = {n: M.l1_unstructured(w, amount) for n, w in ws.items()}
+        masks = C.compute_masks("l1_unstructured", ws, amount)
     for n, m in masks.items():
         prune.custom_from_mask(masked.get_submodule(n), "weight", m)
     return dense, masked
@@ -106,24 +107,6 @@ def interleaved_ms(fns: dict, rounds: int, calls: int) -> dict:
                 fn()
             times[k].append((time.perf_counter() - t0) / calls * 1e3)
     return {k: statistics.median(v) for k, v in times.items()}
-
-
-def paired_ratios(a, b, pairs: int, calls: int) -> list[float]:
-    """b/a time of adjacent blocks of ``calls`` calls each."""
-    def block(fn) -> float:
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        return time.perf_counter() - t0
-
-    ratios = []
-    ta = block(a)
-    for _ in range(pairs):
-        tb = block(b)
-        ratios.append(tb / ta)
-        ta = block(a)
-        ratios.append(tb / ta)
-    return ratios
 
 
 def trained_weights(sweep: Path) -> dict[float, dict[str, torch.Tensor]]:
