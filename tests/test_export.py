@@ -194,11 +194,16 @@ def test_a_foreign_class_in_the_manifest_is_refused(tmp_path):
         load(path)
 
 
+def _lenet_manifest_with_fc2_bias(shape: list[int], data: list[int]) -> dict:
+    """A hand-made LeNet manifest holding one raw fc2.bias section (shape, payload span)."""
+    return {"format": "prunelab-export", "encoding": "fp32",
+            "architecture": {"class": "prunelab.models.cnn.LeNet", "kwargs": {}},
+            "tensors": [{"name": "fc2.bias", "shape": shape, "dtype": "float32",
+                         "kind": "raw", "data": data}]}
+
+
 def test_a_section_outside_the_payload_is_corrupt(tmp_path):
-    manifest = {"format": "prunelab-export", "encoding": "fp32",
-                "architecture": {"class": "prunelab.models.cnn.LeNet", "kwargs": {}},
-                "tensors": [{"name": "fc2.bias", "shape": [10], "dtype": "float32",
-                             "kind": "raw", "data": [0, 40]}]}
+    manifest = _lenet_manifest_with_fc2_bias(shape=[10], data=[0, 40])
     path = tmp_path / "short.plx"
     path.write_bytes(container.pack(manifest, b"\0" * 12))
     with pytest.raises(CheckpointError, match="corrupt"):
@@ -332,10 +337,7 @@ def load_artifact_net(tmp_path: Path) -> torch.nn.Module:
 
 
 def test_tensors_that_do_not_fit_the_network_are_named(tmp_path):
-    manifest = {"format": "prunelab-export", "encoding": "fp32",
-                "architecture": {"class": "prunelab.models.cnn.LeNet", "kwargs": {}},
-                "tensors": [{"name": "fc2.bias", "shape": [3], "dtype": "float32",
-                             "kind": "raw", "data": [0, 12]}]}
+    manifest = _lenet_manifest_with_fc2_bias(shape=[3], data=[0, 12])
     path = tmp_path / "partial.plx"
     path.write_bytes(container.pack(manifest, b"\0" * 12))
     with pytest.raises(CheckpointError, match=r"missing conv1.weight, .* \.\.\.; wrong shape fc2.bias"):

@@ -51,6 +51,17 @@ _OWN_COLUMNS = {"model", "data", "seed", "pruning", "pruning/method", "pruning.m
                 "pruning.amount", "pruning.schedule"}
 
 
+def dense_baseline(jobs: Iterable[Job], source: str) -> Baseline:
+    """The dense baseline that finished dense jobs give, per model/data/seed key."""
+    base = Baseline()
+    for j in jobs:
+        if j.dense and j.status == "ok" and j.test_acc is not None:
+            base.acc.setdefault(j.key, []).append(j.test_acc)
+    if base.acc:
+        base.sources.append(source)
+    return base
+
+
 class ReportError(Exception):
     """A sweep dir that cannot be reported on (printed as one line, exit status 2)."""
 
@@ -416,12 +427,7 @@ def summarize(sweep_dir: str | Path, baseline_dirs: Sequence[str | Path] = (),
     if not jobs:
         raise ReportError(f"{root}: no job folders in it (none has results.json, failed.json or "
                           ".hydra/); is this a sweep dir such as outputs/sweeps/<name>?")
-    base = Baseline()
-    for j in jobs:
-        if j.dense and j.status == "ok" and j.test_acc is not None:
-            base.acc.setdefault(j.key, []).append(j.test_acc)
-    if base.acc:
-        base.sources.append(f"{root} (dense jobs of this sweep)")
+    base = dense_baseline(jobs, f"{root} (dense jobs of this sweep)")
     if baseline_dirs:
         load_baseline(baseline_dirs, base, skip=set(base.acc))
     _label_extras(jobs)
@@ -836,12 +842,7 @@ def summarize_csv(path: str | Path, delta: float = 0.5) -> Summary:
             j.macs_effective = _num(r.get("macs_effective") or None, int)
             j.fit_seconds = _num(r.get("fit_seconds") or None)
         jobs.append(j)
-    base = Baseline()
-    for j in jobs:
-        if j.dense and j.status == "ok" and j.test_acc is not None:
-            base.acc.setdefault(j.key, []).append(j.test_acc)
-    if base.acc:
-        base.sources.append(f"{path} (dense rows)")
+    base = dense_baseline(jobs, f"{path} (dense rows)")
     _label_extras(jobs)
     compare(jobs, base)
     points = build_points(jobs)
