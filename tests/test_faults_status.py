@@ -318,10 +318,10 @@ def test_explicit_schedule_refuses_an_amount_it_would_ignore(make_cfg, tmp_path)
 
 
 def test_geometric_schedule_reports_its_final_target(make_cfg, tmp_path):
-    from prunelab.run import final_amount, make_plan
+    from prunelab.run import make_callback
 
-    cfg = make_cfg("pruning=geometric")
-    assert final_amount(cfg) == make_plan(cfg)[-1].target
+    cfg = make_cfg("pruning=geometric")  # results.json's amount is the plan's last target
+    assert make_callback(cfg).plan[-1].target == cfg.pruning.amount == 0.8
 
 
 def test_empty_validation_loader_gives_null_val_acc_after(make_cfg, tmp_path):

@@ -264,7 +264,7 @@ def test_search_rejects_bad_arguments(capsys: pytest.CaptureFixture) -> None:
 def test_mnist_sweep_presets_are_valid(make_cfg) -> None:
     """Every job of experiment=sweep_mnist_amounts passes the config check (the schedule fits
     the epochs) and has the dense preset's epoch budget and sweep name."""
-    from prunelab.run import check_config, make_plan
+    from prunelab.run import check_config, make_callback
 
     dense = make_cfg("experiment=sweep_mnist_dense")
     assert dense.pruning.schedule == "none"
@@ -273,10 +273,10 @@ def test_mnist_sweep_presets_are_valid(make_cfg) -> None:
             cfg = make_cfg("experiment=sweep_mnist_amounts", f"pruning/method={method}",
                            f"pruning.amount={amount}")
             check_config(cfg)
-            plan = make_plan(cfg)
+            plan = make_callback(cfg).plan
             assert plan[-1].target == amount and plan[-1].epoch < cfg.trainer.max_epochs - 1
             assert cfg.trainer.max_epochs == dense.trainer.max_epochs
             assert cfg.name == dense.name
     # the default iterative schedule cannot reach 0.95 in its epochs: the reason for the preset
     with pytest.raises(Exception, match="max_epochs"):
-        check_config(make_cfg("pruning=iterative", "pruning.amount=0.95"))
+        make_callback(make_cfg("pruning=iterative", "pruning.amount=0.95"))

@@ -1,8 +1,16 @@
-"""One run: config → objects → fit → test → results.json. Nothing here reads Hydra's globals."""
+"""One run, as a pipeline: check → build → fit → test → results.json.
+
+:func:`run` reads top to bottom: :func:`check_config` (the pipeline's own keys), :func:`build`
+(config → callback, model, data, Trainer; each object checks its own arguments), :func:`fit`,
+:func:`test`, :func:`collect` (the :class:`prunelab.results.Results` schema) and the files.
+The config reaches the objects through :mod:`prunelab.config`'s translation, which copies no
+field list. Nothing here reads Hydra's globals.
+"""
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import io
 import json
 import os
@@ -22,6 +30,7 @@ from lightning.pytorch.profilers import PassThroughProfiler
 from omegaconf import DictConfig, OmegaConf
 
 import prunelab
+from prunelab.config import callback_kwargs, plan_kwargs
 from prunelab.errors import CheckpointError, ConfigError, DivergedError, RunInProgressError
 from prunelab.loading import load_checkpoint
 from prunelab.logs import get_logger
@@ -36,15 +45,22 @@ from prunelab.paths import (
 )
 from prunelab.pruning.callback import PruningCallback
 from prunelab.pruning.metrics import summarize
-from prunelab.pruning.schedules import build_plan, validate_plan
-from prunelab.pruning.targets import validate_patterns
+from prunelab.pruning.schedules import PruneStep, build_plan, validate_plan
+from prunelab.results import Failure, Results
 from prunelab.runlock import RunLock, is_rank_zero
 
 log = get_logger(__name__)
 
 
+# ------------------------------------------------------------------------ check and translate
+
+
 def check_config(cfg: DictConfig) -> None:
-    """Reject bad input before any data or model is touched, with one actionable line."""
+    """The keys only the pipeline reads, before any data or model is touched: one line each.
+
+    Everything a function takes (the schedule, the method, the targets...) is checked by that
+    function when :func:`build` calls it, not here.
+    """
     model, data = cfg.model.get("name", "?"), cfg.data.get("name", "?")
     compatible = list(cfg.model.get("datasets") or [])
     if compatible and data not in compatible:
@@ -54,15 +70,6 @@ def check_config(cfg: DictConfig) -> None:
             f"(model={model} takes data={'/'.join(compatible)})"
         )
     check_ranges(cfg)
-    p = cfg.pruning
-    if p.schedule != "none":
-        plan = make_plan(cfg)
-        validate_plan(plan, cfg.trainer.max_epochs)
-        if p.schedule == "explicit" and plan and float(p.amount) != plan[-1].target:
-            raise ConfigError(
-                f"pruning.amount={p.amount} has no effect with pruning=explicit: its targets are "
-                f"pruning.steps (last: {plan[-1].target}); set pruning.steps instead"
-            )
 
 
 def check_ranges(cfg: DictConfig) -> None:
@@ -77,9 +84,6 @@ def check_ranges(cfg: DictConfig) -> None:
         raise ConfigError(f"seed={cfg.seed} must be in [0, 2**32 - 1]")
     if cfg.threads is not None and int(cfg.threads) < 1:
         raise ConfigError(f"threads={cfg.threads} must be >= 1, or null for torch's default")
-    if cfg.pruning.schedule != "none":
-        t = cfg.pruning.targets
-        validate_patterns(list(t.include or []), list(t.exclude or []))
     check_learning_rate(cfg)
 
 
@@ -102,14 +106,6 @@ def check_learning_rate(cfg: DictConfig) -> None:
         )
 
 
-def final_amount(cfg: DictConfig) -> float:
-    """What the run prunes to: the plan's last target (0.0 for dense training)."""
-    if cfg.pruning.schedule == "none":
-        return 0.0
-    plan = make_plan(cfg)
-    return float(plan[-1].target) if plan else 0.0
-
-
 def import_modules(names: list[str]) -> None:
     """Import the config's ``imports`` (modules that register criteria) before anything uses them."""
     for name in names:
@@ -120,35 +116,34 @@ def import_modules(names: list[str]) -> None:
                               "folder to PYTHONPATH") from None
 
 
-def make_plan(cfg: DictConfig) -> list:
-    p = cfg.pruning
-    kind = "geometric" if p.schedule == "lottery" and p.rate is not None else p.schedule
-    steps = OmegaConf.to_container(p.steps) if p.steps is not None else None
-    return build_plan(
-        kind, amount=p.amount, start_epoch=p.start_epoch, every=p.every, initial=p.initial,
-        step_size=p.step_size, n_steps=p.n_steps, rate=p.rate, steps=steps,
-    )
+def make_plan(cfg: DictConfig) -> list[PruneStep]:
+    """:func:`build_plan` of the ``pruning`` section (it checks the schedule's keys)."""
+    return build_plan(**plan_kwargs(cfg.pruning))
 
 
-def make_callback(cfg: DictConfig) -> PruningCallback | None:
+def make_callback(cfg: DictConfig, callback: type[PruningCallback] = PruningCallback
+                  ) -> PruningCallback | None:
+    """The ``pruning`` section as a ``callback`` (None for dense training).
+
+    Two rules belong to the command line, not to the Python API: the plan must end within
+    ``trainer.max_epochs``, and ``pruning.amount`` must not be set where the schedule ignores it.
+    """
     p = cfg.pruning
     if p.schedule == "none":
         return None
-    return PruningCallback(
-        plan=make_plan(cfg),
-        method=p.method.name,
-        scope=p.method.scope,
-        n=p.method.n,
-        dim=p.method.dim,
-        targets=OmegaConf.to_container(p.targets),
-        seed=cfg.seed,
-        grad_batches=p.method.grad_batches,
-        rewind=p.rewind or p.schedule == "lottery",
-        rewind_epoch=p.rewind_epoch,
-        make_permanent=p.make_permanent,
-        eval_batches=p.eval_batches,
-        round_to=p.get("round_to"),
-    )
+    plan = make_plan(cfg)
+    validate_plan(plan, cfg.trainer.max_epochs)
+    if p.schedule == "explicit" and plan and float(p.amount) != plan[-1].target:
+        raise ConfigError(
+            f"pruning.amount={p.amount} has no effect with pruning=explicit: its targets are "
+            f"pruning.steps (last: {plan[-1].target}); set pruning.steps instead"
+        )
+    kwargs = callback_kwargs(cfg, plan)
+    try:
+        inspect.signature(callback).bind(**kwargs)
+    except TypeError as err:  # a key added with +pruning.<key>=... that the callback lacks
+        raise ConfigError(f"pruning: {callback.__name__} {err}") from None
+    return callback(**kwargs)
 
 
 def instantiate_model(cfg: DictConfig) -> L.LightningModule:
@@ -310,7 +305,7 @@ def resolve_ckpt(ckpt_path: str | None, run_dir: Path, config: dict[str, Any]) -
     if state is None:
         raise CheckpointError(f"checkpoint {path} was not written by prunelab (no run state)")
     # the model's and data's names first: they say the most about a mismatch
-    diff = sorted(_diff(_normalized(state["config"]), config),
+    diff = sorted(_diff(_normalized(state["config"]), config, defaults=_schema_defaults()),
                   key=lambda d: (not d.split("=")[0].endswith(".name"), d))
     if diff:
         raise CheckpointError(
@@ -321,13 +316,25 @@ def resolve_ckpt(ckpt_path: str | None, run_dir: Path, config: dict[str, Any]) -
                   step=int(ckpt.get("global_step", 0)))
 
 
-def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+def _diff(a: Any, b: Any, prefix: str = "", defaults: Any = None) -> list[str]:
+    """``a`` (the checkpoint's config) against ``b``; a key the checkpoint lacks is no
+    difference while it holds its schema default (an option added since keeps old runs)."""
     if isinstance(a, dict) and isinstance(b, dict):
+        defaults = defaults if isinstance(defaults, dict) else {}
         out = []
         for k in sorted(set(a) | set(b)):
-            out += _diff(a.get(k), b.get(k), f"{prefix}{k}.")
+            if k not in a and k in defaults and b.get(k) == defaults[k]:
+                continue
+            out += _diff(a.get(k), b.get(k), f"{prefix}{k}.", defaults.get(k))
         return out
     return [] if a == b else [f"{prefix[:-1]}={a!r} in the checkpoint, {b!r} now"]
+
+
+def _schema_defaults() -> dict[str, Any]:
+    from prunelab.config import schema_node
+
+    node = schema_node()
+    return OmegaConf.to_container(node, resolve=False, throw_on_missing=False)
 
 
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
@@ -375,6 +382,9 @@ def make_loggers(cfg: DictConfig, run_dir: Path, resume: Resume | None = None) -
     return loggers
 
 
+# ------------------------------------------------------------------------ the pipeline
+
+
 def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None,
         callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
     """Train, prune, test and write ``results.json`` in ``run_dir``; return the results.
@@ -403,7 +413,6 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
 def _run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None,
          callbacks: list[L.Callback] | None) -> dict[str, Any]:
     """``run``'s work, with the run folder locked."""
-    results_path = run_dir / RESULTS
     import_modules(list(cfg.imports))
     check_config(cfg)
     if cfg.threads:
@@ -412,77 +421,122 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None,
     resume = resolve_ckpt(cfg.ckpt_path, run_dir, config)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
-    pruner = make_callback(cfg)  # bad method, scope or schedule fails here, before any data
-    datamodule = instantiate_data(cfg)
-    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
-        datamodule.prepare_data()  # missing data fails here, before any Lightning output
+    job = build(cfg, run_dir, config, resume, callbacks)
+    fit(job, resume)
+    val_acc, test_metrics = test(job, resume)
+    if job.trainer.is_global_zero:
+        save_final_model(job.model, run_dir)
+    results = collect(cfg, job, val_acc, test_metrics, overrides)
+    if job.trainer.is_global_zero:
+        write_json_atomic(run_dir / RESULTS, results.to_json())
+    return results.to_json()
+
+
+@dataclass
+class Job:
+    """What :func:`build` makes from the config, and what the later steps use."""
+
+    pruner: PruningCallback | None
+    model: L.LightningModule
+    datamodule: L.LightningDataModule
+    trainer: L.Trainer
+    state: RunState
+    compact: bool  # pruning.compact: compact and time the network after the test
+
+
+def build(cfg: DictConfig, run_dir: Path, config: dict[str, Any], resume: Resume | None,
+          callbacks: list[L.Callback] | None = None) -> Job:
+    """Config → objects, cheapest first, so bad input fails before any data is read.
+
+    The callback checks the plan, method, scope and options; binding it to the model checks
+    the target patterns; only then is the data prepared (a missing data set fails there,
+    before any Lightning output).
+    """
+    pruner = make_callback(cfg)
     model = instantiate_model(cfg)
     if pruner is not None:
-        pruner.bind(model)  # bad target patterns fail here, before training
+        pruner.bind(model)
+    datamodule = instantiate_data(cfg)
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        datamodule.prepare_data()
     state = RunState(config)
     # checkpoints/last.ckpt, rewritten (atomically) at the end of every epoch, after pruning
-    checkpoint = LastCheckpoint(last_checkpoint(run_dir))
-    callbacks = [state, checkpoint, *([pruner] if pruner is not None else []), *(callbacks or [])]
+    own = [state, LastCheckpoint(last_checkpoint(run_dir)), *([pruner] if pruner else [])]
     if cfg.trainer.enable_progress_bar:
-        callbacks.append(TQDMProgressBar(refresh_rate=max(1, int(cfg.progress_refresh_rate))))
-    trainer_args = OmegaConf.to_container(cfg.trainer)
+        own.append(TQDMProgressBar(refresh_rate=max(1, int(cfg.progress_refresh_rate))))
+    trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True)
     trainer_args.pop("description", None)
     if trainer_args.get("profiler") is None:
         trainer_args["profiler"] = _NoProfiler()
-    trainer = L.Trainer(**trainer_args, callbacks=callbacks,
+    trainer = L.Trainer(**trainer_args, callbacks=[*own, *(callbacks or [])],
                         logger=make_loggers(cfg, run_dir, resume) or False,
                         default_root_dir=str(run_dir), plugins=[AtomicCheckpointIO()])
+    return Job(pruner, model, datamodule, trainer, state, bool(cfg.pruning.compact))
 
+
+def fit(job: Job, resume: Resume | None) -> None:
+    """Train (and prune), from ``resume``'s checkpoint if any."""
     ckpt = resume.path if resume else None
     if ckpt:
         log.info("resuming from %s", ckpt)
     try:
         # weights_only: Lightning's own load of the file refuses pickled code too
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
+        job.trainer.fit(job.model, datamodule=job.datamodule, ckpt_path=ckpt, weights_only=True)
     except RuntimeError as err:
         if ckpt and "state_dict" in str(err):
             raise CheckpointError(
                 f"checkpoint {ckpt} does not fit this model ({str(err).splitlines()[0][:160]})"
             ) from None
         raise
-    fit_seconds = state.fit_seconds
+
+
+def test(job: Job, resume: Resume | None) -> tuple[float | None, dict[str, Any]]:
+    """The final validation accuracy and the test metrics (empty without test batches)."""
+    trainer, model, dm = job.trainer, job.model, job.datamodule
     val_acc = trainer.callback_metrics.get("val_acc")
-    if val_acc is None and ckpt and trainer.limit_val_batches != 0:
+    if val_acc is None and resume and trainer.limit_val_batches != 0:
         # resumed from a checkpoint of the last epoch (killed before results.json): fit had no
         # epoch left to validate, so measure the final model rather than report null
-        val_acc = trainer.validate(model, datamodule=datamodule, verbose=False)[0].get("val_acc")
-    test = trainer.test(model, datamodule=datamodule, verbose=False)[0] if _has_test(trainer) else {}
+        val_acc = trainer.validate(model, datamodule=dm, verbose=False)[0].get("val_acc")
+    metrics = trainer.test(model, datamodule=dm, verbose=False)[0] if _has_test(trainer) else {}
+    return _f(val_acc), metrics
 
-    if trainer.is_global_zero:
-        buffer = io.BytesIO()
-        torch.save(model.net.state_dict() if hasattr(model, "net") else model.state_dict(), buffer)
-        write_bytes_atomic(run_dir / FINAL_MODEL, buffer.getvalue())
-    example = _example_input(datamodule, model)
+
+def save_final_model(model: L.LightningModule, run_dir: Path) -> None:
+    """``final_model.pt``: the plain network's state dict (masks folded in)."""
+    buffer = io.BytesIO()
+    torch.save(model.net.state_dict() if hasattr(model, "net") else model.state_dict(), buffer)
+    write_bytes_atomic(run_dir / FINAL_MODEL, buffer.getvalue())
+
+
+def collect(cfg: DictConfig, job: Job, val_acc: float | None, test_metrics: dict[str, Any],
+            overrides: list[str] | None) -> Results:
+    """The run's :class:`Results` (with the compaction's when ``pruning.compact``)."""
+    pruner, model, trainer = job.pruner, job.model, job.trainer
+    example = _example_input(job.datamodule, model)
     pruned = [t.name for t in pruner.targets] if pruner is not None else None
-    results: dict[str, Any] = {
-        "status": "ok",
-        "model": cfg.model.name,
-        "data": cfg.data.name,
-        "schedule": cfg.pruning.schedule,
-        "method": cfg.pruning.method.name if cfg.pruning.schedule != "none" else "dense",
-        "amount": final_amount(cfg),
-        "seed": int(cfg.seed),
-        "test_acc": _f(test.get("test_acc")),
-        "test_loss": _f(test.get("test_loss")),
-        "val_acc": _f(val_acc),
-        **summarize(model, example, pruned),
-        "fit_seconds": fit_seconds,
-        "epoch_seconds": state.epoch_seconds,
-        "epochs": trainer.current_epoch,
-        "pruning_history": pruner.history if pruner is not None else [],
-        "overrides": list(overrides or []),
-        "versions": versions(),
-    }
-    if cfg.pruning.compact and trainer.is_global_zero and example is not None:
-        results.update(compact_and_measure(model, example, run_dir))
-    if trainer.is_global_zero:
-        write_json_atomic(results_path, results)
-    return results
+    measured = summarize(model, example, pruned)
+    if job.compact and trainer.is_global_zero and example is not None:
+        measured.update(compact_and_measure(model, example, Path(trainer.default_root_dir)))
+    return Results(
+        status="ok",
+        model=cfg.model.name,
+        data=cfg.data.name,
+        schedule=cfg.pruning.schedule,
+        method=cfg.pruning.method.name if pruner is not None else "dense",
+        amount=pruner.plan[-1].target if pruner is not None and pruner.plan else 0.0,
+        seed=int(cfg.seed),
+        test_acc=_f(test_metrics.get("test_acc")),
+        test_loss=_f(test_metrics.get("test_loss")),
+        val_acc=val_acc,
+        fit_seconds=job.state.fit_seconds,
+        epoch_seconds=job.state.epoch_seconds,
+        epochs=trainer.current_epoch,
+        pruning_history=pruner.history if pruner is not None else [],
+        overrides=list(overrides or []),
+        versions=versions(),
+        **measured,
+    )
 
 
 def compact_and_measure(model: L.LightningModule, example: torch.Tensor, run_dir: Path) -> dict[str, Any]:
@@ -535,16 +589,16 @@ def run_or_record_failure(cfg: DictConfig, run_dir: str | Path, overrides: list[
         # in a sweep one bad job must not stop the others; the report lists it as failed
         if not multirun and not isinstance(err, PrunelabError):
             raise
-        record: dict[str, Any] = {
-            "status": "diverged" if isinstance(err, DivergedError) else "failed",
-            "error": str(err).splitlines()[0] if str(err) else repr(err),
-            "error_type": type(err).__name__, "overrides": list(overrides),
-        }
+        record = Failure(
+            status="diverged" if isinstance(err, DivergedError) else "failed",
+            error=str(err).splitlines()[0] if str(err) else repr(err),
+            error_type=type(err).__name__, overrides=list(overrides),
+        )
         if isinstance(err, DivergedError):
-            record.update(epoch=err.epoch, step=err.step, stage=err.stage)
+            record.epoch, record.step, record.stage = err.epoch, err.step, err.stage
         try:
             Path(run_dir).mkdir(parents=True, exist_ok=True)
-            write_json_atomic(Path(run_dir) / FAILED, record)
+            write_json_atomic(Path(run_dir) / FAILED, record.to_json())
         except PrunelabError:
             pass  # the folder itself cannot be written (full disk): the error says so
         if not multirun:

@@ -149,7 +149,6 @@ class PruningCallback(L.Callback):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.bind(pl_module)
-        validate_plan(self.plan, None)
         late = [s.epoch for s in self.plan[self.steps_done:]
                 if trainer.max_epochs is not None and 0 <= trainer.max_epochs <= s.epoch]
         if late:
