@@ -40,13 +40,13 @@ def budgeted_schema():
     C.register()
 
 
-@pytest.mark.parametrize("source,fn", [(C.CALLBACK_SOURCE, PruningCallback),
-                                       (C.PLAN_SOURCE, build_plan),
-                                       (C.TARGETS_SOURCE, find_targets)])
-def test_signatures_read_from_source_are_the_imported_ones(source, fn):
+@pytest.mark.parametrize("source,fn,one", [(C.CALLBACK_SOURCE, PruningCallback, "grad_batches"),
+                                           (C.PLAN_SOURCE, build_plan, "amount"),
+                                           (C.TARGETS_SOURCE, find_targets, "skip_last")])
+def test_signatures_read_from_source_are_the_imported_ones(source, fn, one):
     params = C.source_params(source)
     assert params == C.signature_params(fn)
-    assert {p.name for p in params} >= {"amount", "skip_last", "grad_batches"} & {p.name for p in params}
+    assert one in {p.name for p in params}
 
 
 def test_every_schema_key_is_a_function_argument_or_the_pipeline_s():

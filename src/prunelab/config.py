@@ -30,10 +30,11 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import hashlib
 import inspect
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import UnionType
@@ -94,7 +95,8 @@ class Param:
     default: Any = MISSING
 
 
-def source_params(source: tuple[str, str]) -> list[Param]:
+@functools.cache
+def source_params(source: tuple[str, str]) -> tuple[Param, ...]:
     """The parameters of ``source`` = (file under ``src/prunelab``, qualified name), from the
     file's syntax tree: nothing is imported. Defaults must be literals."""
     path, qualname = source
@@ -112,10 +114,10 @@ def source_params(source: tuple[str, str]) -> list[Param]:
             continue
         value = MISSING if default is MISSING else ast.literal_eval(default)
         out.append(Param(arg.arg, ast.unparse(arg.annotation) if arg.annotation else "Any", value))
-    return out
+    return tuple(out)
 
 
-def signature_params(obj: Callable[..., Any]) -> list[Param]:
+def signature_params(obj: Callable[..., Any]) -> tuple[Param, ...]:
     """The same as :func:`source_params`, for any imported callable (``inspect.signature``).
 
     For a class, its ``__init__``'s; when that passes ``**kwargs`` on, its bases' too (a
@@ -135,7 +137,7 @@ def signature_params(obj: Callable[..., Any]) -> list[Param]:
             out.append(Param(p.name, text, MISSING if p.default is p.empty else p.default))
         if not forwards:
             break
-    return out
+    return tuple(out)
 
 
 _SCALARS: dict[str, Any] = {"int": int, "float": float, "bool": bool, "str": str}
@@ -207,8 +209,8 @@ def _node(name: str, head: Iterable[tuple[str, Any, Any]], params: Iterable[Para
     return dataclasses.make_dataclass(name, fields)
 
 
-def pruning_schema(callback: list[Param] | None = None, plan: list[Param] | None = None,
-                   targets: list[Param] | None = None) -> type:
+def pruning_schema(callback: Sequence[Param] | None = None, plan: Sequence[Param] | None = None,
+                   targets: Sequence[Param] | None = None) -> type:
     """The ``pruning`` section's dataclass, from the three signatures (read from the source
     files unless given: a test passes a subclass's)."""
     callback = source_params(CALLBACK_SOURCE) if callback is None else callback
@@ -266,9 +268,9 @@ def _plain(value: Any) -> Any:
     return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
-def plan_kwargs(pruning: DictConfig, plan_params: list[Param] | None = None) -> dict[str, Any]:
+def plan_kwargs(pruning: DictConfig) -> dict[str, Any]:
     """``build_plan``'s arguments from the ``pruning`` section: ``kind`` = ``schedule``."""
-    names = [p.name for p in (source_params(PLAN_SOURCE) if plan_params is None else plan_params)]
+    names = [p.name for p in source_params(PLAN_SOURCE)]
     kwargs = {n: _plain(pruning[n]) for n in names if n != PLAN_KIND and n in pruning}
     return {PLAN_KIND: pruning.schedule, **kwargs}
 
@@ -306,14 +308,19 @@ def _last_target(steps: Any) -> float:
         return 0.0
 
 
+_stored: dict[str, Any] = {}  # the pruning section the ConfigStore's schema holds
+
+
 def register(pruning: type | None = None) -> None:
     """Make the schema and the ``prunelab_dirname`` / ``prunelab_name`` resolvers known to Hydra
-    (idempotent; ``pruning`` replaces the generated pruning section, for tests).
-    ``prunelab_name`` guards the sweep folder: a ``name`` that would lead out of
-    ``outputs/sweeps/`` fails when Hydra builds any job's folder from it."""
+    (idempotent and cheap after the first call; ``pruning`` replaces the generated pruning
+    section, for tests). ``prunelab_name`` guards the sweep folder: a ``name`` that would lead
+    out of ``outputs/sweeps/`` fails when Hydra builds any job's folder from it."""
     from prunelab.outputs import check_name
 
-    ConfigStore.instance().store(name="schema", node=schema_node(pruning))
+    if "pruning" not in _stored or _stored["pruning"] is not pruning:
+        ConfigStore.instance().store(name="schema", node=schema_node(pruning))
+        _stored["pruning"] = pruning
     if not OmegaConf.has_resolver("prunelab_dirname"):
         OmegaConf.register_new_resolver("prunelab_dirname", _dirname)
     if not OmegaConf.has_resolver("prunelab_name"):

@@ -2,7 +2,7 @@
 
 :func:`run` reads top to bottom: :func:`check_config` (the pipeline's own keys), :func:`build`
 (config → callback, model, data, Trainer; each object checks its own arguments), :func:`fit`,
-:func:`test`, :func:`collect` (the :class:`prunelab.results.Results` schema) and the files.
+:func:`run_test`, :func:`collect` (the :class:`prunelab.results.Results` schema) and the files.
 The config reaches the objects through :mod:`prunelab.config`'s translation, which copies no
 field list. Nothing here reads Hydra's globals.
 """
@@ -50,6 +50,203 @@ from prunelab.results import Failure, Results
 from prunelab.runlock import RunLock, is_rank_zero
 
 log = get_logger(__name__)
+
+
+# ------------------------------------------------------------------------ the pipeline
+
+
+def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None,
+        callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
+    """Train, prune, test and write ``results.json`` in ``run_dir``; return the results.
+
+    A run whose results.json exists is not repeated: its results are returned as they are.
+    ``callbacks`` are added to prunelab's own (instrumentation, early stopping, benchmarks).
+    """
+    run_dir = Path(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise write_error(err, run_dir) from None
+    results_path = run_dir / RESULTS
+    if results_path.exists():
+        log.info("done already: %s (delete it to run again)", results_path)
+        return json.loads(results_path.read_text())
+    if not is_rank_zero():  # DDP ranks > 0 work under rank 0's lock
+        return _run(cfg, run_dir, overrides, callbacks)
+    with RunLock(run_dir) as lock:
+        if lock.taken_over:
+            log.warning(f"taking over the lock of process {lock.taken_over.get('pid')} on "
+                        f"{lock.taken_over.get('host')}, which is no longer running")
+        return _run(cfg, run_dir, overrides, callbacks)
+
+
+def _run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None,
+         callbacks: list[L.Callback] | None) -> dict[str, Any]:
+    """``run``'s work, with the run folder locked."""
+    import_modules(list(cfg.imports))
+    check_config(cfg)
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    config = result_config(cfg)
+    resume = resolve_ckpt(cfg.ckpt_path, run_dir, config)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    job = build(cfg, run_dir, config, resume, callbacks)
+    fit(job, resume)
+    val_acc, test_metrics = run_test(job, resume)
+    if job.trainer.is_global_zero:
+        save_final_model(job.model, run_dir)
+    results = collect(cfg, job, val_acc, test_metrics, overrides).to_json()
+    if job.trainer.is_global_zero:
+        write_json_atomic(run_dir / RESULTS, results)
+    return results
+
+
+@dataclass
+class Job:
+    """What :func:`build` makes from the config, and what the later steps use."""
+
+    pruner: PruningCallback | None
+    model: L.LightningModule
+    datamodule: L.LightningDataModule
+    trainer: L.Trainer
+    state: RunState
+    run_dir: Path
+    compact: bool  # pruning.compact: compact and time the network after the test
+
+
+def build(cfg: DictConfig, run_dir: Path, config: dict[str, Any], resume: Resume | None,
+          callbacks: list[L.Callback] | None = None) -> Job:
+    """Config → objects, cheapest first, so bad input fails before any data is read.
+
+    The callback checks the plan, method, scope and options; binding it to the model checks
+    the target patterns; only then is the data prepared (a missing data set fails there,
+    before any Lightning output).
+    """
+    pruner = make_callback(cfg)
+    model = instantiate_model(cfg)
+    if pruner is not None:
+        pruner.bind(model)
+    datamodule = instantiate_data(cfg)
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        datamodule.prepare_data()
+    state = RunState(config)
+    # checkpoints/last.ckpt, rewritten (atomically) at the end of every epoch, after pruning
+    own = [state, LastCheckpoint(last_checkpoint(run_dir)), *([pruner] if pruner else [])]
+    if cfg.trainer.enable_progress_bar:
+        own.append(TQDMProgressBar(refresh_rate=max(1, int(cfg.progress_refresh_rate))))
+    trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True)
+    trainer_args.pop("description", None)
+    if trainer_args.get("profiler") is None:
+        trainer_args["profiler"] = _NoProfiler()
+    trainer = L.Trainer(**trainer_args, callbacks=[*own, *(callbacks or [])],
+                        logger=make_loggers(cfg, run_dir, resume) or False,
+                        default_root_dir=str(run_dir), plugins=[AtomicCheckpointIO()])
+    return Job(pruner, model, datamodule, trainer, state, run_dir, bool(cfg.pruning.compact))
+
+
+def fit(job: Job, resume: Resume | None) -> None:
+    """Train (and prune), from ``resume``'s checkpoint if any."""
+    ckpt = resume.path if resume else None
+    if ckpt:
+        log.info("resuming from %s", ckpt)
+    try:
+        # weights_only: Lightning's own load of the file refuses pickled code too
+        job.trainer.fit(job.model, datamodule=job.datamodule, ckpt_path=ckpt, weights_only=True)
+    except RuntimeError as err:
+        if ckpt and "state_dict" in str(err):
+            raise CheckpointError(
+                f"checkpoint {ckpt} does not fit this model ({str(err).splitlines()[0][:160]})"
+            ) from None
+        raise
+
+
+def run_test(job: Job, resume: Resume | None) -> tuple[float | None, dict[str, Any]]:
+    """The final validation accuracy and the test metrics (empty without test batches)."""
+    trainer, model, dm = job.trainer, job.model, job.datamodule
+    val_acc = trainer.callback_metrics.get("val_acc")
+    if val_acc is None and resume and trainer.limit_val_batches != 0:
+        # resumed from a checkpoint of the last epoch (killed before results.json): fit had no
+        # epoch left to validate, so measure the final model rather than report null
+        val_acc = trainer.validate(model, datamodule=dm, verbose=False)[0].get("val_acc")
+    metrics = trainer.test(model, datamodule=dm, verbose=False)[0] if _has_test(trainer) else {}
+    return _f(val_acc), metrics
+
+
+def save_final_model(model: L.LightningModule, run_dir: Path) -> None:
+    """``final_model.pt``: the plain network's state dict (masks folded in)."""
+    buffer = io.BytesIO()
+    torch.save(model.net.state_dict() if hasattr(model, "net") else model.state_dict(), buffer)
+    write_bytes_atomic(run_dir / FINAL_MODEL, buffer.getvalue())
+
+
+def collect(cfg: DictConfig, job: Job, val_acc: float | None, test_metrics: dict[str, Any],
+            overrides: list[str] | None) -> Results:
+    """The run's :class:`Results` (with the compaction's when ``pruning.compact``)."""
+    pruner, model, trainer = job.pruner, job.model, job.trainer
+    example = _example_input(job.datamodule, model)
+    pruned = [t.name for t in pruner.targets] if pruner is not None else None
+    measured = summarize(model, example, pruned)
+    if job.compact and trainer.is_global_zero and example is not None:
+        measured.update(compact_and_measure(model, example, job.run_dir))
+    return Results(
+        status="ok",
+        model=cfg.model.name,
+        data=cfg.data.name,
+        schedule=cfg.pruning.schedule,
+        method=cfg.pruning.method.name if pruner is not None else "dense",
+        amount=pruner.plan[-1].target if pruner is not None and pruner.plan else 0.0,
+        seed=int(cfg.seed),
+        test_acc=_f(test_metrics.get("test_acc")),
+        test_loss=_f(test_metrics.get("test_loss")),
+        val_acc=val_acc,
+        fit_seconds=job.state.fit_seconds,
+        epoch_seconds=job.state.epoch_seconds,
+        epochs=trainer.current_epoch,
+        pruning_history=pruner.history if pruner is not None else [],
+        overrides=list(overrides or []),
+        versions=versions(),
+        **measured,
+    )
+
+
+def run_or_record_failure(cfg: DictConfig, run_dir: str | Path, overrides: list[str],
+                          multirun: bool) -> dict[str, Any] | None:
+    """``run`` for the entry point: a bad-input error becomes one line and a failed.json."""
+    from prunelab.errors import PrunelabError
+
+    try:
+        result = run(cfg, run_dir, overrides)
+        failed = Path(run_dir) / FAILED
+        if failed.exists():
+            failed.unlink()
+        return result
+    except RunInProgressError as err:
+        # another process owns this folder: neither a failure nor ours to record
+        if not multirun:
+            raise
+        log.warning(f"in progress elsewhere, skipped: {err}")
+        return None
+    except Exception as err:
+        # in a sweep one bad job must not stop the others; the report lists it as failed
+        if not multirun and not isinstance(err, PrunelabError):
+            raise
+        record = Failure(
+            status="diverged" if isinstance(err, DivergedError) else "failed",
+            error=str(err).splitlines()[0] if str(err) else repr(err),
+            error_type=type(err).__name__, overrides=list(overrides),
+        )
+        if isinstance(err, DivergedError):
+            record.epoch, record.step, record.stage = err.epoch, err.step, err.stage
+        try:
+            Path(run_dir).mkdir(parents=True, exist_ok=True)
+            write_json_atomic(Path(run_dir) / FAILED, record.to_json())
+        except PrunelabError:
+            pass  # the folder itself cannot be written (full disk): the error says so
+        if not multirun:
+            raise
+        log.error("job failed: %s: %s", type(err).__name__, err)
+        return None
 
 
 # ------------------------------------------------------------------------ check and translate
@@ -382,163 +579,6 @@ def make_loggers(cfg: DictConfig, run_dir: Path, resume: Resume | None = None) -
     return loggers
 
 
-# ------------------------------------------------------------------------ the pipeline
-
-
-def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None,
-        callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
-    """Train, prune, test and write ``results.json`` in ``run_dir``; return the results.
-
-    A run whose results.json exists is not repeated: its results are returned as they are.
-    ``callbacks`` are added to prunelab's own (instrumentation, early stopping, benchmarks).
-    """
-    run_dir = Path(run_dir)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise write_error(err, run_dir) from None
-    results_path = run_dir / RESULTS
-    if results_path.exists():
-        log.info("done already: %s (delete it to run again)", results_path)
-        return json.loads(results_path.read_text())
-    if not is_rank_zero():  # DDP ranks > 0 work under rank 0's lock
-        return _run(cfg, run_dir, overrides, callbacks)
-    with RunLock(run_dir) as lock:
-        if lock.taken_over:
-            log.warning(f"taking over the lock of process {lock.taken_over.get('pid')} on "
-                        f"{lock.taken_over.get('host')}, which is no longer running")
-        return _run(cfg, run_dir, overrides, callbacks)
-
-
-def _run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None,
-         callbacks: list[L.Callback] | None) -> dict[str, Any]:
-    """``run``'s work, with the run folder locked."""
-    import_modules(list(cfg.imports))
-    check_config(cfg)
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
-    config = result_config(cfg)
-    resume = resolve_ckpt(cfg.ckpt_path, run_dir, config)
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-
-    job = build(cfg, run_dir, config, resume, callbacks)
-    fit(job, resume)
-    val_acc, test_metrics = test(job, resume)
-    if job.trainer.is_global_zero:
-        save_final_model(job.model, run_dir)
-    results = collect(cfg, job, val_acc, test_metrics, overrides)
-    if job.trainer.is_global_zero:
-        write_json_atomic(run_dir / RESULTS, results.to_json())
-    return results.to_json()
-
-
-@dataclass
-class Job:
-    """What :func:`build` makes from the config, and what the later steps use."""
-
-    pruner: PruningCallback | None
-    model: L.LightningModule
-    datamodule: L.LightningDataModule
-    trainer: L.Trainer
-    state: RunState
-    compact: bool  # pruning.compact: compact and time the network after the test
-
-
-def build(cfg: DictConfig, run_dir: Path, config: dict[str, Any], resume: Resume | None,
-          callbacks: list[L.Callback] | None = None) -> Job:
-    """Config → objects, cheapest first, so bad input fails before any data is read.
-
-    The callback checks the plan, method, scope and options; binding it to the model checks
-    the target patterns; only then is the data prepared (a missing data set fails there,
-    before any Lightning output).
-    """
-    pruner = make_callback(cfg)
-    model = instantiate_model(cfg)
-    if pruner is not None:
-        pruner.bind(model)
-    datamodule = instantiate_data(cfg)
-    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
-        datamodule.prepare_data()
-    state = RunState(config)
-    # checkpoints/last.ckpt, rewritten (atomically) at the end of every epoch, after pruning
-    own = [state, LastCheckpoint(last_checkpoint(run_dir)), *([pruner] if pruner else [])]
-    if cfg.trainer.enable_progress_bar:
-        own.append(TQDMProgressBar(refresh_rate=max(1, int(cfg.progress_refresh_rate))))
-    trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True)
-    trainer_args.pop("description", None)
-    if trainer_args.get("profiler") is None:
-        trainer_args["profiler"] = _NoProfiler()
-    trainer = L.Trainer(**trainer_args, callbacks=[*own, *(callbacks or [])],
-                        logger=make_loggers(cfg, run_dir, resume) or False,
-                        default_root_dir=str(run_dir), plugins=[AtomicCheckpointIO()])
-    return Job(pruner, model, datamodule, trainer, state, bool(cfg.pruning.compact))
-
-
-def fit(job: Job, resume: Resume | None) -> None:
-    """Train (and prune), from ``resume``'s checkpoint if any."""
-    ckpt = resume.path if resume else None
-    if ckpt:
-        log.info("resuming from %s", ckpt)
-    try:
-        # weights_only: Lightning's own load of the file refuses pickled code too
-        job.trainer.fit(job.model, datamodule=job.datamodule, ckpt_path=ckpt, weights_only=True)
-    except RuntimeError as err:
-        if ckpt and "state_dict" in str(err):
-            raise CheckpointError(
-                f"checkpoint {ckpt} does not fit this model ({str(err).splitlines()[0][:160]})"
-            ) from None
-        raise
-
-
-def test(job: Job, resume: Resume | None) -> tuple[float | None, dict[str, Any]]:
-    """The final validation accuracy and the test metrics (empty without test batches)."""
-    trainer, model, dm = job.trainer, job.model, job.datamodule
-    val_acc = trainer.callback_metrics.get("val_acc")
-    if val_acc is None and resume and trainer.limit_val_batches != 0:
-        # resumed from a checkpoint of the last epoch (killed before results.json): fit had no
-        # epoch left to validate, so measure the final model rather than report null
-        val_acc = trainer.validate(model, datamodule=dm, verbose=False)[0].get("val_acc")
-    metrics = trainer.test(model, datamodule=dm, verbose=False)[0] if _has_test(trainer) else {}
-    return _f(val_acc), metrics
-
-
-def save_final_model(model: L.LightningModule, run_dir: Path) -> None:
-    """``final_model.pt``: the plain network's state dict (masks folded in)."""
-    buffer = io.BytesIO()
-    torch.save(model.net.state_dict() if hasattr(model, "net") else model.state_dict(), buffer)
-    write_bytes_atomic(run_dir / FINAL_MODEL, buffer.getvalue())
-
-
-def collect(cfg: DictConfig, job: Job, val_acc: float | None, test_metrics: dict[str, Any],
-            overrides: list[str] | None) -> Results:
-    """The run's :class:`Results` (with the compaction's when ``pruning.compact``)."""
-    pruner, model, trainer = job.pruner, job.model, job.trainer
-    example = _example_input(job.datamodule, model)
-    pruned = [t.name for t in pruner.targets] if pruner is not None else None
-    measured = summarize(model, example, pruned)
-    if job.compact and trainer.is_global_zero and example is not None:
-        measured.update(compact_and_measure(model, example, Path(trainer.default_root_dir)))
-    return Results(
-        status="ok",
-        model=cfg.model.name,
-        data=cfg.data.name,
-        schedule=cfg.pruning.schedule,
-        method=cfg.pruning.method.name if pruner is not None else "dense",
-        amount=pruner.plan[-1].target if pruner is not None and pruner.plan else 0.0,
-        seed=int(cfg.seed),
-        test_acc=_f(test_metrics.get("test_acc")),
-        test_loss=_f(test_metrics.get("test_loss")),
-        val_acc=val_acc,
-        fit_seconds=job.state.fit_seconds,
-        epoch_seconds=job.state.epoch_seconds,
-        epochs=trainer.current_epoch,
-        pruning_history=pruner.history if pruner is not None else [],
-        overrides=list(overrides or []),
-        versions=versions(),
-        **measured,
-    )
-
-
 def compact_and_measure(model: L.LightningModule, example: torch.Tensor, run_dir: Path) -> dict[str, Any]:
     """Remove zeroed filters/neurons, save the small model, time dense-equivalent/masked/compact."""
     from prunelab.pruning.compact import compact_with_report, save_compact
@@ -566,42 +606,3 @@ def _example_input(datamodule: L.LightningDataModule, model: L.LightningModule) 
         return None
     x = batch[0][:1].to(model.device)
     return x
-
-
-def run_or_record_failure(cfg: DictConfig, run_dir: str | Path, overrides: list[str],
-                          multirun: bool) -> dict[str, Any] | None:
-    """``run`` for the entry point: a bad-input error becomes one line and a failed.json."""
-    from prunelab.errors import PrunelabError
-
-    try:
-        result = run(cfg, run_dir, overrides)
-        failed = Path(run_dir) / FAILED
-        if failed.exists():
-            failed.unlink()
-        return result
-    except RunInProgressError as err:
-        # another process owns this folder: neither a failure nor ours to record
-        if not multirun:
-            raise
-        log.warning(f"in progress elsewhere, skipped: {err}")
-        return None
-    except Exception as err:
-        # in a sweep one bad job must not stop the others; the report lists it as failed
-        if not multirun and not isinstance(err, PrunelabError):
-            raise
-        record = Failure(
-            status="diverged" if isinstance(err, DivergedError) else "failed",
-            error=str(err).splitlines()[0] if str(err) else repr(err),
-            error_type=type(err).__name__, overrides=list(overrides),
-        )
-        if isinstance(err, DivergedError):
-            record.epoch, record.step, record.stage = err.epoch, err.step, err.stage
-        try:
-            Path(run_dir).mkdir(parents=True, exist_ok=True)
-            write_json_atomic(Path(run_dir) / FAILED, record.to_json())
-        except PrunelabError:
-            pass  # the folder itself cannot be written (full disk): the error says so
-        if not multirun:
-            raise
-        log.error("job failed: %s: %s", type(err).__name__, err)
-        return None

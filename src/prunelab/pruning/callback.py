@@ -62,6 +62,10 @@ class PruningCallback(L.Callback):
     load into the unpruned class) and the masks in this callback's state, which re-applies them
     on resume. A plan that runs past ``max_epochs`` is allowed with a warning: its later steps
     run when training continues from a checkpoint with a larger ``max_epochs``.
+
+    Each keyword argument is also a key of the command line's config, generated from this
+    signature (:mod:`prunelab.config`): an option added here, typed and with its default, is
+    ``pruning.<name>`` (``pruning.method.<name>`` for a criterion's knob) with nothing else to edit.
     """
 
     def __init__(

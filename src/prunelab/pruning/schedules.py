@@ -260,7 +260,8 @@ def build_plan(
       (the rewinding is the callback's job).
 
     Step ``k`` is at the end of epoch ``start_epoch + k * every``. The plan is checked with
-    :func:`validate_plan` (without ``max_epochs``).
+    :func:`validate_plan` (without ``max_epochs``). Each keyword argument is also the config
+    key ``pruning.<name>`` (``kind`` is ``pruning.schedule``), generated from this signature.
     """
     if kind not in KINDS:
         raise ConfigError(f"unknown pruning schedule {kind!r}; valid schedules: {', '.join(KINDS)}")

@@ -67,6 +67,7 @@ def find_targets(
     ``skip_last`` leaves the final Conv/Linear layer (the classifier) dense, as pruning it costs
     accuracy for few weights. ``include``/``exclude`` are globs (or ``re:`` regexes) on the full
     parameter name; an ``include`` pattern that matches nothing is an error, not a silent no-op.
+    Each keyword argument is also the config key ``pruning.targets.<name>``.
     """
     unknown = [t for t in types if t not in PRUNABLE_TYPES]
     if unknown:
