@@ -117,6 +117,13 @@ def test_own_criterion_by_name_through_imports(make_cfg, tmp_path, monkeypatch):
     r = run(cfg, tmp_path / "run")
     assert r["method"] == "reverse_magnitude"
     assert r["pruning_history"][0]["achieved"] == pytest.approx(0.5, abs=1e-4)
+    # results.json holds exactly the schema's keys (the optional ones when measured)
+    import dataclasses
+
+    from prunelab.results import RESULT_KEYS, Results
+
+    required = {f.name for f in dataclasses.fields(Results) if not f.metadata.get("omit_if_none")}
+    assert required <= set(r) <= RESULT_KEYS and "macs_dense" in r and "latency_ms" not in r
 
 
 def test_missing_import_is_one_line(make_cfg, tmp_path):
