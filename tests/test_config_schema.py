@@ -149,3 +149,27 @@ def test_library_code_does_not_print():
                 if re.search(r"(?<![\w.])print\(", p.read_text())]
     library = [p for p in printing if p not in cli and Path(p).parts[0] != "cli"]
     assert not library, library
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("pruning.amount=abc", "pruning.amount=abc: Value 'abc' of type 'str' could not be converted"),
+    ("pruning.amout=0.5", "pruning.amout: no such key; valid, closest first: pruning.amount,"),
+    ("pruning.method.grad_batch=8", "valid, closest first: pruning.method.grad_batches"),
+    ("seed=x", "seed=x: Value 'x'"),
+])
+def test_a_bad_key_or_type_on_the_command_line_is_one_line(override, needle):
+    from prunelab.__main__ import CONF_DIR
+    from prunelab.choices import check_command_line
+
+    with pytest.raises(ConfigError) as err:
+        check_command_line(CONF_DIR, [override])
+    assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_trainer_key_lightning_does_not_take_is_one_line(make_cfg):
+    from prunelab.run import trainer_kwargs
+
+    assert trainer_kwargs(make_cfg("trainer.gradient_clip_val=0.5"))["gradient_clip_val"] == 0.5
+    with pytest.raises(ConfigError, match=r"trainer.max_epoch is not an argument of "
+                                          r"lightning.Trainer \(closest: max_epochs"):
+        trainer_kwargs(make_cfg("trainer.max_epoch=2"))

@@ -106,12 +106,36 @@ def check_sweeper_params(loader: Any, overrides: Sequence[str], multirun: bool,
     try:
         cfg = loader.load_configuration(config_name, first,
                                         RunMode.MULTIRUN if multirun else RunMode.RUN)
-    except HydraException:
-        return  # Hydra reports composition errors itself, with its own context
+    except HydraException as err:
+        raise composition_error(err) from None
     params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
     lines = [f"{k}={v}" for k, v in params.items()]
     if lines:
         check_overrides(loader, lines, config_name)
+
+
+def composition_error(err: Exception) -> ConfigError:
+    """Hydra's composition error (a value of the wrong type, a key that does not exist) as one
+    line: the override, what is wrong, and for a misspelt key the valid keys, closest first."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+
+    from prunelab.config import schema_node
+
+    cause = err.__cause__
+    key = getattr(cause, "full_key", None)
+    if isinstance(cause, ConfigAttributeError | ConfigKeyError) and key:
+        parent, _, leaf = str(key).rpartition(".")
+        node = OmegaConf.select(schema_node(), parent) if parent else schema_node()
+        if OmegaConf.is_dict(node) and len(node):
+            keys = closest_first(leaf, [str(k) for k in node])
+            prefix = f"{parent}." if parent else ""
+            return ConfigError(f"{key}: no such key; valid, closest first: "
+                               f"{', '.join(prefix + k for k in keys)}")
+        return ConfigError(f"{key}: no such key in the config (to add one: +{key}=...)")
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    detail = str(getattr(cause, "msg", "") or cause or "").strip().splitlines()
+    return ConfigError(f"{first}: {detail[0]}" if detail else first)
 
 
 def hydra_args(argv: Sequence[str]) -> Any:

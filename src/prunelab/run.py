@@ -124,6 +124,7 @@ def build(cfg: DictConfig, run_dir: Path, config: dict[str, Any], resume: Resume
     before any Lightning output).
     """
     pruner = make_callback(cfg)
+    trainer_args = trainer_kwargs(cfg)
     model = instantiate_model(cfg)
     if pruner is not None:
         pruner.bind(model)
@@ -135,8 +136,6 @@ def build(cfg: DictConfig, run_dir: Path, config: dict[str, Any], resume: Resume
     own = [state, LastCheckpoint(last_checkpoint(run_dir)), *([pruner] if pruner else [])]
     if cfg.trainer.enable_progress_bar:
         own.append(TQDMProgressBar(refresh_rate=max(1, int(cfg.progress_refresh_rate))))
-    trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True)
-    trainer_args.pop("description", None)
     if trainer_args.get("profiler") is None:
         trainer_args["profiler"] = _NoProfiler()
     trainer = L.Trainer(**trainer_args, callbacks=[*own, *(callbacks or [])],
@@ -341,6 +340,23 @@ def make_callback(cfg: DictConfig, callback: type[PruningCallback] = PruningCall
     except TypeError as err:  # a key added with +pruning.<key>=... that the callback lacks
         raise ConfigError(f"pruning: {callback.__name__} {err}") from None
     return callback(**kwargs)
+
+
+def trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
+    """The ``trainer`` section as ``lightning.Trainer``'s arguments (any of them; a name that is
+    none of them is one line, with the closest ones)."""
+    from prunelab.choices import closest_first
+
+    args = OmegaConf.to_container(cfg.trainer, resolve=True)
+    args.pop("description", None)
+    valid = inspect.signature(L.Trainer).parameters
+    own = {"callbacks", "logger", "default_root_dir", "plugins"}  # prunelab passes these
+    unknown = sorted(k for k in args if k not in valid or k in own)
+    if unknown:
+        options = [k for k in valid if k not in own]
+        raise ConfigError(f"trainer.{unknown[0]} is not an argument of lightning.Trainer "
+                          f"(closest: {', '.join(closest_first(unknown[0], options)[:6])})")
+    return args
 
 
 def instantiate_model(cfg: DictConfig) -> L.LightningModule:
