@@ -112,7 +112,11 @@ def source_params(source: tuple[str, str]) -> tuple[Param, ...]:
     for arg, default in pairs:
         if arg.arg in ("self", "cls"):
             continue
-        value = MISSING if default is MISSING else ast.literal_eval(default)
+        try:
+            value = MISSING if default is MISSING else ast.literal_eval(default)
+        except ValueError:
+            raise TypeError(f"{qualname}({arg.arg}={ast.unparse(default)}): a config key's "
+                            "default must be a literal (a number, string, None, tuple...)") from None
         out.append(Param(arg.arg, ast.unparse(arg.annotation) if arg.annotation else "Any", value))
     return tuple(out)
 
