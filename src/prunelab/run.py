@@ -25,6 +25,7 @@ import prunelab
 from prunelab.errors import CheckpointError, ConfigError, DivergedError, RunInProgressError
 from prunelab.loading import load_checkpoint
 from prunelab.logs import get_logger
+from prunelab.models import network_of
 from prunelab.outputs import remove_quietly, write_error
 from prunelab.paths import (
     COMPACT_MODEL,
@@ -71,7 +72,7 @@ def check_ranges(cfg: DictConfig) -> None:
     if epochs is None or int(epochs) < 1:
         raise ConfigError(
             f"trainer.max_epochs={epochs} must be >= 1: a run trains, then tests what it trained "
-            "(to measure a finished model use python -m prunelab.evaluate)"
+            "(to measure a finished model use python -m prunelab evaluate)"
         )
     if not 0 <= int(cfg.seed) < 2**32:
         raise ConfigError(f"seed={cfg.seed} must be in [0, 2**32 - 1]")
@@ -455,7 +456,7 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None,
 
     if trainer.is_global_zero:
         buffer = io.BytesIO()
-        torch.save(model.net.state_dict() if hasattr(model, "net") else model.state_dict(), buffer)
+        torch.save(network_of(model).state_dict(), buffer)
         write_bytes_atomic(run_dir / FINAL_MODEL, buffer.getvalue())
     example = _example_input(datamodule, model)
     pruned = [t.name for t in pruner.targets] if pruner is not None else None
@@ -487,10 +488,10 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None,
 
 def compact_and_measure(model: L.LightningModule, example: torch.Tensor, run_dir: Path) -> dict[str, Any]:
     """Remove zeroed filters/neurons, save the small model, time dense-equivalent/masked/compact."""
-    from prunelab.pruning.compact import compact_with_report, save_compact
+    from prunelab.pruning.compaction import compact_with_report, save_compact
     from prunelab.pruning.latency import efficiency_report
 
-    net = model.net if hasattr(model, "net") else model
+    net = network_of(model)
     small, _ = compact_with_report(net, example)
     save_compact(small, run_dir / COMPACT_MODEL, example,
                  dynamic_dims=(0,) if example.is_floating_point() else (0, 1))

@@ -21,7 +21,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from prunelab.pruning.compact import clone_module, compact_fields, compact_with_report, fold_masks
+from prunelab.pruning.compaction import (
+    clone_module,
+    compact_fields,
+    compact_with_report,
+    fold_masks,
+)
 
 __all__ = ["efficiency_report", "make_batch", "measure_latency"]
 
