@@ -8,7 +8,6 @@ import json
 import os
 import platform
 import time
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,11 +17,11 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Checkpoint, TQDMProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from lightning.pytorch.profilers import PassThroughProfiler
 from omegaconf import DictConfig, OmegaConf
 
 import prunelab
 from prunelab.errors import CheckpointError, ConfigError, DivergedError, RunInProgressError
+from prunelab.lightning_ext import NoProfiler
 from prunelab.loading import load_checkpoint
 from prunelab.logs import get_logger
 from prunelab.models import network_of
@@ -224,21 +223,6 @@ class LastCheckpoint(Checkpoint):
         trainer.save_checkpoint(self.path, weights_only=False)
 
 
-class _NoProfiler(PassThroughProfiler):
-    """Lightning's default profiler, without its per-call context manager.
-
-    Lightning wraps every hook call (about 40 a batch) in ``profiler.profile(name)``, a
-    generator-based context manager even when nothing is profiled: ~55 µs a batch in all (a
-    4-5 % share of Lightning's per-batch overhead here). One shared ``nullcontext`` does the
-    same nothing. ``+trainer.profiler=simple`` (or any profiler) replaces it.
-    """
-
-    _null = nullcontext()
-
-    def profile(self, action_name: str) -> AbstractContextManager:  # type: ignore[override]
-        return self._null
-
-
 class RunState(L.Callback):
     """Epoch wall times and the run's config, kept in every checkpoint.
 
@@ -429,7 +413,7 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None,
     trainer_args = OmegaConf.to_container(cfg.trainer)
     trainer_args.pop("description", None)
     if trainer_args.get("profiler") is None:
-        trainer_args["profiler"] = _NoProfiler()
+        trainer_args["profiler"] = NoProfiler()
     trainer = L.Trainer(**trainer_args, callbacks=callbacks,
                         logger=make_loggers(cfg, run_dir, resume) or False,
                         default_root_dir=str(run_dir), plugins=[AtomicCheckpointIO()])

@@ -93,7 +93,7 @@ def measure_latency(
         # recompilations until dynamo's cache limit silently falls back to eager
         # dynamic=False: each batch size gets its own static graph (after a second shape, dynamo
         # would otherwise switch to a slower shape-generic one)
-        torch._dynamo.reset()
+        torch.compiler.reset()
         net = torch.compile(net, dynamic=False)
     out: dict[str, float] = {}
     for bs in batch_sizes:
