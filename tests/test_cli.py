@@ -96,7 +96,7 @@ def test_summary_rows_come_from_results_only() -> None:
                  "111k of 431k (25.8 %) params, 600k MACs", "bs1: 0.5 → 0.25 ms (2.00×)",
                  "2 min 05 s (4 epochs)", "python -m prunelab pruning=one_shot"):
         assert want in text, want
-    assert "prunelab.compact" not in text  # compacted already
+    assert "prunelab compact" not in text  # compacted already
     not_compacted = {k: v for k, v in results.items() if k not in ("params_compact", "latency_ms")}
     assert "python -m prunelab compact /somewhere/run" in cli_summary.render(not_compacted,
                                                                            "/somewhere/run")
@@ -309,6 +309,16 @@ def test_a_subcommand_added_to_the_registry_runs_and_is_listed(monkeypatch, caps
         cli.main(["sensitivity", "outputs/runs/x", "--flag"])
     assert done.value.code == 3 and capsys.readouterr().out == "got ['outputs/runs/x', '--flag']\n"
     assert "sensitivity  per-layer accuracy when each layer is pruned alone" in format_commands(200)
+
+
+def test_python_m_prunelab_runs_a_subcommand(tmp_path: Path) -> None:
+    """The real entry point: `python -m prunelab evaluate` reaches the command, not Hydra."""
+    proc = prunelab("evaluate", str(tmp_path / "missing"), cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [
+        f"prunelab evaluate: error: {tmp_path / 'missing'} does not exist: give a run directory "
+        "or a .ckpt file"]
+    assert not (tmp_path / "outputs").exists()  # no Hydra job started
 
 
 def test_anything_else_goes_to_the_hydra_app_untouched(monkeypatch) -> None:
