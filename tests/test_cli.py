@@ -321,6 +321,14 @@ def test_python_m_prunelab_runs_a_subcommand(tmp_path: Path) -> None:
     assert not (tmp_path / "outputs").exists()  # no Hydra job started
 
 
+@pytest.mark.parametrize("library", ["report", "search"])
+def test_a_library_module_run_as_a_script_names_the_command(library: str, tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", f"prunelab.{library}", "x"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert f"the command is python -m prunelab {library} ..." in proc.stderr
+
+
 def test_anything_else_goes_to_the_hydra_app_untouched(monkeypatch) -> None:
     """Overrides and Hydra's flags reach the training app; no subcommand module is imported."""
     import prunelab.cli.train as train

@@ -36,3 +36,11 @@ def evaluate(net: nn.Module, loader: Any, binary: bool) -> dict[str, float]:
         correct += int((pred == y.long()).sum())
         total += y.shape[0]
     return {"test_acc": correct / max(total, 1), "test_samples": total}
+
+
+if __name__ == "__main__":  # not a command: say where the command is, rather than do nothing
+    import sys
+
+    print("python -m prunelab.evaluate: error: a library module, not a command; the command is "
+          "python -m prunelab evaluate ...", file=sys.stderr)
+    sys.exit(2)

@@ -881,3 +881,11 @@ def replot(csv_path: str | Path, out: str | Path | None = None, delta: float = 0
     summary.files = plot(summary, out_dir,
                          _note(csv_path, f"python -m prunelab report --from-csv {csv_path}"))
     return summary
+
+
+if __name__ == "__main__":  # not a command: say where the command is, rather than do nothing
+    import sys
+
+    print("python -m prunelab.report: error: a library module, not a command; the command is "
+          "python -m prunelab report ...", file=sys.stderr)
+    sys.exit(2)

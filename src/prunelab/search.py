@@ -331,3 +331,11 @@ def _write(path: Path, payload: dict[str, Any]) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(payload, indent=2))
     tmp.replace(path)
+
+
+if __name__ == "__main__":  # not a command: say where the command is, rather than do nothing
+    import sys
+
+    print("python -m prunelab.search: error: a library module, not a command; the command is "
+          "python -m prunelab search ...", file=sys.stderr)
+    sys.exit(2)
