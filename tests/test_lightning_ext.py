@@ -38,7 +38,9 @@ class _Fast(X.FastAttributes, nn.Module):
         self.plain = 0
 
 
-def test_fast_attributes_assign_like_nn_module() -> None:
+@pytest.mark.parametrize("fast", [True, False])
+def test_fast_attributes_assign_like_nn_module(fast: bool, monkeypatch) -> None:
+    monkeypatch.setattr(X, "FAST_ATTRIBUTES", fast)
     m = _Fast()
     m.plain = 5
     assert vars(m)["plain"] == 5
@@ -63,6 +65,17 @@ def test_lightning_profiles_every_hook_through_profiler_profile() -> None:
         assert "profiler.profile(" in inspect.getsource(fn), fn.__name__
     p = X.NoProfiler()
     assert p.profile("a") is p.profile("b")  # one shared context, no generator per call
+    X._passthrough_profile_is_a_no_op.cache_clear()
+    try:  # the fallback: Lightning's own (generator-based) context
+        import lightning.pytorch.profilers as profilers
+
+        original = profilers.PassThroughProfiler.summary
+        profilers.PassThroughProfiler.summary = lambda self: "recorded"
+        assert not X.FAST_PROFILER and p.profile("a") is not p.profile("a")
+    finally:
+        profilers.PassThroughProfiler.summary = original
+        X._passthrough_profile_is_a_no_op.cache_clear()
+    assert X.FAST_PROFILER
     with p.profile("x"):
         pass
     assert p.summary() == ""
@@ -153,7 +166,7 @@ def test_masked_in_place_uses_orig_as_it_is() -> None:
     m = nn.Linear(4, 3)
     mask = (torch.rand(3, 4) > 0.5).float()
     hook = X.MaskedInPlace.apply(m, "weight", mask)
-    assert hook.tensor_name == "weight" and hook._tensor_name == "weight"  # torch's own copy
+    assert hook.tensor_name == "weight" and hook in m._forward_pre_hooks.values()
     with torch.no_grad():
         m.weight_orig.mul_(m.weight_mask)  # the callback's job: orig holds the zeros
     m(torch.randn(2, 4))

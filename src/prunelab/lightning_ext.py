@@ -19,9 +19,8 @@ workaround                 relies on                                  fallback
                            ``.current.ready``                         the batch as unknown
 :func:`param_slot`,        ``module._parameters`` is the ordered      re-registering with
 :func:`move_param`         dict ``parameters()`` follows              ``register_parameter``
-:class:`MaskedInPlace`     ``prune.BasePruningMethod.apply`` sets     the name is kept in the
-                           ``_tensor_name`` and calls the hook as     hook's own ``tensor_name``
-                           ``hook(module, inputs)``
+:class:`MaskedInPlace`     torch calls a pruning method as a          none needed: the tensor's
+                           forward pre-hook, ``hook(module, inputs)`` name is its own attribute
 :func:`pruned_tensors`     ``module._forward_pre_hooks`` and          ``<p>_orig`` parameters
                            ``BasePruningMethod._tensor_name``         with a ``<p>_mask`` buffer
 :func:`mul_in_place`       ``torch._foreach_mul_``                    one ``mul_`` per tensor
