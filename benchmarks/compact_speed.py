@@ -40,7 +40,7 @@ import torch
 from torch.nn.utils import prune
 
 from prunelab.models import LeNet
-from prunelab.pruning.compact import clone_module, compact_with_report, fold_masks
+from prunelab.pruning.compaction import clone_module, compact_with_report, fold_masks
 from prunelab.pruning.criteria import mask as criterion_mask
 from prunelab.pruning.latency import measure_latency
 from prunelab.pruning.metrics import macs

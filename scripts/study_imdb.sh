@@ -10,4 +10,4 @@ $PY -m prunelab -m "${COMMON[@]}" name=$NAME experiment=study_imdb pruning=none 
 $PY -m prunelab -m "${COMMON[@]}" name=$NAME experiment=study_imdb pruning.amount=0.5,0.8,0.9 seed=0
 $PY -m prunelab -m "${COMMON[@]}" name=$NAME experiment=seed_imdb
 $PY -m prunelab -m "${COMMON[@]}" name=seed_mnist experiment=seed_mnist
-$PY -m prunelab.report outputs/sweeps/$NAME
+$PY -m prunelab report outputs/sweeps/$NAME

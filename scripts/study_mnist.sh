@@ -23,4 +23,4 @@ $PY -m prunelab -m "${COMMON[@]}" seed=0 pruning=agp pruning.initial=0.6 \
     pruning/method=global_magnitude pruning.amount=0.98,0.99
 $PY -m prunelab -m "${COMMON[@]}" seed=1,2 pruning=agp pruning.initial=0.6 \
     pruning/method=global_magnitude pruning.amount=0.98
-$PY -m prunelab.report outputs/sweeps/$NAME --out docs/results/mnist_study --delta 0.1
+$PY -m prunelab report outputs/sweeps/$NAME --out docs/results/mnist_study --delta 0.1

@@ -13,11 +13,13 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from prunelab import cli_summary, hydra_callbacks
+from prunelab import hydra_callbacks
 from prunelab import report as R
-from prunelab.__main__ import CONF_DIR
 from prunelab.choices import check_command_line
+from prunelab.cli import report as report_cli
+from prunelab.cli import summary as cli_summary
 from prunelab.errors import ConfigError
+from prunelab.paths import CONF_DIR
 
 from conftest import CONF, TINY
 
@@ -60,8 +62,8 @@ def test_run_summary_shows_the_numbers_of_results_json(finished) -> None:
     assert f"({r['epochs']} epochs)" in out
     # paths below the working directory are shown relative to it, ready to paste
     assert "run directory: run " in out
-    assert "python -m prunelab.evaluate run " in out
-    assert "python -m prunelab.report run " in out
+    assert "python -m prunelab evaluate run " in out
+    assert "python -m prunelab report run " in out
     assert "python -m prunelab pruning=one_shot pruning.start_epoch=0 trainer=fast" in out
 
 
@@ -94,9 +96,9 @@ def test_summary_rows_come_from_results_only() -> None:
                  "111k of 431k (25.8 %) params, 600k MACs", "bs1: 0.5 → 0.25 ms (2.00×)",
                  "2 min 05 s (4 epochs)", "python -m prunelab pruning=one_shot"):
         assert want in text, want
-    assert "prunelab.compact" not in text  # compacted already
+    assert "prunelab compact" not in text  # compacted already
     not_compacted = {k: v for k, v in results.items() if k not in ("params_compact", "latency_ms")}
-    assert "python -m prunelab.compact /somewhere/run" in cli_summary.render(not_compacted,
+    assert "python -m prunelab compact /somewhere/run" in cli_summary.render(not_compacted,
                                                                            "/somewhere/run")
     dense = {**results, "schedule": "none", "method": "dense", "params_compact": None,
              "latency_ms": None}
@@ -235,9 +237,14 @@ def test_help_lists_every_method_and_schedule_with_its_description(tmp_path: Pat
         assert f"{name} {_norm(desc)}" in text, name
     section = text.split("== Examples ==")[1]
     for example in ("python -m prunelab pruning=", "python -m prunelab -m ", "resumes",
-                    "python -m prunelab.report", "python -m prunelab.search"):
+                    "python -m prunelab report", "python -m prunelab search"):
         assert example in section, example
     assert "--shell-completion install=bash" in text and "README.md" in text
+    from prunelab.cli import COMMANDS, command_summary
+
+    commands = text.split("== Commands")[1].split("== Configuration groups")[0]
+    for name in COMMANDS:  # every subcommand, with the first line of its docstring
+        assert f"{name} {_norm(command_summary(name))}" in commands, name
 
 
 def test_descriptions_are_no_part_of_a_runs_identity(make_cfg) -> None:
@@ -253,17 +260,88 @@ def test_descriptions_are_no_part_of_a_runs_identity(make_cfg) -> None:
         assert key not in json.dumps(result_config(cfg)), key
 
 
-@pytest.mark.parametrize("module", ["report", "evaluate", "compact", "search"])
-def test_tool_help_has_description_options_and_examples(module: str, capsys) -> None:
-    import importlib
+@pytest.mark.parametrize("command", ["report", "evaluate", "compact", "search", "export"])
+def test_tool_help_has_description_options_and_examples(command: str, capsys) -> None:
+    from prunelab.cli import main
 
     with pytest.raises(SystemExit) as done:
-        importlib.import_module(f"prunelab.{module}").main(["--help"])
+        main([command, "--help"])
     assert done.value.code == 0
     head, _, tail = capsys.readouterr().out.partition("examples:")
-    assert f"usage: python -m prunelab.{module}" in head and "--verbosity" in head
-    assert tail.count(f"python -m prunelab.{module}") >= 1
-    assert "Full reference: docs/cli.md" in tail
+    assert f"usage: prunelab {command}" in head and "--verbosity" in head
+    assert tail.count(f"prunelab {command}") >= 1
+    assert "Full reference: docs/" in tail
+
+
+def test_subcommands_are_one_registry_of_modules_with_main() -> None:
+    """Each name leads to a module under prunelab.cli whose main(argv) returns the exit status;
+    the library modules keep no command line of their own."""
+    import importlib
+    import inspect
+
+    from prunelab.cli import COMMANDS, command_module, command_summary
+
+    assert set(COMMANDS) == {"evaluate", "compact", "export", "report", "search"}
+    for name, module in COMMANDS.items():
+        assert module.startswith("prunelab.cli."), name
+        assert list(inspect.signature(command_module(name).main).parameters) == ["argv"], name
+        assert command_summary(name) and "\n" not in command_summary(name), name
+    for library in ("prunelab.report", "prunelab.search", "prunelab.evaluate", "prunelab.export"):
+        assert not hasattr(importlib.import_module(library), "main"), library
+    for gone in ("prunelab.compact", "prunelab.export.__main__", "prunelab.pruning.compact"):
+        with pytest.raises(ModuleNotFoundError):
+            importlib.import_module(gone)
+
+
+def test_a_subcommand_added_to_the_registry_runs_and_is_listed(monkeypatch, capsys) -> None:
+    """Another command is one registry line: dispatched by name, listed by --help."""
+    import types
+
+    from prunelab import cli
+    from prunelab.cli.help import format_commands
+
+    mod = types.ModuleType("prunelab_test_sensitivity")
+    mod.__doc__ = "``prunelab sensitivity RUN``: per-layer accuracy when each layer is pruned alone."
+    mod.main = lambda argv: print("got", argv) or 3
+    monkeypatch.setitem(sys.modules, mod.__name__, mod)
+    monkeypatch.setitem(cli.COMMANDS, "sensitivity", mod.__name__)
+    with pytest.raises(SystemExit) as done:
+        cli.main(["sensitivity", "outputs/runs/x", "--flag"])
+    assert done.value.code == 3 and capsys.readouterr().out == "got ['outputs/runs/x', '--flag']\n"
+    assert "sensitivity  per-layer accuracy when each layer is pruned alone" in format_commands(200)
+
+
+def test_python_m_prunelab_runs_a_subcommand(tmp_path: Path) -> None:
+    """The real entry point: `python -m prunelab evaluate` reaches the command, not Hydra."""
+    proc = prunelab("evaluate", str(tmp_path / "missing"), cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [
+        f"prunelab evaluate: error: {tmp_path / 'missing'} does not exist: give a run directory "
+        "or a .ckpt file"]
+    assert not (tmp_path / "outputs").exists()  # no Hydra job started
+
+
+@pytest.mark.parametrize("library", ["report", "search"])
+def test_a_library_module_run_as_a_script_names_the_command(library: str, tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", f"prunelab.{library}", "x"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert f"the command is python -m prunelab {library} ..." in proc.stderr
+
+
+def test_anything_else_goes_to_the_hydra_app_untouched(monkeypatch) -> None:
+    """Overrides and Hydra's flags reach the training app; no subcommand module is imported."""
+    import prunelab.cli.train as train
+    from prunelab import cli
+
+    calls = []
+    monkeypatch.setattr(train, "main", lambda: calls.append(list(sys.argv)))
+    monkeypatch.setattr(cli, "command_module", lambda name: pytest.fail(f"dispatched {name}"))
+    for argv in (["--help"], ["-m", "seed=0,1"], ["--cfg", "job"], ["pruning=one_shot"], []):
+        monkeypatch.setattr(sys, "argv", ["prunelab", *argv])
+        cli.main()
+    assert calls == [["prunelab", *a] for a in (["--help"], ["-m", "seed=0,1"], ["--cfg", "job"],
+                                                  ["pruning=one_shot"], [])]
 
 
 # --------------------------------------------------------------------------- end of a sweep
@@ -280,7 +358,7 @@ def test_sweep_summary_counts_and_names_what_went_wrong() -> None:
     assert ("5 jobs: 1 done, 1 skipped (finished earlier), 1 failed, 1 diverged, "
             "1 did not report") in text
     assert "failed: a=3 — ConfigError: bad" in text and "diverged: a=4 — loss is nan" in text
-    assert "python -m prunelab.report outputs/sweeps/s" in text
+    assert "python -m prunelab report outputs/sweeps/s" in text
     assert hydra_callbacks.progress_line(2, 5, records[0]) == "job 2/5 done: a=1 — test acc 90.00 %"
 
 
@@ -336,5 +414,5 @@ def test_replot_from_summary_csv_gives_the_same_points(tmp_path: Path) -> None:
     for k, v in want.items():
         assert got[k] == pytest.approx(v), k
     out = tmp_path / "plots"
-    assert R.main(["--from-csv", str(sweep / "summary.csv"), "--out", str(out), "-q"]) == 0
+    assert report_cli.main(["--from-csv", str(sweep / "summary.csv"), "--out", str(out), "-q"]) == 0
     assert {p.name for p in out.iterdir()} == {"acc_vs_sparsity.png", "acc_vs_macs.png"}

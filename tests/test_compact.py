@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from prunelab.models import LeNet, TextClassifier
-from prunelab.pruning.compact import (
+from prunelab.pruning.compaction import (
     CompactionError,
     compact,
     compact_fields,
@@ -215,7 +215,8 @@ def _fake_run(run_dir: Path) -> Path:
     (run_dir / ".hydra").mkdir(parents=True)
     (run_dir / ".hydra" / "config.yaml").write_text(
         "model:\n  name: cnn\n  net:\n    _target_: prunelab.models.LeNet\n"
-        "data:\n  name: mnist\n"
+        "data:\n  name: mnist\n  _target_: prunelab.data.MNISTDataModule\n"
+        f"  data_dir: {run_dir / 'no_data'}\n"  # the example input needs no data read
     )
     net = masked_lenet(0.5)
     for name in ("conv1", "conv2", "fc1"):
@@ -226,7 +227,7 @@ def _fake_run(run_dir: Path) -> Path:
 
 
 def test_cli_compacts_a_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from prunelab.compact import main
+    from prunelab.cli.compact import main
 
     run_dir = _fake_run(tmp_path / "run")
     rc = main([str(run_dir), "--min-run-time", "0.01", "--batch-sizes", "1,2"])
@@ -243,7 +244,7 @@ def test_cli_compacts_a_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 @pytest.mark.parametrize("what", ["missing", "no_config", "bad_weights"])
 def test_cli_bad_run_dir_is_one_line_exit_2(tmp_path: Path, what: str,
                                             capsys: pytest.CaptureFixture[str]) -> None:
-    from prunelab.compact import main
+    from prunelab.cli.compact import main
 
     run_dir = tmp_path / "run"
     if what != "missing":
@@ -254,4 +255,38 @@ def test_cli_bad_run_dir_is_one_line_exit_2(tmp_path: Path, what: str,
         (run_dir / "final_model.pt").write_bytes(b"not a model")
     assert main([str(run_dir), "--no-latency"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("prunelab.compact: error:") and len(err.splitlines()) == 1
+    assert err.startswith("prunelab compact: error:") and len(err.splitlines()) == 1
+
+
+def test_cli_takes_the_input_from_the_data_module_not_the_data_sets_name(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A data config under another name (a user's own copy of mnist.yaml) compacts the same."""
+    from prunelab.cli.compact import main
+
+    run_dir = _fake_run(tmp_path / "run")
+    config = run_dir / ".hydra" / "config.yaml"
+    config.write_text(config.read_text().replace("name: mnist", "name: my_digits"))
+    assert main([str(run_dir), "--no-latency"]) == 0, capsys.readouterr().err
+    assert json.loads((run_dir / "results.json").read_text())["params_compact"] == 109_295
+
+
+def test_example_input_comes_from_the_data_module(tmp_path: Path) -> None:
+    from prunelab.data import IMDBDataModule, MNISTDataModule, example_input
+
+    x = example_input(MNISTDataModule(data_dir=str(tmp_path / "none")))
+    assert x.shape == (1, 1, 28, 28) and x.dtype == torch.float32
+    ids = example_input(IMDBDataModule(data_dir=str(tmp_path / "none"), vocab_size=50, max_len=7))
+    assert ids.shape == (1, 7) and int(ids.min()) >= 2 and int(ids.max()) < 52
+    assert not (tmp_path / "none").exists()  # nothing read, nothing downloaded
+
+    class Own:  # a data module without example_input(): its first test sample
+        def prepare_data(self) -> None:
+            self.prepared = True
+
+        def setup(self, stage: str) -> None:
+            assert stage == "test" and self.prepared
+
+        def test_dataloader(self) -> list:
+            return [(torch.arange(30.0).view(5, 3, 2), torch.zeros(5))]
+
+    assert torch.equal(example_input(Own()), torch.arange(6.0).view(1, 3, 2))

@@ -107,7 +107,7 @@ def test_structured_run_compacts_and_measures_latency(tiny_data, tmp_path):
     assert (run_dir / "compact_model.pt2").exists()
 
 
-@pytest.mark.parametrize(("extra", "profiler"), [((), "_NoProfiler"),
+@pytest.mark.parametrize(("extra", "profiler"), [((), "NoProfiler"),
                                                  (("+trainer.profiler=simple",), "SimpleProfiler")])
 def test_run_takes_extra_callbacks_and_a_configured_profiler(make_cfg, tmp_path, extra, profiler):
     import lightning as L

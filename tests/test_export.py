@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
+from prunelab.cli import export as cli
 from prunelab.errors import CheckpointError, ConfigError
-from prunelab.export import ENCODINGS, codecs, container, decode, encode, load
-from prunelab.export import __main__ as cli
+from prunelab.export import ENCODINGS, codecs, container, decode, encode, load, runs
 from prunelab.models import LeNet, TextClassifier
 
 from conftest import ROOT, TINY
@@ -265,8 +265,8 @@ def test_cli_exports_measures_and_reports(finished_run, capsys):
     assert fp32["max_abs_weight_error"] == 0 and fp32["test_acc"] == fp32["source_test_acc"]
     assert k4["artifact_bytes"] < fp32["artifact_bytes"] < fp32["dense_bytes"] / 5
     assert fp32["params_nonzero"] == k4["params_nonzero"]
-    out = capsys.readouterr().out
-    assert "x smaller than the dense state dict" in out
+    err = capsys.readouterr().err  # progress goes through prunelab's logging (stderr)
+    assert "x smaller than the dense state dict" in err
     # the file alone: the CLI checks it and names what it holds
     assert cli.main([fp32["artifact"]]) == 0
     assert '"prunelab.models.cnn.LeNet"' in capsys.readouterr().out
@@ -275,7 +275,7 @@ def test_cli_exports_measures_and_reports(finished_run, capsys):
 def one_error_line(capsys) -> str:
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
-    assert err[0].startswith("prunelab.export: error: ")
+    assert err[0].startswith("prunelab export: error: ")
     return err[0]
 
 
@@ -313,17 +313,18 @@ def test_cli_refuses_bad_artifact_files(tmp_path, capsys, damage):
     assert ("truncated" if damage == "truncated" else "not a prunelab export artifact") in line
 
 
-def test_onnx_is_skipped_gracefully_without_onnx(tmp_path, monkeypatch, capsys):
+def test_onnx_is_skipped_gracefully_without_onnx(tmp_path, monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx fails
-    assert cli.export_onnx(LeNet().eval(), torch.zeros(1, 1, 28, 28), tmp_path / "m.onnx") is None
-    assert "onnx is not installed" in capsys.readouterr().out
+    with caplog.at_level("INFO", logger="prunelab.export.runs"):
+        assert runs.export_onnx(LeNet().eval(), torch.zeros(1, 1, 28, 28), tmp_path / "m.onnx") is None
+    assert "onnx is not installed" in caplog.text
     assert not (tmp_path / "m.onnx").exists()
 
 
 def test_onnx_export_of_the_decoded_model(tmp_path):
     pytest.importorskip("onnx")
     net = load_artifact_net(tmp_path)
-    info = cli.export_onnx(net, torch.zeros(1, 1, 28, 28), tmp_path / "m.onnx")
+    info = runs.export_onnx(net, torch.zeros(1, 1, 28, 28), tmp_path / "m.onnx")
     assert info is not None and (tmp_path / "m.onnx").stat().st_size == info["bytes"]
     if "max_abs_diff_onnxruntime" in info:
         assert info["max_abs_diff_onnxruntime"] < 1e-4

@@ -224,7 +224,7 @@ def test_own_targets_load_when_the_user_allows_them(tmp_path, monkeypatch):
 
 def test_evaluate_and_compact_agree_on_an_interrupted_run(finished, tmp_path):
     """Both take final_model.pt when present, else checkpoints/last.ckpt (masks folded)."""
-    from prunelab.compact import load_run
+    from prunelab.cli.compact import load_run
     from prunelab.evaluate import load_plain_model
 
     run_dir = tmp_path / "run"

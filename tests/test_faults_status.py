@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from prunelab import report as R
-from prunelab import search as S
+from prunelab.cli import report as report_cli
+from prunelab.cli import search as search_cli
 from prunelab.errors import ConfigError, DivergedError, ResultError
 from prunelab.pruning import PruningCallback
 from prunelab.pruning import criteria as M
@@ -264,7 +265,7 @@ def test_too_short_one_cycle_run_is_one_line_not_a_division_by_zero(make_cfg, tm
                                          (["--delta", "-1"], "--delta must be"),
                                          (["--delta", "inf"], "--delta must be")])
 def test_search_rejects_a_meaningless_delta(capsys, tmp_path, args, needle):
-    rc = S.main(["--method", "l1_unstructured", *args, "--sweep-dir", str(tmp_path / "s"),
+    rc = search_cli.main(["--method", "l1_unstructured", *args, "--sweep-dir", str(tmp_path / "s"),
                  "pruning=one_shot"])
     assert rc == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -273,7 +274,7 @@ def test_search_rejects_a_meaningless_delta(capsys, tmp_path, args, needle):
 
 
 def test_search_over_an_explicit_schedule_is_refused(capsys, tmp_path):
-    rc = S.main(["--method", "l1_unstructured", "--sweep-dir", str(tmp_path / "s"),
+    rc = search_cli.main(["--method", "l1_unstructured", "--sweep-dir", str(tmp_path / "s"),
                  "pruning=explicit"])
     assert rc == 2 and "pruning.steps, not pruning.amount" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
@@ -285,7 +286,7 @@ def test_search_probe_without_test_accuracy_is_an_error_not_a_crash(tiny_data, t
     (base / RESULTS).write_text(json.dumps({
         "status": "ok", "model": "cnn", "data": "mnist", "schedule": "none", "method": "dense",
         "amount": 0.0, "seed": 0, "test_acc": 0.9}))
-    rc = S.main(["--method", "l1_unstructured", "--iters", "0", "--sweep-dir", str(tmp_path / "s"),
+    rc = search_cli.main(["--method", "l1_unstructured", "--iters", "0", "--sweep-dir", str(tmp_path / "s"),
                  "--baseline", str(tmp_path / "base"), "pruning=one_shot", "pruning.start_epoch=0",
                  "trainer.max_epochs=2", *FAST, *TINY, f"data_dir={tiny_data}",
                  "trainer.limit_test_batches=0"])
@@ -295,7 +296,7 @@ def test_search_probe_without_test_accuracy_is_an_error_not_a_crash(tiny_data, t
 
 
 def test_report_rejects_a_meaningless_delta(capsys, tmp_path):
-    assert R.main([str(tmp_path), "--delta", "nan"]) == 2
+    assert report_cli.main([str(tmp_path), "--delta", "nan"]) == 2
     assert "--delta must be" in capsys.readouterr().err
 
 
@@ -350,7 +351,7 @@ def test_report_lists_a_job_without_valid_test_acc_as_incomplete(tmp_path, value
     for name, payload in (("dense", dense), ("good", good), ("bad", bad)):
         (sweep / name).mkdir(parents=True)
         (sweep / name / RESULTS).write_text(json.dumps(payload))
-    assert R.main([str(sweep)]) == 0
+    assert report_cli.main([str(sweep)]) == 0
     jobs = {j.folder: j for j in R.load_jobs(sweep)}
     assert jobs["bad"].status == "incomplete" and "test_acc" in jobs["bad"].error
     assert jobs["good"].status == "ok"
@@ -362,5 +363,5 @@ def test_report_of_a_run_without_test(make_cfg, tmp_path):
     sweep = tmp_path / "sweep"
     run(make_cfg(*FAST, "trainer.limit_test_batches=0", "trainer.max_epochs=2"),
         sweep / "job", [])
-    assert R.main([str(sweep)]) == 0
+    assert report_cli.main([str(sweep)]) == 0
     assert R.load_jobs(sweep)[0].status == "incomplete"

@@ -192,3 +192,22 @@ def test_evaluate_agrees_with_lightnings_validation():
     assert ours["acc"] == pytest.approx(logged["val_acc"])
     assert ours["loss"] == pytest.approx(logged["val_loss"], rel=1e-5)
     assert ours["loss"] > 0.0
+
+
+def test_network_of_is_the_one_place_that_knows_the_net_attribute() -> None:
+    import lightning as L
+
+    from prunelab.models import ClassifierSystem, network_of
+
+    net = LeNet()
+    system = ClassifierSystem(net, optimizer=None)
+    assert network_of(system) is net
+
+    class OwnNetwork(L.LightningModule):  # a module that is its own network
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(2, 2)
+            self.net = "not a module"
+
+    own = OwnNetwork()
+    assert network_of(own) is own

@@ -1,4 +1,4 @@
-"""prunelab.report on synthetic job folders with known numbers (no training)."""
+"""prunelab report on synthetic job folders with known numbers (no training)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from prunelab import report as R
+from prunelab.cli import report as report_cli
 
 DENSE = {0: 0.9800, 1: 0.9700}
 # (method, amount) -> {seed: (test_acc, sparsity reached)}
@@ -86,7 +87,7 @@ def _expected(method: str, amount: float) -> dict:
 
 def test_report_files_rows_and_pivot(tmp_path: Path) -> None:
     sweep = make_sweep(tmp_path / "sweep")
-    assert R.main([str(sweep), "--delta", "0.5"]) == 0
+    assert report_cli.main([str(sweep), "--delta", "0.5"]) == 0
     for name in ("summary.csv", "summary.md", "acc_vs_sparsity.png", "acc_vs_macs.png"):
         assert (sweep / name).is_file(), name
 
@@ -166,7 +167,7 @@ def test_baseline_from_another_dir(tmp_path: Path) -> None:
         d = dense_sweep / f"pruning=none,seed={seed}"
         d.mkdir(parents=True)
         (d / "results.json").write_text(json.dumps(_results("dense", 0.0, seed, acc, 0.0)))
-    assert R.main([str(sweep), "--baseline", str(dense_sweep)]) == 0
+    assert report_cli.main([str(sweep), "--baseline", str(dense_sweep)]) == 0
     rows = [r for r in csv.DictReader(StringIO((sweep / "summary.csv").read_text())) if r["status"] == "ok"]
     assert len(rows) == 8
     for r in rows:
@@ -189,9 +190,9 @@ def test_bad_sweep_dir_is_one_line_exit_2(tmp_path: Path, kind: str,
     elif kind == "bad-baseline":
         make_sweep(target, dense=False)
         args += ["--baseline", str(tmp_path / "nowhere")]
-    assert R.main(args) == 2
+    assert report_cli.main(args) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("prunelab.report: error:") and "\n" not in err
+    assert err.startswith("prunelab report: error:") and "\n" not in err
 
 
 def test_unreadable_results_are_listed(tmp_path: Path) -> None:

@@ -252,7 +252,7 @@ def test_half_written_results_are_not_taken_as_done(data, finished, tmp_path):
 
 
 def test_evaluate_reloads_the_pruned_model_into_the_plain_class(finished, data):
-    proc = subprocess.run([sys.executable, "-m", "prunelab.evaluate", str(finished)],
+    proc = subprocess.run([sys.executable, "-m", "prunelab", "evaluate", str(finished)],
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout)
@@ -261,7 +261,7 @@ def test_evaluate_reloads_the_pruned_model_into_the_plain_class(finished, data):
     assert out["test_samples"] == 200
     assert out["test_acc"] == pytest.approx(results["test_acc"], abs=1e-6)
     # the same from the checkpoint (masks folded into the weights)
-    proc = subprocess.run([sys.executable, "-m", "prunelab.evaluate",
+    proc = subprocess.run([sys.executable, "-m", "prunelab", "evaluate",
                            str(finished / "checkpoints" / "last.ckpt")],
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -20,6 +20,8 @@ import pytest
 
 from prunelab import report as R
 from prunelab import search as S
+from prunelab.cli import report as report_cli
+from prunelab.cli import search as search_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = [sys.executable, "-m", "prunelab", "-m"]
@@ -80,7 +82,7 @@ def test_joblib_grid_dense_and_report(tiny_data: Path, tmp_path: Path, make_cfg)
     for k in range(1, 5):
         assert grid.stderr.count(f"job {k}/4 done: ") == 1, grid.stderr[-3000:]
     assert "sweep finished: 4 jobs: 4 done, 0 skipped (finished earlier), 0 failed" in grid.stderr
-    assert "report: python -m prunelab.report sweep\n" in grid.stderr  # relative to the cwd
+    assert "report: python -m prunelab report sweep\n" in grid.stderr  # relative to the cwd
     # the dense baseline: in the README a separate `-m pruning=none` sweep into the same
     # folder; here the same run in-process (saves a process start), in the folder Hydra would use
     from prunelab.run import run
@@ -90,7 +92,7 @@ def test_joblib_grid_dense_and_report(tiny_data: Path, tmp_path: Path, make_cfg)
     folders = sorted(p for p in out.iterdir() if (p / "results.json").is_file())
     assert len(folders) == 5, [p.name for p in out.iterdir()]
 
-    assert R.main([str(out)]) == 0
+    assert report_cli.main([str(out)]) == 0
     rows = list(csv.DictReader(StringIO((out / "summary.csv").read_text())))
     assert len(rows) == 5 and all(r["status"] == "ok" for r in rows)
     _check_rows_match_results(out, rows)
@@ -129,7 +131,7 @@ def test_slurm_local_grid_with_invalid_amount(tiny_data: Path, tmp_path: Path) -
     good = next(p for name, p in jobs.items() if "0.5" in name)
     assert (bad / "failed.json").is_file() and (good / "results.json").is_file()
 
-    assert R.main([str(out)]) == 0
+    assert report_cli.main([str(out)]) == 0
     rows = {r["folder"]: r for r in csv.DictReader(StringIO((out / "summary.csv").read_text()))}
     assert rows[bad.name]["status"] == "failed" and "fraction in [0, 1)" in rows[bad.name]["error"]
     assert rows[bad.name]["amount"] == "1.5" and rows[bad.name]["method"] == "l1_unstructured"
@@ -213,7 +215,7 @@ def test_search_end_to_end_reuses_probes(tiny_data: Path, tmp_path: Path,
     args = ["--method", "l1_unstructured", "--lo", "0.5", "--hi", "0.9", "--iters", "1",
             "--sweep-dir", str(out), *overrides]
     # a huge delta: the upper end passes (probes: dense, lo, hi)
-    assert S.main([*args, "--delta", "100"]) == 0
+    assert search_cli.main([*args, "--delta", "100"]) == 0
     first = json.loads((out / "search.json").read_text())
     r = first["methods"]["l1_unstructured"]
     assert r["status"] == "hi" and r["amount"] == 0.9 and len(r["probes"]) == 2
@@ -234,7 +236,7 @@ def test_search_end_to_end_reuses_probes(tiny_data: Path, tmp_path: Path,
     # a delta below lo's drop: lo fails; everything is reused, nothing runs again
     lo_drop = next(p for p in r["probes"] if p["amount"] == 0.5)["drop_pts"]
     assert lo_drop > 0  # tiny data, 2 epochs: pruning half the weights at once costs accuracy
-    assert S.main([*args, "--delta", f"{lo_drop / 2}"]) == 0
+    assert search_cli.main([*args, "--delta", f"{lo_drop / 2}"]) == 0
     text = capsys.readouterr().err  # progress goes through prunelab's logging (stderr)
     assert "run 1:" not in text and "reusing" in text
     r2 = json.loads((out / "search.json").read_text())["methods"]["l1_unstructured"]
@@ -246,19 +248,19 @@ def test_search_end_to_end_reuses_probes(tiny_data: Path, tmp_path: Path,
     assert "Bisection search" in (out / "summary.md").read_text()
 
     # other overrides into the same folders are refused, not silently mixed
-    assert S.main(["--method", "l1_unstructured", "--hi", "0.9", "--iters", "0",
+    assert search_cli.main(["--method", "l1_unstructured", "--hi", "0.9", "--iters", "0",
                    "--sweep-dir", str(out), *overrides, "model.optimizer.lr=0.2"]) == 2
     assert "another name=" in capsys.readouterr().err
 
 
 def test_search_rejects_bad_arguments(capsys: pytest.CaptureFixture) -> None:
-    assert S.main(["--method", "l1_unstructured", "trainer=fast"]) == 2  # no pruning schedule
+    assert search_cli.main(["--method", "l1_unstructured", "trainer=fast"]) == 2  # no pruning schedule
     assert "needs a pruning schedule" in capsys.readouterr().err
-    assert S.main(["--method", "l1_unstructured", "--lo", "0.9", "--hi", "0.5",
+    assert search_cli.main(["--method", "l1_unstructured", "--lo", "0.9", "--hi", "0.5",
                    "pruning=one_shot"]) == 2
-    assert S.main(["--method", "nope", "pruning=one_shot"]) == 2
+    assert search_cli.main(["--method", "nope", "pruning=one_shot"]) == 2
     assert "bad overrides" in capsys.readouterr().err
-    assert S.main(["--method", "l1_unstructured", "pruning=one_shot", "pruning.amount=0.3"]) == 2
+    assert search_cli.main(["--method", "l1_unstructured", "pruning=one_shot", "pruning.amount=0.3"]) == 2
 
 
 def test_mnist_sweep_presets_are_valid(make_cfg) -> None:

@@ -331,6 +331,6 @@ def register(pruning: type | None = None) -> None:
         OmegaConf.register_new_resolver("prunelab_name", check_name)
     if not OmegaConf.has_resolver("prunelab_last_target"):
         OmegaConf.register_new_resolver("prunelab_last_target", _last_target)
-    from prunelab.cli_help import register_resolvers
+    from prunelab.cli.help import register_resolvers
 
-    register_resolvers()  # ${prunelab_options:<group>} of the --help template
+    register_resolvers()  # ${prunelab_options:<group>} and ${prunelab_commands:} of --help

@@ -120,10 +120,10 @@ def summary_lines(sweep_dir: str | Path, records: list[dict[str, Any]],
         lines.append(f"  {r.get('status')}: {r['folder']} — {r.get('error') or 'see its folder'}")
     if len(bad) > 20:
         lines.append(f"  … and {len(bad) - 20} more (see the report)")
-    from prunelab.cli_summary import shown_path
+    from prunelab.cli.summary import shown_path
 
     lines.append(f"sweep directory: {shown_path(sweep_dir)}")
-    lines.append(f"  report: python -m prunelab.report {shlex.quote(shown_path(sweep_dir))}")
+    lines.append(f"  report: python -m prunelab report {shlex.quote(shown_path(sweep_dir))}")
     if bad:
         lines.append("  relaunch the same command to retry the failed jobs (finished ones are "
                      "skipped)")

@@ -109,8 +109,9 @@ def check_targets(cfg: DictConfig, source: Path, allow: Iterable[str] = ()) -> N
             )
 
 
-def run_test_loader(cfg: DictConfig, data_dir: str | None = None) -> Any:
-    """The test loader of a run's (already checked) config; ``data_dir`` overrides the run's."""
+def run_datamodule(cfg: DictConfig, data_dir: str | None = None) -> Any:
+    """The data module of a run's (already checked) config, not yet prepared; ``data_dir``
+    overrides the run's."""
     from hydra.utils import instantiate
 
     if data_dir:
@@ -118,7 +119,21 @@ def run_test_loader(cfg: DictConfig, data_dir: str | None = None) -> Any:
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
     for meta in ("name", "description"):
         data_cfg.pop(meta, None)
-    datamodule = instantiate(data_cfg)
+    if "_target_" not in data_cfg:
+        raise ConfigError(f"the run's config has no data._target_ (data: {cfg.data.get('name')!r}): "
+                          "not a data module prunelab can build")
+    try:
+        return instantiate(data_cfg)
+    except Exception as err:
+        if isinstance(err, PrunelabError):
+            raise
+        raise ConfigError(f"cannot build the run's data module {data_cfg['_target_']}: "
+                          f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+
+
+def run_test_loader(cfg: DictConfig, data_dir: str | None = None) -> Any:
+    """The test loader of a run's (already checked) config; ``data_dir`` overrides the run's."""
+    datamodule = run_datamodule(cfg, data_dir)
     datamodule.prepare_data()
     datamodule.setup("test")
     return datamodule.test_dataloader()
@@ -168,6 +183,7 @@ def load_finished_run(path: str | Path, allow: Iterable[str] = ()) -> tuple[nn.M
     from hydra.utils import instantiate
 
     from prunelab.config import register
+    from prunelab.models import NETWORK_ATTR
 
     path = Path(path)
     if not path.exists():
@@ -189,7 +205,7 @@ def load_finished_run(path: str | Path, allow: Iterable[str] = ()) -> tuple[nn.M
     except Exception as err:
         raise ConfigError(f"cannot build model.net from {cfg_path}: {str(err).splitlines()[0]}") from None
     if isinstance(payload, dict) and "state_dict" in payload:
-        state = fold_state_dict_masks(payload["state_dict"], prefix="net.")
+        state = fold_state_dict_masks(payload["state_dict"], prefix=f"{NETWORK_ATTR}.")
     elif isinstance(payload, dict):
         state = fold_state_dict_masks(payload)
     else:

@@ -17,6 +17,8 @@ COMPACT_MODEL = "compact_model.pt2"  # torch.export program of the compacted net
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
 HYDRA_DIR = ".hydra"  # Hydra's composed config and overrides
+#: prunelab's own Hydra config tree (``conf/`` beside ``src/``)
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 # Dotted config keys whose value never changes a run's numbers: they stay out of run-folder
 # names, resume checks, report series labels and search probe names, and may differ between

@@ -1,4 +1,4 @@
-"""``python -m prunelab.report <sweep dir>``: a sweep's jobs → summary.csv, summary.md and plots.
+"""``prunelab report <sweep dir>``: a sweep's jobs → summary.csv, summary.md and plots.
 
 Every job folder under the sweep dir is listed: finished (``results.json``), failed or diverged
 (``failed.json``) and incomplete (a ``.hydra/`` folder but neither file: running, interrupted or
@@ -10,8 +10,10 @@ Accuracies in results.json and summary.csv are fractions; ``drop_pts`` and every
 summary.md are in accuracy points (percent): drop = 100 * (dense acc - acc), positive = worse.
 Means and standard deviations are over seeds (sample std, ddof=1; 0 for a single seed).
 
-    python -m prunelab.report outputs/sweeps/<name> [--baseline DIR] [--out DIR] [--delta 0.5]
-    python -m prunelab.report --from-csv <report dir>/summary.csv     # the plots only
+    python -m prunelab report outputs/sweeps/<name> [--baseline DIR] [--out DIR] [--delta 0.5]
+    python -m prunelab report --from-csv <report dir>/summary.csv     # the plots only
+
+The command line is :mod:`prunelab.cli.report`; this module is its library.
 
 Plots: test error (log axis; accuracy on the right) against the weights kept (log axis, 100 % on
 the left, sparsity along the top) and against the effective MACs; one marker per configuration
@@ -26,7 +28,6 @@ import logging
 import math
 import re
 import statistics
-import sys
 import textwrap
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -34,11 +35,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prunelab.logs import SUMMARY_LOGGER, get_logger
+from prunelab.logs import get_logger
 from prunelab.paths import FAILED, RESULTS, SEARCH, has_no_effect, last_checkpoint, override_key
 
 log = get_logger(__name__)
-summary_log = get_logger(SUMMARY_LOGGER)
 MAX_DEPTH = 4  # job folders lie one level down (grids) or two (search-<method>/amount=<a>)
 
 CSV_COLUMNS = [
@@ -867,7 +867,7 @@ def report(sweep_dir: str | Path, baseline: Sequence[str | Path] = (), out: str 
     log.debug("%d jobs read; writing the table and plots into %s", len(summary.jobs), out_dir)
     write_csv(summary, out_dir / "summary.csv")
     plots = plot(summary, out_dir, _note(summary.sweep_dir,
-                                         f"python -m prunelab.report {summary.sweep_dir}"))
+                                         f"python -m prunelab report {summary.sweep_dir}"))
     (out_dir / "summary.md").write_text(markdown(summary, [p.name for p in plots]))
     summary.files = [out_dir / "summary.csv", out_dir / "summary.md", *plots]
     return summary
@@ -879,69 +879,13 @@ def replot(csv_path: str | Path, out: str | Path | None = None, delta: float = 0
     out_dir = Path(out) if out is not None else Path(csv_path).parent
     out_dir.mkdir(parents=True, exist_ok=True)
     summary.files = plot(summary, out_dir,
-                         _note(csv_path, f"python -m prunelab.report --from-csv {csv_path}"))
+                         _note(csv_path, f"python -m prunelab report --from-csv {csv_path}"))
     return summary
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from prunelab.cli_help import make_parser
-    from prunelab.logs import add_verbosity_args, setup
+if __name__ == "__main__":  # not a command: say where the command is, rather than do nothing
+    import sys
 
-    parser = make_parser("python -m prunelab.report", __doc__, [
-        ("python -m prunelab.report outputs/sweeps/mnist_amounts",
-         "summary.csv, summary.md, acc_vs_sparsity.png and acc_vs_macs.png in the sweep folder"),
-        ("python -m prunelab.report outputs/sweeps/pruned --baseline outputs/sweeps/dense",
-         "compare with the dense runs of another sweep"),
-        ("python -m prunelab.report outputs/runs/<run>",
-         "a single run folder works too"),
-        ("python -m prunelab.report --from-csv docs/results/mnist_study/summary.csv",
-         "redraw the plots from a report's own summary.csv (no job folders needed)"),
-    ])
-    parser.add_argument("sweep_dir", nargs="?", help="the sweep folder, e.g. outputs/sweeps/<name>")
-    parser.add_argument("--from-csv", metavar="FILE", default=None,
-                        help="redraw only the plots from this summary.csv (into its folder, or --out)")
-    parser.add_argument("--baseline", action="append", default=[], metavar="DIR",
-                        help="sweep or run folder with dense runs (pruning=none) to compare with, "
-                             "for (model, data, seed) without a dense job in this sweep")
-    parser.add_argument("--out", default=None, metavar="DIR",
-                        help="write the files here instead of into the sweep folder")
-    parser.add_argument("--delta", type=float, default=0.5,
-                        help="accuracy points of drop allowed by 'highest sparsity within "
-                             "delta of dense'")
-    add_verbosity_args(parser)
-    args = parser.parse_args(argv)
-    if (args.sweep_dir is None) == (args.from_csv is None):
-        parser.error("give a sweep folder or --from-csv FILE (one of the two)")
-    setup(args.verbosity)
-    if not (math.isfinite(args.delta) and args.delta >= 0):
-        print(f"prunelab.report: error: --delta must be a finite number of accuracy points >= 0, "
-              f"got {args.delta:g}", file=sys.stderr)
-        return 2
-    try:
-        if args.from_csv:
-            s = replot(args.from_csv, args.out, args.delta)
-        else:
-            s = report(args.sweep_dir, args.baseline, args.out, args.delta)
-    except ReportError as err:
-        print(f"prunelab.report: error: {err}", file=sys.stderr)
-        return 2
-    counts: dict[str, int] = defaultdict(int)
-    for j in s.jobs:
-        counts[j.status] += 1
-    lines = [f"{len(s.jobs)} jobs (" + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
-             + ")"]
-    for series, b in s.best.items():
-        if b["answer"] is None:
-            lines.append(f"  {series}: {b['reason']}")
-        else:
-            lines.append(f"  {series}: highest sparsity within {s.delta:g} pts of dense: amount "
-                         f"{b['answer']:g} (sparsity {_pct(b['sparsity'], 1)} %, drop "
-                         f"{b['drop_pts']:+.2f} pts)")
-    lines += [f"  note: {n}" for n in s.notes]
-    lines.append("wrote " + ", ".join(str(f) for f in s.files))
-    summary_log.info("\n".join(lines))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    print("python -m prunelab.report: error: a library module, not a command; the command is "
+          "python -m prunelab report ...", file=sys.stderr)
+    sys.exit(2)

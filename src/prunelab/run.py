@@ -16,7 +16,6 @@ import json
 import os
 import platform
 import time
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,14 +25,15 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Checkpoint, TQDMProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from lightning.pytorch.profilers import PassThroughProfiler
 from omegaconf import DictConfig, OmegaConf
 
 import prunelab
 from prunelab.config import callback_kwargs, plan_kwargs
 from prunelab.errors import CheckpointError, ConfigError, DivergedError, RunInProgressError
+from prunelab.lightning_ext import NoProfiler
 from prunelab.loading import load_checkpoint
 from prunelab.logs import get_logger
+from prunelab.models import network_of
 from prunelab.outputs import remove_quietly, write_error
 from prunelab.paths import (
     COMPACT_MODEL,
@@ -137,7 +137,7 @@ def build(cfg: DictConfig, run_dir: Path, config: dict[str, Any], resume: Resume
     if cfg.trainer.enable_progress_bar:
         own.append(TQDMProgressBar(refresh_rate=max(1, int(cfg.progress_refresh_rate))))
     if trainer_args.get("profiler") is None:
-        trainer_args["profiler"] = _NoProfiler()
+        trainer_args["profiler"] = NoProfiler()
     trainer = L.Trainer(**trainer_args, callbacks=[*own, *(callbacks or [])],
                         logger=make_loggers(cfg, run_dir, resume) or False,
                         default_root_dir=str(run_dir), plugins=[AtomicCheckpointIO()])
@@ -175,7 +175,7 @@ def run_test(job: Job, resume: Resume | None) -> tuple[float | None, dict[str, A
 def save_final_model(model: L.LightningModule, run_dir: Path) -> None:
     """``final_model.pt``: the plain network's state dict (masks folded in)."""
     buffer = io.BytesIO()
-    torch.save(model.net.state_dict() if hasattr(model, "net") else model.state_dict(), buffer)
+    torch.save(network_of(model).state_dict(), buffer)
     write_bytes_atomic(run_dir / FINAL_MODEL, buffer.getvalue())
 
 
@@ -274,7 +274,7 @@ def check_ranges(cfg: DictConfig) -> None:
     if epochs is None or int(epochs) < 1:
         raise ConfigError(
             f"trainer.max_epochs={epochs} must be >= 1: a run trains, then tests what it trained "
-            "(to measure a finished model use python -m prunelab.evaluate)"
+            "(to measure a finished model use python -m prunelab evaluate)"
         )
     if not 0 <= int(cfg.seed) < 2**32:
         raise ConfigError(f"seed={cfg.seed} must be in [0, 2**32 - 1]")
@@ -431,21 +431,6 @@ class LastCheckpoint(Checkpoint):
         trainer.save_checkpoint(self.path, weights_only=False)
 
 
-class _NoProfiler(PassThroughProfiler):
-    """Lightning's default profiler, without its per-call context manager.
-
-    Lightning wraps every hook call (about 40 a batch) in ``profiler.profile(name)``, a
-    generator-based context manager even when nothing is profiled: ~55 µs a batch in all (a
-    4-5 % share of Lightning's per-batch overhead here). One shared ``nullcontext`` does the
-    same nothing. ``+trainer.profiler=simple`` (or any profiler) replaces it.
-    """
-
-    _null = nullcontext()
-
-    def profile(self, action_name: str) -> AbstractContextManager:  # type: ignore[override]
-        return self._null
-
-
 class RunState(L.Callback):
     """Epoch wall times and the run's config, kept in every checkpoint.
 
@@ -597,10 +582,10 @@ def make_loggers(cfg: DictConfig, run_dir: Path, resume: Resume | None = None) -
 
 def compact_and_measure(model: L.LightningModule, example: torch.Tensor, run_dir: Path) -> dict[str, Any]:
     """Remove zeroed filters/neurons, save the small model, time dense-equivalent/masked/compact."""
-    from prunelab.pruning.compact import compact_with_report, save_compact
+    from prunelab.pruning.compaction import compact_with_report, save_compact
     from prunelab.pruning.latency import efficiency_report
 
-    net = model.net if hasattr(model, "net") else model
+    net = network_of(model)
     small, _ = compact_with_report(net, example)
     save_compact(small, run_dir / COMPACT_MODEL, example,
                  dynamic_dims=(0,) if example.is_floating_point() else (0, 1))

@@ -1,4 +1,4 @@
-"""``python -m prunelab.search``: the highest pruning amount whose accuracy stays within δ of dense.
+"""``prunelab search``: the highest pruning amount whose accuracy stays within δ of dense.
 
 A bisection over ``pruning.amount``, one method at a time, each probe a normal prunelab run
 (the same Hydra config, composed with the free overrides) in its own stable folder::
@@ -9,11 +9,11 @@ A bisection over ``pruning.amount``, one method at a time, each probe a normal p
 
 where ``<sweep dir>`` is ``outputs/sweeps/<name>`` as for ``-m`` sweeps (``name=`` among the
 overrides, or ``--sweep-dir``). Probes whose results.json exists are reused, so an interrupted
-search continues where it stopped, and ``python -m prunelab.report <sweep dir>`` shows the probes
+search continues where it stopped, and ``prunelab report <sweep dir>`` shows the probes
 and the answers. Accuracy is assumed to fall as the amount grows; with noisy accuracy, probe
 several seeds (``--seeds 0 1 2``: the drop of an amount is then the mean over seeds).
 
-    python -m prunelab.search --method l1_unstructured global_magnitude --delta 0.5 \\
+    python -m prunelab search --method l1_unstructured global_magnitude --delta 0.5 \\
         name=mnist_search pruning=iterative pruning.step_size=null pruning.n_steps=5 \\
         pruning.start_epoch=1 trainer.max_epochs=10
 """
@@ -23,14 +23,13 @@ from __future__ import annotations
 import json
 import math
 import statistics
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from prunelab.errors import PrunelabError
-from prunelab.logs import SUMMARY_LOGGER, get_logger
+from prunelab.logs import get_logger
 from prunelab.outputs import check_name
 from prunelab.paths import FAILED, RESULTS, SEARCH, has_no_effect, override_key
 
@@ -177,7 +176,7 @@ class Runner:
         from hydra.errors import HydraException
         from omegaconf.errors import OmegaConfBaseException
 
-        from prunelab.__main__ import CONF_DIR
+        from prunelab.paths import CONF_DIR
 
         try:
             with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3",
@@ -296,8 +295,8 @@ def search(methods: Sequence[str], overrides: Sequence[str] = (), delta: float =
         raise SearchError("give at least one --method")
     runner = Runner(overrides, sweep_dir, seeds, baseline)
     runner.verbosity = verbosity
-    from prunelab.__main__ import CONF_DIR
     from prunelab.choices import check_overrides, make_loader
+    from prunelab.paths import CONF_DIR
 
     loader = make_loader(CONF_DIR)
     for m in methods:  # every method name and group choice, before anything runs
@@ -334,60 +333,9 @@ def _write(path: Path, payload: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
-def _methods(values: Sequence[str]) -> list[str]:
-    return [m for v in values for m in v.split(",") if m]
+if __name__ == "__main__":  # not a command: say where the command is, rather than do nothing
+    import sys
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from prunelab.cli_help import make_parser
-    from prunelab.logs import add_verbosity_args, setup
-
-    parser = make_parser("python -m prunelab.search", __doc__, [
-        ("python -m prunelab.search --method l1_unstructured global_magnitude --delta 0.5 "
-         "name=mnist_search pruning=iterative pruning.step_size=null pruning.n_steps=5 "
-         "pruning.start_epoch=1 trainer.max_epochs=10",
-         "per method, the highest amount within 0.5 accuracy points of dense; probes and "
-         "search.json in outputs/sweeps/mnist_search/"),
-        ("python -m prunelab.search --method global_magnitude --seeds 0 1 2 --lo 0.8 --hi 0.99 "
-         "name=gm pruning=one_shot",
-         "average every probe over 3 seeds, between 80 % and 99 %"),
-        ("python -m prunelab.report outputs/sweeps/mnist_search",
-         "the probes and the answers as a table and plots"),
-    ])
-    parser.add_argument("--method", nargs="+", required=True,
-                        help="pruning methods (conf/pruning/method), space or comma separated")
-    parser.add_argument("--delta", type=float, default=0.5,
-                        help="accuracy points of drop allowed")
-    parser.add_argument("--lo", type=float, default=0.5, help="lowest amount")
-    parser.add_argument("--hi", type=float, default=0.99, help="highest amount")
-    parser.add_argument("--iters", type=int, default=5,
-                        help="halvings of the bracket after probing lo and hi")
-    parser.add_argument("--seeds", type=int, nargs="*", default=[],
-                        help="run every probe with these seeds and average (default: the "
-                             "config's seed)")
-    parser.add_argument("--baseline", action="append", default=[], metavar="DIR",
-                        help="reuse dense runs found here instead of running search-dense")
-    parser.add_argument("--sweep-dir", default=None,
-                        help="folder of the probes (default: outputs/sweeps/<name>)")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for python -m prunelab")
-    add_verbosity_args(parser)
-    args = parser.parse_intermixed_args(argv)
-    setup(args.verbosity)
-    # `--method a b key=value ...`: argparse hands the overrides after --method to it
-    methods = [m for m in _methods(args.method) if "=" not in m]
-    overrides = [m for m in args.method if "=" in m] + list(args.overrides)
-    try:
-        out = search(methods, overrides, args.delta, args.lo, args.hi,
-                     args.iters, args.seeds, args.sweep_dir, args.baseline, args.verbosity)
-    except PrunelabError as err:
-        print(f"prunelab.search: error: {err}", file=sys.stderr)
-        return 2
-    lines = [f"{m}: {r['message']}" for m, r in out["methods"].items()]
-    lines.append(f"wrote {Path(out['sweep_dir']) / SEARCH}")
-    lines.append(f"  report: python -m prunelab.report {out['sweep_dir']}")
-    get_logger(SUMMARY_LOGGER).info("\n".join(lines))
-    return 1 if any(r["status"] == "error" for r in out["methods"].values()) else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    print("python -m prunelab.search: error: a library module, not a command; the command is "
+          "python -m prunelab search ...", file=sys.stderr)
+    sys.exit(2)

@@ -270,3 +270,19 @@ def trim_padding(ids: Tensor, lengths: Tensor, *rest: Tensor) -> Batch:
     """
     width = max(int(lengths.max()), 1) if len(lengths) else 1
     return (ids[:, :width].long(), *rest)
+
+
+def example_input(datamodule: Any) -> Tensor:
+    """One input sample (batch of one) of the kind ``datamodule``'s test batches hold.
+
+    Generic code (compaction, latency, export) takes the shape of a network's input from here,
+    never from a data set's name. A data module that knows its input without reading the data
+    says so with an ``example_input()`` method (prunelab's MNIST and IMDB modules do); for any
+    other, its data are prepared and the first test batch's first sample is returned.
+    """
+    own = getattr(datamodule, "example_input", None)
+    if callable(own):
+        return own()
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    return next(iter(datamodule.test_dataloader()))[0][:1]

@@ -527,6 +527,12 @@ class IMDBDataModule(L.LightningDataModule):
         self.test_order = eval_order(len(tensors["test"][2]))
         self.test_data = tuple(t[self.test_order] for t in tensors["test"])  # type: ignore[assignment]
 
+    def example_input(self) -> Tensor:
+        """One random review of ``max_len`` in-vocabulary token ids ([1, max_len]), without
+        reading the data set (see :func:`prunelab.data.example_input`)."""
+        first = UNK_ID + 1  # ids of real tokens start after <pad> and <unk>
+        return torch.randint(first, first + self.vocab_size, (1, self.max_len))
+
     def _loader(
         self, data: tuple[Tensor, ...] | None, batch_size: int, shuffle: bool
     ) -> TensorBatchLoader:

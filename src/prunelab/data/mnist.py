@@ -161,6 +161,11 @@ class MNISTDataModule(L.LightningDataModule):
         self.val_data: tuple[Tensor, Tensor] | None = None
         self.test_data: tuple[Tensor, Tensor] | None = None
 
+    def example_input(self) -> Tensor:
+        """One random sample shaped and typed like a batch's images ([1, 1, 28, 28] float32),
+        without reading the data set (see :func:`prunelab.data.example_input`)."""
+        return torch.randn(1, *self.input_shape)
+
     @cached_property
     def cache_dir(self) -> Path:
         """Resolved on first use, not in __init__: building the config must not create folders."""

@@ -1,4 +1,4 @@
-"""Compressed, self-contained artifacts of pruned networks (``python -m prunelab.export``).
+"""Compressed, self-contained artifacts of pruned networks (``prunelab export``).
 
 ``load(path)`` returns the plain network with its weights; it needs neither Lightning nor
 Hydra and never unpickles anything.

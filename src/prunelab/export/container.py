@@ -50,7 +50,7 @@ def unpack(data: bytes, name: str = "artifact") -> tuple[dict[str, Any], bytes]:
     if len(data) < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
         raise CheckpointError(
             f"{name} is not a prunelab export artifact (no PLX header; "
-            "write one with: python -m prunelab.export <run dir>)")
+            "write one with: python -m prunelab export <run dir>)")
     if len(data) < HEADER_BYTES:
         raise CheckpointError(f"{name} is truncated: {len(data)} bytes, shorter than the header")
     _, version, m_len, p_len, crc = _HEADER.unpack_from(data)

@@ -2,10 +2,27 @@
 
 from typing import Any
 
+from torch import nn
+
 from prunelab.models.cnn import LeNet
 from prunelab.models.text import TextClassifier
 
-__all__ = ["ClassifierSystem", "LeNet", "TextClassifier"]
+__all__ = ["NETWORK_ATTR", "ClassifierSystem", "LeNet", "TextClassifier", "network_of"]
+
+#: The attribute under which a LightningModule holds the plain network it trains. Stated here
+#: only: ``final_model.pt`` holds that network's state dict, a Lightning checkpoint holds it
+#: under ``net.``, and compaction, export and ``prunelab evaluate`` rebuild it from the run
+#: config's ``model.net`` node.
+NETWORK_ATTR = "net"
+
+
+def network_of(module: nn.Module) -> nn.Module:
+    """The plain network ``module`` trains: its ``net`` attribute when that is an ``nn.Module``
+    (:class:`ClassifierSystem`; name yours so to get the plain network saved and compacted),
+    else ``module`` itself (a LightningModule that is its own network).
+    """
+    net = getattr(module, NETWORK_ATTR, None)
+    return net if isinstance(net, nn.Module) else module
 
 
 def __getattr__(name: str) -> Any:

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from torch.nn.utils import prune
 
 from prunelab.errors import CheckpointError, ConfigError, DivergedError, ResultError
+from prunelab.lightning_ext import MaskedInPlace, batch_index, move_param, mul_in_place, param_slot
 from prunelab.logs import get_logger
 from prunelab.pruning import criteria as C
 from prunelab.pruning.schedules import PruneStep, validate_plan
@@ -219,8 +220,9 @@ class PruningCallback(L.Callback):
         if not self.needs_grads or step is None or trainer.current_epoch != step.epoch:
             return
         n_batches = trainer.num_training_batches
-        batch_idx = trainer.fit_loop.epoch_loop.batch_progress.current.ready - 1
-        if n_batches != float("inf") and batch_idx < n_batches - self.grad_batches:
+        batch_idx = batch_index(trainer)  # None: unknown, as for a loader of unknown length
+        if (n_batches != float("inf") and batch_idx is not None
+                and batch_idx < n_batches - self.grad_batches):
             return
         for t in self.targets:
             orig = getattr(t.module, t.parameter + "_orig", None)
@@ -487,24 +489,6 @@ def _param(t: Target) -> nn.Parameter:
     return orig if orig is not None else getattr(t.module, t.parameter)
 
 
-class _MaskedInPlace(prune.CustomFromMask):
-    """torch's ``custom_from_mask`` without its per-forward multiply.
-
-    torch recomputes ``weight = weight_orig * weight_mask`` before every forward, which costs a
-    multiply forward and another backward per pruned tensor, every step (4 % of a LeNet step),
-    and loses a channels_last weight's layout when a dim has size 1. Here ``weight_orig`` itself
-    holds the zeros: the callback masks it in place whenever a mask is set or loaded and after
-    every optimizer step (as OpenLTH does), so the forward can use it as it is. ``weight`` stays a
-    plain attribute (a view of ``weight_orig``), as ``torch.nn.utils.prune`` expects, so
-    ``prune.is_pruned``, ``prune.remove`` and checkpoints with ``_orig``/``_mask`` keys are
-    unchanged.
-    """
-
-    def __call__(self, module: nn.Module, inputs: Any) -> None:
-        orig = getattr(module, self._tensor_name + "_orig")
-        setattr(module, self._tensor_name, orig[...])
-
-
 def _mask_in_place(targets: Sequence[Target]) -> None:
     """Zero the pruned entries of every pruned target's ``<p>_orig`` (one fused call)."""
     origs, masks = [], []
@@ -516,7 +500,7 @@ def _mask_in_place(targets: Sequence[Target]) -> None:
             masks.append(mask)
     if origs:
         with torch.no_grad():
-            torch._foreach_mul_(origs, masks)
+            mul_in_place(origs, masks)
 
 
 def _apply_mask(t: Target, mask: Tensor) -> None:
@@ -526,12 +510,12 @@ def _apply_mask(t: Target, mask: Tensor) -> None:
         buf = getattr(module, name + "_mask")
         buf.copy_(mask.to(buf.dtype))
     else:
-        slot = list(module._parameters).index(name)
-        _MaskedInPlace.apply(module, name, mask)
+        slot = param_slot(module, name)
+        MaskedInPlace.apply(module, name, mask)
         # torch re-registers the tensor as <name>_orig at the end of the module's parameters;
         # put it back in <name>'s slot so optimizer state (kept by position) lines up after a
         # resume.
-        _move_param(module, name + "_orig", slot)
+        move_param(module, name + "_orig", slot)
     orig = getattr(module, name + "_orig")
     with torch.no_grad():
         orig.mul_(getattr(module, name + "_mask"))
@@ -540,17 +524,9 @@ def _apply_mask(t: Target, mask: Tensor) -> None:
 
 def _fold(t: Target) -> None:
     """``prune.remove`` keeping the parameter in ``<p>``'s slot (optimizer state is by position)."""
-    slot = list(t.module._parameters).index(t.parameter + "_orig")
+    slot = param_slot(t.module, t.parameter + "_orig")
     prune.remove(t.module, t.parameter)
-    _move_param(t.module, t.parameter, slot)
-
-
-def _move_param(module: nn.Module, key: str, index: int) -> None:
-    params = module._parameters
-    items = [(k, v) for k, v in params.items() if k != key]
-    items.insert(index, (key, params[key]))
-    params.clear()
-    params.update(items)
+    move_param(t.module, t.parameter, slot)
 
 
 def _metric(trainer: L.Trainer, key: str) -> float | None:

@@ -21,7 +21,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from prunelab.pruning.compact import clone_module, compact_fields, compact_with_report, fold_masks
+from prunelab.pruning.compaction import (
+    clone_module,
+    compact_fields,
+    compact_with_report,
+    fold_masks,
+)
 
 __all__ = ["efficiency_report", "make_batch", "measure_latency"]
 
@@ -88,7 +93,7 @@ def measure_latency(
         # recompilations until dynamo's cache limit silently falls back to eager
         # dynamic=False: each batch size gets its own static graph (after a second shape, dynamo
         # would otherwise switch to a slower shape-generic one)
-        torch._dynamo.reset()
+        torch.compiler.reset()
         net = torch.compile(net, dynamic=False)
     out: dict[str, float] = {}
     for bs in batch_sizes:

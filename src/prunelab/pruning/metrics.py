@@ -22,7 +22,7 @@ def param_counts(model: nn.Module) -> dict[str, int]:
     total = nonzero = 0
     seen: set[int] = set()
     for module in model.modules():
-        for pname, p in module._parameters.items():
+        for pname, p in module.named_parameters(recurse=False):
             if p is None or id(p) in seen:
                 continue
             seen.add(id(p))

@@ -54,6 +54,7 @@ from torch import Tensor, nn
 from torch.nn.utils import prune as torch_prune
 
 from prunelab.errors import PrunelabError
+from prunelab.lightning_ext import conv_forward, pruned_tensors
 
 __all__ = [
     "CompactReport",
@@ -94,11 +95,6 @@ class CompactReport:
 # ------------------------------------------------------------------------------ copies, masks
 
 
-def _pruning_hooks(module: nn.Module) -> list[torch_prune.BasePruningMethod]:
-    return [h for h in module._forward_pre_hooks.values()
-            if isinstance(h, torch_prune.BasePruningMethod)]
-
-
 def clone_module(model: nn.Module) -> nn.Module:
     """``copy.deepcopy`` that also works for modules pruned with ``torch.nn.utils.prune``.
 
@@ -107,8 +103,8 @@ def clone_module(model: nn.Module) -> nn.Module:
     """
     memo: dict[int, Any] = {}
     for module in model.modules():
-        for hook in _pruning_hooks(module):
-            t = module.__dict__.get(hook._tensor_name)
+        for name in pruned_tensors(module):
+            t = module.__dict__.get(name)
             if isinstance(t, Tensor) and not t.is_leaf:
                 memo[id(t)] = t.detach().clone()
     return copy.deepcopy(model, memo)
@@ -120,8 +116,8 @@ def fold_masks(model: nn.Module) -> nn.Module:
     Afterwards the model has plain parameters with exact zeros (``prune.remove``). Returns it.
     """
     for module in model.modules():
-        for hook in _pruning_hooks(module):
-            torch_prune.remove(module, hook._tensor_name)
+        for name in pruned_tensors(module):
+            torch_prune.remove(module, name)
     return model
 
 
@@ -258,7 +254,7 @@ def _contribution(consumer: nn.Module, x: Tensor, idxs: list[int]) -> Tensor:
     with torch.no_grad():
         if isinstance(consumer, nn.Linear):
             return nn.functional.linear(x_only, consumer.weight)
-        return consumer._conv_forward(x_only, consumer.weight, None)
+        return conv_forward(consumer, x_only, consumer.weight, None)
 
 
 def _fold(group: Any, dg: Any, model: nn.Module, inputs: tuple[Tensor, ...],

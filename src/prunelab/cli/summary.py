@@ -122,10 +122,10 @@ def next_commands(results: dict[str, Any], run_dir: str | Path,
                   overrides: Sequence[str] | None = None) -> list[tuple[str, str]]:
     """What a user types next: evaluate, report, compact (structured runs), resume."""
     d = shlex.quote(shown_path(run_dir))
-    cmds = [("evaluate", f"python -m prunelab.evaluate {d}"),
-            ("report", f"python -m prunelab.report {d}")]
+    cmds = [("evaluate", f"python -m prunelab evaluate {d}"),
+            ("report", f"python -m prunelab report {d}")]
     if results.get("method") in STRUCTURED and results.get("params_compact") is None:
-        cmds.append(("compact", f"python -m prunelab.compact {d}"))
+        cmds.append(("compact", f"python -m prunelab compact {d}"))
     ov = " ".join(shlex.quote(o) for o in (overrides if overrides is not None
                                            else results.get("overrides") or []))
     cmds.append(("resume / repeat", f"python -m prunelab {ov}".rstrip()

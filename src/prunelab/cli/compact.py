@@ -1,13 +1,15 @@
-"""``python -m prunelab.compact <run dir>``: shrink a structured-pruned run's network for real.
+"""``prunelab compact <run dir>``: shrink a structured-pruned run's network for real.
 
 Reads ``<run dir>/final_model.pt`` (the plain network's state dict; masks, if any, are folded;
 ``checkpoints/last.ckpt`` when it is missing) and ``<run dir>/.hydra/config.yaml`` (the network is
 built from its ``model.net`` node; only allow-listed ``_target_``s, see ``--allow-target``),
-removes the zeroed output filters/neurons (:func:`prunelab.pruning.compact.compact`), writes
+removes the zeroed output filters/neurons (:func:`prunelab.pruning.compaction.compact`), writes
 ``<run dir>/compact_model.pt2`` (``torch.export``: loads with
 ``torch.export.load(path).module()``, no prunelab needed), prints parameters, MACs and measured
 latency before and after, and adds ``params_compact``, ``macs_compact``, ``latency_ms`` (and
 ``speedup_compact``, ``latency_threads``, ``compact_layers``) to the run's ``results.json``.
+The example input that fixes the network's input shape comes from the run's data module
+(:func:`prunelab.data.example_input`), or from ``--input-shape``.
 
 A bad run directory is one line on stderr and exit status 2.
 """
@@ -20,17 +22,17 @@ import sys
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import Tensor, nn
-
+from prunelab.cli.help import make_parser
 from prunelab.errors import PrunelabError
-from prunelab.loading import ALLOW_ENV, load_finished_run
 from prunelab.logs import SUMMARY_LOGGER, get_logger
 from prunelab.paths import COMPACT_MODEL, RESULTS
 
-COMPACT_FILE = COMPACT_MODEL
+if TYPE_CHECKING:  # torch loads when the command runs, not when --help lists it
+    from torch import Tensor, nn
+
+PROG = "prunelab compact"
 log = get_logger(__name__)
 
 
@@ -41,9 +43,11 @@ class RunDirError(PrunelabError):
 def load_run(run_dir: Path, allow: Iterable[str] = ()) -> tuple[nn.Module, Any]:
     """The run's plain network with its final weights, and the run's composed config.
 
-    The same loading as ``python -m prunelab.evaluate`` (:func:`prunelab.loading.load_finished_run`):
+    The same loading as ``prunelab evaluate`` (:func:`prunelab.loading.load_finished_run`):
     ``final_model.pt``, else ``checkpoints/last.ckpt``; allow-listed ``_target_``s only.
     """
+    from prunelab.loading import load_finished_run
+
     if not run_dir.is_dir():
         raise RunDirError(f"{run_dir} is not a directory: give a prunelab run directory")
     if not (run_dir / ".hydra" / "config.yaml").exists():
@@ -53,19 +57,17 @@ def load_run(run_dir: Path, allow: Iterable[str] = ()) -> tuple[nn.Module, Any]:
     return net, cfg
 
 
-def example_input(cfg: Any, shape: list[int] | None = None) -> Tensor:
-    """One input sample for the run's network: ``--input-shape``, else from the data config."""
+def example_input(cfg: Any, shape: list[int] | None = None, data_dir: str | None = None) -> Tensor:
+    """One input sample for the run's network: ``--input-shape`` (float), else from the run's
+    data module (:func:`prunelab.data.example_input`)."""
+    import torch
+
     if shape:
         return torch.randn(*shape)
-    name = cfg.data.get("name")
-    if name == "mnist":
-        return torch.randn(1, 1, 28, 28)
-    if name == "imdb":
-        vocab = int(cfg.data.vocab_size)
-        return torch.randint(2, vocab + 2, (1, int(cfg.data.max_len)))
-    raise RunDirError(
-        f"no known input shape for data={name!r}: pass --input-shape, e.g. --input-shape 1,3,32,32"
-    )
+    from prunelab.data import example_input as from_data
+    from prunelab.loading import run_datamodule
+
+    return from_data(run_datamodule(cfg, data_dir))
 
 
 def _fmt(n: float) -> str:
@@ -73,16 +75,16 @@ def _fmt(n: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from prunelab.cli_help import make_parser
+    from prunelab.loading import ALLOW_ENV
     from prunelab.logs import add_verbosity_args
 
-    parser = make_parser("python -m prunelab.compact", __doc__, [
-        ("python -m prunelab.compact outputs/runs/<run>",
+    parser = make_parser(PROG, __doc__, [
+        (f"{PROG} outputs/runs/<run>",
          "shrink a run pruned with ln_structured or random_structured; writes compact_model.pt2 "
          "and adds sizes and latencies to results.json"),
-        ("python -m prunelab.compact outputs/runs/<run> --no-latency",
+        (f"{PROG} outputs/runs/<run> --no-latency",
          "sizes only, without timing"),
-        ("python -m prunelab.compact outputs/runs/<run> --batch-sizes 1,64 --min-run-time 2",
+        (f"{PROG} outputs/runs/<run> --batch-sizes 1,64 --min-run-time 2",
          "time other batch sizes, longer"),
     ])
     parser.add_argument("run_dir", type=Path, help="a finished run directory (outputs/runs/...)")
@@ -91,7 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-sizes", default="1,256", help="comma-separated (default 1,256)")
     parser.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
     parser.add_argument("--input-shape", default=None,
-                        help="input shape with batch, e.g. 1,3,32,32 (default: from the data config)")
+                        help="float input shape with batch, e.g. 1,3,32,32 (default: from the "
+                             "run's data module)")
+    parser.add_argument("--data-dir", help="where the data sets are, if the data module must "
+                                           "read them for an example input (default: the run's)")
     parser.add_argument("--allow-target", action="append", default=[], metavar="PREFIX",
                         help="also build _target_s starting with PREFIX from the run's saved "
                              f"config (trusted code of your own; also ${ALLOW_ENV})")
@@ -103,12 +108,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _main(args)
     except PrunelabError as err:
-        print(f"prunelab.compact: error: {err}", file=sys.stderr)
+        print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
 
 
 def _main(args: argparse.Namespace) -> int:
-    from prunelab.pruning.compact import compact_fields, compact_with_report, save_compact
+    import torch
+
+    from prunelab.pruning.compaction import compact_fields, compact_with_report, save_compact
     from prunelab.pruning.latency import efficiency_report
     from prunelab.pruning.metrics import macs, param_counts
     from prunelab.run import write_json_atomic
@@ -123,7 +130,7 @@ def _main(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as err:
         raise RunDirError(f"{results_path} is unreadable ({type(err).__name__})") from None
     shape = [int(s) for s in args.input_shape.split(",")] if args.input_shape else None
-    example = example_input(cfg, shape)
+    example = example_input(cfg, shape, args.data_dir)
     log.info("removing the zeroed filters and neurons of %s", run_dir)
 
     with warnings.catch_warnings(record=True) as caught:
@@ -134,7 +141,7 @@ def _main(args: argparse.Namespace) -> int:
             log.warning("%s", w.message)
     # token ids are padded per batch: their length varies too
     dims = (0,) if example.is_floating_point() else (0, 1)
-    save_compact(small, run_dir / COMPACT_FILE, example, dynamic_dims=dims)
+    save_compact(small, run_dir / COMPACT_MODEL, example, dynamic_dims=dims)
 
     before = {**param_counts(net), **macs(net, example)}
     after = compact_fields(small, example)
@@ -148,7 +155,7 @@ def _main(args: argparse.Namespace) -> int:
                                         min_run_time=args.min_run_time, compact_model=small))
         fields["params_compact"], fields["macs_compact"] = after["params_compact"], after["macs_compact"]
 
-    out = [f"compacted {run_dir} -> {run_dir / COMPACT_FILE}"]
+    out = [f"compacted {run_dir} -> {run_dir / COMPACT_MODEL}"]
     for name, (a, b) in report.layers.items():
         out.append(f"  {name:<24} {a:>6} -> {b:<6} units")
     out.append(f"  {'':<20} {'before':>14} {'after':>14} {'ratio':>7}")
@@ -170,6 +177,3 @@ def _main(args: argparse.Namespace) -> int:
     get_logger(SUMMARY_LOGGER).info("\n".join(out))
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,17 +1,15 @@
-"""``python -m prunelab.export <run dir> [--encoding E ...]``: ship a finished run's model.
+"""Shipping a finished run's model: the library behind ``prunelab export``.
 
-For each encoding, writes ``<run>/export/<encoding>/model.plx`` (one self-contained compressed
-file), loads it back with :func:`prunelab.export.load`, measures its test accuracy on the run's
-test set and writes ``export.json`` beside it; ``model.onnx`` too when ``onnx`` is installed.
-``python -m prunelab.export <file.plx>`` checks an artifact and prints its manifest summary.
+:func:`export_run` writes, for each encoding, ``<run>/export/<encoding>/model.plx`` (one
+self-contained compressed file), loads it back with :func:`prunelab.export.load`, measures its
+test accuracy on the run's test set and writes ``export.json`` beside it; ``model.onnx`` too
+when ``onnx`` is installed. :func:`describe` checks an artifact and summarises its manifest.
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
-import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -19,9 +17,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunelab.errors import ConfigError, PrunelabError
+from prunelab.errors import PrunelabError
 from prunelab.export import artifact, codecs
+from prunelab.logs import get_logger
 from prunelab.paths import FINAL_MODEL, RESULTS
+
+log = get_logger(__name__)
 
 DEFAULT_ENCODINGS = ("kmeans5",)
 ARTIFACT = "model.plx"
@@ -70,7 +71,7 @@ def export_onnx(net: nn.Module, example: torch.Tensor, path: Path) -> dict[str, 
     try:
         import onnx
     except ImportError:
-        print("[prunelab.export] onnx is not installed: no ONNX file written (pip install onnx)")
+        log.info("onnx is not installed: no ONNX file written (pip install onnx)")
         return None
     try:
         with warnings.catch_warnings():  # the tracer's notes on Python-side branches
@@ -80,8 +81,8 @@ def export_onnx(net: nn.Module, example: torch.Tensor, path: Path) -> dict[str, 
                               dynamo=False)
         onnx.checker.check_model(str(path))
     except Exception as err:  # optional output: never lose the artifact over it
-        print(f"[prunelab.export] ONNX export failed, skipped: {type(err).__name__}: "
-              f"{str(err).splitlines()[0][:160] if str(err) else ''}")
+        log.warning("ONNX export failed, skipped: %s: %s", type(err).__name__,
+                    str(err).splitlines()[0][:160] if str(err) else "")
         path.unlink(missing_ok=True)
         return None
     info: dict[str, Any] = {"path": str(path), "bytes": path.stat().st_size}
@@ -149,8 +150,8 @@ def export_run(run_dir: Path, encodings: list[str], out: Path | None = None,
             record["onnx"] = export_onnx(loaded, example, folder / "model.onnx")
         (folder / REPORT).write_text(json.dumps(record, indent=2) + "\n")
         acc = f", test_acc {record['test_acc']:.4f}" if "test_acc" in record else ""
-        print(f"[prunelab.export] {path}: {size} bytes ({record['ratio']:.1f}x smaller than "
-              f"the dense state dict){acc}")
+        log.info("%s: %d bytes (%.1fx smaller than the dense state dict)%s", path, size,
+                 record["ratio"], acc)
         records.append(record)
     return records
 
@@ -164,38 +165,3 @@ def describe(path: Path) -> dict[str, Any]:
             "params_total": sum(t.numel() for t in state.values()),
             "params_nonzero": sum(int((t != 0).sum()) for t in state.values()),
             "metadata": manifest.get("metadata")}
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m prunelab.export", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("path", help="a finished run directory (or an artifact file to check)")
-    parser.add_argument("--encoding", action="append", metavar="E",
-                        help=f"repeatable; one of {', '.join(codecs.ENCODINGS)}, or 'all' "
-                             f"(default: {', '.join(DEFAULT_ENCODINGS)})")
-    parser.add_argument("--out", help="folder for the artifacts (default: <run>/export)")
-    parser.add_argument("--data-dir", help="where the data sets are (default: the run's data_dir)")
-    parser.add_argument("--no-eval", action="store_true", help="skip the test-set evaluation")
-    args = parser.parse_args(argv)
-    try:
-        path = Path(args.path)
-        if path.is_file():
-            print(json.dumps(describe(path), indent=2))
-            return 0
-        if not path.is_dir():
-            raise PrunelabError(f"{path} does not exist: give a finished run directory or a .plx file")
-        encodings = args.encoding or list(DEFAULT_ENCODINGS)
-        if "all" in encodings:
-            encodings = list(codecs.ENCODINGS)
-        for enc in encodings:
-            codecs.check_encoding(enc)
-        export_run(path, encodings, Path(args.out) if args.out else None, args.data_dir,
-                   evaluate=not args.no_eval)
-    except (PrunelabError, ConfigError) as err:
-        print(f"prunelab.export: error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,9 +1,10 @@
 """Help texts generated from the configs, and one argparse style for every prunelab command.
 
-``python -m prunelab --help`` renders ``conf/hydra/help/prunelab.yaml``, whose
+``prunelab --help`` renders ``conf/hydra/help/prunelab.yaml``, whose
 ``${prunelab_options:<group>}`` lines this module fills in: every option Hydra's config
 repository finds for the group (a user's ``--config-dir`` and ``hydra.searchpath`` included),
 each with the ``description:`` line of its YAML file — the one place that text is kept.
+``${prunelab_commands:}`` lists the subcommands of :data:`prunelab.cli.COMMANDS`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 RESOLVER = "prunelab_options"
+COMMANDS_RESOLVER = "prunelab_commands"
 
 
 def describe(repo: Any, group: str, option: str) -> str:
@@ -118,9 +120,22 @@ def _options_resolver(group: str) -> str:
     return text.replace("$", "$$")  # the template goes through string.Template afterwards
 
 
+def format_commands(width: int | None = None) -> str:
+    """The subcommands of :data:`prunelab.cli.COMMANDS`, one wrapped line each."""
+    from prunelab.cli import COMMANDS, command_summary
+
+    return format_options("commands", [(n, command_summary(n)) for n in COMMANDS], width=width)
+
+
+def _commands_resolver() -> str:
+    return format_commands().replace("$", "$$")  # string.Template comes afterwards
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver(RESOLVER):
         OmegaConf.register_new_resolver(RESOLVER, _options_resolver, use_cache=False)
+    if not OmegaConf.has_resolver(COMMANDS_RESOLVER):
+        OmegaConf.register_new_resolver(COMMANDS_RESOLVER, _commands_resolver, use_cache=False)
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -138,8 +153,8 @@ def make_parser(prog: str, doc: str, examples: Sequence[tuple[str, str]],
                 reference: str = "docs/cli.md and README.md") -> argparse.ArgumentParser:
     """An argparse parser in prunelab's style: what it does, options, examples, where to read more.
 
-    ``doc`` is the command's description (its first paragraph is used); ``examples`` are
-    (command, what it does) pairs.
+    ``prog`` is the command as typed (``prunelab report``); ``doc`` is the command's description
+    (its first paragraph is used); ``examples`` are (command, what it does) pairs.
     """
     first = doc.strip().split("\n\n")[0]
     first = re.sub(r"^``[^`]+``:\s*", "", " ".join(first.split()))  # not the command's name again

@@ -1,0 +1,53 @@
+"""``prunelab evaluate <run dir | .ckpt>``: re-test a finished or interrupted run.
+
+The pruned weights are loaded into the *plain* network class named by the run's config (masks
+folded into the weights), so what is measured is exactly what a user who takes the model away
+gets: no Lightning, no pruning hooks. The result is JSON on standard output.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from prunelab.cli.help import make_parser
+from prunelab.errors import PrunelabError
+
+PROG = "prunelab evaluate"
+
+
+def main(argv: list[str] | None = None) -> int:
+    from prunelab.evaluate import evaluate, load_plain_model
+    from prunelab.loading import ALLOW_ENV, run_test_loader
+    from prunelab.logs import add_verbosity_args, get_logger, setup
+    from prunelab.pruning.metrics import summarize
+
+    parser = make_parser(PROG, __doc__, [
+        (f"{PROG} outputs/runs/<run>",
+         "test the run's final model (final_model.pt) again; prints JSON on stdout"),
+        (f"{PROG} outputs/runs/<run>/checkpoints/last.ckpt",
+         "test an interrupted run's last checkpoint"),
+        (f"{PROG} outputs/runs/<run> --data-dir /data",
+         "with the data sets somewhere else than when the run was made"),
+    ])
+    parser.add_argument("path", help="a run directory, or a checkpoint inside one")
+    parser.add_argument("--data-dir", help="where the data sets are (default: the run's data_dir)")
+    parser.add_argument("--allow-target", action="append", default=[], metavar="PREFIX",
+                        help="also build _target_s starting with PREFIX from the run's saved "
+                             f"config (trusted code of your own; also ${ALLOW_ENV})")
+    add_verbosity_args(parser)
+    args = parser.parse_args(argv)
+    setup(args.verbosity)
+    log = get_logger(__name__)
+    try:
+        log.debug("loading %s", args.path)
+        net, cfg = load_plain_model(args.path, args.allow_target)
+        loader = run_test_loader(cfg, args.data_dir)
+        log.info("testing on %s", cfg.data.get("name", "the test set"))
+        result = {**evaluate(net, loader, cfg.model.task == "binary"),
+                  **summarize(net, None)}
+    except PrunelabError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2))
+    return 0

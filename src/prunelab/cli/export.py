@@ -1,0 +1,59 @@
+"""``prunelab export <run dir> [--encoding E ...]``: ship a finished run's model in one small file.
+
+For each encoding, writes ``<run>/export/<encoding>/model.plx`` (one self-contained compressed
+file), loads it back with ``prunelab.export.load``, measures its test accuracy on the run's test
+set and writes ``export.json`` beside it; ``model.onnx`` too when ``onnx`` is installed.
+``prunelab export <file.plx>`` checks an artifact and prints its manifest summary (JSON).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from prunelab.cli.help import make_parser
+from prunelab.errors import PrunelabError
+
+PROG = "prunelab export"
+
+
+def main(argv: list[str] | None = None) -> int:
+    from prunelab.export import codecs
+    from prunelab.export.runs import DEFAULT_ENCODINGS, describe, export_run
+    from prunelab.logs import add_verbosity_args, setup
+
+    parser = make_parser(PROG, __doc__, [
+        (f"{PROG} outputs/runs/<run>", "the default encoding (kmeans5), measured on the test set"),
+        (f"{PROG} outputs/runs/<run> --encoding int8 --encoding kmeans4", "two encodings"),
+        (f"{PROG} outputs/runs/<run> --encoding all --no-eval", "every encoding, no test-set pass"),
+        (f"{PROG} outputs/runs/<run>/export/kmeans5/model.plx", "check an artifact"),
+    ], reference="docs/export.md")
+    parser.add_argument("path", help="a finished run directory (or an artifact file to check)")
+    parser.add_argument("--encoding", action="append", metavar="E",
+                        help=f"repeatable; one of {', '.join(codecs.ENCODINGS)}, or 'all' "
+                             f"(default: {', '.join(DEFAULT_ENCODINGS)})")
+    parser.add_argument("--out", help="folder for the artifacts (default: <run>/export)")
+    parser.add_argument("--data-dir", help="where the data sets are (default: the run's data_dir)")
+    parser.add_argument("--no-eval", action="store_true", help="skip the test-set evaluation")
+    add_verbosity_args(parser)
+    args = parser.parse_args(argv)
+    setup(args.verbosity)
+    try:
+        path = Path(args.path)
+        if path.is_file():
+            print(json.dumps(describe(path), indent=2))
+            return 0
+        if not path.is_dir():
+            raise PrunelabError(f"{path} does not exist: give a finished run directory or a .plx file")
+        encodings = args.encoding or list(DEFAULT_ENCODINGS)
+        if "all" in encodings:
+            encodings = list(codecs.ENCODINGS)
+        for enc in encodings:
+            codecs.check_encoding(enc)
+        export_run(path, encodings, Path(args.out) if args.out else None, args.data_dir,
+                   evaluate=not args.no_eval)
+    except PrunelabError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 2
+    return 0

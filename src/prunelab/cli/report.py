@@ -1,0 +1,77 @@
+"""``prunelab report <sweep dir>``: a sweep's jobs → summary.csv, summary.md and plots.
+
+Every job folder under the sweep folder is listed (finished, failed, diverged or incomplete);
+finished pruned jobs are compared with the dense baseline of the same model, data and seed.
+The library is :mod:`prunelab.report` (``report``, ``replot``, ``summarize``).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections import defaultdict
+from collections.abc import Sequence
+
+from prunelab.cli.help import make_parser
+
+PROG = "prunelab report"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from prunelab import report as lib
+    from prunelab.logs import SUMMARY_LOGGER, add_verbosity_args, get_logger, setup
+
+    parser = make_parser(PROG, __doc__, [
+        (f"{PROG} outputs/sweeps/mnist_amounts",
+         "summary.csv, summary.md, acc_vs_sparsity.png and acc_vs_macs.png in the sweep folder"),
+        (f"{PROG} outputs/sweeps/pruned --baseline outputs/sweeps/dense",
+         "compare with the dense runs of another sweep"),
+        (f"{PROG} outputs/runs/<run>",
+         "a single run folder works too"),
+        (f"{PROG} --from-csv docs/results/mnist_study/summary.csv",
+         "redraw the plots from a report's own summary.csv (no job folders needed)"),
+    ])
+    parser.add_argument("sweep_dir", nargs="?", help="the sweep folder, e.g. outputs/sweeps/<name>")
+    parser.add_argument("--from-csv", metavar="FILE", default=None,
+                        help="redraw only the plots from this summary.csv (into its folder, or --out)")
+    parser.add_argument("--baseline", action="append", default=[], metavar="DIR",
+                        help="sweep or run folder with dense runs (pruning=none) to compare with, "
+                             "for (model, data, seed) without a dense job in this sweep")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="write the files here instead of into the sweep folder")
+    parser.add_argument("--delta", type=float, default=0.5,
+                        help="accuracy points of drop allowed by 'highest sparsity within "
+                             "delta of dense'")
+    add_verbosity_args(parser)
+    args = parser.parse_args(argv)
+    if (args.sweep_dir is None) == (args.from_csv is None):
+        parser.error("give a sweep folder or --from-csv FILE (one of the two)")
+    setup(args.verbosity)
+    if not (math.isfinite(args.delta) and args.delta >= 0):
+        print(f"{PROG}: error: --delta must be a finite number of accuracy points >= 0, "
+              f"got {args.delta:g}", file=sys.stderr)
+        return 2
+    try:
+        if args.from_csv:
+            s = lib.replot(args.from_csv, args.out, args.delta)
+        else:
+            s = lib.report(args.sweep_dir, args.baseline, args.out, args.delta)
+    except lib.ReportError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 2
+    counts: dict[str, int] = defaultdict(int)
+    for j in s.jobs:
+        counts[j.status] += 1
+    lines = [f"{len(s.jobs)} jobs (" + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+             + ")"]
+    for series, b in s.best.items():
+        if b["answer"] is None:
+            lines.append(f"  {series}: {b['reason']}")
+        else:
+            sparsity = "—" if b["sparsity"] is None else f"{100 * b['sparsity']:.1f}"
+            lines.append(f"  {series}: highest sparsity within {s.delta:g} pts of dense: amount "
+                         f"{b['answer']:g} (sparsity {sparsity} %, drop {b['drop_pts']:+.2f} pts)")
+    lines += [f"  note: {n}" for n in s.notes]
+    lines.append("wrote " + ", ".join(str(f) for f in s.files))
+    get_logger(SUMMARY_LOGGER).info("\n".join(lines))
+    return 0
