@@ -48,7 +48,8 @@ class MethodConf:
     scope: str | None = None  # "layer" | "global"; null: the method's own default
     n: float = 2.0  # norm order of ln_structured
     dim: int = 0  # 0: output filters (Conv2d) / output neurons (Linear)
-    grad_batches: int = 32  # batches of gradient statistics for taylor / fisher
+    grad_batches: int = 32  # batches of gradient statistics for taylor / fisher (snip, grasp)
+    iterations: int | None = None  # sub-steps per step (null: the method's own; synflow 100)
 
 
 @dataclass
@@ -58,6 +59,14 @@ class TargetsConf:
     exclude: list[str] = field(default_factory=list)
     skip_last: bool = True  # leave the final classifier dense
     parameter: str = "weight"
+
+
+@dataclass
+class BudgetConf:
+    """Structured methods: prune until the network fits (set one; null: off)."""
+
+    macs: int | None = None  # multiply-accumulates of one sample's forward
+    params: int | None = None  # parameters of the whole network
 
 
 @dataclass
@@ -81,6 +90,7 @@ class PruningConf:
     round_to: int | None = None  # structured methods: keep a multiple of k filters/neurons
     method: MethodConf = field(default_factory=MethodConf)
     targets: TargetsConf = field(default_factory=TargetsConf)
+    budget: BudgetConf = field(default_factory=BudgetConf)
 
 
 @dataclass
