@@ -17,7 +17,6 @@ from prunelab.pruning.criteria.at_init import grasp_probe, snip_probe, synflow_p
 
 from test_callback import TinyNet, ZeroWatcher, loader, targeted
 
-
 # ------------------------------------------------------------------ LAMP
 
 
