@@ -136,3 +136,18 @@ def test_bad_budgets_are_refused_before_training():
         with pytest.raises(ConfigError, match=message):
             _fit(model, cb)
         assert torch.equal(model.body[0].weight, before)  # not one optimizer step
+
+
+@pytest.mark.slow  # a whole run with compaction and latency measurement (~1 min on a loaded CPU)
+def test_one_command_gives_the_best_network_under_a_macs_budget(make_cfg, tmp_path):
+    import json
+
+    from prunelab.run import run
+
+    cfg = make_cfg("pruning=one_shot", "pruning.start_epoch=1", "trainer.max_epochs=2",
+                   "pruning/method=ln_structured", "pruning.budget.macs=160000",
+                   "pruning.compact=true", "trainer=fast")
+    run(cfg, tmp_path / "run", [])
+    r = json.loads((tmp_path / "run" / "results.json").read_text())
+    reached = r["pruning_history"][-1]["cost"]
+    assert r["macs_compact"] == reached["reached"] <= 160000 < reached["dense"] == r["macs_dense"]
