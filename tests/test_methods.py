@@ -486,7 +486,7 @@ def test_every_method_config_names_a_registered_criterion_and_back():
 
     configured = {p.stem for p in (CONF / "pruning" / "method").glob("*.yaml")}
     builtin = {"l1_unstructured", "random_unstructured", "ln_structured", "random_structured",
-               "global_magnitude", "taylor", "fisher"}
+               "global_magnitude", "taylor", "fisher", "lamp", "snip", "grasp", "synflow"}
     assert builtin <= set(C.CRITERIA)
     assert configured == builtin
 

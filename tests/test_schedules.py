@@ -146,5 +146,13 @@ def test_validate_plan_rules():
         validate_plan([PruneStep(3, 0.1), PruneStep(1, 0.4)], None)
     with pytest.raises(ConfigError, match=r"\[0, 1\).*1.0"):
         validate_plan([PruneStep(0, 1.0)], None)
-    with pytest.raises(ConfigError, match="-1"):
-        validate_plan([PruneStep(-1, 0.1)], None)
+    with pytest.raises(ConfigError, match="-2"):
+        validate_plan([PruneStep(-2, 0.1)], None)
+    validate_plan([PruneStep(-1, 0.1), PruneStep(0, 0.2)], None)  # -1: before training
+
+
+def test_at_init_is_one_step_before_training():
+    assert build_plan("at_init", amount=0.98, start_epoch=4) == [PruneStep(-1, 0.98)]
+    assert build_plan("explicit", steps=[[-1, 0.5], [2, 0.9]])[0] == PruneStep(-1, 0.5)
+    with pytest.raises(ConfigError, match=r"-1 \(before training\), got -3"):
+        build_plan("explicit", steps=[[-3, 0.5]])

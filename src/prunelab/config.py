@@ -51,7 +51,7 @@ PLAN_SOURCE = ("pruning/schedules.py", "build_plan")
 TARGETS_SOURCE = ("pruning/targets.py", "find_targets")
 
 # PruningCallback arguments configured per method, under ``pruning.method``
-METHOD_KEYS: tuple[str, ...] = ("scope", "n", "dim", "grad_batches")
+METHOD_KEYS: tuple[str, ...] = ("scope", "n", "dim", "grad_batches", "iterations")
 # PruningCallback arguments the pipeline fills in from other keys, and Python-only ones
 CALLBACK_FROM_OTHER_KEYS: tuple[str, ...] = ("plan", "method", "targets", "seed")
 PYTHON_ONLY: tuple[str, ...] = ("custom", "verbose")

@@ -392,8 +392,15 @@ def _normalized(config: dict[str, Any]) -> dict[str, Any]:
     """A dense run's pruning settings are inert: leave them out of comparisons."""
     pruning = config.get("pruning") or {}
     if pruning.get("schedule") == "none":
-        config = {**config, "pruning": {"schedule": "none"}}
-    return config
+        return {**config, "pruning": {"schedule": "none"}}
+    # options left at their "off" value leave a run's identity as it was before they existed
+    pruning = dict(pruning)
+    if not any((pruning.get("budget") or {}).values()):
+        pruning.pop("budget", None)
+    method = pruning.get("method")
+    if isinstance(method, dict) and method.get("iterations") is None:
+        pruning["method"] = {k: v for k, v in method.items() if k != "iterations"}
+    return {**config, "pruning": pruning}
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -23,8 +23,9 @@ from torch.nn.utils import prune
 from prunelab.errors import CheckpointError, ConfigError, DivergedError, ResultError
 from prunelab.lightning_ext import MaskedInPlace, batch_index, move_param, mul_in_place, param_slot
 from prunelab.logs import get_logger
+from prunelab.pruning import budget as B
 from prunelab.pruning import criteria as C
-from prunelab.pruning.schedules import PruneStep, validate_plan
+from prunelab.pruning.schedules import AT_INIT, PruneStep, validate_plan
 from prunelab.pruning.targets import Target, find_targets
 
 log = get_logger(__name__)
@@ -58,6 +59,21 @@ class PruningCallback(L.Callback):
         verbose: log one line per step (target, reached, accuracy before and after).
         monitor: the logged metric recorded as each step's ``val_acc_before`` (default
             ``"val_acc"``); a warning says once if the module never logs it.
+        iterations: split every step into this many sub-steps whose densities fall
+            geometrically, re-scoring at the new masks each time (``None``: the criterion's own
+            default, 100 for ``synflow`` and 1 for the others).
+        budget: ``{"macs": N}`` or ``{"params": N}`` (structured methods, ``dim=0``): instead of
+            a fraction of units per layer, rank the output units of all pruned layers together
+            (Ln norms over their fan-in) and remove the lowest until the network costs at most
+            N (see :mod:`prunelab.pruning.budget`). The plan keeps its epochs; step k's cost
+            limit falls geometrically from the dense cost to N as ``target_k / target_last``
+            goes from 0 to 1, so a one-step plan goes straight to N.
+
+    A step at epoch ``-1`` (``pruning=at_init``) runs before the first training batch, at
+    ``on_train_start`` after any checkpoint restore, and is not repeated on resume. Probing
+    criteria (``snip``, ``grasp``, ``synflow``) take their batches (``grad_batches`` of them;
+    SynFlow only one sample's shape) from the training dataloader without consuming the
+    global random state.
 
     Checkpoints hold plain ``<p>`` tensors (with the pruned entries at exactly zero, so they
     load into the unpruned class) and the masks in this callback's state, which re-applies them
@@ -87,6 +103,8 @@ class PruningCallback(L.Callback):
         eval_batches: int | None = 1,
         round_to: int | None = None,
         monitor: str = "val_acc",
+        iterations: int | None = None,
+        budget: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.plan = [s if isinstance(s, PruneStep) else PruneStep(int(s[0]), float(s[1])) for s in plan]
@@ -120,6 +138,33 @@ class PruningCallback(L.Callback):
         self.eval_batches = eval_batches
         self.monitor = monitor
         self._monitor_warned = False
+        if iterations is not None and (isinstance(iterations, bool) or not isinstance(iterations, int)
+                                       or iterations < 1):
+            raise ConfigError(f"pruning.method.iterations={iterations!r} must be an integer >= 1 "
+                              "or null (the method's default)")
+        self.iterations = iterations
+        if (self.spec is not None and self.spec.needs_grads
+                and any(s.epoch == AT_INIT for s in self.plan)):
+            raise ConfigError(
+                f"pruning method {method!r} gathers its gradients during training epochs, so it "
+                "cannot prune before training (epoch -1); use snip (|w * dL/dw| at the initial "
+                "weights), grasp or synflow"
+            )
+        self.budget = B.check_budget(budget)
+        if self.budget is not None:
+            if self.spec is None or not self.spec.structured:
+                structured = ", ".join(m for m, c in C.CRITERIA.items() if c.structured)
+                raise ConfigError(f"pruning.budget needs a structured method ({structured}), "
+                                  f"not {method!r}")
+            if dim != 0 or self.round_to is not None:
+                raise ConfigError("pruning.budget removes output units (pruning.method.dim=0) and "
+                                  "sets the counts itself: drop pruning.round_to / dim")
+            if self.plan and self.plan[-1].target <= 0:
+                raise ConfigError("with pruning.budget the schedule's last target only shapes the "
+                                  "steps and must be > 0; set pruning.amount > 0")
+        self._cost: B.CostModel | None = None
+        self._layer_of: dict[str, str] = {}
+        self._batches: list[Any] = []
         # state that goes into checkpoints
         self.steps_done = 0
         self.history: list[dict[str, Any]] = []
@@ -198,6 +243,11 @@ class PruningCallback(L.Callback):
         self._remove_step_hooks()
         for opt in trainer.optimizers:
             self._step_hooks.append(opt.register_step_post_hook(lambda *_: _mask_in_place(self.targets)))
+        if self.budget is not None:
+            self._build_cost(trainer, pl_module)
+        step = self._next_step()
+        if step is not None and step.epoch == AT_INIT:
+            self._run_step(step, trainer, pl_module, before=None)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._remove_step_hooks()
@@ -238,7 +288,10 @@ class PruningCallback(L.Callback):
             return
         if trainer.sanity_checking:
             return
-        before = self._monitored(trainer)
+        self._run_step(step, trainer, pl_module, before=self._monitored(trainer))
+
+    def _run_step(self, step: PruneStep, trainer: L.Trainer, pl_module: L.LightningModule,
+                  before: float | None) -> None:
         t0 = time.perf_counter()
         achieved = self.apply_target(step.target, trainer)
         seconds = time.perf_counter() - t0
@@ -258,6 +311,8 @@ class PruningCallback(L.Callback):
             "eval_seconds": eval_seconds,
             "layers": achieved["layers"],
         }
+        if "cost" in achieved:
+            record["cost"] = achieved["cost"]
         self.history.append(record)
         self.steps_done += 1
         pl_module.log("sparsity/global", achieved["global"], on_epoch=True, sync_dist=False)
@@ -267,7 +322,8 @@ class PruningCallback(L.Callback):
             after_s = "n/a" if after is None else f"{after:.4f}"
             before_s = "n/a" if before is None else f"{before:.4f}"
             log.info(
-                f"epoch {step.epoch}: pruned to {achieved['global']:.4f} "
+                ("before training" if step.epoch == AT_INIT else f"epoch {step.epoch}")
+                + f": pruned to {achieved['global']:.4f} "
                 f"(target {step.target:.4f}) val_acc {before_s} -> {after_s}"
                 + (f" (first {self.eval_batches} val batches)" if after is not None
                    and self.eval_batches is not None else "")
@@ -310,14 +366,47 @@ class PruningCallback(L.Callback):
         return self.plan[self.steps_done] if self.steps_done < len(self.plan) else None
 
     def apply_target(self, target: float, trainer: L.Trainer | None = None) -> dict[str, Any]:
-        """Bring every scope to ``target`` zeros (not ``target`` more), and apply the masks."""
+        """Bring every scope to ``target`` zeros (not ``target`` more), and apply the masks.
+
+        With a budget, ``target`` sets the step's cost limit instead (see the class docstring);
+        with ``iterations`` > 1 the step is reached in that many geometric sub-steps.
+        """
         weights = {t.name: getattr(t.module, t.parameter).detach() for t in self.targets}
         self._check_finite(weights, target, trainer)
-        masks = {t.name: getattr(t.module, t.parameter + "_mask") for t in self.targets
-                 if prune.is_pruned(t.module) and hasattr(t.module, t.parameter + "_mask")}
+        try:
+            if self.budget is not None:
+                return self._apply_budget(target, trainer)
+            for sub in self._sub_targets(target):
+                self._apply_once(sub, trainer)
+        finally:
+            self._batches = []
+        return self.sparsity()
+
+    def _current_masks(self) -> dict[str, Tensor]:
+        return {t.name: getattr(t.module, t.parameter + "_mask") for t in self.targets
+                if prune.is_pruned(t.module) and hasattr(t.module, t.parameter + "_mask")}
+
+    def _sub_targets(self, target: float) -> list[float]:
+        """The step's targets: densities falling geometrically from now to ``target``'s."""
+        n = self.iterations or (self.spec.iterations if self.spec is not None else 1)
+        if n <= 1 or self.custom is not None:
+            return [target]
+        zeros = sum(int((m == 0).sum()) for m in self._current_masks().values())
+        total = sum(getattr(t.module, t.parameter).numel() for t in self.targets)
+        d0, d1 = 1.0 - zeros / max(total, 1), 1.0 - target
+        if d0 <= d1:
+            return [target]
+        subs = [round(1.0 - d0 * (d1 / d0) ** (k / n), 10) for k in range(1, n)]
+        return [*[min(s, target) for s in subs], target]
+
+    def _apply_once(self, target: float, trainer: L.Trainer | None) -> None:
+        weights = {t.name: getattr(t.module, t.parameter).detach() for t in self.targets}
+        masks = self._current_masks()
         stats = None
         if self.needs_grads:
             stats = self._reduced_stats(trainer)
+        elif self.spec is not None and self.spec.probe is not None and self.custom is None:
+            stats = self._probe(trainer)
         new_masks = C.compute_masks(
             self.method, weights, target, masks=masks or None, stats=stats, scope=self.scope,
             n=self.n, dim=self.dim, generator=self.generator, custom=self.custom,
@@ -328,7 +417,111 @@ class PruningCallback(L.Callback):
         self._verify(target, new_masks)
         self._stats = {}
         self.mask_digest = {t.name: new_masks[t.name].bool().cpu() for t in self.targets}
-        return self.sparsity()
+
+    # ------------------------------------------------------------------ probing criteria
+    def _train_batches(self, trainer: L.Trainer, n: int) -> list[Any]:
+        """The first ``n`` training batches on the module's device, the global RNG untouched."""
+        if len(self._batches) < n:
+            loader = trainer.train_dataloader
+            if isinstance(loader, Mapping):
+                loader = next(iter(loader.values()), None)
+            elif isinstance(loader, list | tuple):
+                loader = loader[0] if loader else None
+            if loader is None:
+                raise RuntimeError(f"pruning method {self.method!r} needs training batches, but "
+                                   "the trainer has no training dataloader yet")
+            batches = []
+            with torch.random.fork_rng(devices=[]):
+                for batch in loader:
+                    batches.append(trainer.strategy.batch_to_device(batch))
+                    if len(batches) >= n:
+                        break
+            self._batches = batches
+        return self._batches[:n]
+
+    def _probe(self, trainer: L.Trainer | None) -> dict[str, dict]:
+        if trainer is None:
+            raise ConfigError(f"pruning method {self.method!r} probes the model and its training "
+                              "data: it runs inside Trainer.fit, not from apply_target alone")
+        pl_module = trainer.lightning_module
+        probe = C.Probe(
+            module=pl_module,
+            params={t.name: _param(t) for t in self.targets},
+            loss=lambda batch: _loss(pl_module, batch),
+            batches=lambda n: self._train_batches(trainer, n),
+            grad_batches=self.grad_batches,
+        )
+        buffers = {k: b.detach().clone() for k, b in pl_module.named_buffers()}
+        try:
+            self._stats = self.spec.probe(probe)  # type: ignore[union-attr]
+        finally:  # probing forwards must not move BatchNorm statistics
+            with torch.no_grad():
+                for k, b in pl_module.named_buffers():
+                    if k in buffers:
+                        b.copy_(buffers[k])
+        return self._reduced_stats(trainer)
+
+    # ------------------------------------------------------------------ budgets
+    def _build_cost(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        metric, limit = self.budget  # type: ignore[misc]
+        example = C.first_input(self._train_batches(trainer, 1)[0])[:1]
+        self._batches = []
+        cost = B.build_cost_model(pl_module, example)
+        names = {id(m): n for n, m in pl_module.named_modules()}
+        layer_of = {t.name: names.get(id(t.module), "") for t in self.targets}
+        missing = [t for t, layer in layer_of.items() if layer not in cost.layers]
+        if missing:
+            raise ConfigError(f"pruning.budget: {missing} are not Conv/Linear layers the forward "
+                              "uses, so their cost is unknown; exclude them from pruning.targets")
+        dense = cost.cost(metric)
+        if limit >= dense:
+            raise ConfigError(f"pruning.budget.{metric}={limit} is not below the dense network's "
+                              f"{dense} {metric}: nothing to prune; set a smaller budget")
+        floor = cost.cost(metric, dict.fromkeys(layer_of.values(), 1))
+        if limit < floor:
+            raise ConfigError(
+                f"pruning.budget.{metric}={limit} is below the smallest network that keeps one "
+                f"unit per pruned layer ({floor} {metric}); valid: {floor} to {dense - 1}"
+            )
+        self._cost, self._layer_of = cost, layer_of
+
+    def _apply_budget(self, target: float, trainer: L.Trainer | None) -> dict[str, Any]:
+        if self._cost is None:
+            raise RuntimeError("pruning.budget: the cost model is built at on_train_start; "
+                               "apply_target with a budget runs inside Trainer.fit")
+        metric, limit = self.budget  # type: ignore[misc]
+        cost = self._cost
+        step_limit = B.step_limit(cost.cost(metric), limit, target / self.plan[-1].target)
+        masks = self._current_masks()
+        scores, alive, by_layer = {}, {}, {}
+        for t in self.targets:
+            w = getattr(t.module, t.parameter).detach()
+            prev = masks.get(t.name)
+            ctx = C.ScoreContext(name=f"parameter {t.name!r}", mask=prev, generator=self.generator,
+                                 dim=0, n=self.n)
+            layer = self._layer_of[t.name]
+            s = self.spec.score(w, ctx)  # type: ignore[union-attr]
+            scores[layer] = B.normalized_scores(self.method, s, w, C.norm_order(self.n))
+            alive[layer] = (torch.ones(w.shape[0], dtype=torch.bool) if prev is None else
+                            (prev.detach().reshape(w.shape[0], -1) != 0).any(dim=1).cpu())
+            by_layer[layer] = t
+        keep, reached, _ = B.select_budget(cost, metric, step_limit,
+                                           {k: v.cpu() for k, v in scores.items()}, alive)
+        new_masks = {}
+        for layer, t in by_layer.items():
+            w = getattr(t.module, t.parameter)
+            view = [w.shape[0]] + [1] * (w.dim() - 1)
+            m = keep[layer].to(device=w.device, dtype=C.float_dtype(w)).view(view).expand_as(w)
+            prev = masks.get(t.name)
+            m = m.clone() if prev is None else m * (prev != 0).to(m.dtype)
+            new_masks[t.name] = m.contiguous()
+            _apply_mask(t, new_masks[t.name])
+        self._verify(target, new_masks)
+        self.mask_digest = {t.name: new_masks[t.name].bool().cpu() for t in self.targets}
+        out = self.sparsity()
+        out["cost"] = {"metric": metric, "limit": step_limit, "reached": reached,
+                       "dense": cost.cost(metric)}
+        return out
 
     def _check_finite(self, weights: Mapping[str, Tensor], target: float,
                       trainer: L.Trainer | None) -> None:
@@ -350,7 +543,7 @@ class PruningCallback(L.Callback):
         """The step reached its target: within one weight per tensor (one slice for structured
         methods) layer-wise, within one weight over all targets globally; and every masked
         weight is exactly zero."""
-        if self.custom is None and self.spec is not None:
+        if self.custom is None and self.spec is not None and self.budget is None:
             scope = self.scope or self.spec.default_scope
             if scope == "global":
                 zeros = sum(int((m == 0).sum()) for m in masks.values())
@@ -482,6 +675,20 @@ class PruningCallback(L.Callback):
                 _apply_mask(t, saved.to(device=weight.device, dtype=weight.dtype))
             elif not torch.equal(mask.bool().cpu(), saved):
                 raise CheckpointError(f"checkpoint's mask of {t.name} does not match its weights")
+
+
+def _loss(pl_module: nn.Module, batch: Any) -> Tensor:
+    """The training loss of ``batch``: ``loss_and_logits`` if the module has it (no metric
+    side effects), else its ``training_step`` (a tensor or a dict with ``"loss"``)."""
+    direct = getattr(pl_module, "loss_and_logits", None)
+    if callable(direct):
+        return direct(batch)[0]
+    out = pl_module.training_step(batch, 0)
+    loss = out.get("loss") if isinstance(out, Mapping) else out
+    if not isinstance(loss, Tensor):
+        raise ConfigError(f"{type(pl_module).__name__}.training_step returned no loss tensor; the "
+                          "probing pruning methods (snip, grasp) need one")
+    return loss
 
 
 def _param(t: Target) -> nn.Parameter:

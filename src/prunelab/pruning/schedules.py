@@ -4,6 +4,10 @@ A *target* is the fraction of prunable weights that must be zero after the step 
 the callback prunes only the increment. Targets are rounded to 10 decimals so that, e.g.,
 ``0.1 + 8 * 0.05`` is exactly ``0.5``.
 
+Epoch ``-1`` (:data:`AT_INIT`) means *before training*: the callback runs such a step at
+``on_train_start``, after any checkpoint restore and before the first optimizer step, and never
+again on resume. ``pruning=at_init`` is one such step to ``amount``.
+
 A :class:`PruneStep` ``(epoch, target)`` means: at the END of 0-based epoch ``epoch``, prune to
 ``target``. Step ``k`` of a generated plan happens at epoch ``start_epoch + k * every``; the
 epochs after the last step are fine-tuning.
@@ -19,6 +23,7 @@ from dataclasses import dataclass
 from prunelab.errors import ConfigError
 
 __all__ = [
+    "AT_INIT",
     "KINDS",
     "PruneStep",
     "agp",
@@ -34,6 +39,7 @@ __all__ = [
 
 KINDS: tuple[str, ...] = (
     "none",
+    "at_init",
     "one_shot",
     "iterative",
     "geometric",
@@ -42,6 +48,7 @@ KINDS: tuple[str, ...] = (
     "lottery",
 )
 
+AT_INIT = -1  # a step's epoch meaning "before the first training batch"
 _DECIMALS = 10
 _MAX_STEPS = 100_000
 
@@ -161,9 +168,10 @@ def _parse_steps(steps: object) -> list[tuple[int, float]]:
             raise ConfigError(
                 f"explicit pruning step must be an [epoch, target] pair, got {item!r}"
             ) from None
-        if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < 0:
+        if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < AT_INIT:
             raise ConfigError(
-                f"explicit pruning step epoch must be a non-negative integer, got {epoch!r}"
+                f"explicit pruning step epoch must be an integer >= 0, or -1 (before training), "
+                f"got {epoch!r}"
             )
         if isinstance(target, bool) or not isinstance(target, numbers.Real):
             raise ConfigError(f"explicit pruning step target must be a number, got {target!r}")
@@ -249,6 +257,8 @@ def build_plan(
     """The list of pruning steps for a schedule ``kind`` (see :data:`KINDS`).
 
     * ``none``: no step.  ``one_shot``: one step to ``amount`` at ``start_epoch``.
+    * ``at_init``: one step to ``amount`` before training (epoch :data:`AT_INIT`);
+      ``start_epoch``/``every`` are ignored.
     * ``iterative``: ``initial`` (default ``step_size``) → ``amount`` by ``step_size``; without
       ``step_size``, ``n_steps`` evenly spaced targets from ``initial`` (default
       ``amount / n_steps``) to ``amount``.
@@ -277,6 +287,8 @@ def build_plan(
     start_epoch = _positive_int("start_epoch", start_epoch, minimum=0)
     every = _positive_int("every", every)
     amount = _fraction("amount", _need(kind, "amount", amount))
+    if kind == "at_init":
+        return [PruneStep(AT_INIT, _r(amount))]
 
     if kind == "one_shot":
         targets = [_r(amount)]
@@ -300,13 +312,14 @@ def build_plan(
 
 def validate_plan(plan: Sequence[PruneStep], max_epochs: int | None) -> None:
     """Raise ConfigError unless targets are in [0, 1) and non-decreasing, epochs are
-    non-negative and strictly increasing, and the last step fits in ``max_epochs``
+    non-negative (or -1, before training) and strictly increasing, and the last step fits in ``max_epochs``
     (``None`` or ``-1``: no limit)."""
     prev: PruneStep | None = None
     for step in plan:
         _fraction(f"target at epoch {step.epoch}", step.target)
-        if step.epoch < 0:
-            raise ConfigError(f"pruning step epoch must be >= 0, got {step.epoch}")
+        if step.epoch < AT_INIT:
+            raise ConfigError(f"pruning step epoch must be >= 0, or -1 (before training), "
+                              f"got {step.epoch}")
         if prev is not None:
             if step.epoch <= prev.epoch:
                 raise ConfigError(

@@ -24,9 +24,12 @@ import torch
 from torch.nn.utils import prune as torch_prune
 
 from prunelab.errors import ConfigError
+from prunelab.pruning.criteria import at_init as _at_init  # noqa: F401  (registers)
+from prunelab.pruning.criteria import lamp as _lamp  # noqa: F401  (registers)
 from prunelab.pruning.criteria import magnitude as _magnitude  # noqa: F401  (registers)
 from prunelab.pruning.criteria import random as _random  # noqa: F401  (registers)
 from prunelab.pruning.criteria import saliency as _saliency  # noqa: F401  (registers)
+from prunelab.pruning.criteria.at_init import Probe, first_input
 from prunelab.pruning.criteria.registry import (
     CRITERIA,
     SCOPES,
@@ -54,11 +57,13 @@ __all__ = [
     "CRITERIA",
     "SCOPES",
     "Criterion",
+    "Probe",
     "ScoreContext",
     "accumulate_grad_stats",
     "check_round_to",
     "check_scope",
     "compute_masks",
+    "first_input",
     "get",
     "global_unstructured_masks",
     "mask",

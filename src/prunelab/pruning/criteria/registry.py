@@ -50,6 +50,11 @@ class Criterion:
     (shape ``[weight.shape[dim]]``) for structured ones. ``scopes[0]`` is the default scope.
     ``needs_grads``: the callback gathers gradient statistics before each step.
     ``random``: the scores come from the run's generator (reproducible from ``seed``).
+    ``probe``: the callback calls ``probe(Probe)`` right before each step and passes what it
+    returns (target name → statistics) as ``ctx.stats``: criteria that need the model itself
+    (SNIP, GraSP, SynFlow; see :mod:`prunelab.pruning.criteria.at_init`).
+    ``iterations``: a step is split into this many sub-steps by default (each re-probes at the
+    current masks, densities falling geometrically), as SynFlow needs.
     """
 
     name: str
@@ -58,6 +63,8 @@ class Criterion:
     needs_grads: bool = False
     random: bool = False
     scopes: tuple[str, ...] = ("layer",)
+    probe: Callable[[Any], dict[str, dict[str, Any]]] | None = None
+    iterations: int = 1
 
     def __post_init__(self) -> None:
         bad = [s for s in self.scopes if s not in SCOPES]
@@ -66,6 +73,10 @@ class Criterion:
                              f"subset of {SCOPES}")
         if self.structured and "global" in self.scopes:
             raise ValueError(f"criterion {self.name!r}: structured criteria are layer-wise")
+        if self.probe is not None and self.needs_grads:
+            raise ValueError(f"criterion {self.name!r}: probe and needs_grads exclude each other")
+        if isinstance(self.iterations, bool) or not isinstance(self.iterations, int) or self.iterations < 1:
+            raise ValueError(f"criterion {self.name!r}: iterations must be an int >= 1")
 
     @property
     def default_scope(self) -> str:
