@@ -12,7 +12,7 @@ from prunelab.errors import ConfigError
 from prunelab.models.cnn import LeNet
 from prunelab.pruning import PruningCallback
 from prunelab.pruning.budget import build_cost_model, select_budget, step_limit
-from prunelab.pruning.compact import compact
+from prunelab.pruning.compaction import compact
 from prunelab.pruning.metrics import macs
 
 from test_callback import TinyNet, loader, targeted

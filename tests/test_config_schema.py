@@ -87,8 +87,8 @@ def test_the_generated_schema_refuses_bad_types_and_unknown_keys(make_cfg):
 
 def test_a_key_the_callback_does_not_take_is_one_line(make_cfg):
     with pytest.raises(ConfigError) as err:
-        make_callback(make_cfg("pruning=one_shot", "+pruning.budget=3"))
-    assert "budget" in str(err.value) and "\n" not in str(err.value)
+        make_callback(make_cfg("pruning=one_shot", "+pruning.flux=3"))
+    assert "flux" in str(err.value) and "\n" not in str(err.value)
 
 
 def test_the_trainer_section_takes_any_trainer_argument(make_cfg):
@@ -158,7 +158,7 @@ def test_library_code_does_not_print():
     ("seed=x", "seed=x: Value 'x'"),
 ])
 def test_a_bad_key_or_type_on_the_command_line_is_one_line(override, needle):
-    from prunelab.__main__ import CONF_DIR
+    from prunelab.paths import CONF_DIR
     from prunelab.choices import check_command_line
 
     with pytest.raises(ConfigError) as err:
