@@ -40,6 +40,15 @@ def test_data_options_instantiate(make_cfg, data):
 def test_every_schedule_and_method_compose(make_cfg, schedule, method):
     cfg = make_cfg(f"pruning={schedule}", f"pruning/method={method}")
     check_config(cfg)
+    if schedule in ("set", "rigl"):  # dynamic sparse training drops by magnitude only
+        if method != "l1_unstructured":
+            with pytest.raises(ConfigError, match="pruning/method=l1_unstructured"):
+                make_callback(cfg)
+            return
+        callback = make_callback(cfg)
+        assert callback.plan == [] and callback.dynamic == schedule
+        assert callback.dynamic_amount == cfg.pruning.amount
+        return
     callback = make_callback(cfg)
     assert (callback is None) == (schedule == "none")
     if callback is not None:

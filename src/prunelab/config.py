@@ -79,6 +79,11 @@ class PruningConf:
     eval_batches: int | None = 1
     compact: bool = False  # after the test: physically remove zeroed filters, measure latency
     round_to: int | None = None  # structured methods: keep a multiple of k filters/neurons
+    # dynamic sparse training (pruning=set / pruning=rigl)
+    update_every: int = 100  # optimizer steps between mask updates
+    alpha: float = 0.3  # fraction of active weights dropped and regrown at the first update
+    stop_fraction: float = 0.75  # masks change during this share of training, then stay
+    distribution: str = "erk"  # per-layer sparsity: erk (Erdős–Rényi-Kernel) or uniform
     method: MethodConf = field(default_factory=MethodConf)
     targets: TargetsConf = field(default_factory=TargetsConf)
 

@@ -36,7 +36,7 @@ from prunelab.paths import (
 )
 from prunelab.pruning.callback import PruningCallback
 from prunelab.pruning.metrics import summarize
-from prunelab.pruning.schedules import build_plan, validate_plan
+from prunelab.pruning.schedules import DYNAMIC_KINDS, build_plan, validate_plan
 from prunelab.pruning.targets import validate_patterns
 from prunelab.runlock import RunLock, is_rank_zero
 
@@ -106,6 +106,8 @@ def final_amount(cfg: DictConfig) -> float:
     """What the run prunes to: the plan's last target (0.0 for dense training)."""
     if cfg.pruning.schedule == "none":
         return 0.0
+    if cfg.pruning.schedule in DYNAMIC_KINDS:
+        return float(cfg.pruning.amount)
     plan = make_plan(cfg)
     return float(plan[-1].target) if plan else 0.0
 
@@ -148,6 +150,12 @@ def make_callback(cfg: DictConfig) -> PruningCallback | None:
         make_permanent=p.make_permanent,
         eval_batches=p.eval_batches,
         round_to=p.get("round_to"),
+        dynamic=p.schedule if p.schedule in DYNAMIC_KINDS else None,
+        dynamic_amount=float(p.amount),
+        update_every=p.update_every,
+        alpha=p.alpha,
+        stop_fraction=p.stop_fraction,
+        distribution=p.distribution,
     )
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from prunelab.errors import ConfigError
 
 __all__ = [
+    "DYNAMIC_KINDS",
     "KINDS",
     "PruneStep",
     "agp",
@@ -40,7 +41,11 @@ KINDS: tuple[str, ...] = (
     "agp",
     "explicit",
     "lottery",
+    "set",
+    "rigl",
 )
+#: schedules without a plan: sparse from the first step, masks rewired while training
+DYNAMIC_KINDS: tuple[str, ...] = ("set", "rigl")
 
 _DECIMALS = 10
 _MAX_STEPS = 100_000
@@ -258,6 +263,8 @@ def build_plan(
       ``amount`` are ignored.
     * ``lottery``: the targets of ``geometric`` if ``rate`` is given, else of ``iterative``
       (the rewinding is the callback's job).
+    * ``set``, ``rigl``: no step (an empty plan): dynamic sparse training holds ``amount`` from
+      the first step on (the callback's ``dynamic`` argument); ``amount`` must be in (0, 1).
 
     Step ``k`` is at the end of epoch ``start_epoch + k * every``. The plan is checked with
     :func:`validate_plan` (without ``max_epochs``).
@@ -277,6 +284,9 @@ def build_plan(
     every = _positive_int("every", every)
     amount = _fraction("amount", _need(kind, "amount", amount))
 
+    if kind in DYNAMIC_KINDS:
+        _fraction("amount", amount, lo_open=True)
+        return []
     if kind == "one_shot":
         targets = [_r(amount)]
     elif kind == "geometric" or (kind == "lottery" and rate is not None):
