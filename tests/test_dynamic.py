@@ -125,7 +125,7 @@ class Watch(L.Callback):
         opt = trainer.optimizers[0]
         counts = {}
         for tg in self.cb.targets:
-            mask = getattr(tg.module, "weight_mask")
+            mask = tg.module.weight_mask
             counts[tg.name] = int((mask == 0).sum())
             before = self.masks.get(tg.name)
             if before is not None and self.cb.last_update == trainer.global_step:
