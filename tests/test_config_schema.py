@@ -158,8 +158,8 @@ def test_library_code_does_not_print():
     ("seed=x", "seed=x: Value 'x'"),
 ])
 def test_a_bad_key_or_type_on_the_command_line_is_one_line(override, needle):
-    from prunelab.paths import CONF_DIR
     from prunelab.choices import check_command_line
+    from prunelab.paths import CONF_DIR
 
     with pytest.raises(ConfigError) as err:
         check_command_line(CONF_DIR, [override])

@@ -34,6 +34,11 @@ def common(data: Path) -> list[str]:
 ITERATIVE = ["pruning=iterative", "pruning.initial=0.2", "pruning.amount=0.6",
              "pruning.step_size=null", "pruning.n_steps=3", "trainer.max_epochs=5"]
 LOTTERY = ["pruning=lottery", "pruning.rate=0.3", "pruning.amount=0.6", "trainer.max_epochs=5"]
+# masks rewired every 10 of the 100 steps an epoch, through the kill and after it
+RIGL = ["pruning=rigl", "pruning.amount=0.9", "pruning.update_every=10",
+        "pruning.stop_fraction=1.0", "trainer.max_epochs=3"]
+SET = ["pruning=set", "pruning.amount=0.9", "pruning.update_every=10",
+       "pruning.stop_fraction=1.0", "pruning.distribution=uniform", "trainer.max_epochs=5"]
 
 
 def cmd(*args: str) -> list[str]:
@@ -86,16 +91,19 @@ def assert_same_run(a: Path, b: Path) -> None:
 
 # the lottery case (rewind weights in the checkpoint) runs in `make test-all`; CI keeps the
 # iterative SIGKILL case and the sweep one
-@pytest.mark.parametrize("schedule", [ITERATIVE, pytest.param(LOTTERY, marks=pytest.mark.slow)],
-                         ids=["iterative", "lottery"])
+@pytest.mark.parametrize("schedule", [ITERATIVE, pytest.param(LOTTERY, marks=pytest.mark.slow),
+                                      RIGL, pytest.param(SET, marks=pytest.mark.slow)],
+                         ids=["iterative", "lottery", "rigl", "set"])
 def test_killed_run_resumes_to_the_same_result(data, tmp_path, schedule):
     args = [*common(data), *schedule, "logger=default"]
     straight = tmp_path / "straight"
     run_to_end([*args, f"hydra.run.dir={straight}"], tmp_path)
 
     killed = tmp_path / "killed"
-    out = run_and_kill([*args, f"hydra.run.dir={killed}"], tmp_path, marker="epoch 1: pruned")
-    assert "epoch 0: pruned" in out  # at least one pruning step happened before the kill
+    kind = schedule[0].split("=")[1]
+    done = f"epoch {{}}: {kind} at" if kind in ("rigl", "set") else "epoch {}: pruned"
+    out = run_and_kill([*args, f"hydra.run.dir={killed}"], tmp_path, marker=done.format(1))
+    assert done.format(0) in out  # at least one pruning step happened before the kill
     assert not (killed / "results.json").exists()
     assert (killed / "checkpoints" / "last.ckpt").exists()
 
@@ -104,7 +112,9 @@ def test_killed_run_resumes_to_the_same_result(data, tmp_path, schedule):
     assert_same_run(straight, killed)
     # every epoch's rows kept across the kill, the redone epoch's once, with the same values
     assert metric_rows(killed) == metric_rows(straight)
-    assert [r["epoch"] for r in metric_rows(killed) if r.get("val_acc")] == ["0", "1", "2", "3", "4"]
+    epochs = int(next(a for a in schedule if a.startswith("trainer.max_epochs=")).split("=")[1])
+    assert [r["epoch"] for r in metric_rows(killed) if r.get("val_acc")] == [
+        str(e) for e in range(epochs)]
     assert tensorboard_points(killed, "val_acc") == tensorboard_points(straight, "val_acc")
 
 

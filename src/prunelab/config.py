@@ -53,7 +53,8 @@ TARGETS_SOURCE = ("pruning/targets.py", "find_targets")
 # PruningCallback arguments configured per method, under ``pruning.method``
 METHOD_KEYS: tuple[str, ...] = ("scope", "n", "dim", "grad_batches", "iterations")
 # PruningCallback arguments the pipeline fills in from other keys, and Python-only ones
-CALLBACK_FROM_OTHER_KEYS: tuple[str, ...] = ("plan", "method", "targets", "seed")
+CALLBACK_FROM_OTHER_KEYS: tuple[str, ...] = ("plan", "method", "targets", "seed",
+                                            "dynamic", "dynamic_amount")
 PYTHON_ONLY: tuple[str, ...] = ("custom", "verbose")
 PLAN_KIND = "kind"  # build_plan's schedule name: pruning.schedule
 # keys of the ``pruning`` section that the pipeline itself reads (no function's argument)
@@ -288,6 +289,10 @@ def callback_kwargs(cfg: DictConfig, plan: Any) -> dict[str, Any]:
                     "method", "targets"}
     kwargs = {k: _plain(v) for k, v in p.items() if k not in not_callback}
     kwargs.update({k: _plain(v) for k, v in p.method.items() if k not in ("name", "description")})
+    from prunelab.pruning.schedules import DYNAMIC_KINDS  # no torch: schedules are pure
+
+    if p.schedule in DYNAMIC_KINDS:  # pruning=set / rigl: sparse from the start at amount
+        kwargs.update(dynamic=p.schedule, dynamic_amount=float(p.amount))
     return {"plan": plan, "method": p.method.name, "targets": _plain(p.targets),
             "seed": int(cfg.seed), **kwargs}
 

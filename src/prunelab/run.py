@@ -194,7 +194,7 @@ def collect(cfg: DictConfig, job: Job, val_acc: float | None, test_metrics: dict
         data=cfg.data.name,
         schedule=cfg.pruning.schedule,
         method=cfg.pruning.method.name if pruner is not None else "dense",
-        amount=pruner.plan[-1].target if pruner is not None and pruner.plan else 0.0,
+        amount=pruner.final_target if pruner is not None else 0.0,
         seed=int(cfg.seed),
         test_acc=_f(test_metrics.get("test_acc")),
         test_loss=_f(test_metrics.get("test_loss")),

@@ -25,6 +25,7 @@ from prunelab.lightning_ext import MaskedInPlace, batch_index, move_param, mul_i
 from prunelab.logs import get_logger
 from prunelab.pruning import budget as B
 from prunelab.pruning import criteria as C
+from prunelab.pruning.criteria import dynamic as D
 from prunelab.pruning.schedules import AT_INIT, PruneStep, validate_plan
 from prunelab.pruning.targets import Target, find_targets
 
@@ -74,6 +75,15 @@ class PruningCallback(L.Callback):
     criteria (``snip``, ``grasp``, ``synflow``) take their batches (``grad_batches`` of them;
     SynFlow only one sample's shape) from the training dataloader without consuming the
     global random state.
+        dynamic: ``"set"`` or ``"rigl"``: dynamic sparse training instead of a plan (``plan``
+            must be empty, ``method`` magnitude). The tensors are sparse from the first step at
+            ``dynamic_amount`` (the first mask drawn at random from ``seed``, with per-tensor
+            sparsities from ``distribution``: ``"erk"`` or ``"uniform"``); every
+            ``update_every`` optimizer steps until ``stop_fraction`` of training, each tensor
+            drops the fraction ``alpha / 2 * (1 + cos(pi * t / t_end))`` of its active weights
+            with the smallest magnitude and regrows as many at random (SET) or by the largest
+            dense-gradient magnitude (RigL), at zero and with their optimizer state cleared.
+            See :mod:`prunelab.pruning.criteria.dynamic`.
 
     Checkpoints hold plain ``<p>`` tensors (with the pruned entries at exactly zero, so they
     load into the unpruned class) and the masks in this callback's state, which re-applies them
@@ -105,6 +115,12 @@ class PruningCallback(L.Callback):
         monitor: str = "val_acc",
         iterations: int | None = None,
         budget: Mapping[str, Any] | None = None,
+        dynamic: str | None = None,
+        dynamic_amount: float = 0.0,
+        update_every: int = 100,
+        alpha: float = 0.3,
+        stop_fraction: float = 0.75,
+        distribution: str = "erk",
     ) -> None:
         super().__init__()
         self.plan = [s if isinstance(s, PruneStep) else PruneStep(int(s[0]), float(s[1])) for s in plan]
@@ -165,6 +181,17 @@ class PruningCallback(L.Callback):
         self._cost: B.CostModel | None = None
         self._layer_of: dict[str, str] = {}
         self._batches: list[Any] = []
+        self.dynamic = dynamic
+        self.dynamic_amount = dynamic_amount
+        self.update_every, self.alpha = update_every, alpha
+        self.stop_fraction, self.distribution = stop_fraction, distribution
+        if dynamic is not None:
+            _check_dynamic(self)
+        self._zeros: dict[str, int] = {}  # dynamic: zeros per tensor, fixed for the run
+        self._t_end = 0.0  # dynamic: mask updates stop at this optimizer step
+        self._grads: dict[str, Tensor] = {}  # RigL: the dense gradient of the update step
+        self._grad_step = -1
+        self.last_update = -1  # dynamic: optimizer step of the last mask update
         # state that goes into checkpoints
         self.steps_done = 0
         self.history: list[dict[str, Any]] = []
@@ -178,6 +205,13 @@ class PruningCallback(L.Callback):
         self._step_hooks: list[Any] = []
 
     # ------------------------------------------------------------------ setup
+    @property
+    def final_target(self) -> float:
+        """The sparsity the run ends at: the plan's last target, or a dynamic run's amount."""
+        if self.dynamic is not None:
+            return float(self.dynamic_amount)
+        return float(self.plan[-1].target) if self.plan else 0.0
+
     @property
     def needs_grads(self) -> bool:
         return self.spec is not None and self.spec.needs_grads
@@ -236,6 +270,8 @@ class PruningCallback(L.Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.rewind and self.rewind_epoch == 0 and self.rewind_state is None:
             self.rewind_state = self._snapshot()
+        if self.dynamic is not None:
+            self.start_dynamic()
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # the masks live in the weights: re-apply them after every optimizer step (manual
@@ -248,6 +284,12 @@ class PruningCallback(L.Callback):
         step = self._next_step()
         if step is not None and step.epoch == AT_INIT:
             self._run_step(step, trainer, pl_module, before=None)
+        if self.dynamic is not None:
+            total = trainer.estimated_stepping_batches
+            if total == float("inf"):
+                raise ConfigError(f"pruning={self.dynamic} needs a finite number of training "
+                                  "steps (set trainer.max_epochs) to schedule its mask updates")
+            self._t_end = self.stop_fraction * float(total)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._remove_step_hooks()
@@ -266,6 +308,13 @@ class PruningCallback(L.Callback):
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule,
                                  optimizer: torch.optim.Optimizer) -> None:
         # here gradients are unscaled (AMP) and already averaged over DDP ranks
+        if self.dynamic == "rigl" and self._update_due(trainer.global_step + 1):
+            self._grad_step = trainer.global_step + 1
+            self._grads = {}
+            for t in self.targets:
+                p = _param(t)
+                self._grads[t.name] = (torch.zeros_like(p) if p.grad is None
+                                       else p.grad.detach().clone())
         step = self._next_step()
         if not self.needs_grads or step is None or trainer.current_epoch != step.epoch:
             return
@@ -282,7 +331,18 @@ class PruningCallback(L.Callback):
             weight = getattr(t.module, t.parameter).detach()
             self._stats[t.name] = C.accumulate_grad_stats(self._stats.get(t.name), weight, p.grad.detach())
 
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
+                           batch: Any, batch_idx: int) -> None:
+        # after the optimizer step (and its masking): several batches share a step when
+        # gradients accumulate, so each step updates at most once
+        t = trainer.global_step
+        if self.dynamic is not None and t != self.last_update and self._update_due(t):
+            self.update_dynamic(t, trainer)
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.dynamic is not None:
+            self._log_dynamic_epoch(trainer, pl_module)
+            return
         step = self._next_step()
         if step is None or trainer.current_epoch != step.epoch:
             return
@@ -626,6 +686,100 @@ class PruningCallback(L.Callback):
         acc = evaluate(loader)["acc"]
         return None if acc is None else float(acc)  # None: an empty validation set
 
+    # ------------------------------------------------------------------ dynamic sparse training
+    def _update_due(self, t: int) -> bool:
+        return t > 0 and t % self.update_every == 0 and t < self._t_end
+
+    def start_dynamic(self) -> None:
+        """Fix each tensor's number of zeros and, in a fresh run, draw the first random mask."""
+        shapes = {t.name: tuple(getattr(t.module, t.parameter).shape) for t in self.targets}
+        self._zeros = D.layer_zeros(shapes, self.dynamic_amount, self.distribution)
+        if self.mask_digest:  # resumed: the masks came back with this callback's state
+            self._verify_dynamic()
+            return
+        by_name = {t.name: t for t in self.targets}
+        for name in sorted(by_name):  # sorted: the draws must not depend on the model's order
+            t = by_name[name]
+            w = getattr(t.module, t.parameter)
+            mask = D.random_mask(tuple(w.shape), self._zeros[name], self.generator,
+                                 C.float_dtype(w))
+            _apply_mask(t, mask.to(w.device))
+        self._verify_dynamic()
+        self.history.append({"step": 0, "global_step": 0, "epoch": 0, "fraction": 0.0,
+                             "regrown": 0, **self._mask_sparsity()})
+
+    def update_dynamic(self, t: int, trainer: L.Trainer | None = None) -> dict[str, Any]:
+        """Drop and regrow in every tensor after optimizer step ``t``; return the history record."""
+        fraction = D.cosine_fraction(t, self._t_end, self.alpha)
+        if self.dynamic == "rigl" and self._grad_step != t:
+            raise RuntimeError(f"RigL has no gradient of optimizer step {t}: the mask update "
+                               "needs on_before_optimizer_step (automatic optimisation)")
+        optimizers = trainer.optimizers if trainer is not None else []
+        regrown = 0
+        by_name = {t_.name: t_ for t_ in self.targets}
+        for name in sorted(by_name):
+            tgt = by_name[name]
+            mask = getattr(tgt.module, tgt.parameter + "_mask")
+            n = D.n_to_update(mask, fraction)
+            if n == 0 or self._zeros[name] == 0:
+                continue
+            weight = getattr(tgt.module, tgt.parameter).detach()
+            if self.dynamic == "set":
+                new = D.set_update(mask, weight, n, self.generator)
+            else:
+                new = D.rigl_update(mask, weight, self._grads[name], n)
+            new = new.to(device=mask.device, dtype=mask.dtype)
+            grown = (new != 0) & (mask == 0)
+            p = _param(tgt)
+            with torch.no_grad():
+                p[grown] = 0  # regrown connections start at zero, with no optimizer history
+                for opt in optimizers:
+                    for value in opt.state.get(p, {}).values():
+                        if isinstance(value, Tensor) and value.shape == p.shape:
+                            value[grown] = 0
+            _apply_mask(tgt, new)
+            regrown += int(grown.sum())
+        self._grads, self._grad_step = {}, -1
+        self._verify_dynamic()
+        self.last_update = t
+        record = {"step": len(self.history), "global_step": t,
+                  "epoch": None if trainer is None else trainer.current_epoch,
+                  "fraction": fraction, "regrown": regrown, **self._mask_sparsity()}
+        self.history.append(record)
+        return record
+
+    def _mask_sparsity(self) -> dict[str, Any]:
+        zeros = {t.name: int((getattr(t.module, t.parameter + "_mask") == 0).sum())
+                 for t in self.targets}
+        total = sum(getattr(t.module, t.parameter).numel() for t in self.targets)
+        return {"achieved": sum(zeros.values()) / max(total, 1)}
+
+    def _verify_dynamic(self) -> None:
+        """Every tensor has exactly its fixed number of zeros, and every masked weight is zero."""
+        for t in self.targets:
+            mask = getattr(t.module, t.parameter + "_mask", None)
+            if mask is None:
+                raise ResultError(f"dynamic sparse training: {t.name} has no mask")
+            zeros = int((mask == 0).sum())
+            if zeros != self._zeros[t.name]:
+                raise ResultError(f"dynamic sparse training left {t.name} with {zeros} zeros, "
+                                  f"not {self._zeros[t.name]}")
+            if bool((getattr(t.module, t.parameter).detach()[mask == 0] != 0).any()):
+                raise ResultError(f"dynamic sparse training: masked weights of {t.name} are not zero")
+        self.mask_digest = {t.name: getattr(t.module, t.parameter + "_mask").bool().cpu()
+                            for t in self.targets}
+
+    def _log_dynamic_epoch(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        achieved = self._mask_sparsity()["achieved"]
+        pl_module.log("sparsity/global", achieved, on_epoch=True, sync_dist=False)
+        updates = [h for h in self.history[1:] if h.get("epoch") == trainer.current_epoch]
+        if self.verbose and trainer.is_global_zero:
+            last = f", last fraction {updates[-1]['fraction']:.3f}" if updates else ""
+            log.info(f"epoch {trainer.current_epoch}: {self.dynamic} at sparsity {achieved:.4f} "
+                     f"(target {self.dynamic_amount:.4f}), {len(updates)} mask updates{last}")
+
     def remove(self) -> None:
         """Fold the masks into the weights: plain parameters with exact zeros remain."""
         for t in self.targets:
@@ -643,6 +797,9 @@ class PruningCallback(L.Callback):
             "generator": self.generator.get_state(),
             "rewind_state": self.rewind_state,
             "masks": self.mask_digest,
+            "dynamic": None if self.dynamic is None else {
+                "kind": self.dynamic, "amount": self.dynamic_amount,
+                "distribution": self.distribution, "last_update": self.last_update},
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -658,6 +815,15 @@ class PruningCallback(L.Callback):
             raise CheckpointError(
                 f"checkpoint prunes {state_dict.get('targets')}, this run prunes {names}"
             )
+        saved_dynamic = state_dict.get("dynamic") or {}
+        mine = None if self.dynamic is None else (self.dynamic, self.dynamic_amount, self.distribution)
+        theirs = (None if not saved_dynamic else
+                  (saved_dynamic.get("kind"), saved_dynamic.get("amount"),
+                   saved_dynamic.get("distribution")))
+        if mine != theirs:
+            raise CheckpointError(f"checkpoint was made with dynamic sparse training {theirs}, "
+                                  f"this run has {mine}")
+        self.last_update = int(saved_dynamic.get("last_update", -1))
         self.steps_done = int(state_dict["steps_done"])
         self.history = list(state_dict["history"])
         self.generator.set_state(state_dict["generator"])
@@ -689,6 +855,34 @@ def _loss(pl_module: nn.Module, batch: Any) -> Tensor:
         raise ConfigError(f"{type(pl_module).__name__}.training_step returned no loss tensor; the "
                           "probing pruning methods (snip, grasp) need one")
     return loss
+def _check_dynamic(cb: PruningCallback) -> None:
+    """Refuse dynamic-sparse-training settings that cannot work, one line each."""
+    kind = cb.dynamic
+    if kind not in D.KINDS:
+        raise ConfigError(f"unknown dynamic sparse training {kind!r}; valid: {', '.join(D.KINDS)}")
+    if cb.plan:
+        raise ConfigError(f"pruning={kind} keeps one sparsity from the start: it takes no plan of "
+                          "pruning steps")
+    if cb.custom is not None or cb.method != "l1_unstructured":
+        raise ConfigError(f"pruning={kind} drops the smallest-magnitude weights of each layer: "
+                          f"use pruning/method=l1_unstructured, not {cb.method!r}")
+    amount = cb.dynamic_amount
+    if isinstance(amount, bool) or not isinstance(amount, int | float) or not 0 < amount < 1:
+        raise ConfigError(f"pruning.amount={amount!r} must be in (0, 1) for pruning={kind}")
+    every = cb.update_every
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise ConfigError(f"pruning.update_every={every!r} must be an integer >= 1 (optimizer "
+                          "steps between mask updates)")
+    if isinstance(cb.alpha, bool) or not isinstance(cb.alpha, int | float) or not 0 < cb.alpha <= 1:
+        raise ConfigError(f"pruning.alpha={cb.alpha!r} must be in (0, 1] (the first update's "
+                          "fraction of active weights dropped and regrown)")
+    stop = cb.stop_fraction
+    if isinstance(stop, bool) or not isinstance(stop, int | float) or not 0 < stop <= 1:
+        raise ConfigError(f"pruning.stop_fraction={stop!r} must be in (0, 1] (the share of "
+                          "training during which masks change)")
+    if cb.distribution not in D.DISTRIBUTIONS:
+        raise ConfigError(f"pruning.distribution={cb.distribution!r} is not one of "
+                          f"{', '.join(D.DISTRIBUTIONS)}")
 
 
 def _param(t: Target) -> nn.Parameter:

@@ -24,6 +24,7 @@ from prunelab.errors import ConfigError
 
 __all__ = [
     "AT_INIT",
+    "DYNAMIC_KINDS",
     "KINDS",
     "PruneStep",
     "agp",
@@ -46,7 +47,11 @@ KINDS: tuple[str, ...] = (
     "agp",
     "explicit",
     "lottery",
+    "set",
+    "rigl",
 )
+#: schedules without a plan: sparse from the first step, masks rewired while training
+DYNAMIC_KINDS: tuple[str, ...] = ("set", "rigl")
 
 AT_INIT = -1  # a step's epoch meaning "before the first training batch"
 _DECIMALS = 10
@@ -268,6 +273,8 @@ def build_plan(
       ``amount`` are ignored.
     * ``lottery``: the targets of ``geometric`` if ``rate`` is given, else of ``iterative``
       (the rewinding is the callback's job).
+    * ``set``, ``rigl``: no step (an empty plan): dynamic sparse training holds ``amount`` from
+      the first step on (the callback's ``dynamic`` argument); ``amount`` must be in (0, 1).
 
     Step ``k`` is at the end of epoch ``start_epoch + k * every``. The plan is checked with
     :func:`validate_plan` (without ``max_epochs``). Each keyword argument is also the config
@@ -290,6 +297,9 @@ def build_plan(
     if kind == "at_init":
         return [PruneStep(AT_INIT, _r(amount))]
 
+    if kind in DYNAMIC_KINDS:
+        _fraction("amount", amount, lo_open=True)
+        return []
     if kind == "one_shot":
         targets = [_r(amount)]
     elif kind == "geometric" or (kind == "lottery" and rate is not None):
