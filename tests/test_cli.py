@@ -281,7 +281,7 @@ def test_subcommands_are_one_registry_of_modules_with_main() -> None:
 
     from prunelab.cli import COMMANDS, command_module, command_summary
 
-    assert set(COMMANDS) == {"evaluate", "compact", "export", "report", "search"}
+    assert set(COMMANDS) == {"evaluate", "compact", "export", "report", "search", "sensitivity"}
     for name, module in COMMANDS.items():
         assert module.startswith("prunelab.cli."), name
         assert list(inspect.signature(command_module(name).main).parameters) == ["argv"], name

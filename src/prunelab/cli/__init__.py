@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "export": "prunelab.cli.export",
     "report": "prunelab.cli.report",
     "search": "prunelab.cli.search",
+    "sensitivity": "prunelab.cli.sensitivity",
 }
 
 

@@ -162,7 +162,7 @@ def _write(path: Path, data: str | bytes) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from prunelab.cli_help import make_parser
+    from prunelab.cli.help import make_parser
     from prunelab.loading import ALLOW_ENV, find_run_dir, load_finished_run
     from prunelab.logs import add_verbosity_args, get_logger, setup
 
