@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from prunelab.errors import ConfigError, PrunelabError
-from prunelab.export import artifact, codecs
+from prunelab.export import artifact, codecs, finetune
 from prunelab.paths import FINAL_MODEL, RESULTS
 
 DEFAULT_ENCODINGS = ("kmeans5",)
@@ -98,13 +98,19 @@ def export_onnx(net: nn.Module, example: torch.Tensor, path: Path) -> dict[str, 
 
 
 def export_run(run_dir: Path, encodings: list[str], out: Path | None = None,
-               data_dir: str | None = None, evaluate: bool = True) -> list[dict[str, Any]]:
-    """Export a finished run in each encoding; return the export.json records."""
+               data_dir: str | None = None, evaluate: bool = True,
+               finetune_epochs: int = 0, finetune_lr: float = 1e-4) -> list[dict[str, Any]]:
+    """Export a finished run in each encoding; return the export.json records.
+
+    With ``finetune_epochs`` > 0 the ``kmeans<b>`` encodings are fine-tuned first (trained
+    quantisation, :mod:`prunelab.export.finetune`) and written to ``<encoding>-ft<N>/``.
+    """
     from prunelab.evaluate import evaluate as eval_net
     from prunelab.evaluate import load_plain_model
 
     for enc in encodings:
         codecs.check_encoding(enc)
+    finetune.check(finetune_epochs, finetune_lr)
     final, cfg = finished_run(run_dir)
     net, _ = load_plain_model(run_dir)
     kwargs = network_kwargs(cfg)
@@ -115,12 +121,13 @@ def export_run(run_dir: Path, encodings: list[str], out: Path | None = None,
     state = net.state_dict()
     records = []
     for enc in encodings:
-        folder = (out or run_dir / "export") / enc
+        shipped, tuned, folder = finetune.for_encoding(
+            net, cfg, enc, finetune_epochs, finetune_lr, data_dir, (out or run_dir / "export") / enc)
         path = folder / ARTIFACT
-        size = artifact.save(net, path, enc, kwargs, metadata={
+        size = artifact.save(shipped, path, enc, kwargs, metadata={
             "run": str(run_dir.resolve()), "model": cfg.model.name, "data": cfg.data.name,
             "method": results.get("method"), "amount": results.get("amount"),
-            "run_test_acc": results.get("test_acc")})
+            "run_test_acc": results.get("test_acc"), "finetune": tuned})
         loaded = artifact.load(path)  # everything below is measured from the file
         manifest, decoded = artifact.read(path)
         record: dict[str, Any] = {
@@ -136,6 +143,7 @@ def export_run(run_dir: Path, encodings: list[str], out: Path | None = None,
                                         for k, v in state.items() if v.numel()),
             "tensors": [{k: e.get(k) for k in ("name", "shape", "kind", "nnz", "positions")}
                         for e in manifest["tensors"]],
+            "finetune": tuned,
             "source_test_acc": source_acc,
             "run_test_acc": results.get("test_acc"),
             "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -176,6 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="folder for the artifacts (default: <run>/export)")
     parser.add_argument("--data-dir", help="where the data sets are (default: the run's data_dir)")
     parser.add_argument("--no-eval", action="store_true", help="skip the test-set evaluation")
+    parser.add_argument("--finetune-epochs", type=int, default=0, metavar="N",
+                        help="train the k-means shared values N epochs on the run's training data "
+                             "first (trained quantisation; kmeans encodings; into "
+                             "<encoding>-ftN/; default 0: off)")
     args = parser.parse_args(argv)
     try:
         path = Path(args.path)
@@ -190,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         for enc in encodings:
             codecs.check_encoding(enc)
         export_run(path, encodings, Path(args.out) if args.out else None, args.data_dir,
-                   evaluate=not args.no_eval)
+                   evaluate=not args.no_eval, finetune_epochs=args.finetune_epochs)
     except (PrunelabError, ConfigError) as err:
         print(f"prunelab.export: error: {err}", file=sys.stderr)
         return 2
