@@ -127,7 +127,8 @@ def export_run(run_dir: Path, encodings: list[str], out: Path | None = None,
         size = artifact.save(shipped, path, enc, kwargs, metadata={
             "run": str(run_dir.resolve()), "model": cfg.model.name, "data": cfg.data.name,
             "method": results.get("method"), "amount": results.get("amount"),
-            "run_test_acc": results.get("test_acc"), "finetune": tuned})
+            "run_test_acc": results.get("test_acc"),
+            **({"finetune": {k: tuned[k] for k in ("epochs", "lr")}} if tuned else {})})
         loaded = artifact.load(path)  # everything below is measured from the file
         manifest, decoded = artifact.read(path)
         record: dict[str, Any] = {
