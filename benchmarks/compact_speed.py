@@ -187,7 +187,7 @@ def paired_ratios(dense, compact, pairs: int, calls: int = 3) -> list[float]:
 def _op_family(name: str) -> str:
     """Operator names from torch's profiler, inductor and ONNX Runtime, in a few families."""
     n = name.lower()
-    for family, keys in (("conv", ("conv",)), ("pool", ("pool",)),
+    for family, keys in (("conv", ("conv",)), ("pool", ("pool", "maximum")),  # LeNet's NHWC pool
                          ("matmul", ("addmm", "gemm", "matmul", "linear", "mm")),
                          ("relu", ("relu",)),
                          ("layout/copy", ("copy", "contiguous", "clone", "transpose", "reorder",

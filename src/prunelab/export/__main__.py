@@ -99,7 +99,7 @@ def export_onnx(net: nn.Module, example: torch.Tensor, path: Path) -> dict[str, 
 
 def export_run(run_dir: Path, encodings: list[str], out: Path | None = None,
                data_dir: str | None = None, evaluate: bool = True,
-               finetune_epochs: int = 0, finetune_lr: float = 1e-4) -> list[dict[str, Any]]:
+               finetune_epochs: int = 0, finetune_lr: float = finetune.LR) -> list[dict[str, Any]]:
     """Export a finished run in each encoding; return the export.json records.
 
     With ``finetune_epochs`` > 0 the ``kmeans<b>`` encodings are fine-tuned first (trained
