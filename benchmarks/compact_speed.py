@@ -189,13 +189,14 @@ def _op_family(name: str) -> str:
     n = name.lower()
     for family, keys in (("conv", ("conv",)), ("pool", ("pool", "maximum")),  # LeNet's NHWC pool
                          ("matmul", ("addmm", "gemm", "matmul", "linear", "mm")),
-                         ("relu", ("relu",)),
+                         ("relu", ("relu", "clamp_min")),
                          ("layout/copy", ("copy", "contiguous", "clone", "transpose", "reorder",
                                           "to_dense", "empty", "as_strided", "reshape", "view",
                                           "flatten", "permute"))):
         if any(k in n for k in keys):
             return family
-    if "fused" in n or n.startswith("graph_") or "cpp_" in n or "kernel" in n:
+    if "compiledfxgraph" in n or "fused" in n or "cpp_" in n:
+        # inductor's generated kernels (fused pooling, ReLU, bias) run inside the graph call
         return "fused (inductor)"
     return "other"
 
@@ -222,7 +223,8 @@ def profile_shares(model: torch.nn.Module, batch: torch.Tensor, mode: str, calls
                 run()
         for ev in prof.key_averages():
             if ev.key.startswith(("ProfilerStep", "Torch-Compiled Region", "CompiledFunction",
-                                  "## ")):
+                                  "TorchDynamo", "Pregraph")) or (
+                    ev.key.startswith("## ") and "CompiledFxGraph" not in ev.key):
                 continue
             totals[_op_family(ev.key)] += ev.self_cpu_time_total
     whole = sum(totals.values()) or 1.0
