@@ -16,6 +16,7 @@ import torch
 from prunelab.cli import export as cli
 from prunelab.errors import CheckpointError, ConfigError
 from prunelab.export import ENCODINGS, codecs, container, decode, encode, load, runs
+from prunelab.export import read as read_artifact
 from prunelab.models import LeNet, TextClassifier
 
 from conftest import ROOT, TINY
@@ -296,6 +297,33 @@ def test_cli_refuses_an_unknown_encoding_before_writing(finished_run, capsys):
     line = one_error_line(capsys)
     assert "'zip'" in line and "kmeans4" in line
     assert not (finished_run / "export" / "zip").exists()
+
+
+def test_cli_finetunes_the_codebook_into_its_own_folder(finished_run, tiny_data, capsys):
+    out = finished_run.parent / "ft_out"
+    assert cli.main([str(finished_run), "--encoding", "kmeans2", "--encoding", "int8",
+                     "--finetune-epochs", "1", "--out", str(out),
+                     "--data-dir", str(tiny_data)]) == 0
+    rec = json.loads((out / "kmeans2-ft1" / "export.json").read_text())
+    assert rec["encoding"] == "kmeans2" and rec["finetune"]["epochs"] == 1
+    assert rec["finetune"]["steps"] > 0 and len(rec["finetune"]["train_loss"]) == 1
+    _, state = read_artifact(out / "kmeans2-ft1" / "model.plx")
+    run_net = torch.load(finished_run / "final_model.pt", weights_only=True)
+    for name, t in state.items():
+        if codecs.is_weight(t):
+            assert len(torch.unique(t[t != 0])) <= 4, name
+            assert torch.equal(t == 0, run_net[name] == 0), name  # the sparsity pattern is the run's
+    # int8 has no codebook: exported as trained, in its usual folder
+    assert json.loads((out / "int8" / "export.json").read_text())["finetune"] is None
+    assert "applies to the kmeans encodings only" in capsys.readouterr().out
+
+
+def test_cli_refuses_negative_finetune_epochs_before_writing(finished_run, capsys):
+    out = finished_run.parent / "neg_out"
+    assert cli.main([str(finished_run), "--encoding", "kmeans2", "--finetune-epochs", "-1",
+                     "--out", str(out)]) == 2
+    assert "--finetune-epochs must be a whole number >= 0" in one_error_line(capsys)
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("damage", ["pickle", "truncated", "text"])

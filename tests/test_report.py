@@ -226,3 +226,107 @@ def test_notes_on_unfair_baselines(tmp_path: Path) -> None:
     assert any("dense runs trained 2/3 epochs, pruned runs 2" in n for n in notes)
     R.report(sweep)
     assert "> **Note:**" in (sweep / "summary.md").read_text()
+
+
+# ---------------------------------------------------------------- exported artifacts (bytes)
+
+DENSE_BYTES = 400_000
+# (method, amount, seed, encoding folder) -> (artifact bytes, test acc measured from the file)
+EXPORTS = {
+    ("l1_unstructured", 0.5, 0, "kmeans4"): (60_000, 0.9780),
+    ("l1_unstructured", 0.5, 1, "kmeans4"): (62_000, 0.9710),
+    ("l1_unstructured", 0.9, 0, "kmeans4"): (14_000, 0.9750),
+    ("l1_unstructured", 0.9, 0, "int8"): (20_000, 0.9761),
+    ("l1_unstructured", 0.9, 0, "kmeans3-ft1"): (12_000, 0.9740),
+    ("dense", 0.0, 0, "int8"): (110_000, 0.9800),
+}
+
+
+def _job_dir(sweep: Path, method: str, amount: float, seed: int) -> Path:
+    for d in sweep.iterdir():
+        f = d / "results.json"
+        if f.is_file():
+            r = json.loads(f.read_text())
+            if (r["method"], r["amount"], r["seed"]) == (method, amount, seed):
+                return d
+    raise AssertionError((method, amount, seed))
+
+
+def write_export(job: Path, enc: str, size: int, acc: float) -> Path:
+    """An export.json as ``prunelab export`` writes it (the fields the report reads)."""
+    folder = job / "export" / enc
+    folder.mkdir(parents=True)
+    (folder / "export.json").write_text(json.dumps({
+        "artifact": str(folder / "model.plx"), "encoding": enc.split("-")[0],
+        "artifact_bytes": size, "dense_bytes": DENSE_BYTES, "ratio": DENSE_BYTES / size,
+        "test_acc": acc, "test_error": 1 - acc, "test_samples": 10_000}))
+    return folder / "export.json"
+
+
+def exported_sweep(root: Path) -> Path:
+    sweep = make_sweep(root)
+    for (m, a, seed, enc), (size, acc) in EXPORTS.items():
+        write_export(_job_dir(sweep, m, a, seed), enc, size, acc)
+    return sweep
+
+
+def test_report_adds_artifact_columns_table_and_bytes_plot(tmp_path: Path) -> None:
+    sweep = exported_sweep(tmp_path / "sweep")
+    # a damaged export.json is left out, the rest of the report stands
+    (_job_dir(sweep, "random_unstructured", 0.9, 0) / "export" / "int8").mkdir(parents=True)
+    (_job_dir(sweep, "random_unstructured", 0.9, 0) / "export" / "int8" / "export.json"
+     ).write_text("{trunc")
+    s = R.report(sweep)
+    assert sweep / "acc_vs_bytes.png" in s.files
+    _assert_nontrivial_png(sweep / "acc_vs_bytes.png")
+
+    rows = list(csv.DictReader(StringIO((sweep / "summary.csv").read_text())))
+    encs = ["int8", "kmeans4", "kmeans3-ft1"]  # in the codec's order, fine-tuned after plain
+    assert list(rows[0])[len(R.CSV_COLUMNS):] == [
+        f"{p}{e}" for e in encs for p in ("artifact_bytes_", "ratio_", "artifact_test_acc_")]
+    by_folder = {r["folder"]: r for r in rows}
+    for (m, a, seed, enc), (size, acc) in EXPORTS.items():
+        r = by_folder[_job_dir(sweep, m, a, seed).name]
+        assert int(r[f"artifact_bytes_{enc}"]) == size
+        assert float(r[f"ratio_{enc}"]) == pytest.approx(DENSE_BYTES / size)
+        assert float(r[f"artifact_test_acc_{enc}"]) == acc
+    unexported = by_folder[_job_dir(sweep, "random_unstructured", 0.9, 0).name]
+    assert all(unexported[c] == "" for c in R.export_columns(s.jobs))
+
+    md = (sweep / "summary.md").read_text()
+    assert "## Artifacts: test accuracy vs bytes" in md
+    # l1 at 0.5, kmeans4: two seeds, mean bytes 61,000, mean acc (97.80 + 97.10) / 2
+    assert "| l1_unstructured | 0.5 | kmeans4 | 2 | 61,000 | 6.6 | 97.45 | 97.55 |" in md
+    assert "| dense | — | int8 | 1 | 110,000 | 3.6 | 98.00 |" in md
+    assert "![acc_vs_bytes](acc_vs_bytes.png)" in md
+
+    fig = R.plot_bytes(s, "cnn", "mnist")
+    lines = {ln.get_label(): ln for ln in fig.axes[0].get_lines()}
+    k4 = lines["l1_unstructured · kmeans4"]
+    assert list(k4.get_xdata()) == [14_000, 61_000]  # one point per amount, seeds averaged
+    assert list(k4.get_ydata()) == pytest.approx([2.5, 100 * (1 - 0.9745)])
+    assert "l1_unstructured · kmeans3-ft1" in lines and "dense · int8" in lines
+    star = next(ln for label, ln in lines.items() if label.startswith("dense fp32 state dict"))
+    assert list(star.get_xdata()) == [DENSE_BYTES]  # at the dense size and the dense error
+    assert list(star.get_ydata()) == pytest.approx([100 * (1 - statistics.fmean(DENSE.values()))])
+    assert fig.axes[0].get_xscale() == "log"
+
+
+def test_bytes_plot_and_columns_come_back_from_the_csv(tmp_path: Path) -> None:
+    sweep = exported_sweep(tmp_path / "sweep")
+    R.report(sweep, out=tmp_path / "first")
+    (tmp_path / "first" / "acc_vs_bytes.png").unlink()
+    s = R.replot(tmp_path / "first" / "summary.csv")
+    assert (tmp_path / "first" / "acc_vs_bytes.png").is_file()
+    job = next(j for j in s.jobs if j.method == "l1_unstructured" and j.amount == 0.9
+               and j.seed == 0)
+    assert job.exports["kmeans4"] == {"artifact_bytes": 14_000, "ratio": DENSE_BYTES / 14_000,
+                                      "test_acc": 0.975, "dense_bytes": DENSE_BYTES}
+
+
+def test_no_bytes_plot_without_exports(tmp_path: Path) -> None:
+    sweep = make_sweep(tmp_path / "sweep")
+    s = R.report(sweep)
+    assert not (sweep / "acc_vs_bytes.png").exists()
+    assert "Artifacts" not in (sweep / "summary.md").read_text()
+    assert all(not j.exports for j in s.jobs)

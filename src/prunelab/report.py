@@ -18,6 +18,9 @@ The command line is :mod:`prunelab.cli.report`; this module is its library.
 Plots: test error (log axis; accuracy on the right) against the weights kept (log axis, 100 % on
 the left, sparsity along the top) and against the effective MACs; one marker per configuration
 with ± one std over seeds, the dense baseline as a dashed line in a band of ± one std.
+Jobs exported with ``prunelab export`` (``<job>/export/<encoding>/export.json``) add per-encoding
+columns (artifact bytes, ratio to the dense fp32 state dict, test accuracy measured from the
+file) and acc_vs_bytes.png: test error vs artifact bytes, one series per method and encoding.
 """
 
 from __future__ import annotations
@@ -89,6 +92,8 @@ class Job:
     overrides: list[str] = field(default_factory=list)
     drop_pts: float | None = None
     extra: str = ""  # overrides that set this job apart from the others of its kind
+    # export/<encoding>/export.json records of the job's shipped artifacts, by folder name
+    exports: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def dense(self) -> bool:
@@ -308,7 +313,78 @@ def load_job(path: Path, root: Path) -> Job:
         job.macs_dense = _num(payload.get("macs_dense"), int)
         job.fit_seconds = _num(payload.get("fit_seconds"))
         job.epochs = _num(payload.get("epochs"), int)
+        job.exports = load_exports(path)
     return job
+
+
+EXPORT_DIR = "export"  # prunelab export's default output folder inside a run
+# per-encoding summary.csv columns: <prefix><encoding folder>, e.g. artifact_bytes_kmeans4
+EXPORT_FIELDS = {"artifact_bytes_": ("artifact_bytes", int), "ratio_": ("ratio", float),
+                 "artifact_test_acc_": ("test_acc", float)}
+
+
+def load_exports(job_dir: Path) -> dict[str, dict[str, Any]]:
+    """``{encoding folder: record}`` from the job's ``export/<encoding>/export.json`` files.
+
+    A record keeps the artifact's bytes, its ratio to the dense fp32 state dict, the dense
+    bytes and the test accuracy measured from the file; an unreadable one is skipped (logged).
+    """
+    out: dict[str, dict[str, Any]] = {}
+    base = job_dir / EXPORT_DIR
+    if not base.is_dir():
+        return out
+    for f in sorted(base.glob("*/export.json")):
+        try:
+            rec = _read_json(f)
+        except (OSError, ValueError) as err:
+            log.warning("%s: unreadable, left out of the report (%s)", f, err)
+            continue
+        size = _num(rec.get("artifact_bytes"), int)
+        if size is None or size <= 0:
+            log.warning("%s: no artifact_bytes, left out of the report", f)
+            continue
+        acc = _num(rec.get("test_acc"))
+        out[f.parent.name] = {
+            "artifact_bytes": size, "ratio": _num(rec.get("ratio")),
+            "dense_bytes": _num(rec.get("dense_bytes"), int),
+            "test_acc": acc if acc is not None and 0.0 <= acc <= 1.0 else None,
+        }
+    return out
+
+
+def export_columns(jobs: Iterable[Job]) -> list[str]:
+    """summary.csv's per-encoding artifact columns for the encodings any job was exported in."""
+    encs = sorted({e for j in jobs for e in j.exports}, key=_encoding_order)
+    return [prefix + e for e in encs for prefix in EXPORT_FIELDS]
+
+
+def _encoding_order(enc: str) -> tuple:
+    from prunelab.export.codecs import ENCODINGS
+
+    head, _, tail = enc.partition("-")
+    return (ENCODINGS.index(head) if head in ENCODINGS else len(ENCODINGS), head, tail)
+
+
+def export_row(job: Job, columns: Sequence[str]) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    for col in columns:
+        prefix = next(p for p in EXPORT_FIELDS if col.startswith(p))
+        rec = job.exports.get(col[len(prefix):], {})
+        row[col] = rec.get(EXPORT_FIELDS[prefix][0])
+    return row
+
+
+def exports_from_row(row: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """The export records a summary.csv row holds (its per-encoding artifact columns)."""
+    out: dict[str, dict[str, Any]] = defaultdict(dict)
+    for col, value in row.items():
+        for prefix, (key, kind) in EXPORT_FIELDS.items():
+            if col and col.startswith(prefix) and value not in (None, ""):
+                out[col[len(prefix):]][key] = _num(value, kind)
+    for rec in out.values():  # the dense state dict's size follows from bytes × ratio
+        if rec.get("artifact_bytes") and rec.get("ratio"):
+            rec["dense_bytes"] = round(rec["artifact_bytes"] * rec["ratio"])
+    return {e: r for e, r in out.items() if r.get("artifact_bytes")}
 
 
 def _str(value: Any) -> str | None:
@@ -475,11 +551,13 @@ def _job_order(j: Job) -> tuple:
 
 
 def write_csv(summary: Summary, path: Path) -> None:
+    extra = export_columns(summary.jobs)
     with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        w = csv.DictWriter(f, fieldnames=CSV_COLUMNS + extra)
         w.writeheader()
         for j in summary.jobs:
-            w.writerow({k: ("" if v is None else v) for k, v in j.row().items()})
+            row = {**j.row(), **export_row(j, extra)}
+            w.writerow({k: ("" if v is None else v) for k, v in row.items()})
 
 
 def _pct(x: float | None, digits: int = 2) -> str:
@@ -563,6 +641,7 @@ def markdown(summary: Summary, plots: Sequence[str] = ()) -> str:
         lines += _table(["method", "amount", "seeds", "test acc %", "drop pts", "sparsity %",
                          "non-zero params", "effective MACs", "fit s"], rows) + [""]
 
+    lines += _artifacts_md(pts)
     lines += [f"## Highest sparsity within {s.delta:g} pts of dense", ""]
     if not s.best:
         lines.append("No finished pruned job.")
@@ -593,6 +672,39 @@ def markdown(summary: Summary, plots: Sequence[str] = ()) -> str:
     if plots:
         lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
     return "\n".join(lines) + "\n"
+
+
+def export_mean(p: Point, enc: str, key: str) -> float | None:
+    """Mean over the point's seeds of an export record's value (those exported in ``enc``)."""
+    vals = [float(v) for j in p.jobs if (v := j.exports.get(enc, {}).get(key)) is not None]
+    return statistics.fmean(vals) if vals else None
+
+
+def _encodings(points: Iterable[Point]) -> list[str]:
+    return sorted({e for p in points for j in p.jobs for e in j.exports}, key=_encoding_order)
+
+
+def _artifacts_md(points: list[Point]) -> list[str]:
+    """The table of shipped artifacts: bytes and the accuracy measured from each file."""
+    encs = _encodings(points)
+    if not encs:
+        return []
+    lines = ["## Artifacts: test accuracy vs bytes", "",
+             "From each job's `export/<encoding>/export.json` (written by `prunelab export RUN`): "
+             "the artifact's size, how many times smaller than the dense fp32 state dict it is, "
+             "and the test accuracy measured from the file; means over the seeds exported.", ""]
+    rows = []
+    for p in points:
+        for enc in encs:
+            n = sum(enc in j.exports for j in p.jobs)
+            if not n:
+                continue
+            size, ratio = export_mean(p, enc, "artifact_bytes"), export_mean(p, enc, "ratio")
+            rows.append([p.series, "—" if p.method == "dense" else f"{p.amount:g}", enc, str(n),
+                         f"{size:,.0f}", "—" if ratio is None else f"{ratio:.1f}",
+                         _pct(export_mean(p, enc, "test_acc")), _pct(p.mean("test_acc"))])
+    return lines + _table(["method", "amount", "encoding", "seeds", "artifact bytes",
+                           "× smaller", "artifact test acc %", "run test acc %"], rows) + [""]
 
 
 def _search_md(search: dict[str, Any]) -> list[str]:
@@ -769,8 +881,81 @@ def plot_pair(summary: Summary, model: str | None, data: str | None, kind: str,
     return fig
 
 
+def plot_bytes(summary: Summary, model: str | None, data: str | None, note: str = "") -> Any:
+    """Test error measured from each artifact vs its size in bytes (log-log), one series per
+    method and encoding; the dense fp32 state dict marked at its size and the dense accuracy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = [p for p in summary.points if (p.model, p.data) == (model, data)]
+    fig, ax = plt.subplots(figsize=(8.5, 5.8), dpi=110)
+    xs_all: list[float] = []
+    ys_all: list[float] = []
+    markers = "osD^vP*Xh<>"
+    series = [(name, enc) for name in dict.fromkeys(p.series for p in pts)
+              for enc in _encodings(p for p in pts if p.series == name)]
+    for i, (name, enc) in enumerate(series):
+        xy = [(export_mean(p, enc, "artifact_bytes"), _err(export_mean(p, enc, "test_acc")))
+              for p in pts if p.series == name]
+        xy = sorted((x, y) for x, y in xy if x is not None and y is not None)
+        if not xy:
+            continue
+        ax.plot([x for x, _ in xy], [y for _, y in xy], marker=markers[i % len(markers)], ms=5,
+                lw=1.2, color=f"C{i % 10}", label=f"{name} · {enc}")
+        xs_all += [x for x, _ in xy]
+        ys_all += [y for _, y in xy]
+    dense_bytes = [v for p in pts for j in p.jobs for r in j.exports.values()
+                   if (v := r.get("dense_bytes"))]
+    if dense_bytes:
+        db = statistics.median(dense_bytes)
+        st = summary.baseline.stats(model, data)
+        ax.axvline(db, color="0.2", ls=":", lw=1)
+        if st is not None:
+            e = _err(st[0])
+            ax.plot([db], [e], marker="*", ms=14, color="0.2", ls="none",
+                    label=f"dense fp32 state dict: {_count(db)}B, {100 * st[0]:.2f} % accuracy")
+            ys_all.append(e)
+        else:
+            ax.plot([], [], color="0.2", ls=":", label=f"dense fp32 state dict: {_count(db)}B")
+        xs_all.append(db)
+    if not xs_all or not ys_all:
+        ax.text(0.5, 0.5, "no exported artifact", ha="center", va="center",
+                transform=ax.transAxes)
+        ax.set_yscale("log")
+    else:
+        _error_axis(ax, ys_all)
+        ax.set_xlim(min(xs_all) / 1.5, max(xs_all) * 1.5)
+    _bytes_axis(ax)
+    what = f"{model} on {data}" if model or data else "all jobs"
+    name = summary.sweep_dir.name
+    name = name if len(name) <= 40 else name[:37] + "…"
+    ax.set_title(f"{name}: {what} — test error of the shipped file vs its size", fontsize=11)
+    ax.grid(True, which="major", alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="upper right", framealpha=0.9)
+    lines = textwrap.wrap(note, 170) if note else []
+    if lines:
+        fig.text(0.01, 0.005, "\n".join(lines), fontsize=6.5, color="0.35", ha="left",
+                 va="bottom")
+    fig.tight_layout(rect=(0, 0.022 * len(lines), 1, 1))
+    return fig
+
+
+def _bytes_axis(ax: Any) -> None:
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: _count(x) + "B"))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel("artifact size (bytes, everything included), log scale — smaller is better")
+
+
 def plot(summary: Summary, out_dir: Path, note: str = "") -> list[Path]:
-    """acc_vs_sparsity.png and acc_vs_macs.png (one pair of files per model/data)."""
+    """acc_vs_sparsity.png and acc_vs_macs.png (one pair of files per model/data), and
+    acc_vs_bytes.png where jobs have exported artifacts."""
     import matplotlib.pyplot as plt
 
     pairs = _pairs(summary) or [(None, None)]
@@ -780,6 +965,12 @@ def plot(summary: Summary, out_dir: Path, note: str = "") -> list[Path]:
         for kind, stem in (("sparsity", "acc_vs_sparsity"), ("macs", "acc_vs_macs")):
             fig = plot_pair(summary, model, data, kind, note)
             path = out_dir / f"{stem}{tag}.png"
+            fig.savefig(path)
+            plt.close(fig)
+            files.append(path)
+        if _encodings(p for p in summary.points if (p.model, p.data) == (model, data)):
+            fig = plot_bytes(summary, model, data, note)
+            path = out_dir / f"acc_vs_bytes{tag}.png"
             fig.savefig(path)
             plt.close(fig)
             files.append(path)
@@ -841,6 +1032,7 @@ def summarize_csv(path: str | Path, delta: float = 0.5) -> Summary:
             j.params_nonzero = _num(r.get("params_nonzero") or None, int)
             j.macs_effective = _num(r.get("macs_effective") or None, int)
             j.fit_seconds = _num(r.get("fit_seconds") or None)
+            j.exports = exports_from_row(r)
         jobs.append(j)
     base = dense_baseline(jobs, f"{path} (dense rows)")
     _label_extras(jobs)
@@ -860,7 +1052,8 @@ def _note(source: str | Path, command: str) -> str:
 
 def report(sweep_dir: str | Path, baseline: Sequence[str | Path] = (), out: str | Path | None = None,
            delta: float = 0.5) -> Summary:
-    """Write summary.csv, summary.md, acc_vs_sparsity.png and acc_vs_macs.png; return the data."""
+    """Write summary.csv, summary.md, acc_vs_sparsity.png and acc_vs_macs.png (and
+    acc_vs_bytes.png where jobs were exported); return the data."""
     summary = summarize(sweep_dir, baseline, delta)
     out_dir = Path(out) if out is not None else summary.sweep_dir
     out_dir.mkdir(parents=True, exist_ok=True)

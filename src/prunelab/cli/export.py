@@ -36,6 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="folder for the artifacts (default: <run>/export)")
     parser.add_argument("--data-dir", help="where the data sets are (default: the run's data_dir)")
     parser.add_argument("--no-eval", action="store_true", help="skip the test-set evaluation")
+    parser.add_argument("--finetune-epochs", type=int, default=0, metavar="N",
+                        help="train the k-means shared values N epochs on the run's training data "
+                             "first (trained quantisation; kmeans encodings; into "
+                             "<encoding>-ftN/; default 0: off)")
     add_verbosity_args(parser)
     args = parser.parse_args(argv)
     setup(args.verbosity)
@@ -52,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         for enc in encodings:
             codecs.check_encoding(enc)
         export_run(path, encodings, Path(args.out) if args.out else None, args.data_dir,
-                   evaluate=not args.no_eval)
+                   evaluate=not args.no_eval, finetune_epochs=args.finetune_epochs)
     except PrunelabError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2

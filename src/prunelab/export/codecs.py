@@ -14,7 +14,9 @@ A weight tensor (a float tensor of two or more dimensions) is stored as
     0..255 over the channel's non-zeros (error at most ``scale / 2``);
   - ``kmeans<b>`` (b = 1..8): weight sharing (Deep Compression): the tensor's non-zeros are
     clustered by 1-D k-means into at most ``2**b`` shared values (linear initialisation over
-    their range, Lloyd iterations); each non-zero stores the index of its nearest value.
+    their range, Lloyd iterations); each non-zero stores the index of its nearest value. A
+    tensor that already holds at most ``2**b`` distinct non-zeros (a fine-tuned codebook,
+    :mod:`prunelab.export.finetune`) keeps them exactly.
 
 Every other tensor (biases, buffers, integer tensors) is stored exactly as it is.
 Codes are stored one per byte and left to zstd's entropy coder (Huffman over bytes), which
@@ -213,7 +215,11 @@ def encode_tensor(name: str, tensor: torch.Tensor, encoding: str, out: Sections)
                      scale=out.add(scale.astype("<f4").tobytes()))
     else:
         bits = kmeans_bits(encoding)
-        codebook, codes = kmeans_1d(values, 2 ** bits)
+        distinct = np.unique(values)
+        if len(distinct) <= 2 ** bits:  # already shared (e.g. a fine-tuned codebook): exact
+            codebook, codes = distinct, np.searchsorted(distinct, values).astype(np.uint8)
+        else:
+            codebook, codes = kmeans_1d(values, 2 ** bits)
         entry.update(bits=bits, k=int(len(codebook)), data=out.add(codes.tobytes()),
                      codebook=out.add(codebook.astype("<f4").tobytes()))
     return entry

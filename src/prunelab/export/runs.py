@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from prunelab.errors import PrunelabError
-from prunelab.export import artifact, codecs
+from prunelab.export import artifact, codecs, finetune
 from prunelab.logs import get_logger
 from prunelab.paths import FINAL_MODEL, RESULTS
 
@@ -99,13 +99,19 @@ def export_onnx(net: nn.Module, example: torch.Tensor, path: Path) -> dict[str, 
 
 
 def export_run(run_dir: Path, encodings: list[str], out: Path | None = None,
-               data_dir: str | None = None, evaluate: bool = True) -> list[dict[str, Any]]:
-    """Export a finished run in each encoding; return the export.json records."""
+               data_dir: str | None = None, evaluate: bool = True,
+               finetune_epochs: int = 0, finetune_lr: float = finetune.LR) -> list[dict[str, Any]]:
+    """Export a finished run in each encoding; return the export.json records.
+
+    With ``finetune_epochs`` > 0 the ``kmeans<b>`` encodings are fine-tuned first (trained
+    quantisation, :mod:`prunelab.export.finetune`) and written to ``<encoding>-ft<N>/``.
+    """
     from prunelab.evaluate import evaluate as eval_net
     from prunelab.evaluate import load_plain_model
 
     for enc in encodings:
         codecs.check_encoding(enc)
+    finetune.check(finetune_epochs, finetune_lr)
     final, cfg = finished_run(run_dir)
     net, _ = load_plain_model(run_dir)
     kwargs = network_kwargs(cfg)
@@ -116,12 +122,14 @@ def export_run(run_dir: Path, encodings: list[str], out: Path | None = None,
     state = net.state_dict()
     records = []
     for enc in encodings:
-        folder = (out or run_dir / "export") / enc
+        shipped, tuned, folder = finetune.for_encoding(
+            net, cfg, enc, finetune_epochs, finetune_lr, data_dir, (out or run_dir / "export") / enc)
         path = folder / ARTIFACT
-        size = artifact.save(net, path, enc, kwargs, metadata={
+        size = artifact.save(shipped, path, enc, kwargs, metadata={
             "run": str(run_dir.resolve()), "model": cfg.model.name, "data": cfg.data.name,
             "method": results.get("method"), "amount": results.get("amount"),
-            "run_test_acc": results.get("test_acc")})
+            "run_test_acc": results.get("test_acc"),
+            **({"finetune": {k: tuned[k] for k in ("epochs", "lr")}} if tuned else {})})
         loaded = artifact.load(path)  # everything below is measured from the file
         manifest, decoded = artifact.read(path)
         record: dict[str, Any] = {
@@ -137,6 +145,7 @@ def export_run(run_dir: Path, encodings: list[str], out: Path | None = None,
                                         for k, v in state.items() if v.numel()),
             "tensors": [{k: e.get(k) for k in ("name", "shape", "kind", "nnz", "positions")}
                         for e in manifest["tensors"]],
+            "finetune": tuned,
             "source_test_acc": source_acc,
             "run_test_acc": results.get("test_acc"),
             "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
