@@ -288,7 +288,7 @@ def test_subcommands_are_one_registry_of_modules_with_main() -> None:
         assert command_summary(name) and "\n" not in command_summary(name), name
     for library in ("prunelab.report", "prunelab.search", "prunelab.evaluate", "prunelab.export"):
         assert not hasattr(importlib.import_module(library), "main"), library
-    for gone in ("prunelab.compact", "prunelab.export.__main__", "prunelab.pruning.compaction"):
+    for gone in ("prunelab.compact", "prunelab.export.__main__", "prunelab.pruning.compact"):
         with pytest.raises(ModuleNotFoundError):
             importlib.import_module(gone)
 
