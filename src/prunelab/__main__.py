@@ -7,7 +7,6 @@ Subcommands that are not Hydra jobs are separate modules: ``python -m prunelab.r
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
 import hydra
@@ -15,10 +14,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from prunelab import confsource
 from prunelab.config import register
 from prunelab.errors import PrunelabError
 
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+# the checkout's conf/ folder, or pkg://prunelab.conf in an installed wheel (prunelab.confsource)
+CONF_DIR = confsource.config_path()
 
 register()
 

@@ -35,11 +35,15 @@ def unknown_choice(group: str, value: str, options: Iterable[str]) -> ConfigErro
 
 
 def make_loader(conf_dir: str, config_dir: str | None = None) -> Any:
-    """Hydra's config loader over prunelab's search path, as ``hydra.main`` builds it."""
+    """Hydra's config loader over prunelab's search path, as ``hydra.main`` builds it.
+
+    ``conf_dir`` is a folder or a search-path entry (``pkg://prunelab.conf`` in a wheel).
+    """
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from hydra._internal.utils import create_config_search_path
 
-    search_path = create_config_search_path(f"file://{conf_dir}")
+    source = conf_dir if "://" in conf_dir else f"file://{conf_dir}"
+    search_path = create_config_search_path(source)
     if config_dir is not None:
         search_path.prepend(provider="command-line",
                             path=f"file://{os.path.abspath(config_dir)}")
