@@ -22,6 +22,7 @@ from lightning.pytorch.profilers import PassThroughProfiler
 from omegaconf import DictConfig, OmegaConf
 
 import prunelab
+from prunelab.compat import arguments, check_configs, check_data, without_declarations
 from prunelab.errors import CheckpointError, ConfigError, DivergedError, RunInProgressError
 from prunelab.loading import load_checkpoint
 from prunelab.logs import get_logger
@@ -45,14 +46,7 @@ log = get_logger(__name__)
 
 def check_config(cfg: DictConfig) -> None:
     """Reject bad input before any data or model is touched, with one actionable line."""
-    model, data = cfg.model.get("name", "?"), cfg.data.get("name", "?")
-    compatible = list(cfg.model.get("datasets") or [])
-    if compatible and data not in compatible:
-        pairs = "cnn+mnist, text+imdb"
-        raise ConfigError(
-            f"model={model} cannot train on data={data}: valid pairs are {pairs} "
-            f"(model={model} takes data={'/'.join(compatible)})"
-        )
+    check_configs(cfg.model, cfg.data)  # the pair's declarations (input kind, classes, shape)
     check_ranges(cfg)
     p = cfg.pruning
     if p.schedule != "none":
@@ -152,23 +146,19 @@ def make_callback(cfg: DictConfig) -> PruningCallback | None:
 
 
 def instantiate_model(cfg: DictConfig) -> L.LightningModule:
-    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    for meta in ("name", "datasets", "description"):
-        model_cfg.pop(meta, None)
-    return instantiate(model_cfg)
+    """The model section's ``_target_`` with its arguments (declarations left out)."""
+    return instantiate(arguments(OmegaConf.to_container(cfg.model, resolve=True)))
 
 
 def instantiate_data(cfg: DictConfig) -> L.LightningDataModule:
-    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
-    data_cfg.pop("name", None)
-    data_cfg.pop("description", None)
-    return instantiate(data_cfg)
+    """The data section's ``_target_`` with its arguments (declarations left out)."""
+    return instantiate(arguments(OmegaConf.to_container(cfg.data, resolve=True)))
 
 
 def result_config(cfg: DictConfig) -> dict[str, Any]:
     """The part of the config that determines a run's numbers (compared on resume)."""
-    return _normalized(_without_descriptions(
-        without_no_effect_keys(OmegaConf.to_container(cfg, resolve=True))))
+    return _normalized(without_declarations(_without_descriptions(
+        without_no_effect_keys(OmegaConf.to_container(cfg, resolve=True)))))
 
 
 def _without_descriptions(node: Any) -> Any:
@@ -310,7 +300,7 @@ def resolve_ckpt(ckpt_path: str | None, run_dir: Path, config: dict[str, Any]) -
     if state is None:
         raise CheckpointError(f"checkpoint {path} was not written by prunelab (no run state)")
     # the model's and data's names first: they say the most about a mismatch
-    diff = sorted(_diff(_normalized(state["config"]), config),
+    diff = sorted(_diff(_normalized(without_declarations(state["config"])), config),
                   key=lambda d: (not d.split("=")[0].endswith(".name"), d))
     if diff:
         raise CheckpointError(
@@ -416,6 +406,7 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None,
     datamodule = instantiate_data(cfg)
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
         datamodule.prepare_data()  # missing data fails here, before any Lightning output
+        check_data(cfg.model, cfg.data.name, datamodule)  # classes and shapes found in the files
     model = instantiate_model(cfg)
     if pruner is not None:
         pruner.bind(model)  # bad target patterns fail here, before training

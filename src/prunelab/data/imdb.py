@@ -296,8 +296,11 @@ class IMDBDataModule(L.LightningDataModule):
         seed: int = 0,
         cache_dir: str | None = None,
         download: bool = True,
+        num_classes: int = 2,
     ) -> None:
         super().__init__()
+        if int(num_classes) != 2:
+            raise ConfigError(f"data.num_classes={num_classes}: IMDB has 2 classes (pos, neg)")
         for name, value in (
             ("batch_size", batch_size),
             ("eval_batch_size", eval_batch_size),

@@ -4,8 +4,9 @@ from typing import Any
 
 from prunelab.models.cnn import LeNet
 from prunelab.models.text import TextClassifier
+from prunelab.models.vision import torchvision_net
 
-__all__ = ["ClassifierSystem", "LeNet", "TextClassifier"]
+__all__ = ["ClassifierSystem", "LeNet", "TextClassifier", "torchvision_net"]
 
 
 def __getattr__(name: str) -> Any:
