@@ -39,6 +39,8 @@ class LoggerConf:
     description: str = ""  # one line for --help
     csv: bool = True
     tensorboard: bool = True
+    mlflow: Any = None  # {tracking_uri, experiment} (prunelab.trackers), null: none
+    wandb: Any = None  # {project, offline}, null: none
 
 
 @dataclass

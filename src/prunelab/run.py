@@ -362,6 +362,9 @@ def make_loggers(cfg: DictConfig, run_dir: Path, resume: Resume | None = None) -
                                          resume_epoch=resume.epoch if resume else 0))
     if cfg.logger.tensorboard:
         loggers.append(resuming_tensorboard(run_dir, resume.step if resume else 0))
+    from prunelab.trackers import tracker_loggers
+
+    loggers += tracker_loggers(cfg.logger, run_dir)  # logger=mlflow / wandb (rank 0 writes)
     return loggers
 
 
@@ -424,6 +427,10 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None,
                         logger=make_loggers(cfg, run_dir, resume) or False,
                         default_root_dir=str(run_dir), plugins=[AtomicCheckpointIO()])
 
+    if trainer.is_global_zero:
+        from prunelab.trackers import log_start
+
+        log_start(trainer.loggers, config, run_dir)
     ckpt = resume.path if resume else None
     if ckpt:
         log.info("resuming from %s", ckpt)
@@ -473,6 +480,9 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None,
         results.update(compact_and_measure(model, example, run_dir))
     if trainer.is_global_zero:
         write_json_atomic(results_path, results)
+        from prunelab.trackers import log_results
+
+        log_results(trainer.loggers, results)
     return results
 
 
