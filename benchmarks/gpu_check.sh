@@ -50,7 +50,7 @@ fi
 
 # --------------------------------------------------------------------------- 1. CUDA tests
 CUDA_TESTS=$(grep -l "cuda" tests/test_*.py | tr '\n' ' ')
-if timeout 120 "$PY" -m pytest -q -rs -p no:cacheprovider -k "cuda or gpu or fp16" $CUDA_TESTS >"$OUT/cuda_tests.txt" 2>&1; then
+if timeout 90 "$PY" -m pytest -q -rs -p no:cacheprovider -k "cuda or gpu or fp16" $CUDA_TESTS >"$OUT/cuda_tests.txt" 2>&1; then
   note "CUDA tests: $(tail -1 "$OUT/cuda_tests.txt")"
 else
   note "CUDA tests FAILED or timed out: $(tail -1 "$OUT/cuda_tests.txt") (see $OUT/cuda_tests.txt)"
@@ -60,14 +60,14 @@ cat "$OUT/cuda_tests.txt" >> "$LOG"
 # --------------------------------------------------------------------------- 2. one epoch
 epoch() {  # $1: accelerator; prints the training epoch's seconds (results.json) or nothing
   local dir=$TMP/epoch_$1
-  timeout 150 "$PY" -m prunelab pruning=none trainer.max_epochs=1 logger=none \
+  timeout 90 "$PY" -m prunelab pruning=none trainer.max_epochs=1 logger=none \
     trainer.enable_progress_bar=false ckpt_path=null trainer.limit_val_batches=0 \
     trainer.limit_test_batches=0 trainer.accelerator="$1" "data_dir=$DATA" \
     "hydra.run.dir=$dir" >>"$LOG" 2>&1 || return 0
   json "$dir/results.json" "round(r['epoch_seconds'][0], 2)"
 }
 # a short warm-up run first: CUDA context, cuDNN autotuning and the data cache stay out of it
-timeout 90 "$PY" -m prunelab pruning=none trainer.max_epochs=1 logger=none trainer.accelerator=gpu \
+timeout 60 "$PY" -m prunelab pruning=none trainer.max_epochs=1 logger=none trainer.accelerator=gpu \
   trainer.enable_progress_bar=false ckpt_path=null trainer.limit_train_batches=20 \
   trainer.limit_val_batches=0 trainer.limit_test_batches=0 "data_dir=$DATA" \
   "hydra.run.dir=$TMP/warmup" >>"$LOG" 2>&1
@@ -80,7 +80,7 @@ else
 fi
 
 # --------------------------------------------------------------------------- 3. pruning overhead
-if timeout 150 "$PY" benchmarks/pruning_overhead.py --short --data-dir "$DATA" >"$OUT/overhead.txt" 2>&1; then
+if timeout 120 "$PY" benchmarks/pruning_overhead.py --short --data-dir "$DATA" >"$OUT/overhead.txt" 2>&1; then
   note "pruning overhead on GPU (--short: 200 batches x 10 epochs): $(grep -m1 '^fit iterative / none' "$OUT/overhead.txt")"
 else
   note "pruning overhead FAILED or timed out (see $OUT/overhead.txt)"
@@ -90,7 +90,7 @@ cat "$OUT/overhead.txt" >> "$LOG"
 # --------------------------------------------------------------------------- 4. DDP masks
 if [ "$NGPU" -ge 2 ]; then
   DDP=$TMP/ddp; mkdir -p "$DDP"
-  if timeout 120 "$PY" tests/ddp_masks.py "$DDP" random_unstructured gpu "$NGPU" >>"$LOG" 2>&1; then
+  if timeout 90 "$PY" tests/ddp_masks.py "$DDP" random_unstructured gpu "$NGPU" >>"$LOG" 2>&1; then
     AGREE=$("$PY" - "$DDP" "$NGPU" <<'PYEOF'
 import sys, torch
 out, n = sys.argv[1], int(sys.argv[2])
