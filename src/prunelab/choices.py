@@ -87,6 +87,29 @@ def check_overrides(loader: Any, overrides: Sequence[str], config_name: str = CO
                 raise unknown_choice(group, value, options)
 
 
+def check_model_has_data(loader: Any, overrides: Sequence[str],
+                         config_name: str = CONFIG_NAME) -> None:
+    """``model=X`` without ``data=...`` needs X's own data set (``data/for_X.yaml``), else one
+    line asking for ``data=...`` (Hydra's own message is a multi-line search-path dump)."""
+    from hydra.core.object_type import ObjectType
+    from hydra.errors import HydraException
+
+    try:
+        parsed, repo = loader._parse_overrides_and_create_caching_repo(config_name, list(overrides))
+    except HydraException:
+        return
+    groups = {o.key_or_group: o for o in parsed if not o.is_delete()}
+    model = groups.get("model")
+    if model is None or "data" in groups or model.is_sweep_override():
+        return
+    name = model.get_value_element_as_str()
+    options = repo.get_group_options("data", ObjectType.CONFIG)
+    if f"for_{name}" not in options:
+        listed = ", ".join(o for o in options if not o.startswith("for_"))
+        raise ConfigError(f"model={name} has no data set of its own (data/for_{name}.yaml): "
+                          f"choose one with data=..., e.g. {listed}")
+
+
 def check_sweeper_params(loader: Any, overrides: Sequence[str], multirun: bool,
                          config_name: str = CONFIG_NAME) -> None:
     """The group values of a preset's ``hydra.sweeper.params`` (e.g. a method list) exist."""
@@ -141,4 +164,5 @@ def check_command_line(conf_dir: str, argv: Sequence[str]) -> None:
         if o.startswith("verbosity=") and "," not in o:
             check_verbosity(o.partition("=")[2])
     check_overrides(loader, args.overrides, name)
+    check_model_has_data(loader, args.overrides, name)
     check_sweeper_params(loader, args.overrides, bool(args.multirun), name)
