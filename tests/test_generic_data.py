@@ -203,8 +203,7 @@ def test_generic_data_through_a_pruned_run(make_cfg, tmp_path, pair):
                      "model.num_classes=3", "+model.net.num_classes=3"]
     else:
         write_fake_torchvision_mnist(tmp_path, "KMNIST", n_train=200, n_test=40)
-        overrides = ["model=torchvision", "model.arch=squeezenet1_1", "data=torchvision",
-                     "data.dataset=KMNIST", "model.net.in_channels=1"]
+        overrides = ["model=cnn", "data=torchvision", "data.dataset=KMNIST"]
     cfg = make_cfg(*overrides, f"data_dir={tmp_path}", "pruning=one_shot",
                    "pruning.start_epoch=0", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
                    "trainer.limit_val_batches=1", "trainer.limit_test_batches=1")
@@ -213,3 +212,18 @@ def test_generic_data_through_a_pruned_run(make_cfg, tmp_path, pair):
     r = run(cfg, tmp_path / "run")
     assert r["status"] == "ok" and r["data"] == cfg.data.name
     assert r["sparsity_global"] == pytest.approx(0.5, abs=1e-3)
+
+
+@pytest.mark.slow  # a ResNet-18 through training, structured pruning, compaction and export
+def test_torchvision_resnet_through_a_compacted_run(make_cfg, tmp_path):
+    write_fake_torchvision_mnist(tmp_path, "KMNIST", n_train=200, n_test=40)
+    cfg = make_cfg("model=torchvision", "model.arch=resnet18", "data=torchvision",
+                   "data.dataset=KMNIST", "model.net.in_channels=1", f"data_dir={tmp_path}",
+                   "pruning=one_shot", "pruning.start_epoch=0", "pruning/method=ln_structured",
+                   "pruning.compact=true", "trainer.max_epochs=1",
+                   "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+                   "trainer.limit_test_batches=1")
+    r = run(cfg, tmp_path / "run")
+    assert r["status"] == "ok" and r["model"] == "torchvision" and r["data"] == "KMNIST"
+    assert r["params_compact"] < r["params_total"]
+    assert (tmp_path / "run" / "compact_model.pt2").is_file()
