@@ -63,3 +63,16 @@ def test_grayscale_input_and_unknown_arch():
     with pytest.raises(ConfigError, match="'resnet19' is not a torchvision classification model; "
                                           "closest: resnet18"):
         torchvision_net("resnet19")
+
+
+def test_run_folders_of_torchvision_models_pass_the_target_allow_list(tmp_path):
+    from omegaconf import OmegaConf
+
+    from prunelab.errors import UnsafeInputError
+    from prunelab.loading import check_targets
+
+    ok = OmegaConf.create({"model": {"net": {"_target_": "prunelab.models.torchvision_net"}}})
+    check_targets(ok, tmp_path / "config.yaml")
+    other = OmegaConf.create({"model": {"net": {"_target_": "prunelab.data.common.atomic_torch_save"}}})
+    with pytest.raises(UnsafeInputError, match="not on the allow-list"):
+        check_targets(other, tmp_path / "config.yaml")
