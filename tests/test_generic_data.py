@@ -214,7 +214,7 @@ def test_generic_data_through_a_pruned_run(make_cfg, tmp_path, pair):
     assert r["sparsity_global"] == pytest.approx(0.5, abs=1e-3)
 
 
-@pytest.mark.slow  # a ResNet-18 through training, structured pruning, compaction and export
+@pytest.mark.slow  # 15 s idle: a ResNet-18 through training, pruning, compaction, latency
 def test_torchvision_resnet_through_a_compacted_run(make_cfg, tmp_path):
     write_fake_torchvision_mnist(tmp_path, "KMNIST", n_train=200, n_test=40)
     cfg = make_cfg("model=torchvision", "model.arch=resnet18", "data=torchvision",

@@ -25,7 +25,6 @@ def _randomise_batchnorm(net: nn.Module, seed: int = 0) -> None:
             m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
 
 
-@pytest.mark.slow  # ~15 s of CPU: Torch-Pruning traces ResNet-18
 def test_resnet_structured_pruning_and_compaction_keep_outputs():
     torch.manual_seed(0)
     net = torchvision_net("resnet18", num_classes=10)

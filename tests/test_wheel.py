@@ -64,7 +64,6 @@ def _fresh_venv(tmp: Path, wheel: Path) -> Path:
     return venv
 
 
-@pytest.mark.slow  # about 15 s of CPU (build, install, one epoch); run it in CI: pytest -m slow
 def test_wheel_runs_with_a_user_config_dir_outside_the_checkout(tmp_path):
     wheel = _build_wheel(tmp_path)
     venv = _fresh_venv(tmp_path, wheel)
