@@ -1,5 +1,8 @@
 """Run by tests/test_ddp.py: 2-process CPU DDP fit with pruning; each rank saves its masks.
 
+``python ddp_masks.py OUT METHOD [ACCELERATOR DEVICES]``: benchmarks/gpu_check.sh runs it on
+every GPU present (``gpu N``).
+
 Lightning's DDP launcher re-executes this script for rank 1, so it must be a plain script.
 """
 
@@ -15,13 +18,13 @@ from prunelab.pruning import PruningCallback  # noqa: E402
 from test_callback import TinyNet, loader  # noqa: E402
 
 
-def main(out: str, method: str) -> None:
+def main(out: str, method: str, accelerator: str = "cpu", devices: int = 2) -> None:
     torch.set_num_threads(1)
     L.seed_everything(0, verbose=False)
     model = TinyNet()
     cb = PruningCallback([(0, 0.3), (1, 0.6)], method=method, seed=0, grad_batches=2,
                          make_permanent=False)
-    trainer = L.Trainer(max_epochs=2, accelerator="cpu", devices=2, strategy="ddp",
+    trainer = L.Trainer(max_epochs=2, accelerator=accelerator, devices=devices, strategy="ddp",
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, callbacks=[cb])
     trainer.fit(model, loader(n=128, seed=trainer.global_rank))  # different data per rank
@@ -30,4 +33,4 @@ def main(out: str, method: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(*sys.argv[1:3], *sys.argv[3:4], *(int(n) for n in sys.argv[4:5]))

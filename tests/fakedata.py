@@ -122,3 +122,79 @@ def write_fake_imdb(
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     return archive
+
+
+# --------------------------------------------------------------------------- generic formats
+
+
+def write_fake_torchvision_mnist(root: str | Path, name: str = "FashionMNIST", n_train: int = 120,
+                                 n_test: int = 40, seed: int = 0) -> Path:
+    """``<root>/<name>/raw/*-idx?-ubyte`` (uncompressed IDX), as torchvision's MNIST-family
+    classes (``FashionMNIST``, ``KMNIST``, ``MNIST``) read them with ``download=False``."""
+    raw = Path(root) / name / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    train_x, train_y = fake_mnist_arrays(n_train, seed)
+    test_x, test_y = fake_mnist_arrays(n_test, seed + 1)
+    for key, array in {"train_images": train_x, "train_labels": train_y,
+                       "test_images": test_x, "test_labels": test_y}.items():
+        (raw / MNIST_FILES[key].removesuffix(".gz")).write_bytes(_idx_bytes(array))
+    return raw
+
+
+def write_image_folder(root: str | Path, classes: tuple[str, ...] = ("cat", "dog", "eel"),
+                       n_per_class: int = 12, size: tuple[int, int] = (8, 8), mode: str = "RGB",
+                       splits: tuple[str, ...] = ("train", "test"), seed: int = 0) -> Path:
+    """PNG files ``<root>/<split>/<class>/<i>.png`` (``splits=()``: ``<root>/<class>/``); class k
+    is a bright band at row k, so the classes are learnable."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    for split in splits or ("",):
+        for k, name in enumerate(classes):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n_per_class):
+                channels = 1 if mode == "L" else 3
+                pixels = rng.integers(0, 60, size=(size[0], size[1], channels), dtype=np.uint8)
+                pixels[k % size[0], :, :] = 255
+                Image.fromarray(pixels.squeeze(-1) if channels == 1 else pixels, mode).save(
+                    folder / f"{i}.png")
+    return root
+
+
+def fake_text_records(n: int, seed: int = 0, label_names: tuple[str, ...] = ("neg", "pos"),
+                      ) -> list[tuple[str, str]]:
+    """(text, label) pairs: label "pos" texts use positive words, "neg" negative ones."""
+    rng = np.random.default_rng(seed)
+    records = []
+    for i in range(n):
+        label = label_names[i % len(label_names)]
+        records.append((fake_review(label == label_names[-1], rng, int(rng.integers(4, 20))),
+                        label))
+    return records
+
+
+def write_text_csv(path: str | Path, records: list[tuple[str, object]], delimiter: str = ",",
+                   fields: tuple[str, str] = ("text", "label")) -> Path:
+    """A CSV (or TSV) file with a header row, written by the ``csv`` module (quoting included)."""
+    import csv
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f, delimiter=delimiter)
+        writer.writerow(fields)
+        writer.writerows(records)
+    return path
+
+
+def write_text_jsonl(path: str | Path, records: list[tuple[str, object]]) -> Path:
+    """One JSON object ``{"text": ..., "label": ...}`` per line."""
+    import json
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in records),
+                    encoding="utf-8")
+    return path

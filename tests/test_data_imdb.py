@@ -214,9 +214,7 @@ def test_second_run_uses_the_cache_without_tokenising(data_dir, monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("tokenised again despite the cache")
 
-    monkeypatch.setattr(imdb_module, "encode", boom)
-    monkeypatch.setattr(imdb_module, "build_vocab", boom)
-    monkeypatch.setattr(imdb_module, "basic_english_normalize", boom)
+    monkeypatch.setattr(imdb_module, "encode_parts", boom)
     second = make_dm(data_dir)
     assert second.cache_hit is True
     assert torch.equal(first.train_data[0], second.train_data[0])

@@ -35,11 +35,15 @@ def unknown_choice(group: str, value: str, options: Iterable[str]) -> ConfigErro
 
 
 def make_loader(conf_dir: str, config_dir: str | None = None) -> Any:
-    """Hydra's config loader over prunelab's search path, as ``hydra.main`` builds it."""
+    """Hydra's config loader over prunelab's search path, as ``hydra.main`` builds it.
+
+    ``conf_dir`` is a folder or a search-path entry (``pkg://prunelab.conf`` in a wheel).
+    """
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from hydra._internal.utils import create_config_search_path
 
-    search_path = create_config_search_path(f"file://{conf_dir}")
+    source = conf_dir if "://" in conf_dir else f"file://{conf_dir}"
+    search_path = create_config_search_path(source)
     if config_dir is not None:
         search_path.prepend(provider="command-line",
                             path=f"file://{os.path.abspath(config_dir)}")
@@ -81,6 +85,29 @@ def check_overrides(loader: Any, overrides: Sequence[str], config_name: str = CO
         for value in _values(o, options):
             if value not in options and value != "null":
                 raise unknown_choice(group, value, options)
+
+
+def check_model_has_data(loader: Any, overrides: Sequence[str],
+                         config_name: str = CONFIG_NAME) -> None:
+    """``model=X`` without ``data=...`` needs X's own data set (``data/for_X.yaml``), else one
+    line asking for ``data=...`` (Hydra's own message is a multi-line search-path dump)."""
+    from hydra.core.object_type import ObjectType
+    from hydra.errors import HydraException
+
+    try:
+        parsed, repo = loader._parse_overrides_and_create_caching_repo(config_name, list(overrides))
+    except HydraException:
+        return
+    groups = {o.key_or_group: o for o in parsed if not o.is_delete()}
+    model = groups.get("model")
+    if model is None or "data" in groups or model.is_sweep_override():
+        return
+    name = model.get_value_element_as_str()
+    options = repo.get_group_options("data", ObjectType.CONFIG)
+    if f"for_{name}" not in options:
+        listed = ", ".join(o for o in options if not o.startswith("for_"))
+        raise ConfigError(f"model={name} has no data set of its own (data/for_{name}.yaml): "
+                          f"choose one with data=..., e.g. {listed}")
 
 
 def check_sweeper_params(loader: Any, overrides: Sequence[str], multirun: bool,
@@ -161,4 +188,5 @@ def check_command_line(conf_dir: str, argv: Sequence[str]) -> None:
         if o.startswith("verbosity=") and "," not in o:
             check_verbosity(o.partition("=")[2])
     check_overrides(loader, args.overrides, name)
+    check_model_has_data(loader, args.overrides, name)
     check_sweeper_params(loader, args.overrides, bool(args.multirun), name)

@@ -82,6 +82,8 @@ class LoggerConf:
     description: str = ""  # one line for --help
     csv: bool = True
     tensorboard: bool = True
+    mlflow: Any = None  # {tracking_uri, experiment} (prunelab.trackers), null: none
+    wandb: Any = None  # {project, offline}, null: none
 
 
 # ----------------------------------------------------------------------------- signatures

@@ -28,6 +28,8 @@ ALLOW_ENV = "PRUNELAB_ALLOW_TARGETS"
 # optimizers and LR schedulers. Only classes defined there: a function under these (one that
 # writes files, say) or a class imported into them (pathlib.Path) is not a constructor a run needs.
 _BUILTIN_PREFIXES = ("prunelab.models.", "prunelab.data.", "torch.optim.")
+# the functions a built-in config names as a _target_ (model=torchvision's network)
+_BUILTIN_FACTORIES = ("prunelab.models.torchvision_net", "prunelab.models.vision.torchvision_net")
 
 
 def load_checkpoint(path: Path) -> Any:
@@ -80,12 +82,14 @@ def _targets(node: Any, key: str = "") -> Iterator[tuple[str, str]]:
 def _is_builtin_class(target: str) -> bool:
     if not target.startswith(_BUILTIN_PREFIXES):
         return False
-    from hydra.utils import get_class
+    from hydra.utils import get_object
 
     try:
-        cls = get_class(target)  # imports only modules under the prefixes above
+        cls = get_object(target)  # imports only modules under the prefixes above
     except Exception:
         return False
+    if not isinstance(cls, type) and target not in _BUILTIN_FACTORIES:
+        return False  # no arbitrary function of those modules (a file writer, ...)
     # defined there, not a class another library's module imported into one of them
     return str(getattr(cls, "__module__", "")).startswith(("prunelab.models", "prunelab.data", "torch.optim"))
 
@@ -116,9 +120,9 @@ def run_datamodule(cfg: DictConfig, data_dir: str | None = None) -> Any:
 
     if data_dir:
         cfg.data_dir = data_dir
-    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
-    for meta in ("name", "description"):
-        data_cfg.pop(meta, None)
+    from prunelab.compat import arguments
+
+    data_cfg = arguments(OmegaConf.to_container(cfg.data, resolve=True))
     if "_target_" not in data_cfg:
         raise ConfigError(f"the run's config has no data._target_ (data: {cfg.data.get('name')!r}): "
                           "not a data module prunelab can build")

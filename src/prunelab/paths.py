@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from prunelab import confsource
+
 RESULTS = "results.json"  # a finished run's numbers, written atomically at the end
 FAILED = "failed.json"  # instead of results.json when the run failed or diverged
 SEARCH = "search.json"  # a bisection search's answers, in its sweep folder
@@ -17,8 +19,8 @@ COMPACT_MODEL = "compact_model.pt2"  # torch.export program of the compacted net
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
 HYDRA_DIR = ".hydra"  # Hydra's composed config and overrides
-#: prunelab's own Hydra config tree (``conf/`` beside ``src/``)
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+# the checkout's conf/ folder, or pkg://prunelab.conf in an installed wheel (prunelab.confsource)
+CONF_DIR = confsource.config_path()
 
 # Dotted config keys whose value never changes a run's numbers: they stay out of run-folder
 # names, resume checks, report series labels and search probe names, and may differ between

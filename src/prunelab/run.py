@@ -28,6 +28,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
 import prunelab
+from prunelab.compat import arguments, check_configs, check_data, without_declarations
 from prunelab.config import callback_kwargs, plan_kwargs
 from prunelab.errors import CheckpointError, ConfigError, DivergedError, RunInProgressError
 from prunelab.lightning_ext import NoProfiler
@@ -99,6 +100,9 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None,
     results = collect(cfg, job, val_acc, test_metrics, overrides).to_json()
     if job.trainer.is_global_zero:
         write_json_atomic(run_dir / RESULTS, results)
+        from prunelab.trackers import log_results
+
+        log_results(job.trainer.loggers, results)
     return results
 
 
@@ -131,6 +135,7 @@ def build(cfg: DictConfig, run_dir: Path, config: dict[str, Any], resume: Resume
     datamodule = instantiate_data(cfg)
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
         datamodule.prepare_data()
+        check_data(cfg.model, cfg.data.name, datamodule)  # classes and shapes found in the files
     state = RunState(config)
     # checkpoints/last.ckpt, rewritten (atomically) at the end of every epoch, after pruning
     own = [state, LastCheckpoint(last_checkpoint(run_dir)), *([pruner] if pruner else [])]
@@ -141,6 +146,10 @@ def build(cfg: DictConfig, run_dir: Path, config: dict[str, Any], resume: Resume
     trainer = L.Trainer(**trainer_args, callbacks=[*own, *(callbacks or [])],
                         logger=make_loggers(cfg, run_dir, resume) or False,
                         default_root_dir=str(run_dir), plugins=[AtomicCheckpointIO()])
+    if trainer.is_global_zero:
+        from prunelab.trackers import log_start
+
+        log_start(trainer.loggers, config, run_dir)
     return Job(pruner, model, datamodule, trainer, state, run_dir, bool(cfg.pruning.compact))
 
 
@@ -257,14 +266,7 @@ def check_config(cfg: DictConfig) -> None:
     Everything a function takes (the schedule, the method, the targets...) is checked by that
     function when :func:`build` calls it, not here.
     """
-    model, data = cfg.model.get("name", "?"), cfg.data.get("name", "?")
-    compatible = list(cfg.model.get("datasets") or [])
-    if compatible and data not in compatible:
-        pairs = "cnn+mnist, text+imdb"
-        raise ConfigError(
-            f"model={model} cannot train on data={data}: valid pairs are {pairs} "
-            f"(model={model} takes data={'/'.join(compatible)})"
-        )
+    check_configs(cfg.model, cfg.data)  # the pair's declarations (input kind, classes, shape)
     check_ranges(cfg)
 
 
@@ -360,23 +362,19 @@ def trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
 
 
 def instantiate_model(cfg: DictConfig) -> L.LightningModule:
-    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    for meta in ("name", "datasets", "description"):
-        model_cfg.pop(meta, None)
-    return instantiate(model_cfg)
+    """The model section's ``_target_`` with its arguments (declarations left out)."""
+    return instantiate(arguments(OmegaConf.to_container(cfg.model, resolve=True)))
 
 
 def instantiate_data(cfg: DictConfig) -> L.LightningDataModule:
-    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
-    data_cfg.pop("name", None)
-    data_cfg.pop("description", None)
-    return instantiate(data_cfg)
+    """The data section's ``_target_`` with its arguments (declarations left out)."""
+    return instantiate(arguments(OmegaConf.to_container(cfg.data, resolve=True)))
 
 
 def result_config(cfg: DictConfig) -> dict[str, Any]:
     """The part of the config that determines a run's numbers (compared on resume)."""
-    return _normalized(_without_descriptions(
-        without_no_effect_keys(OmegaConf.to_container(cfg, resolve=True))))
+    return _normalized(without_declarations(_without_descriptions(
+        without_no_effect_keys(OmegaConf.to_container(cfg, resolve=True)))))
 
 
 def _without_descriptions(node: Any) -> Any:
@@ -510,7 +508,7 @@ def resolve_ckpt(ckpt_path: str | None, run_dir: Path, config: dict[str, Any]) -
     if state is None:
         raise CheckpointError(f"checkpoint {path} was not written by prunelab (no run state)")
     # the model's and data's names first: they say the most about a mismatch
-    diff = sorted(_diff(_normalized(state["config"]), config, defaults=_schema_defaults()),
+    diff = sorted(_diff(_normalized(without_declarations(state["config"])), config, defaults=_schema_defaults()),
                   key=lambda d: (not d.split("=")[0].endswith(".name"), d))
     if diff:
         raise CheckpointError(
@@ -584,6 +582,12 @@ def make_loggers(cfg: DictConfig, run_dir: Path, resume: Resume | None = None) -
                                          resume_epoch=resume.epoch if resume else 0))
     if cfg.logger.tensorboard:
         loggers.append(resuming_tensorboard(run_dir, resume.step if resume else 0))
+    from prunelab.trackers import tracker_loggers
+
+    loggers += tracker_loggers(cfg.logger, run_dir)  # logger=mlflow / wandb (rank 0 writes)
+    from prunelab.trackers import tracker_loggers
+
+    loggers += tracker_loggers(cfg.logger, run_dir)  # logger=mlflow / wandb (rank 0 writes)
     return loggers
 
 

@@ -172,15 +172,14 @@ class Runner:
         self.verbosity = "normal"
 
     def compose(self, overrides: Sequence[str]):
-        from hydra import compose, initialize_config_dir
+        from hydra import compose
         from hydra.errors import HydraException
         from omegaconf.errors import OmegaConfBaseException
 
-        from prunelab.paths import CONF_DIR
+        from prunelab import confsource
 
         try:
-            with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3",
-                                       job_name="search"):
+            with confsource.initialize(job_name="search"):
                 return compose("config", overrides=list(overrides))
         except (HydraException, OmegaConfBaseException) as err:
             raise SearchError(f"bad overrides: {str(err).splitlines()[0]}") from None

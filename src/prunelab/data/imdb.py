@@ -6,21 +6,16 @@ of the official archive into the cache dir (md5-checked; only a file we download
 Whatever the source, what was read must be complete (:func:`check_complete`; an archive's gzip
 CRC is checked too) before anything is cached, so a damaged copy stops the run with one line.
 
-Tokenisation is torchtext's ``basic_english``. The vocabulary is the ``vocab_size`` most frequent
-tokens of all 25,000 *train* reviews (validation reviews included: the standard recipe; it uses
-no labels), ties broken alphabetically, after ``<pad>``=0 and ``<unk>``=1. The result is a
-``tokenizers`` WordLevel tokenizer, saved as JSON next to the cached ids so that new text can
-be encoded identically later. The bulk encoding of the 50,000 reviews runs the same rules
-through ``str.lower``/``str.replace``/``str.split`` and a dict lookup: every rule but the last
-is a literal replacement, and on 2 cores this takes about 4 s where ``encode_batch`` took 13-19 s
-(measured); a test asserts both give the same ids.
+Tokenisation (:mod:`prunelab.data.tokens`, shared with the CSV/JSONL text data sets) is
+torchtext's ``basic_english``; the vocabulary is built from all 25,000 *train* reviews
+(validation reviews included: the standard recipe; it uses no labels). Encoding the 50,000
+reviews takes about 4 s on 2 cores.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
-import itertools
 import os
 import re
 import tarfile
@@ -28,7 +23,6 @@ import time
 import urllib.error
 import urllib.request
 import zlib
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
@@ -36,10 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
-from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers
-from tokenizers.models import WordLevel
+from tokenizers import Tokenizer
 from torch import Tensor
 
 from prunelab.data.common import (
@@ -50,6 +42,21 @@ from prunelab.data.common import (
     load_cache,
     resolve_cache_dir,
     trim_padding,
+)
+from prunelab.data.tokens import (  # noqa: F401  (re-exported: imdb's tokenizer API)
+    BASIC_ENGLISH_RULES,
+    PAD,
+    PAD_ID,
+    TOKENIZER_VERSION,
+    UNK,
+    UNK_ID,
+    basic_english_normalize,
+    basic_english_tokenize,
+    build_tokenizer,
+    build_vocab,
+    encode,
+    encode_parts,
+    pad_flat,
 )
 from prunelab.errors import ConfigError, DataMissingError
 from prunelab.logs import get_logger
@@ -62,10 +69,6 @@ ARCHIVE_MD5 = "7c2ac02c03563afcf9b574c7e56c153a"
 FOLDER_NAME = "aclImdb"
 PARTS = ("train", "test")
 SENTIMENTS = ("pos", "neg")
-PAD, UNK = "<pad>", "<unk>"
-PAD_ID, UNK_ID = 0, 1
-# Bump when the tokenisation rules or the cache layout change: old caches are then ignored.
-TOKENIZER_VERSION = "basic_english-1"
 # 2: only a read that passed the completeness and gzip CRC checks is cached (a cache written by
 # version 1 may hold a silently truncated read of a damaged archive)
 CACHE_VERSION = 2
@@ -73,89 +76,10 @@ CACHE_VERSION = 2
 # so that the first batches (``limit_test_batches``, ``trainer=fast``) hold both classes.
 EVAL_ORDER_SEED = 0
 
-# torchtext's basic_english, in its order, after lower-casing. All patterns are literal strings
-# (torchtext writes them as escaped regexes); its final ``\s+`` -> " " only affects spacing,
-# which whitespace splitting makes irrelevant.
-BASIC_ENGLISH_RULES: tuple[tuple[str, str], ...] = (
-    ("'", " '  "),
-    ('"', ""),
-    (".", " . "),
-    ("<br />", " "),
-    (",", " , "),
-    ("(", " ( "),
-    (")", " ) "),
-    ("!", " ! "),
-    ("?", " ? "),
-    (";", " "),
-    (":", " "),
-)
 
 _MEMBER_RE = re.compile(r"(?:^|/)aclImdb/(train|test)/(pos|neg)/(\d+)_(\d+)\.txt$")
 _URLS_RE = re.compile(r"(?:^|/)aclImdb/(train|test)/urls_(pos|neg)\.txt$")
 _FILE_RE = re.compile(r"(\d+)_(\d+)\.txt$")
-
-
-# --------------------------------------------------------------------------- tokenisation
-
-
-def basic_english_normalize(text: str) -> str:
-    """Lower-case and space out punctuation exactly like torchtext's ``basic_english``."""
-    text = text.lower()
-    for pattern, replacement in BASIC_ENGLISH_RULES:
-        text = text.replace(pattern, replacement)
-    return text
-
-
-def basic_english_tokenize(text: str) -> list[str]:
-    """torchtext's ``get_tokenizer("basic_english")(text)``."""
-    return basic_english_normalize(text).split()
-
-
-def build_vocab(normalized_texts: Iterable[str], vocab_size: int) -> dict[str, int]:
-    """``<pad>``=0, ``<unk>``=1, then the ``vocab_size`` most frequent tokens (ties: A-Z).
-
-    The same order as torchtext's ``build_vocab_from_iterator`` and tokenizers'
-    ``WordLevelTrainer``; made explicit here so it cannot drift between versions.
-    """
-    counts = Counter(itertools.chain.from_iterable(t.split() for t in normalized_texts))
-    for special in (PAD, UNK):
-        counts.pop(special, None)
-    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:vocab_size]
-    vocab = {PAD: PAD_ID, UNK: UNK_ID}
-    vocab.update((token, i) for i, (token, _) in enumerate(ranked, start=2))
-    return vocab
-
-
-def build_tokenizer(vocab: dict[str, int]) -> Tokenizer:
-    """A ``tokenizers`` WordLevel tokenizer applying the basic_english rules with ``vocab``."""
-    tokenizer = Tokenizer(WordLevel(vocab, unk_token=UNK))
-    tokenizer.normalizer = normalizers.Sequence(
-        [normalizers.Lowercase()]
-        + [normalizers.Replace(pattern, repl) for pattern, repl in BASIC_ENGLISH_RULES]
-        + [normalizers.Replace(Regex(r"\s+"), " ")]
-    )
-    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return tokenizer
-
-
-def encode(
-    normalized_texts: Iterable[str], vocab: dict[str, int], max_len: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Token ids of each text, truncated to ``max_len``, as (flat int32 ids, int32 lengths)."""
-    get = vocab.get
-    rows = [[get(w, UNK_ID) for w in text.split()[:max_len]] for text in normalized_texts]
-    lengths = np.fromiter(map(len, rows), dtype=np.int32, count=len(rows))
-    flat = np.fromiter(
-        itertools.chain.from_iterable(rows), dtype=np.int32, count=int(lengths.sum())
-    )
-    return flat, lengths
-
-
-def pad_flat(flat: Tensor, lengths: Tensor, max_len: int) -> Tensor:
-    """Flat ids + lengths -> right-padded int32 [N, max_len] (one masked assignment)."""
-    out = torch.full((len(lengths), max_len), PAD_ID, dtype=torch.int32)
-    out[torch.arange(max_len) < lengths.unsqueeze(1)] = flat
-    return out
 
 
 # --------------------------------------------------------------------------- reading
@@ -372,8 +296,11 @@ class IMDBDataModule(L.LightningDataModule):
         seed: int = 0,
         cache_dir: str | None = None,
         download: bool = True,
+        num_classes: int = 2,
     ) -> None:
         super().__init__()
+        if int(num_classes) != 2:
+            raise ConfigError(f"data.num_classes={num_classes}: IMDB has 2 classes (pos, neg)")
         for name, value in (
             ("batch_size", batch_size),
             ("eval_batch_size", eval_batch_size),
@@ -458,18 +385,9 @@ class IMDBDataModule(L.LightningDataModule):
         parts = source.read()
         log.info("  read %s reviews; building the vocabulary and encoding ...",
                  " + ".join(f"{len(p.texts):,} {name}" for name, p in parts.items()))
-        normalized = {
-            name: [basic_english_normalize(t) for t in p.texts] for name, p in parts.items()
-        }
-        vocab = build_vocab(normalized["train"], self.vocab_size)
-        tmp = tokenizer_path.with_name(f"{tokenizer_path.name}.{os.getpid()}.tmp")
-        build_tokenizer(vocab).save(str(tmp))
-        os.replace(tmp, tokenizer_path)
-        data: dict[str, Any] = {"vocab_len": torch.tensor(len(vocab))}
+        data: dict[str, Any] = encode_parts({name: p.texts for name, p in parts.items()},
+                                            self.vocab_size, self.max_len, tokenizer_path)
         for name, part in parts.items():
-            flat, lengths = encode(normalized[name], vocab, self.max_len)
-            data[f"{name}_ids"] = torch.from_numpy(flat)
-            data[f"{name}_lengths"] = torch.from_numpy(lengths)
             data[f"{name}_labels"] = torch.tensor(part.labels, dtype=torch.float32)
         return data
 

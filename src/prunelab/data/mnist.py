@@ -138,8 +138,11 @@ class MNISTDataModule(L.LightningDataModule):
         download: bool = True,
         normalize_mean: float = 0.1307,
         normalize_std: float = 0.3081,
+        num_classes: int = NUM_CLASSES,
     ) -> None:
         super().__init__()
+        if int(num_classes) != NUM_CLASSES:
+            raise ConfigError(f"data.num_classes={num_classes}: MNIST has {NUM_CLASSES} classes")
         for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if int(value) < 1:
                 raise ConfigError(f"data.{name} must be >= 1, got {value}")

@@ -6,8 +6,10 @@ from torch import nn
 
 from prunelab.models.cnn import LeNet
 from prunelab.models.text import TextClassifier
+from prunelab.models.vision import torchvision_net
 
-__all__ = ["NETWORK_ATTR", "ClassifierSystem", "LeNet", "TextClassifier", "network_of"]
+__all__ = ["NETWORK_ATTR", "ClassifierSystem", "LeNet", "TextClassifier", "network_of",
+           "torchvision_net"]
 
 #: The attribute under which a LightningModule holds the plain network it trains. Stated here
 #: only: ``final_model.pt`` holds that network's state dict, a Lightning checkpoint holds it

@@ -64,6 +64,13 @@ class EpochSums(FastAttributes, nn.Module):
 class ClassifierSystem(FastAttributes, L.LightningModule):
     """Trains ``net`` on (inputs, labels) batches; ``task`` is "multiclass" or "binary".
 
+    ``net`` is any ``nn.Module`` from inputs (images, token ids, ...) to logits: [B, num_classes]
+    for "multiclass" (cross-entropy), [B] or [B, 1] for "binary" (BCE with logits). ``loss``
+    replaces that default with any callable ``loss(logits, labels)`` (e.g. a
+    ``CrossEntropyLoss(label_smoothing=0.1)``); accuracy follows the task either way. The first
+    batch checks that ``net`` takes the data's inputs and gives logits of that shape, so a wrong
+    model or data set is one line naming both shapes, not an error from inside torch.
+
     ``optimizer`` and ``scheduler`` are partials (Hydra ``_partial_: true``). A scheduler that
     takes ``total_steps`` (one-cycle) gets ``trainer.estimated_stepping_batches`` when the config
     leaves it out, so the schedule follows ``max_epochs`` and the train-batch limits.
@@ -82,11 +89,12 @@ class ClassifierSystem(FastAttributes, L.LightningModule):
         num_classes: int = 10,
         channels_last: bool = False,
         check_every: int = 50,
+        loss: Callable[[Tensor, Tensor], Tensor] | None = None,
     ) -> None:
         super().__init__()
         if task not in ("multiclass", "binary"):
             raise ValueError(f"task={task!r} is not one of 'multiclass', 'binary'")
-        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "loss"])
         self.net = net
         if channels_last:
             # NHWC convolutions are markedly faster on CPU (oneDNN) for small CNNs
@@ -95,6 +103,8 @@ class ClassifierSystem(FastAttributes, L.LightningModule):
             raise ConfigError(f"model.check_every={check_every} must be >= 1 (batches between "
                               "checks of the training loss)")
         self.check_every = int(check_every)
+        self.loss_fn = loss
+        self._checked = False  # the first batch's shapes (see _first_logits)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.train_sums = EpochSums(task == "binary")
@@ -108,12 +118,41 @@ class ClassifierSystem(FastAttributes, L.LightningModule):
         x, y = batch
         if self.hparams.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        logits = self.net(x)
-        if self.hparams.task == "binary":
+        logits = self.net(x) if self._checked else self._first_logits(x)
+        binary = self.hparams.task == "binary"
+        if binary and logits.dim() == 2:
+            logits = logits.squeeze(-1)
+        if self.loss_fn is not None:
+            loss = self.loss_fn(logits, y.float() if binary else y)
+        elif binary:
             loss = F.binary_cross_entropy_with_logits(logits, y.float())
         else:
             loss = F.cross_entropy(logits, y)
         return loss, logits, y
+
+    def _first_logits(self, x: Tensor) -> Tensor:
+        """``net(x)`` for the first batch, with its input and output shapes checked."""
+        kind = "token ids" if not x.is_floating_point() else "inputs"
+        shape = list(x.shape)
+        try:
+            logits = self.net(x)
+        except (RuntimeError, IndexError, TypeError, ValueError) as err:
+            first = str(err).strip().splitlines()[0][:200] if str(err).strip() else repr(err)
+            raise ConfigError(f"model.net ({type(self.net).__name__}) cannot take the data's "
+                              f"batches of {kind} {shape}: {first}; choose a model and data set "
+                              "that fit (model.input_shape, data.image_size)") from None
+        n, task = int(self.hparams.num_classes), self.hparams.task
+        want = [shape[0], n] if task == "multiclass" else [shape[0]]
+        got = list(logits.shape)
+        if task == "binary" and got == [shape[0], 1]:
+            got = [shape[0]]
+        if got != want:
+            raise ConfigError(
+                f"model.net ({type(self.net).__name__}) gives logits of shape {list(logits.shape)}"
+                f" for {shape[0]} samples; task={task} with model.num_classes={n} needs {want} "
+                f"(binary: one logit per sample)")
+        self._checked = True
+        return logits
 
     def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
         # Epoch means accumulate in EpochSums and are logged once per epoch (see _log_epoch): a

@@ -1,0 +1,1 @@
+"""prunelab's configs; installed as the package ``prunelab.conf`` (Hydra's ``pkg://`` source)."""
