@@ -9,7 +9,7 @@ from torch.nn.utils import prune
 
 from prunelab.errors import ConfigError
 from prunelab.models import torchvision_net
-from prunelab.pruning.compact import compact
+from prunelab.pruning.compaction import compact
 from prunelab.pruning.criteria import mask as criterion_mask
 
 
