@@ -145,7 +145,7 @@ def test_curves_survive_repeated_kills(data, tmp_path):
 
 
 def test_killed_sweep_resumes_without_rerunning_finished_jobs(data, tmp_path):
-    grid = [*common(data), "pruning=one_shot", "pruning.start_epoch=1", "trainer.max_epochs=3",
+    grid = [*common(data), "pruning=one_shot", "pruning.start_epoch=1", "trainer.max_epochs=4",
             "pruning.amount=0.3,0.5,0.7"]
     straight = tmp_path / "straight"
     run_to_end(["-m", *grid, f"hydra.sweep.dir={straight}"], tmp_path)
