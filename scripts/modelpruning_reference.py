@@ -1,7 +1,8 @@
 """Lightning's own ``ModelPruning`` on prunelab's MNIST study budget: the reference baseline for prunelab's own callback.
 
     .venv/bin/python scripts/modelpruning_reference.py [--seeds 0,1,2] [--final 0.98]
-        [--initial 0.6] [--schedule agp|iterative] [--all-layers] [--out FILE]
+        [--initial 0.6] [--schedule agp|iterative] [--all-layers] [--rewind]
+        [--threads N] [--out FILE]
 
 The same model, data, optimiser, one-cycle LR and 8-epoch budget as
 ``python -m prunelab experiment=study_mnist`` (composed from ``conf/`` with ``pruning=none``),
@@ -10,6 +11,11 @@ instead of prunelab's callback, raising sparsity over the ends of epochs 2-6 alo
 prunelab's own plan (``build_plan``: AGP cubic or linear from ``--initial`` to ``--final``).
 ``ModelPruning`` prunes a fraction of the *remaining* weights per call, so each call gets the
 increment ``1 - (1 - t_k) / (1 - t_{k-1})`` that reaches the cumulative target ``t_k``.
+
+``ModelPruning`` defaults to ``use_lottery_ticket_hypothesis=True``: after each pruning call it
+resets the surviving weights to their values at the start of training. prunelab's callback keeps
+training from the current weights, so the comparison on equal terms runs without rewinding (the
+default here); ``--rewind`` turns ``ModelPruning``'s rewinding back on.
 
 By default the pruned weights are prunelab's default targets (conv1, conv2, fc1; the
 classifier stays dense), so sparsity means the same thing on both sides; ``--all-layers`` uses
@@ -75,7 +81,8 @@ def one_seed(seed: int, args: argparse.Namespace) -> dict:
     names = ["conv1", "conv2", "fc1"]
     params = None if args.all_layers else [(model.net.get_submodule(n), "weight") for n in names]
     pruning = ModelPruning("l1_unstructured", amount=amount, use_global_unstructured=True,
-                           parameters_to_prune=params, verbose=0)
+                           parameters_to_prune=params,
+                           use_lottery_ticket_hypothesis=args.rewind, verbose=0)
     trainer = L.Trainer(max_epochs=int(cfg.trainer.max_epochs), callbacks=[pruning],
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, num_sanity_val_steps=0)
@@ -85,7 +92,8 @@ def one_seed(seed: int, args: argparse.Namespace) -> dict:
     test = trainer.test(model, datamodule=datamodule, verbose=False)[0]
     return {"seed": seed, "test_acc": float(test["test_acc"]),
             "sparsity_targets": sparsity(model.net, names), "targets": targets,
-            "fit_seconds": fit_seconds}
+            "fit_seconds": fit_seconds, "use_lottery_ticket_hypothesis": args.rewind,
+            "threads": torch.get_num_threads()}
 
 
 def main() -> None:
@@ -96,10 +104,19 @@ def main() -> None:
     parser.add_argument("--schedule", choices=("agp", "iterative"), default="agp")
     parser.add_argument("--all-layers", action="store_true",
                         help="ModelPruning's default targets (the classifier too)")
+    parser.add_argument("--rewind", action="store_true",
+                        help="ModelPruning's default use_lottery_ticket_hypothesis=True: reset the "
+                             "surviving weights to their initial values after each pruning step")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads (default: torch's own, all cores)")
     parser.add_argument("--data-dir", default=os.environ.get("PRUNELAB_DATA"))
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error(f"--threads {args.threads}: must be >= 1")
+        torch.set_num_threads(args.threads)
     rows = []
     for seed in (int(s) for s in args.seeds.split(",")):
         row = one_seed(seed, args)
@@ -108,7 +125,8 @@ def main() -> None:
               f"{row['sparsity_targets']:.4f}  fit {row['fit_seconds']:.0f} s", flush=True)
     accs = [r["test_acc"] for r in rows]
     std = statistics.stdev(accs) if len(accs) > 1 else 0.0
-    print(f"ModelPruning {args.schedule} {args.initial} -> {args.final}: mean test_acc "
+    rewind = "rewinding" if args.rewind else "no rewinding"
+    print(f"ModelPruning {args.schedule} {args.initial} -> {args.final} ({rewind}): mean test_acc "
           f"{statistics.mean(accs):.4f} ± {std:.4f} over {len(accs)} seed(s)")
     if args.out:
         args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
