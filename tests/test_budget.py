@@ -151,3 +151,16 @@ def test_one_command_gives_the_best_network_under_a_macs_budget(make_cfg, tmp_pa
     r = json.loads((tmp_path / "run" / "results.json").read_text())
     reached = r["pruning_history"][-1]["cost"]
     assert r["macs_compact"] == reached["reached"] <= 160000 < reached["dense"] == r["macs_dense"]
+
+
+def test_the_budget_config_keys_are_the_budget_metrics(make_cfg) -> None:
+    """The schema's pruning.budget keys are the metrics the budget code knows, and a preset's
+    budget survives composition (config.yaml's own values come after the experiment's)."""
+    from prunelab.config import MAPPING_KEYS
+    from prunelab.pruning.budget import METRICS
+
+    assert tuple(MAPPING_KEYS["budget"]) == tuple(METRICS)
+    assert dict(make_cfg("experiment=lenet5_structured_160k").pruning.budget) == {
+        "macs": 160000, "params": None}
+    assert dict(make_cfg("pruning=one_shot", "pruning.budget.params=5000").pruning.budget) == {
+        "macs": None, "params": 5000}

@@ -56,6 +56,8 @@ METHOD_KEYS: tuple[str, ...] = ("scope", "n", "dim", "grad_batches", "iterations
 CALLBACK_FROM_OTHER_KEYS: tuple[str, ...] = ("plan", "method", "targets", "seed",
                                             "dynamic", "dynamic_amount")
 PYTHON_ONLY: tuple[str, ...] = ("custom", "verbose")
+# Mapping arguments whose keys are config keys (a test keeps them equal to budget.METRICS)
+MAPPING_KEYS: dict[str, tuple[str, ...]] = {"budget": ("macs", "params")}
 PLAN_KIND = "kind"  # build_plan's schedule name: pruning.schedule
 # keys of the ``pruning`` section that the pipeline itself reads (no function's argument)
 _PIPELINE_FIELDS: list[tuple[str, Any, Any]] = [
@@ -200,6 +202,8 @@ def _union(members: Iterable[Any]) -> Any:
 
 def _field(p: Param) -> tuple[str, Any, Any]:
     default = list(p.default) if isinstance(p.default, tuple) else p.default
+    if default is None and p.name in MAPPING_KEYS:  # off by default, yet `pruning.budget.macs=N`
+        default = dict.fromkeys(MAPPING_KEYS[p.name])  # sets a key that exists (all null: off)
     if isinstance(default, list | dict):
         return p.name, config_type(p.annotation), field(default_factory=lambda d=default: type(d)(d))
     return p.name, config_type(p.annotation), field(default=default)

@@ -27,6 +27,9 @@ from torch import Tensor, nn
 
 from prunelab.errors import ConfigError
 from prunelab.export import codecs
+from prunelab.logs import get_logger
+
+log = get_logger(__name__)
 
 # Adam's step size for the shared values; on the 99 %-sparse LeNet 1e-3 recovered more of the
 # 2-3 bit loss in one epoch than 1e-4 (docs/results/export)
@@ -175,10 +178,10 @@ def for_encoding(net: nn.Module, cfg: Any, encoding: str, epochs: int, lr: float
     if not epochs:
         return net, None, folder
     if bits is None:
-        print(f"[prunelab.export] {encoding}: codebook fine-tuning applies to the kmeans "
-              "encodings only; exported as trained")
+        log.warning("%s: codebook fine-tuning applies to the kmeans encodings only; exported "
+                    "as trained", encoding)
         return net, None, folder
     tuned, info = finetune_run_model(net, cfg, bits, epochs, lr, data_dir)
-    print(f"[prunelab.export] {encoding}: codebook fine-tuned {epochs} epoch(s), train loss "
-          + " -> ".join(f"{x:.4f}" for x in info["train_loss"]) + f" ({info['seconds']} s)")
+    log.info("%s: codebook fine-tuned %d epoch(s), train loss %s (%s s)", encoding, epochs,
+             " -> ".join(f"{x:.4f}" for x in info["train_loss"]), info["seconds"])
     return tuned, info, folder.with_name(f"{encoding}-ft{epochs}")

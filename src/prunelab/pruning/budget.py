@@ -228,12 +228,17 @@ def step_limit(dense: int, budget: int, progress: float) -> int:
 
 
 def normalized_scores(method: str, scores: Tensor, weight: Tensor, n: float) -> Tensor:
-    """Slice scores comparable across layers: an Ln norm over its fan-in, ``‖w‖ₙ / fan_in^(1/n)``
-    (the slice's root-mean-n-th-power weight); other criteria's scores as they are."""
-    if method == "ln_structured" and math.isfinite(n) and n > 0:
-        fan_in = weight[0].numel() if weight.dim() else 1
-        return scores.double() / fan_in ** (1.0 / n)
-    return scores.double()
+    """Slice scores comparable across layers: each layer's scores over the mean of its alive
+    (non-zero) ones, as Torch-Pruning's mean normalisation.
+
+    Why not the raw norms (or norms over fan-in): on LeNet the wide layers' units (fc1's 500
+    neurons, conv2's 50 filters) have the smallest per-unit norms, so a raw global ranking
+    empties them first (one fc1 neuron left at 160K MACs, 35 % accuracy). Relative to its own
+    layer, every layer gives up its weakest units first and the MAC cost decides how many.
+    """
+    s = scores.double()
+    alive = s[s > 0]
+    return s / alive.mean() if alive.numel() else s
 
 
 def select_budget(
