@@ -161,7 +161,7 @@ def test_pickled_code_in_a_checkpoint_never_runs_in_a_run(tiny_data, tmp_path, w
 
 @pytest.mark.parametrize("tool", ["evaluate", "compact"])
 def test_pickled_code_in_a_run_folder_never_runs_in_evaluate_or_compact(tmp_path, tool, capsys):
-    from prunelab import compact, evaluate
+    from prunelab.cli import compact, evaluate
 
     marker = tmp_path / "pwned"
     run_dir = fake_run_dir(tmp_path / "run", weights=False)  # no final_model.pt: last.ckpt is used
@@ -195,7 +195,7 @@ data:
 @pytest.mark.parametrize("config", [WRITE_TEXT, HIDDEN_IN_DATA], ids=["net", "nested_in_data"])
 @pytest.mark.parametrize("tool", ["evaluate", "compact"])
 def test_saved_config_targets_outside_the_allow_list_are_refused(tmp_path, tool, config, capsys):
-    from prunelab import compact, evaluate
+    from prunelab.cli import compact, evaluate
 
     marker = tmp_path / "pwned"
     run_dir = fake_run_dir(tmp_path / "run", config.format(marker=marker))

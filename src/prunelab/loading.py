@@ -118,9 +118,10 @@ def run_datamodule(cfg: DictConfig, data_dir: str | None = None) -> Any:
     overrides the run's."""
     from hydra.utils import instantiate
 
+    from prunelab.compat import arguments
+
     if data_dir:
         cfg.data_dir = data_dir
-    from prunelab.compat import arguments
 
     data_cfg = arguments(OmegaConf.to_container(cfg.data, resolve=True))
     if "_target_" not in data_cfg:

@@ -54,14 +54,9 @@ def parse_grid(text: str) -> list[float]:
 
 def val_batches(cfg: DictConfig, data_dir: str | None, n: int | None) -> list[Any]:
     """The first ``n`` (None: all) validation batches of the run's data, held in memory."""
-    from hydra.utils import instantiate
+    from prunelab.loading import run_datamodule
 
-    if data_dir:
-        cfg.data_dir = data_dir
-    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
-    for meta in ("name", "description"):
-        data_cfg.pop(meta, None)
-    datamodule = instantiate(data_cfg)
+    datamodule = run_datamodule(cfg, data_dir)
     datamodule.prepare_data()
     datamodule.setup("fit")
     batches = list(itertools.islice(datamodule.val_dataloader(), n))
