@@ -157,7 +157,7 @@ def test_bad_verbosity_is_one_line(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("args, bad, first", [
-    (["experiment=imdb_90"], "experiment=imdb_90", None),
+    (["experiment=imdb_99_9"], "experiment=imdb_99_9", None),
     (["-m", "seed=0,1", "experiment=study_mnist,study_mnsit"], "experiment=study_mnsit",
      "study_mnist"),
     (["-m", "pruning/method=l1_unstructured,globl_magnitude"], "pruning/method=globl_magnitude",

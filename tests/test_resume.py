@@ -92,7 +92,8 @@ def assert_same_run(a: Path, b: Path) -> None:
 # the lottery case (rewind weights in the checkpoint) runs in `make test-all`; CI keeps the
 # iterative SIGKILL case and the sweep one
 @pytest.mark.parametrize("schedule", [ITERATIVE, pytest.param(LOTTERY, marks=pytest.mark.slow),
-                                      RIGL, pytest.param(SET, marks=pytest.mark.slow)],
+                                      pytest.param(RIGL, marks=pytest.mark.slow),
+                                      pytest.param(SET, marks=pytest.mark.slow)],
                          ids=["iterative", "lottery", "rigl", "set"])
 def test_killed_run_resumes_to_the_same_result(data, tmp_path, schedule):
     args = [*common(data), *schedule, "logger=default"]
@@ -154,6 +155,7 @@ def test_curves_survive_repeated_kills(data, tmp_path):
     assert len(tensorboard_points(killed, "val_acc")) == 5
 
 
+@pytest.mark.slow  # 33 s of process start-up; the iterative SIGKILL case stays in make test
 def test_killed_sweep_resumes_without_rerunning_finished_jobs(data, tmp_path):
     grid = [*common(data), "pruning=one_shot", "pruning.start_epoch=1", "trainer.max_epochs=4",
             "pruning.amount=0.3,0.5,0.7"]

@@ -142,6 +142,7 @@ def test_slurm_local_grid_with_invalid_amount(tiny_data: Path, tmp_path: Path) -
     assert "No dense baseline" in md
 
 
+@pytest.mark.slow  # four job processes (30 s); make test-all runs it
 def test_launchers_limit_threads_per_job(tmp_path: Path) -> None:
     """joblib: OMP_NUM_THREADS = max(1, cpus // n_jobs); slurm_local: = cpus_per_task."""
     app = tmp_path / "probe_app.py"

@@ -35,9 +35,24 @@ def command_module(name: str) -> ModuleType:
     return importlib.import_module(COMMANDS[name])
 
 
+def _docstring(name: str) -> str | None:
+    """The command module's docstring, read from its source without importing it: ``--help``
+    and Hydra's config resolution run before a sweep's jobs set their thread limits, and an
+    import of torch there would fix the thread pool too early."""
+    import ast
+    import importlib.util
+
+    loaded = sys.modules.get(COMMANDS[name])
+    spec = None if loaded is not None else importlib.util.find_spec(COMMANDS[name])
+    if spec is None or spec.origin is None:
+        return command_module(name).__doc__
+    with open(spec.origin, encoding="utf-8") as f:
+        return ast.get_docstring(ast.parse(f.read()))
+
+
 def command_summary(name: str) -> str:
     """One line on what subcommand ``name`` does: its module docstring's first sentence."""
-    doc = " ".join((command_module(name).__doc__ or "").strip().split("\n\n")[0].split())
+    doc = " ".join((_docstring(name) or "").strip().split("\n\n")[0].split())
     doc = re.sub(r"^``[^`]+``:\s*", "", doc)  # not the usage again
     doc = re.sub(r"``([^`]+)``", r"\1", doc)
     m = re.search(r"(?<=[.!?])\s", doc)
