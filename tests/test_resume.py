@@ -90,7 +90,7 @@ def assert_same_run(a: Path, b: Path) -> None:
 
 
 # the lottery case (rewind weights in the checkpoint) runs in `make test-all`; CI keeps the
-# iterative SIGKILL case and the sweep one
+# iterative SIGKILL case (the sweep, rigl and set cases run there too)
 @pytest.mark.parametrize("schedule", [ITERATIVE, pytest.param(LOTTERY, marks=pytest.mark.slow),
                                       pytest.param(RIGL, marks=pytest.mark.slow),
                                       pytest.param(SET, marks=pytest.mark.slow)],
