@@ -865,20 +865,9 @@ def plot_pair(summary: Summary, model: str | None, data: str | None, kind: str,
     else:
         _error_axis(ax, ys_all)
         (_kept_axis if kind == "sparsity" else _macs_axis)(ax, xs_all)
-    what = f"{model} on {data}" if model or data else "all jobs"
     vs = "weights kept" if kind == "sparsity" else "effective MACs"
-    name = summary.sweep_dir.name
-    name = name if len(name) <= 40 else name[:37] + "…"
-    ax.set_title(f"{name}: {what} — test error vs {vs}", fontsize=11)
-    ax.grid(True, which="major", alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8, loc="upper left", framealpha=0.9)
-    lines = textwrap.wrap(note, 170) if note else []
-    if lines:
-        fig.text(0.01, 0.005, "\n".join(lines), fontsize=6.5, color="0.35", ha="left",
-                 va="bottom")
-    fig.tight_layout(rect=(0, 0.022 * len(lines), 1, 1))
-    return fig
+    return _finish(fig, ax, summary, model, data, f"test error vs {vs}", note,
+                   legend=dict(fontsize=8, loc="upper left"))
 
 
 def plot_bytes(summary: Summary, model: str | None, data: str | None, note: str = "") -> Any:
@@ -928,13 +917,20 @@ def plot_bytes(summary: Summary, model: str | None, data: str | None, note: str 
         _error_axis(ax, ys_all)
         ax.set_xlim(min(xs_all) / 1.5, max(xs_all) * 1.5)
     _bytes_axis(ax)
+    return _finish(fig, ax, summary, model, data, "test error of the shipped file vs its size",
+                   note, legend=dict(fontsize=7, loc="upper right"))
+
+
+def _finish(fig: Any, ax: Any, summary: Summary, model: str | None, data: str | None,
+            what_vs: str, note: str, legend: dict[str, Any]) -> Any:
+    """Title (sweep name, model and data), grid, legend and the footnote of a report plot."""
     what = f"{model} on {data}" if model or data else "all jobs"
     name = summary.sweep_dir.name
     name = name if len(name) <= 40 else name[:37] + "…"
-    ax.set_title(f"{name}: {what} — test error of the shipped file vs its size", fontsize=11)
+    ax.set_title(f"{name}: {what} — {what_vs}", fontsize=11)
     ax.grid(True, which="major", alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7, loc="upper right", framealpha=0.9)
+        ax.legend(framealpha=0.9, **legend)
     lines = textwrap.wrap(note, 170) if note else []
     if lines:
         fig.text(0.01, 0.005, "\n".join(lines), fontsize=6.5, color="0.35", ha="left",

@@ -286,3 +286,18 @@ def example_input(datamodule: Any) -> Tensor:
     datamodule.prepare_data()
     datamodule.setup("test")
     return next(iter(datamodule.test_dataloader()))[0][:1]
+
+
+class SplitLoaders:
+    """The three loaders of a data module that holds its splits as tensors: the module sets
+    ``train_data``/``val_data``/``test_data``, ``batch_size``, ``eval_batch_size`` and defines
+    ``_loader(data, batch_size, shuffle)``."""
+
+    def train_dataloader(self) -> TensorBatchLoader:
+        return self._loader(self.train_data, self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> TensorBatchLoader:
+        return self._loader(self.val_data, self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> TensorBatchLoader:
+        return self._loader(self.test_data, self.eval_batch_size, shuffle=False)

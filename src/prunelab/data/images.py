@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from prunelab.data.common import (
+    SplitLoaders,
     TensorBatchLoader,
     atomic_torch_save,
     cache_key,
@@ -78,7 +79,7 @@ def _load_image(path: str) -> Any:
     return image if image.mode in ("L", "RGB") else image.convert("RGB")
 
 
-class ImageTensorsDataModule(L.LightningDataModule):
+class ImageTensorsDataModule(SplitLoaders, L.LightningDataModule):
     """Shared part: cache, splits, per-channel standardisation, batch loaders.
 
     Subclasses implement :meth:`read` (``train_x``, ``train_y`` and, when the source has a
@@ -193,15 +194,6 @@ class ImageTensorsDataModule(L.LightningDataModule):
                                "dataloader")
         return TensorBatchLoader(data, batch_size, shuffle=shuffle, seed=self.seed,
                                  transform=self.normalize)
-
-    def train_dataloader(self) -> TensorBatchLoader:
-        return self._loader(self.train_data, self.batch_size, shuffle=True)
-
-    def val_dataloader(self) -> TensorBatchLoader:
-        return self._loader(self.val_data, self.eval_batch_size, shuffle=False)
-
-    def test_dataloader(self) -> TensorBatchLoader:
-        return self._loader(self.test_data, self.eval_batch_size, shuffle=False)
 
 
 def vision_dataset_class(name: str) -> type:

@@ -35,6 +35,7 @@ from tokenizers import Tokenizer
 from torch import Tensor
 
 from prunelab.data.common import (
+    SplitLoaders,
     TensorBatchLoader,
     atomic_torch_save,
     cache_key,
@@ -273,7 +274,7 @@ def _is_folder_source(root: Path) -> bool:
 # --------------------------------------------------------------------------- DataModule
 
 
-class IMDBDataModule(L.LightningDataModule):
+class IMDBDataModule(SplitLoaders, L.LightningDataModule):
     """IMDB reviews as token ids (binary sentiment), padded per batch.
 
     Batches are ``(ids: int64 [B, L_batch], labels: float32 [B])``: ids padded with
@@ -459,12 +460,3 @@ class IMDBDataModule(L.LightningDataModule):
         return TensorBatchLoader(
             data, batch_size, shuffle=shuffle, seed=self.seed, transform=trim_padding
         )
-
-    def train_dataloader(self) -> TensorBatchLoader:
-        return self._loader(self.train_data, self.batch_size, shuffle=True)
-
-    def val_dataloader(self) -> TensorBatchLoader:
-        return self._loader(self.val_data, self.eval_batch_size, shuffle=False)
-
-    def test_dataloader(self) -> TensorBatchLoader:
-        return self._loader(self.test_data, self.eval_batch_size, shuffle=False)

@@ -23,6 +23,7 @@ import lightning as L
 from torch import Tensor
 
 from prunelab.data.common import (
+    SplitLoaders,
     TensorBatchLoader,
     atomic_torch_save,
     cache_key,
@@ -85,7 +86,7 @@ def _json_line(path: Path, n: int, line: str) -> dict[str, Any]:
     return row
 
 
-class TextFilesDataModule(L.LightningDataModule):
+class TextFilesDataModule(SplitLoaders, L.LightningDataModule):
     """Batches ``(ids: int64 [B, L_batch], labels: int64 [B])`` from local text files.
 
     ``train`` (and ``test``, optional) are paths to ``.csv``/``.tsv`` (header row) or
@@ -203,13 +204,4 @@ class TextFilesDataModule(L.LightningDataModule):
             raise RuntimeError("TextFilesDataModule.setup() must run before asking for a loader")
         return TensorBatchLoader(data, batch_size, shuffle=shuffle, seed=self.seed,
                                  transform=trim_padding)
-
-    def train_dataloader(self) -> TensorBatchLoader:
-        return self._loader(self.train_data, self.batch_size, shuffle=True)
-
-    def val_dataloader(self) -> TensorBatchLoader:
-        return self._loader(self.val_data, self.eval_batch_size, shuffle=False)
-
-    def test_dataloader(self) -> TensorBatchLoader:
-        return self._loader(self.test_data, self.eval_batch_size, shuffle=False)
 
