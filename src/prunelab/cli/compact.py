@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from prunelab.cli.help import make_parser
+from prunelab.cli.help import add_run_source_args, make_parser
 from prunelab.errors import PrunelabError
 from prunelab.logs import SUMMARY_LOGGER, get_logger
 from prunelab.paths import COMPACT_MODEL, RESULTS
@@ -75,7 +75,6 @@ def _fmt(n: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from prunelab.loading import ALLOW_ENV
     from prunelab.logs import add_verbosity_args
 
     parser = make_parser(PROG, __doc__, [
@@ -95,11 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input-shape", default=None,
                         help="float input shape with batch, e.g. 1,3,32,32 (default: from the "
                              "run's data module)")
-    parser.add_argument("--data-dir", help="where the data sets are, if the data module must "
-                                           "read them for an example input (default: the run's)")
-    parser.add_argument("--allow-target", action="append", default=[], metavar="PREFIX",
-                        help="also build _target_s starting with PREFIX from the run's saved "
-                             f"config (trusted code of your own; also ${ALLOW_ENV})")
+    add_run_source_args(parser, "where the data sets are, if the data module must read them "
+                                "for an example input (default: the run's)")
     add_verbosity_args(parser)
     args = parser.parse_args(argv)
     from prunelab.logs import setup

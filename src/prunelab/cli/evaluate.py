@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 
-from prunelab.cli.help import make_parser
+from prunelab.cli.help import add_run_source_args, make_parser
 from prunelab.errors import PrunelabError
 
 PROG = "prunelab evaluate"
@@ -18,7 +18,7 @@ PROG = "prunelab evaluate"
 
 def main(argv: list[str] | None = None) -> int:
     from prunelab.evaluate import evaluate, load_plain_model
-    from prunelab.loading import ALLOW_ENV, run_test_loader
+    from prunelab.loading import run_test_loader
     from prunelab.logs import add_verbosity_args, get_logger, setup
     from prunelab.pruning.metrics import summarize
 
@@ -31,10 +31,7 @@ def main(argv: list[str] | None = None) -> int:
          "with the data sets somewhere else than when the run was made"),
     ])
     parser.add_argument("path", help="a run directory, or a checkpoint inside one")
-    parser.add_argument("--data-dir", help="where the data sets are (default: the run's data_dir)")
-    parser.add_argument("--allow-target", action="append", default=[], metavar="PREFIX",
-                        help="also build _target_s starting with PREFIX from the run's saved "
-                             f"config (trusted code of your own; also ${ALLOW_ENV})")
+    add_run_source_args(parser)
     add_verbosity_args(parser)
     args = parser.parse_args(argv)
     setup(args.verbosity)

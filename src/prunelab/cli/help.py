@@ -168,3 +168,16 @@ def make_parser(prog: str, doc: str, examples: Sequence[tuple[str, str]],
     epilog.append(f"Full reference: {reference}.")
     return argparse.ArgumentParser(prog=prog, description=textwrap.fill(first, 90),
                                    epilog="\n".join(epilog), formatter_class=_Formatter)
+
+
+def add_run_source_args(parser: argparse.ArgumentParser,
+                        data_dir_help: str = "where the data sets are (default: the run's "
+                                             "data_dir)") -> None:
+    """``--data-dir`` and ``--allow-target``: the options of every command that rebuilds a
+    finished run's model and data from its saved config."""
+    from prunelab.loading import ALLOW_ENV
+
+    parser.add_argument("--data-dir", help=data_dir_help)
+    parser.add_argument("--allow-target", action="append", default=[], metavar="PREFIX",
+                        help="also build _target_s starting with PREFIX from the run's saved "
+                             f"config (trusted code of your own; also ${ALLOW_ENV})")

@@ -157,8 +157,8 @@ def _write(path: Path, data: str | bytes) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from prunelab.cli.help import make_parser
-    from prunelab.loading import ALLOW_ENV, find_run_dir, load_finished_run
+    from prunelab.cli.help import add_run_source_args, make_parser
+    from prunelab.loading import find_run_dir, load_finished_run
     from prunelab.logs import add_verbosity_args, get_logger, setup
 
     parser = make_parser(PROG, __doc__, [
@@ -184,10 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="print and write the largest amount per layer whose drop is at "
                              "most DROP accuracy points")
     parser.add_argument("--out", default=None, help="output folder (default: the run folder)")
-    parser.add_argument("--data-dir", help="where the data sets are (default: the run's data_dir)")
-    parser.add_argument("--allow-target", action="append", default=[], metavar="PREFIX",
-                        help="also build _target_s starting with PREFIX from the run's saved "
-                             f"config (trusted code of your own; also ${ALLOW_ENV})")
+    add_run_source_args(parser)
     add_verbosity_args(parser)
     args = parser.parse_args(argv)
     setup(args.verbosity)
