@@ -315,7 +315,7 @@ def test_cli_finetunes_the_codebook_into_its_own_folder(finished_run, tiny_data,
             assert torch.equal(t == 0, run_net[name] == 0), name  # the sparsity pattern is the run's
     # int8 has no codebook: exported as trained, in its usual folder
     assert json.loads((out / "int8" / "export.json").read_text())["finetune"] is None
-    assert "applies to the kmeans encodings only" in capsys.readouterr().out
+    assert "applies to the kmeans encodings only" in capsys.readouterr().err
 
 
 def test_cli_refuses_negative_finetune_epochs_before_writing(finished_run, capsys):
