@@ -1,8 +1,12 @@
 """Pruning schedules: pure functions from a pruning-step index to a target sparsity, and plans.
 
-A *target* is the fraction of prunable weights that must be zero after the step (DESIGN.md §3);
-the callback prunes only the increment. Targets are rounded to 10 decimals so that, e.g.,
-``0.1 + 8 * 0.05`` is exactly ``0.5``.
+A *target* is the fraction of prunable weights that must be zero after the step, counted in
+the method's scope (per tensor for layer-wise methods, over all targeted tensors for global
+ones); the callback prunes only the increment from the current masks to the target, so the
+final sparsity is the last target exactly. This is not ``torch.nn.utils.prune``'s meaning of
+``amount``, which applies each call to the weights that remain (three calls of 0.2 give 48.8 %,
+not 60 %); README "Concepts" states the user-facing rule. Targets are rounded to 10 decimals
+so that, e.g., ``0.1 + 8 * 0.05`` is exactly ``0.5``.
 
 Epoch ``-1`` (:data:`AT_INIT`) means *before training*: the callback runs such a step at
 ``on_train_start``, after any checkpoint restore and before the first optimizer step, and never
