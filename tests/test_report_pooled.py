@@ -7,6 +7,7 @@ import csv
 import json
 import shutil
 import statistics
+import sys
 from io import StringIO
 from pathlib import Path
 
@@ -198,3 +199,44 @@ def test_baseline_from_a_report_csv(tmp_path: Path) -> None:
     ok = [j for j in s.jobs if j.status == "ok"]
     assert len(ok) == 8 and all(
         j.drop_pts == pytest.approx(100 * (DENSE[j.seed] - j.test_acc)) for j in ok)
+
+
+def _make_records():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "make_records.py"
+    spec = importlib.util.spec_from_file_location("make_records", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["make_records"] = mod  # its dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_make_records_pools_roots_checks_goals_and_notes_what_is_missing(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    mk = _make_records()
+    one, two = tmp_path / "a" / "sweeps", tmp_path / "b" / "sweeps"
+    accs = {0: 0.9930, 1: 0.9926, 2: 0.9928}  # 99 %: error 0.72 ± 0.02, within 0.75
+    for seed, acc in accs.items():
+        write_job(one / "rec0" if seed == 0 else two / "rec_99", f"m99,s{seed}", "agp",
+                  "global_magnitude", 0.99, seed, acc, 0.99, 40)
+        write_job(one / "rec0" if seed == 0 else two / "rec_dense", f"dense,s{seed}", "none",
+                  "global_magnitude", 0.0, seed, DENSE[seed], 0.0, 40)
+    write_job(one / "rec0", "m995,s0", "agp", "global_magnitude", 0.995, 0, 0.9905, 0.995, 40)
+    out = tmp_path / "records"
+    assert mk.main(["--roots", str(one), str(two), str(tmp_path / "nowhere"), "--out", str(out),
+                    "--mnist-baseline", str(tmp_path / "no.csv")]) == 0
+    printed = capsys.readouterr()
+    assert "note: sweep rec_struct" in printed.out and "does not exist" in printed.err
+    md = (out / "records.md").read_text()
+    assert ("| 99 % of weights removed at ≤ 0.75 % error | global_magnitude @ 0.99 | "
+            "0.72 ± 0.02 % | 3 | 40 | met |") in md
+    # 0.95 % > 0.90 % on one seed: short by 0.05
+    assert "| global_magnitude @ 0.995 | 0.95 ± 0.00 % | 1 | 40 | short by 0.05 points" in md
+    assert "| moonshot: 99.64 % removed at ≤ 0.80 % error | — | — | — | — | not run yet |" in md
+    assert "IMDB: 90 % sparsity within 1.0 pt of dense | — | — | — | — | no runs" in md
+    assert "- sweep `rec_struct` (lenet_structured, mnist_all): under no root" in md
+    assert "| prunelab: global_magnitude @ 0.99 | 1.00 % | 0.72 ± 0.02 % | 40 | 3 |" in md
+    for group in ("lenet_unstructured", "mnist_all"):
+        assert (out / group / "acc_vs_sparsity.png").is_file()
+    assert not (out / "imdb").exists() and not (out / "lenet_structured").exists()

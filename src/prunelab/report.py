@@ -202,10 +202,13 @@ class Summary:
     notes: list[str] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
     sources: list[Path] = field(default_factory=list)  # every sweep/run folder read
+    title: str | None = None  # the plots' title prefix, instead of the folders' names
 
     @property
     def name(self) -> str:
-        """The plots' title: the sweep folder's name, or the names of all of them."""
+        """The plots' title: ``title``, the sweep folder's name, or the names of all of them."""
+        if self.title:
+            return self.title
         return " + ".join(_labels(self.sources)) if len(self.sources) > 1 else \
             self.sweep_dir.name
 
@@ -638,11 +641,13 @@ def best_within(points: list[Point], delta: float) -> dict[str, dict[str, Any]]:
 def _labels(roots: Sequence[Path]) -> list[str]:
     """Short unique names for several folders: the shortest path tails that tell them apart."""
     parts = [r.resolve().parts for r in roots]
-    for k in range(1, max(len(p) for p in parts) + 1):
-        labels = ["/".join(p[-k:]) for p in parts]
-        if len(set(labels)) == len(labels):
-            return labels
-    return [str(r) for r in roots]
+    labels = []
+    for i, p in enumerate(parts):
+        others = [q for j, q in enumerate(parts) if j != i]
+        k = next((k for k in range(1, len(p) + 1) if all(q[-k:] != p[-k:] for q in others)),
+                 len(p))
+        labels.append("/".join(p[-k:]))
+    return labels
 
 
 def _roots(sweep_dirs: str | Path | Sequence[str | Path]) -> list[Path]:
@@ -1281,7 +1286,7 @@ def _note(source: str | Path, command: str) -> str:
 
 def report(sweep_dir: str | Path | Sequence[str | Path], baseline: Sequence[str | Path] = (),
            out: str | Path | None = None, delta: float = 0.5, skip_missing: bool = False,
-           command: str | None = None) -> Summary:
+           command: str | None = None, title: str | None = None) -> Summary:
     """Write summary.csv, summary.md, acc_vs_sparsity.png and acc_vs_macs.png (and
     acc_vs_bytes.png where jobs were exported); return the data. Several folders pool their
     jobs into one report, written into ``out`` (required then). ``command``: the command line
@@ -1290,6 +1295,7 @@ def report(sweep_dir: str | Path | Sequence[str | Path], baseline: Sequence[str 
     if out is None and len(roots) > 1:
         raise ReportError("several folders: give --out DIR for the pooled report")
     summary = summarize(roots, baseline, delta, skip_missing)
+    summary.title = title
     out_dir = Path(out) if out is not None else summary.sweep_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     log.debug("%d jobs read; writing the table and plots into %s", len(summary.jobs), out_dir)
