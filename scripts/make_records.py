@@ -104,6 +104,13 @@ def _macs(p: R.Point) -> float | None:
     return p.mean("macs_compact") or p.mean("budget_reached")
 
 
+def seeds_of(goal: Goal, p: R.Point) -> int:
+    """Seeds that answer the goal: for a drop, only those with a dense run of the same seed."""
+    if goal.kind == "drop":
+        return sum(j.drop_pts is not None for j in p.jobs)
+    return p.n
+
+
 def best_for(goal: Goal, points: list[R.Point]) -> R.Point | None:
     """The point that answers the goal: full seed count first, then the best mean."""
     pruned = [p for p in points if p.method != "dense" and p.mean("test_acc") is not None]
@@ -118,7 +125,7 @@ def best_for(goal: Goal, points: list[R.Point]) -> R.Point | None:
         key = lambda p: p.mean("drop_pts")  # noqa: E731
     if not cands:
         return None
-    return min(cands, key=lambda p: (p.n < SEEDS_NEEDED, key(p)))
+    return min(cands, key=lambda p: (seeds_of(goal, p) < SEEDS_NEEDED, key(p)))
 
 
 def goal_row(goal: Goal, summary: R.Summary | None) -> list[str]:
@@ -135,17 +142,20 @@ def goal_row(goal: Goal, summary: R.Summary | None) -> list[str]:
         shown = _pm(p)
     gap = value - goal.limit
     met = gap <= 0
-    if met and p.n >= SEEDS_NEEDED:
+    n = seeds_of(goal, p)
+    if met and n >= SEEDS_NEEDED:
         verdict = "met"
     elif met:
-        verdict = f"met on {p.n} seed(s); {SEEDS_NEEDED} needed"
+        verdict = f"met on {n} seed(s); {SEEDS_NEEDED} needed"
     else:
         unit = "pts" if goal.kind == "drop" else "points of error"
-        verdict = f"short by {gap:.2f} {unit} ({p.n} seed(s))"
+        verdict = f"short by {gap:.2f} {unit} ({n} seed(s))"
+    if n != p.n:
+        verdict += f"; {p.n - n} seed(s) without a dense run of the same seed"
     where = f"{p.series} @ {p.setting}"
     if goal.kind == "macs":
         where += f" ({R._count(_macs(p))} MACs)"
-    return [goal.text, where, shown, str(p.n), _epochs(p), verdict]
+    return [goal.text, where, shown, str(n), _epochs(p), verdict]
 
 
 def records_md(summaries: dict[str, R.Summary | None], missing: dict[str, list[str]],

@@ -223,6 +223,10 @@ def test_make_records_pools_roots_checks_goals_and_notes_what_is_missing(
         write_job(one / "rec0" if seed == 0 else two / "rec_dense", f"dense,s{seed}", "none",
                   "global_magnitude", 0.0, seed, DENSE[seed], 0.0, 40)
     write_job(one / "rec0", "m995,s0", "agp", "global_magnitude", 0.995, 0, 0.9905, 0.995, 40)
+    # IMDB at 90 %: three seeds, a dense run for seed 0 only (drop 0.5): one seed answers
+    for seed in range(3):
+        write_job(two / "rec_imdb", f"s{seed}", "iterative", "lamp", 0.9, seed, 0.85, 0.9, 10)
+    write_job(two / "rec_imdb_dense", "s0", "none", "lamp", 0.0, 0, 0.855, 0.0, 10)
     out = tmp_path / "records"
     assert mk.main(["--roots", str(one), str(two), str(tmp_path / "nowhere"), "--out", str(out),
                     "--mnist-baseline", str(tmp_path / "no.csv")]) == 0
@@ -234,9 +238,11 @@ def test_make_records_pools_roots_checks_goals_and_notes_what_is_missing(
     # 0.95 % > 0.90 % on one seed: short by 0.05
     assert "| global_magnitude @ 0.995 | 0.95 ± 0.00 % | 1 | 40 | short by 0.05 points" in md
     assert "| moonshot: 99.64 % removed at ≤ 0.80 % error | — | — | — | — | not run yet |" in md
-    assert "IMDB: 90 % sparsity within 1.0 pt of dense | — | — | — | — | no runs" in md
+    assert ("| IMDB: 90 % sparsity within 1.0 pt of dense | lamp @ 0.9 | 15.00 ± 0.00 % (drop "
+            "+0.50 pts) | 1 | 10 | met on 1 seed(s); 3 needed; 2 seed(s) without a dense run of "
+            "the same seed |") in md
     assert "- sweep `rec_struct` (lenet_structured, mnist_all): under no root" in md
     assert "| prunelab: global_magnitude @ 0.99 | 1.00 % | 0.72 ± 0.02 % | 40 | 3 |" in md
     for group in ("lenet_unstructured", "mnist_all"):
         assert (out / group / "acc_vs_sparsity.png").is_file()
-    assert not (out / "imdb").exists() and not (out / "lenet_structured").exists()
+    assert (out / "imdb" / "summary.md").is_file() and not (out / "lenet_structured").exists()
