@@ -112,6 +112,13 @@ def test_callback_prunes_to_the_budget_and_compaction_shows_it():
     assert all(h["cost"]["reached"] <= h["cost"]["limit"] for h in cb.history)
     small = compact(model.body, x)
     assert macs(small, x)["macs_dense"] == cb.history[-1]["cost"]["reached"] <= 4000
+    # results.json describes the run by its budget and what it reached, not by the amount
+    from prunelab.run import budget_record
+
+    assert budget_record(cb) == {"metric": "macs", "limit": 4000, "dense": dense,
+                                 "reached": cb.history[-1]["cost"]["reached"]}
+    assert budget_record(None) is None
+    assert budget_record(PruningCallback([(0, 0.5)], method="ln_structured")) is None
     # whole filters/neurons only, and every layer keeps one
     assert set(cb.mask_digest) == set(targeted(model))
     for mask in cb.mask_digest.values():
@@ -151,6 +158,8 @@ def test_one_command_gives_the_best_network_under_a_macs_budget(make_cfg, tmp_pa
     r = json.loads((tmp_path / "run" / "results.json").read_text())
     reached = r["pruning_history"][-1]["cost"]
     assert r["macs_compact"] == reached["reached"] <= 160000 < reached["dense"] == r["macs_dense"]
+    assert r["budget"] == {"metric": "macs", "limit": 160000, "reached": r["macs_compact"],
+                           "dense": r["macs_dense"]}
 
 
 def test_the_budget_config_keys_are_the_budget_metrics(make_cfg) -> None:

@@ -46,12 +46,17 @@ MAX_DEPTH = 4  # job folders lie one level down (grids) or two (search-<method>/
 
 CSV_COLUMNS = [
     "folder", "status", "model", "data", "method", "schedule", "amount", "seed", "test_acc",
-    "drop_pts", "sparsity_global", "params_nonzero", "macs_effective", "fit_seconds", "error",
+    "drop_pts", "sparsity_global", "params_nonzero", "macs_effective", "fit_seconds", "epochs",
+    "budget", "budget_reached", "macs_compact", "params_compact", "error",
 ]
 # overrides that name a job's model/data/method/amount/seed (shown in their own columns) or
 # do not change its numbers; whatever else differs between jobs labels their series
 _OWN_COLUMNS = {"model", "data", "seed", "pruning", "pruning/method", "pruning.method.name",
                 "pruning.amount", "pruning.schedule"}
+# the same, as keys of a job's saved config (.hydra/config.yaml), which labels series when every
+# job has one: jobs launched with different overrides but the same config join one series
+_OWN_CONFIG_KEYS = ("model.name", "data.name", "data.seed", "seed", "pruning.schedule",
+                    "pruning.method.name", "pruning.amount", "pruning.budget", "experiment")
 
 
 def dense_baseline(jobs: Iterable[Job], source: str) -> Baseline:
@@ -88,8 +93,15 @@ class Job:
     macs_dense: int | None = None
     fit_seconds: float | None = None
     epochs: int | None = None
+    # pruning.budget runs: "macs=160000" (or "params=N") and the cost the run reached
+    budget: str | None = None
+    budget_reached: int | None = None
+    macs_compact: int | None = None
+    params_compact: int | None = None
     error: str = ""
     overrides: list[str] = field(default_factory=list)
+    # the saved config flattened to dotted keys (None without .hydra/config.yaml)
+    config: dict[str, Any] | None = None
     drop_pts: float | None = None
     extra: str = ""  # overrides that set this job apart from the others of its kind
     # export/<encoding>/export.json records of the job's shipped artifacts, by folder name
@@ -103,8 +115,22 @@ class Job:
     def key(self) -> tuple[str | None, str | None, int | None]:
         return (self.model, self.data, self.seed)
 
+    @property
+    def setting(self) -> str:
+        """What the job was asked for: its amount, or its budget (``macs ≤ 160k``)."""
+        return budget_label(self.budget) if self.budget else (
+            "—" if self.dense or self.amount is None else f"{self.amount:g}")
+
     def row(self) -> dict[str, Any]:
         return {c: getattr(self, c) for c in CSV_COLUMNS}
+
+
+def budget_label(budget: str | None) -> str:
+    """``"macs=160000"`` → ``"macs ≤ 160k"``."""
+    if not budget:
+        return ""
+    metric, _, limit = budget.partition("=")
+    return f"{metric} ≤ {_count(_num(limit))}"
 
 
 @dataclass
@@ -119,6 +145,11 @@ class Point:
     amount: float | None
     extra: str
     jobs: list[Job]
+    budget: str | None = None  # budget runs: "macs=160000"; their amount only shaped the steps
+
+    @property
+    def setting(self) -> str:
+        return self.jobs[0].setting
 
     @property
     def n(self) -> int:
@@ -161,7 +192,7 @@ class Baseline:
 
 @dataclass
 class Summary:
-    sweep_dir: Path
+    sweep_dir: Path  # the first of ``sources``
     jobs: list[Job]
     points: list[Point]
     baseline: Baseline
@@ -170,6 +201,16 @@ class Summary:
     search: dict[str, Any] | None
     notes: list[str] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
+    sources: list[Path] = field(default_factory=list)  # every sweep/run folder read
+    title: str | None = None  # the plots' title prefix, instead of the folders' names
+
+    @property
+    def name(self) -> str:
+        """The plots' title: ``title``, the sweep folder's name, or the names of all of them."""
+        if self.title:
+            return self.title
+        return " + ".join(_labels(self.sources)) if len(self.sources) > 1 else \
+            self.sweep_dir.name
 
 
 # --------------------------------------------------------------------------------------------
@@ -209,8 +250,31 @@ def _read_json(path: Path) -> dict[str, Any]:
     return payload
 
 
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config as ``{"dotted.key": leaf}`` (lists as tuples; descriptions left out)."""
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for k, v in node.items():
+            if k != "description":
+                out.update(_flatten(v, f"{prefix}{k}."))
+        return out if out or not prefix else {prefix[:-1]: None}
+    if isinstance(node, list):
+        return {prefix[:-1]: tuple(repr(v) for v in node)}
+    return {prefix[:-1]: node}
+
+
+def _config_budget(budget: Any) -> str | None:
+    """``{"macs": 160000, "params": None}`` → ``"macs=160000"``; None without a budget."""
+    if isinstance(budget, dict):
+        set_ = [(k, v) for k, v in budget.items() if v is not None]
+        if len(set_) == 1 and _num(set_[0][1], int) is not None:
+            return f"{set_[0][0]}={_num(set_[0][1], int)}"
+    return None
+
+
 def _hydra_meta(path: Path) -> tuple[dict[str, Any], list[str]]:
-    """model/data/schedule/method/amount/seed from the job's ``.hydra/config.yaml`` (if any)."""
+    """model/data/schedule/method/amount/seed/budget from the job's ``.hydra/config.yaml`` (if
+    any), and the whole config flattened as ``meta["config"]``."""
     meta: dict[str, Any] = {}
     overrides: list[str] = []
     hydra_dir = path / ".hydra"
@@ -229,6 +293,9 @@ def _hydra_meta(path: Path) -> tuple[dict[str, Any], list[str]]:
                               ("amount", "pruning.amount"), ("seed", "seed")]:
                 meta[name] = OmegaConf.select(cfg, key, default=None,
                                               throw_on_resolution_failure=False)
+            plain = OmegaConf.to_container(cfg, resolve=False)
+            meta["budget"] = _config_budget((plain.get("pruning") or {}).get("budget"))
+            meta["config"] = _flatten(plain)
     except Exception:  # a half-written or foreign .hydra folder: fall back to what we have
         pass
     return meta, overrides
@@ -256,8 +323,25 @@ def _num(value: Any, kind: type = float) -> Any:
     return None if isinstance(x, float) and math.isnan(x) else x
 
 
-def load_job(path: Path, root: Path) -> Job:
+def _payload_budget(payload: dict[str, Any]) -> tuple[str | None, int | None]:
+    """results.json's budget record (``budget``), or for results written before it existed the
+    cost of the last pruning step in ``pruning_history``: (``"macs=160000"``, reached)."""
+    rec = payload.get("budget")
+    if isinstance(rec, dict) and rec.get("metric") and _num(rec.get("limit"), int) is not None:
+        return f"{rec['metric']}={_num(rec['limit'], int)}", _num(rec.get("reached"), int)
+    history = payload.get("pruning_history")
+    costs = [h["cost"] for h in history if isinstance(h, dict) and isinstance(h.get("cost"), dict)] \
+        if isinstance(history, list) else []
+    if costs and costs[-1].get("metric"):
+        # the last step's limit is the budget (the steps before it have looser limits)
+        return (f"{costs[-1]['metric']}={_num(costs[-1].get('limit'), int)}",
+                _num(costs[-1].get("reached"), int))
+    return None, None
+
+
+def load_job(path: Path, root: Path, prefix: str = "") -> Job:
     folder = path.relative_to(root).as_posix() if path != root else path.name
+    folder = f"{prefix}/{folder}" if prefix else folder
     meta, overrides = _hydra_meta(path)
     payload: dict[str, Any] = {}
     if (path / RESULTS).is_file():
@@ -294,8 +378,13 @@ def load_job(path: Path, root: Path) -> Job:
         schedule=_str(meta.get("schedule")), method=_str(meta.get("method")),
         amount=_num(meta.get("amount")), seed=_num(meta.get("seed"), int),
     )
+    job.config = meta.get("config")
+    job.budget = meta.get("budget")
+    if payload:
+        budget, job.budget_reached = _payload_budget(payload)
+        job.budget = budget or job.budget
     if job.schedule == "none":
-        job.method, job.amount = "dense", 0.0
+        job.method, job.amount, job.budget = "dense", 0.0, None
     if status != "ok" and not error:
         error = str(payload.get("error") or f"{RESULTS} has status {status!r}")
         job.error = error
@@ -313,6 +402,8 @@ def load_job(path: Path, root: Path) -> Job:
         job.macs_dense = _num(payload.get("macs_dense"), int)
         job.fit_seconds = _num(payload.get("fit_seconds"))
         job.epochs = _num(payload.get("epochs"), int)
+        job.macs_compact = _num(payload.get("macs_compact"), int)
+        job.params_compact = _num(payload.get("params_compact"), int)
         job.exports = load_exports(path)
     return job
 
@@ -397,13 +488,18 @@ def load_jobs(root: Path) -> list[Job]:
 
 def load_baseline(dirs: Sequence[str | Path], into: Baseline | None = None,
                   skip: set[tuple] | None = None) -> Baseline:
-    """Dense accuracies from the finished dense jobs found under each dir in ``dirs``."""
+    """Dense accuracies from the finished dense jobs found under each dir in ``dirs`` (or in
+    the rows of a report's ``summary.csv``, when its job folders are gone)."""
     base = into or Baseline()
     for d in dirs:
         d = Path(d)
-        if not d.is_dir():
-            raise ReportError(f"--baseline {d}: no such directory")
-        dense = [j for j in load_jobs(d) if j.dense and j.status == "ok" and j.test_acc is not None]
+        if d.is_file() and d.suffix == ".csv":
+            found = summarize_csv(d).jobs
+        elif not d.is_dir():
+            raise ReportError(f"--baseline {d}: no such directory (or report summary.csv)")
+        else:
+            found = load_jobs(d)
+        dense = [j for j in found if j.dense and j.status == "ok" and j.test_acc is not None]
         if not dense:
             raise ReportError(f"--baseline {d}: no finished dense run (pruning=none) in it")
         for j in dense:
@@ -420,9 +516,15 @@ def load_baseline(dirs: Sequence[str | Path], into: Baseline | None = None,
 
 
 def _label_extras(jobs: list[Job]) -> None:
-    """Give each job the overrides that distinguish it from the others of its kind."""
+    """Give each job what distinguishes it from the others of its kind: the config values that
+    differ between them when every job saved its config (so the same configuration launched
+    with different overrides, e.g. ``experiment=X`` and X's values spelled out, is one series),
+    else the overrides that differ."""
     for dense in (True, False):
         group = [j for j in jobs if j.dense is dense]
+        if group and all(j.config for j in group):
+            _label_from_configs(group, dense)
+            continue
         others = [{o for o in j.overrides if override_key(o) not in _OWN_COLUMNS
                    and not has_no_effect(override_key(o)) and not o.startswith("hydra")}
                   for j in group]
@@ -431,12 +533,53 @@ def _label_extras(jobs: list[Job]) -> None:
             j.extra = " ".join(sorted(o - common))
 
 
+def _own_config_key(key: str) -> bool:
+    return any(key == k or key.startswith(k + ".") for k in _OWN_CONFIG_KEYS) \
+        or has_no_effect(key) or key.startswith("hydra.")
+
+
+def _label_from_configs(group: list[Job], dense: bool) -> None:
+    """``extra`` from the config keys whose values differ between jobs of the same schedule
+    and method (those of different methods are told apart by the series name already, and
+    their defaults differ by design); keys some configs lack (older runs) are left out."""
+    def scope(j: Job, key: str) -> tuple:
+        return (j.schedule, j.method)
+
+    configs = [{k: v for k, v in (j.config or {}).items() if not _own_config_key(k)
+                and not (dense and k.startswith("pruning."))} for j in group]
+    keys = set.intersection(*(set(c) for c in configs))
+    values: dict[tuple, set] = defaultdict(set)
+    for j, c in zip(group, configs, strict=True):
+        for k in keys:
+            values[(k, *scope(j, k))].add(repr(c[k]))
+    varying = sorted({k for k in keys for j in group if len(values[(k, *scope(j, k))]) > 1})
+    # "n_steps=20" rather than "pruning.n_steps=20" where the last part names one key only
+    tails = defaultdict(int)
+    for k in varying:
+        tails[k.rsplit(".", 1)[-1]] += 1
+    for j, c in zip(group, configs, strict=True):
+        parts = []
+        for k in varying:
+            if len(values[(k, *scope(j, k))]) > 1:
+                tail = k.rsplit(".", 1)[-1]
+                parts.append(f"{tail if tails[tail] == 1 else k}={_plain(c[k])}")
+        j.extra = " ".join(parts)
+
+
+def _plain(v: Any) -> str:
+    if isinstance(v, tuple):
+        return "[" + ",".join(str(x).strip("'") for x in v) + "]"
+    return str(v)
+
+
 def _series_name(j: Job, multi: dict[str, bool]) -> str:
     parts = [str(j.method)]
     if multi["schedule"] and not j.dense:
         parts.append(f"({j.schedule})")
     if multi["model"] or multi["data"]:
         parts.append(f"[{j.model}/{j.data}]")
+    if j.budget and not j.dense:
+        parts.append(f"{j.budget.partition('=')[0]} budget")
     if j.extra:
         parts.append(j.extra)
     return " ".join(parts)
@@ -447,11 +590,18 @@ def build_points(jobs: list[Job]) -> list[Point]:
     multi = {k: len({getattr(j, k) for j in ok if not (k == "schedule" and j.dense)}) > 1
              for k in ("schedule", "model", "data")}
     groups: dict[tuple, list[Job]] = defaultdict(list)
-    for j in ok:
-        groups[(j.model, j.data, j.schedule, j.method, j.amount, j.extra)].append(j)
-    points = [Point(_series_name(js[0], multi), m, d, s, meth, a, e, sorted(js, key=_seed_key))
-              for (m, d, s, meth, a, e), js in groups.items()]
-    return sorted(points, key=lambda p: (p.method != "dense", p.series, p.amount or 0.0))
+    for j in ok:  # a budget run is one configuration per budget, whatever its amount
+        amount = None if j.budget else j.amount
+        groups[(j.model, j.data, j.schedule, j.method, amount, j.budget, j.extra)].append(j)
+    points = [Point(_series_name(js[0], multi), m, d, s, meth, a, e, sorted(js, key=_seed_key),
+                    budget=b)
+              for (m, d, s, meth, a, b, e), js in groups.items()]
+    return sorted(points, key=lambda p: (p.method != "dense", p.series, p.amount or 0.0,
+                                         -_budget_limit(p.budget)))
+
+
+def _budget_limit(budget: str | None) -> float:
+    return float(_num(budget.partition("=")[2]) or 0) if budget else 0.0
 
 
 def _seed_key(j: Job) -> tuple:
@@ -468,7 +618,7 @@ def compare(jobs: list[Job], baseline: Baseline) -> None:
 def best_within(points: list[Point], delta: float) -> dict[str, dict[str, Any]]:
     """Per series: the point with the highest sparsity reached whose mean drop is <= delta."""
     out: dict[str, dict[str, Any]] = {}
-    for series in dict.fromkeys(p.series for p in points if p.method != "dense"):
+    for series in dict.fromkeys(p.series for p in points if p.method != "dense" and not p.budget):
         pts = [p for p in points if p.series == series]
         known = [p for p in pts if p.mean("drop_pts") is not None]
         if not known:
@@ -488,36 +638,71 @@ def best_within(points: list[Point], delta: float) -> dict[str, dict[str, Any]]:
     return out
 
 
-def summarize(sweep_dir: str | Path, baseline_dirs: Sequence[str | Path] = (),
-              delta: float = 0.5) -> Summary:
-    root = Path(sweep_dir)
-    if not root.exists():
-        raise ReportError(f"{root}: no such directory")
-    if not root.is_dir():
-        raise ReportError(f"{root}: not a directory (give the sweep folder, e.g. outputs/sweeps/<name>)")
-    dirs = find_job_dirs(root)
-    # a progress line only where reading takes a while (a few ms per folder)
-    log.log(logging.INFO if len(dirs) >= 100 else logging.DEBUG,
-            "reading %d job folder(s) under %s ...", len(dirs), root)
-    jobs = [load_job(p, root) for p in dirs]
-    if not jobs:
-        raise ReportError(f"{root}: no job folders in it (none has results.json, failed.json or "
-                          ".hydra/); is this a sweep dir such as outputs/sweeps/<name>?")
-    base = dense_baseline(jobs, f"{root} (dense jobs of this sweep)")
+def _labels(roots: Sequence[Path]) -> list[str]:
+    """Short unique names for several folders: the shortest path tails that tell them apart."""
+    parts = [r.resolve().parts for r in roots]
+    labels = []
+    for i, p in enumerate(parts):
+        others = [q for j, q in enumerate(parts) if j != i]
+        k = next((k for k in range(1, len(p) + 1) if all(q[-k:] != p[-k:] for q in others)),
+                 len(p))
+        labels.append("/".join(p[-k:]))
+    return labels
+
+
+def _roots(sweep_dirs: str | Path | Sequence[str | Path]) -> list[Path]:
+    if isinstance(sweep_dirs, str | Path):
+        return [Path(sweep_dirs)]
+    return list(dict.fromkeys(Path(d) for d in sweep_dirs))
+
+
+def summarize(sweep_dir: str | Path | Sequence[str | Path], baseline_dirs: Sequence[str | Path] = (),
+              delta: float = 0.5, skip_missing: bool = False) -> Summary:
+    """The report's data from one sweep or run folder, or from several whose jobs are pooled
+    (runs of one configuration from different sweeps join one point; folders are listed as
+    ``<sweep>/<job>``). ``skip_missing``: a folder that does not exist is a note, not an error."""
+    roots = _roots(sweep_dir)
+    if not roots:
+        raise ReportError("no sweep folder given")
+    missing = [r for r in roots if not r.exists()]
+    if skip_missing:
+        roots = [r for r in roots if r.exists()]
+        if not roots:
+            raise ReportError("none of the folders exists: " + ", ".join(map(str, missing)))
+    jobs: list[Job] = []
+    prefixes = _labels(roots) if len(roots) > 1 else [""]
+    for root, prefix in zip(roots, prefixes, strict=True):
+        if not root.exists():
+            raise ReportError(f"{root}: no such directory")
+        if not root.is_dir():
+            raise ReportError(f"{root}: not a directory (give the sweep folder, e.g. "
+                              "outputs/sweeps/<name>)")
+        dirs = find_job_dirs(root)
+        # a progress line only where reading takes a while (a few ms per folder)
+        log.log(logging.INFO if len(dirs) >= 100 else logging.DEBUG,
+                "reading %d job folder(s) under %s ...", len(dirs), root)
+        if not dirs:
+            raise ReportError(f"{root}: no job folders in it (none has results.json, failed.json "
+                              "or .hydra/); is this a sweep dir such as outputs/sweeps/<name>?")
+        jobs += [load_job(p, root, prefix) for p in dirs]
+    root = roots[0]
+    where = root if len(roots) == 1 else " + ".join(map(str, roots))
+    base = dense_baseline(jobs, f"{where} (dense jobs of {'this sweep' if len(roots) == 1 else 'these folders'})")
     if baseline_dirs:
         load_baseline(baseline_dirs, base, skip=set(base.acc))
     _label_extras(jobs)
     compare(jobs, base)
     points = build_points(jobs)
     search = None
-    if (root / SEARCH).is_file():
+    if len(roots) == 1 and (root / SEARCH).is_file():
         try:
             search = _read_json(root / SEARCH)
         except (OSError, ValueError):
             search = {"error": f"{SEARCH} is unreadable"}
     jobs.sort(key=_job_order)
+    extra_notes = [f"{m}: no such folder, left out" for m in missing]
     return Summary(root, jobs, points, base, delta, best_within(points, delta), search,
-                   notes(jobs, points))
+                   extra_notes + notes(jobs, points), sources=roots)
 
 
 def notes(jobs: list[Job], points: list[Point]) -> list[str]:
@@ -541,7 +726,7 @@ def notes(jobs: list[Job], points: list[Point]) -> list[str]:
 
 
 def _job_order(j: Job) -> tuple:
-    return (str(j.model), str(j.data), not j.dense, str(j.method), j.extra,
+    return (str(j.model), str(j.data), not j.dense, str(j.method), j.extra, str(j.budget),
             j.amount if j.amount is not None else -1.0, _seed_key(j))
 
 
@@ -598,7 +783,8 @@ def markdown(summary: Summary, plots: Sequence[str] = ()) -> str:
     counts = defaultdict(int)
     for j in jobs:
         counts[j.status] += 1
-    lines = [f"# Sweep report: {s.sweep_dir}", ""]
+    where = ", ".join(map(str, s.sources)) if len(s.sources) > 1 else str(s.sweep_dir)
+    lines = [f"# Sweep report: {where}", ""]
     lines.append(f"{len(jobs)} jobs: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
                  + ". Accuracies in %, drops in accuracy points (dense − pruned, positive = worse),"
                  " mean ± std over seeds.")
@@ -616,7 +802,7 @@ def markdown(summary: Summary, plots: Sequence[str] = ()) -> str:
     lines += [f"> **Note:** {n}" for n in s.notes]
     lines.append("")
 
-    pruned = [p for p in pts if p.method != "dense"]
+    pruned = [p for p in pts if p.method != "dense" and not p.budget]
     amounts = sorted({p.amount for p in pruned if p.amount is not None})
     if pruned:
         lines += ["## Test accuracy: method × amount", "",
@@ -632,14 +818,18 @@ def markdown(summary: Summary, plots: Sequence[str] = ()) -> str:
         lines += _table(["method"] + [f"{a:g}" for a in amounts], rows) + [""]
 
     if pts:
-        lines += ["## Per configuration", ""]
-        rows = [[p.series, "—" if p.method == "dense" else f"{p.amount:g}", str(p.n),
-                 _pm(p.mean("test_acc"), p.std("test_acc")), _signed(p.mean("drop_pts")),
-                 _pct(p.mean("sparsity_global")), _count(p.mean("params_nonzero")),
-                 _count(p.mean("macs_effective")), f"{p.mean('fit_seconds') or 0:.1f}"]
+        lines += ["## Per configuration", "",
+                  "Mean ± std over the seeds; weights kept = 100 − sparsity of the pruned layers; "
+                  "budget runs are listed by their budget.", ""]
+        rows = [[p.series, p.setting, str(p.n), _pm(p.mean("test_acc"), p.std("test_acc")),
+                 _error_pm(p), _signed(p.mean("drop_pts")), _pct(p.mean("sparsity_global")),
+                 _kept(p.mean("sparsity_global")), _count(p.mean("params_nonzero")),
+                 _count(p.mean("macs_effective")), _epochs(p), f"{p.mean('fit_seconds') or 0:.1f}"]
                 for p in pts]
-        lines += _table(["method", "amount", "seeds", "test acc %", "drop pts", "sparsity %",
-                         "non-zero params", "effective MACs", "fit s"], rows) + [""]
+        lines += _table(["method", "amount", "seeds", "test acc %", "test error %", "drop pts",
+                         "sparsity %", "weights kept %", "non-zero params", "effective MACs",
+                         "epochs", "fit s"], rows) + [""]
+    lines += _budget_md(pts)
 
     lines += _artifacts_md(pts)
     lines += [f"## Highest sparsity within {s.delta:g} pts of dense", ""]
@@ -663,7 +853,7 @@ def markdown(summary: Summary, plots: Sequence[str] = ()) -> str:
     else:
         lines.append("None.")
     lines += ["", "## All jobs", ""]
-    rows = [[j.folder, j.status, str(j.method), "" if j.amount is None else f"{j.amount:g}",
+    rows = [[j.folder, j.status, str(j.method), "" if j.amount is None else j.setting,
              "" if j.seed is None else str(j.seed), _pct(j.test_acc), _signed(j.drop_pts),
              _pct(j.sparsity_global, 1), _count(j.params_nonzero), _count(j.macs_effective),
              "" if j.fit_seconds is None else f"{j.fit_seconds:.1f}"] for j in jobs]
@@ -672,6 +862,43 @@ def markdown(summary: Summary, plots: Sequence[str] = ()) -> str:
     if plots:
         lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
     return "\n".join(lines) + "\n"
+
+
+def _error_pm(p: Point) -> str:
+    """Test error % mean ± std over seeds (the std of the error is that of the accuracy)."""
+    acc = p.mean("test_acc")
+    return "—" if acc is None else f"{100 * (1 - acc):.2f} ± {100 * (p.std('test_acc') or 0):.2f}"
+
+
+def _kept(sparsity: float | None) -> str:
+    if sparsity is None:
+        return "—"
+    kept = 100 * (1 - sparsity)
+    return f"{kept:.2f}" if kept < 10 else f"{kept:.1f}"
+
+
+def _epochs(p: Point) -> str:
+    eps = sorted({j.epochs for j in p.jobs if j.epochs is not None})
+    return "/".join(map(str, eps)) or "—"
+
+
+def _budget_md(points: list[Point]) -> list[str]:
+    """Budget runs: the budget asked for, the cost reached and the compacted network's size."""
+    pts = [p for p in points if p.budget]
+    if not pts:
+        return []
+    lines = ["## Budget runs", "",
+             "`pruning.budget.<metric>=N`: filters/neurons are removed until the network fits N; "
+             "the schedule's `amount` only shaped the steps, so these runs are listed by budget. "
+             "Reached: the cost model's count after the last step (= the compacted network's "
+             "when compacted). Means over the seeds.", ""]
+    rows = [[p.series, p.setting, str(p.n), _count(p.mean("budget_reached")),
+             _count(p.mean("macs_compact")), _count(p.mean("params_compact")),
+             _pm(p.mean("test_acc"), p.std("test_acc")), _error_pm(p),
+             _kept(p.mean("sparsity_global")), _epochs(p)] for p in pts]
+    return lines + _table(["method", "budget", "seeds", "reached", "compact MACs",
+                           "compact params", "test acc %", "test error %", "weights kept %",
+                           "epochs"], rows) + [""]
 
 
 def export_mean(p: Point, enc: str, key: str) -> float | None:
@@ -700,7 +927,7 @@ def _artifacts_md(points: list[Point]) -> list[str]:
             if not n:
                 continue
             size, ratio = export_mean(p, enc, "artifact_bytes"), export_mean(p, enc, "ratio")
-            rows.append([p.series, "—" if p.method == "dense" else f"{p.amount:g}", enc, str(n),
+            rows.append([p.series, p.setting, enc, str(n),
                          f"{size:,.0f}", "—" if ratio is None else f"{ratio:.1f}",
                          _pct(export_mean(p, enc, "test_acc")), _pct(p.mean("test_acc"))])
     return lines + _table(["method", "amount", "encoding", "seeds", "artifact bytes",
@@ -839,8 +1066,13 @@ def plot_pair(summary: Summary, model: str | None, data: str | None, kind: str,
         ys, yerr = _err_bars(sp)
         xs = [x_of(p) for p in sp]
         seeds = "/".join(sorted({str(p.n) for p in sp}))
+        eps = "/".join(sorted({_epochs(p) for p in sp}))
         ax.errorbar(xs, ys, yerr=yerr, marker="o", ms=5, capsize=3, lw=1.4,
-                    color=f"C{i % 10}", label=f"{series} (seeds per point: {seeds})")
+                    color=f"C{i % 10}", label=f"{series} ({eps} epochs; seeds per point: {seeds})")
+        for p, x, y in zip(sp, xs, ys, strict=True):
+            if p.budget:  # a budget run is known by its budget: say it at the point
+                ax.annotate(p.setting, (x, y), textcoords="offset points", xytext=(6, 6),
+                            fontsize=7, color=f"C{i % 10}")
         xs_all += xs
         ys_all += ys
     st = summary.baseline.stats(model, data)
@@ -925,7 +1157,7 @@ def _finish(fig: Any, ax: Any, summary: Summary, model: str | None, data: str | 
             what_vs: str, note: str, legend: dict[str, Any]) -> Any:
     """Title (sweep name, model and data), grid, legend and the footnote of a report plot."""
     what = f"{model} on {data}" if model or data else "all jobs"
-    name = summary.sweep_dir.name
+    name = summary.name
     name = name if len(name) <= 40 else name[:37] + "…"
     ax.set_title(f"{name}: {what} — {what_vs}", fontsize=11)
     ax.grid(True, which="major", alpha=0.3)
@@ -1021,13 +1253,19 @@ def summarize_csv(path: str | Path, delta: float = 0.5) -> Summary:
                 data=r.get("data") or None, schedule=r.get("schedule") or None,
                 method=r.get("method") or None, amount=_num(r.get("amount") or None),
                 seed=_num(r.get("seed") or None, int), error=r.get("error") or "",
-                overrides=_split_overrides(r["folder"]))
+                # pooled reports name folders <sweep>/<job>: the job's name holds the overrides
+                overrides=_split_overrides(r["folder"].rsplit("/", 1)[-1]))
         if j.status == "ok":
             j.test_acc = _num(r.get("test_acc") or None)
             j.sparsity_global = _num(r.get("sparsity_global") or None)
             j.params_nonzero = _num(r.get("params_nonzero") or None, int)
             j.macs_effective = _num(r.get("macs_effective") or None, int)
             j.fit_seconds = _num(r.get("fit_seconds") or None)
+            j.epochs = _num(r.get("epochs") or None, int)
+            j.budget = r.get("budget") or None
+            j.budget_reached = _num(r.get("budget_reached") or None, int)
+            j.macs_compact = _num(r.get("macs_compact") or None, int)
+            j.params_compact = _num(r.get("params_compact") or None, int)
             j.exports = exports_from_row(r)
         jobs.append(j)
     base = dense_baseline(jobs, f"{path} (dense rows)")
@@ -1046,17 +1284,29 @@ def _note(source: str | Path, command: str) -> str:
     return f"data: {source}  ·  made by: {command}  ·  {day}"
 
 
-def report(sweep_dir: str | Path, baseline: Sequence[str | Path] = (), out: str | Path | None = None,
-           delta: float = 0.5) -> Summary:
+def report(sweep_dir: str | Path | Sequence[str | Path], baseline: Sequence[str | Path] = (),
+           out: str | Path | None = None, delta: float = 0.5, skip_missing: bool = False,
+           command: str | None = None, title: str | None = None) -> Summary:
     """Write summary.csv, summary.md, acc_vs_sparsity.png and acc_vs_macs.png (and
-    acc_vs_bytes.png where jobs were exported); return the data."""
-    summary = summarize(sweep_dir, baseline, delta)
+    acc_vs_bytes.png where jobs were exported); return the data. Several folders pool their
+    jobs into one report, written into ``out`` (required then). ``command``: the command line
+    the plots' footnote names (default: the equivalent ``python -m prunelab report ...``)."""
+    roots = _roots(sweep_dir)
+    if out is None and len(roots) > 1:
+        raise ReportError("several folders: give --out DIR for the pooled report")
+    summary = summarize(roots, baseline, delta, skip_missing)
+    summary.title = title
     out_dir = Path(out) if out is not None else summary.sweep_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     log.debug("%d jobs read; writing the table and plots into %s", len(summary.jobs), out_dir)
     write_csv(summary, out_dir / "summary.csv")
-    plots = plot(summary, out_dir, _note(summary.sweep_dir,
-                                         f"python -m prunelab report {summary.sweep_dir}"))
+    if command is None:
+        import shlex
+
+        command = "python -m prunelab report " + " ".join(shlex.quote(str(r)) for r in roots)
+        command += "".join(f" --baseline {shlex.quote(str(b))}" for b in baseline)
+    source = " + ".join(str(r) for r in summary.sources) or summary.sweep_dir
+    plots = plot(summary, out_dir, _note(source, command))
     (out_dir / "summary.md").write_text(markdown(summary, [p.name for p in plots]))
     summary.files = [out_dir / "summary.csv", out_dir / "summary.md", *plots]
     return summary

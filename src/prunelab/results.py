@@ -24,7 +24,7 @@ class Results:
     data: str  # the config's data.name
     schedule: str  # pruning.schedule ("none": dense)
     method: str  # pruning.method.name, or "dense"
-    amount: float  # the plan's last target (0.0 dense)
+    amount: float  # the plan's last target (0.0 dense); with a budget it only shaped the steps
     seed: int
     test_acc: float | None
     test_loss: float | None
@@ -50,6 +50,11 @@ class Results:
     latency_threads: int | None = field(default=None, metadata=_OPTIONAL)
     params_compact: int | None = field(default=None, metadata=_OPTIONAL)
     macs_compact: int | None = field(default=None, metadata=_OPTIONAL)
+    # pruning.budget runs: what the run was asked for and what it reached, per the cost model
+    # (equal to the compacted network's macs/params): {"metric": "macs" | "params", "limit": N,
+    # "reached": M <= N, "dense": the dense network's cost}. A budget run is described by its
+    # budget, not by ``amount``.
+    budget: dict[str, Any] | None = field(default=None, metadata=_OPTIONAL)
 
     def to_json(self) -> dict[str, Any]:
         """The file's content: every key, except optional measurements that did not run."""

@@ -214,8 +214,20 @@ def collect(cfg: DictConfig, job: Job, val_acc: float | None, test_metrics: dict
         pruning_history=pruner.history if pruner is not None else [],
         overrides=list(overrides or []),
         versions=versions(),
+        budget=budget_record(pruner),
         **measured,
     )
+
+
+def budget_record(pruner: Any) -> dict[str, Any] | None:
+    """A budget run's ``{"metric", "limit", "reached", "dense"}`` (None without a budget):
+    the configured limit, and the cost the last pruning step reached."""
+    if pruner is None or getattr(pruner, "budget", None) is None:
+        return None
+    metric, limit = pruner.budget
+    cost = next((h["cost"] for h in reversed(pruner.history) if h.get("cost")), {})
+    return {"metric": metric, "limit": int(limit), "reached": cost.get("reached"),
+            "dense": cost.get("dense")}
 
 
 def run_or_record_failure(cfg: DictConfig, run_dir: str | Path, overrides: list[str],

@@ -1,7 +1,9 @@
-"""``prunelab report <sweep dir>``: a sweep's jobs → summary.csv, summary.md and plots.
+"""``prunelab report <sweep dir> [<sweep dir> ...]``: the jobs → summary.csv, summary.md and plots.
 
-Every job folder under the sweep folder is listed (finished, failed, diverged or incomplete);
+Every job folder under the sweep folders is listed (finished, failed, diverged or incomplete);
 finished pruned jobs are compared with the dense baseline of the same model, data and seed.
+Several folders pool their jobs into one report (``--out`` names where it goes): runs of one
+configuration from different sweeps, e.g. seed 0 here and seeds 1-2 there, join one point.
 The library is :mod:`prunelab.report` (``report``, ``replot``, ``summarize``).
 """
 
@@ -28,23 +30,29 @@ def main(argv: Sequence[str] | None = None) -> int:
          "compare with the dense runs of another sweep"),
         (f"{PROG} outputs/runs/<run>",
          "a single run folder works too"),
+        (f"{PROG} outputs/sweeps/seed0 outputs/sweeps/seeds12 --out docs/results/x",
+         "pool several sweeps (mean ± std over all their seeds) into one report"),
         (f"{PROG} --from-csv docs/results/mnist_study/summary.csv",
          "redraw the plots from a report's own summary.csv (no job folders needed)"),
     ])
-    parser.add_argument("sweep_dir", nargs="?", help="the sweep folder, e.g. outputs/sweeps/<name>")
+    parser.add_argument("sweep_dir", nargs="*", help="the sweep folder, e.g. outputs/sweeps/<name> "
+                        "(several: their jobs are pooled; give --out)")
     parser.add_argument("--from-csv", metavar="FILE", default=None,
                         help="redraw only the plots from this summary.csv (into its folder, or --out)")
     parser.add_argument("--baseline", action="append", default=[], metavar="DIR",
-                        help="sweep or run folder with dense runs (pruning=none) to compare with, "
+                        help="sweep or run folder with dense runs (pruning=none), or a report's "
+                             "summary.csv, to compare with, "
                              "for (model, data, seed) without a dense job in this sweep")
     parser.add_argument("--out", default=None, metavar="DIR",
                         help="write the files here instead of into the sweep folder")
+    parser.add_argument("--skip-missing", action="store_true",
+                        help="a sweep folder that does not exist (yet) is noted, not an error")
     parser.add_argument("--delta", type=float, default=0.5,
                         help="accuracy points of drop allowed by 'highest sparsity within "
                              "delta of dense'")
     add_verbosity_args(parser)
     args = parser.parse_args(argv)
-    if (args.sweep_dir is None) == (args.from_csv is None):
+    if (not args.sweep_dir) == (args.from_csv is None):
         parser.error("give a sweep folder or --from-csv FILE (one of the two)")
     setup(args.verbosity)
     if not (math.isfinite(args.delta) and args.delta >= 0):
@@ -55,7 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.from_csv:
             s = lib.replot(args.from_csv, args.out, args.delta)
         else:
-            s = lib.report(args.sweep_dir, args.baseline, args.out, args.delta)
+            s = lib.report(args.sweep_dir, args.baseline, args.out, args.delta,
+                           skip_missing=args.skip_missing)
     except lib.ReportError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2

@@ -10,8 +10,12 @@ step is ``pruning=at_init``, before the first optimizer step, but any step may u
   gradient of the loss averaged over ``grad_batches`` training batches at the current weights.
 * ``grasp`` (Wang, Zhang & Grosse, ICLR 2020): gradient-signal preservation. The paper scores
   ``S = −w ⊙ Hg`` (``H`` the Hessian of the loss, ``g`` its gradient, both over
-  ``grad_batches`` batches) and removes the *highest* scores; here a higher score is kept longer,
-  so the registered score is ``w ⊙ Hg = −S`` and the same weights go.
+  ``grad_batches`` batches) and removes the *highest* scores (keeps the lowest); here a higher
+  score is kept longer, so the registered score is ``w ⊙ Hg = −S`` and the same weights go.
+  ``g`` is held fixed while ``Hg`` is taken as the gradient of ``gᵀ∇L`` (as in the paper's
+  algorithm). The authors' code also divides the logits by a temperature T = 200 before the
+  loss in both passes; prunelab uses the model's own training loss unchanged (T = 1), since a
+  probe's loss need not be a softmax: the scores' scale, and possibly their order, differ.
 * ``synflow`` (Tanaka, Kunin, Yamins & Ganguli, NeurIPS 2020): data-free. Every parameter is
   replaced by its absolute value (BatchNorm in eval mode, float64 against overflow), the model
   is run on an all-ones input of one training sample's shape, ``R`` is the sum of its output,
@@ -175,7 +179,8 @@ def snip_score(weight: Tensor, ctx: ScoreContext) -> Tensor:
 
 
 def grasp_score(weight: Tensor, ctx: ScoreContext) -> Tensor:
-    """``w ⊙ Hg``: the negated GraSP score, so removing the lowest removes the paper's highest."""
+    """``w ⊙ Hg`` = −S, the negated GraSP score (Wang et al. 2020 remove the largest
+    ``S = −w ⊙ Hg``), so removing the lowest here removes the paper's highest."""
     hg = _stat(ctx, "hg", weight, "grasp")
     return weight.detach().to(hg.dtype) * hg
 
