@@ -26,7 +26,7 @@ class Poison(L.Callback):
 def main(out: str) -> None:
     torch.set_num_threads(1)
     L.seed_everything(0, verbose=False)
-    model = ClassifierSystem(torch.nn.Linear(8, 3), optimizer=partial(torch.optim.SGD, lr=0.1),
+    model = ClassifierSystem(torch.nn.Linear(8, 3), optimizer=partial(torch.optim.SGD, lr=0.1), num_classes=3,
                              check_every=3)
     x, y = torch.randn(256, 8), torch.randint(0, 3, (256,))
     trainer = L.Trainer(max_epochs=2, accelerator="cpu", devices=2, strategy="ddp", logger=False,
