@@ -15,6 +15,8 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +95,30 @@ def log_results(loggers: list, results: dict[str, Any]) -> None:
     step = int(results.get("epochs") or 0)
     for lg in _trackers(loggers):
         lg.log_metrics({f"result/{k}": v for k, v in metrics.items()}, step=step)
-        lg.finalize("success")
+    finish(loggers, "success")
+
+
+def finish(loggers: list, status: str) -> None:
+    """Close the tracker runs: MLflow's ends FINISHED/FAILED, W&B's gets its exit code.
+
+    Lightning's ``WandbLogger.finalize`` leaves the W&B run open, and a later ``WandbLogger``
+    in the same process (the next job of a sweep) would then log into it; so it is finished.
+    """
+    for lg in _trackers(loggers):
+        lg.finalize(status)
+        if type(lg).__name__ == "WandbLogger":
+            lg.experiment.finish(exit_code=0 if status == "success" else 1)
+
+
+@contextmanager
+def finished_on_error(trainer: Any) -> Iterator[None]:
+    """Mark the tracker runs failed when the run stops with an error (then re-raise)."""
+    try:
+        yield
+    except BaseException:
+        if trainer.is_global_zero:
+            finish(trainer.loggers, "failed")
+        raise
 
 
 def _trackers(loggers: list) -> list:
