@@ -72,6 +72,7 @@ def wandb_offline(tmp_path, monkeypatch):
 
     if wandb.run is not None:
         wandb.run.finish(exit_code=1)
+    wandb.teardown()  # wandb keeps its first settings (the environment) for the process
 
 
 def _wandb_run(run_dir: Path) -> dict:
@@ -144,6 +145,21 @@ def test_wandb_failed_run_is_closed_and_the_next_run_gets_its_own(make_cfg, tmp_
     assert bad["run_id"] != good["run_id"]
     assert not _series(bad["history"], "result/test_acc")
     assert good["summary"]["result/test_acc"] == pytest.approx(results["test_acc"])
+
+
+def test_wandb_online_without_a_login_is_one_line(make_cfg, tmp_path, wandb_offline,
+                                                  monkeypatch):
+    import wandb
+
+    wandb.setup()  # as after an offline run earlier in this process: wandb keeps WANDB_MODE
+    monkeypatch.delenv("WANDB_MODE")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.netrc key
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing leaves the machine
+    cfg = make_cfg("trainer=fast", "logger=wandb", "logger.wandb.offline=false")
+    with pytest.raises(ConfigError, match=r"logger=wandb could not start a W&B run: .*"
+                                          r"wandb login.*logger.wandb.offline=true"):
+        run(cfg, tmp_path / "run")
+    assert not (tmp_path / "run" / "results.json").exists()
 
 
 def test_missing_tracker_package_is_one_line(make_cfg, tmp_path, monkeypatch):

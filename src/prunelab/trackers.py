@@ -59,10 +59,13 @@ def tracker_loggers(logger_cfg: Any, run_dir: Path) -> list:
         from lightning.pytorch.loggers import WandbLogger
 
         run_id = hashlib.sha1(str(run_dir.absolute()).encode()).hexdigest()[:16]
+        offline = bool(wandb_cfg.get("offline", True))
+        # mode stated each time: Lightning's offline flag sets WANDB_MODE for the whole process
+        # and wandb keeps its first settings, so a later online run would stay offline
         loggers.append(WandbLogger(project=str(wandb_cfg.get("project") or "prunelab"),
                                    name=run_dir.name, id=run_id, resume="allow",
-                                   save_dir=str(run_dir),
-                                   offline=bool(wandb_cfg.get("offline", True))))
+                                   save_dir=str(run_dir), offline=offline,
+                                   mode="offline" if offline else "online"))
     return loggers
 
 
@@ -82,9 +85,25 @@ def flat_params(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def log_start(loggers: list, config: dict[str, Any], run_dir: Path) -> None:
     """The run's config as parameters; the MLflow run id kept for a resume."""
     for lg in _trackers(loggers):
+        if type(lg).__name__ == "WandbLogger":
+            _start_wandb(lg)
         lg.log_hyperparams(flat_params(config))
         if type(lg).__name__ == "MLFlowLogger":
             (run_dir / MLFLOW_RUN_ID).write_text(lg.run_id)
+
+
+def _start_wandb(lg: Any) -> None:
+    """Start the W&B run now, so that a refusal (no login for an online run, no server) is
+    one line rather than wandb's traceback from inside Lightning."""
+    import wandb
+
+    try:
+        lg.experiment  # noqa: B018 -- the property starts the run
+    except wandb.errors.Error as err:
+        reason = (str(err).splitlines() or [type(err).__name__])[0]
+        raise ConfigError(f"logger=wandb could not start a W&B run: {reason} (log in with "
+                          f"`wandb login` or WANDB_API_KEY, or keep logger.wandb.offline=true)"
+                          ) from None
 
 
 def log_results(loggers: list, results: dict[str, Any]) -> None:
