@@ -130,6 +130,30 @@ def test_text_model_roundtrip_and_load(tmp_path):
     assert torch.equal(loaded(ids), net.eval()(ids))
 
 
+def test_torchvision_network_roundtrips_through_its_builder(tmp_path, make_cfg):
+    # model=torchvision's network is made by a function, not a class of its own: the artifact
+    # names prunelab's builder and the run's arguments, and loading rebuilds it by name
+    from prunelab.export import save
+    from prunelab.export.runs import network_builder, network_kwargs
+    from prunelab.models import torchvision_net
+
+    cfg = make_cfg("model=torchvision", "model.arch=shufflenet_v2_x0_5", "data=torchvision",
+                   "data.dataset=KMNIST", "model.net.in_channels=1")
+    kwargs = network_kwargs(cfg)
+    assert kwargs == {"arch": "shufflenet_v2_x0_5", "num_classes": 10, "in_channels": 1,
+                      "weights": None}
+    torch.manual_seed(0)
+    net = torchvision_net(**kwargs).eval()
+    path = tmp_path / "model.plx"
+    save(net, path, "fp32", kwargs, builder=network_builder(cfg))
+    loaded = load(path)
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), net(x))
+    with pytest.raises(ConfigError, match="cannot export a torchvision.models"):
+        save(net, tmp_path / "other.plx", "fp32", kwargs)  # no builder: its class is foreign
+
+
 # ---------------------------------------------------------------------------- bad files
 
 @pytest.fixture

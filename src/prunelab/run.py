@@ -93,16 +93,17 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None,
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     job = build(cfg, run_dir, config, resume, callbacks)
-    fit(job, resume)
-    val_acc, test_metrics = run_test(job, resume)
-    if job.trainer.is_global_zero:
-        save_final_model(job.model, run_dir)
-    results = collect(cfg, job, val_acc, test_metrics, overrides).to_json()
-    if job.trainer.is_global_zero:
-        write_json_atomic(run_dir / RESULTS, results)
-        from prunelab.trackers import log_results
+    from prunelab.trackers import finished_on_error, log_results
 
-        log_results(job.trainer.loggers, results)
+    with finished_on_error(job.trainer):  # logger=mlflow / wandb: a failed run ends as failed
+        fit(job, resume)
+        val_acc, test_metrics = run_test(job, resume)
+        if job.trainer.is_global_zero:
+            save_final_model(job.model, run_dir)
+        results = collect(cfg, job, val_acc, test_metrics, overrides).to_json()
+        if job.trainer.is_global_zero:
+            write_json_atomic(run_dir / RESULTS, results)
+            log_results(job.trainer.loggers, results)
     return results
 
 
@@ -594,9 +595,6 @@ def make_loggers(cfg: DictConfig, run_dir: Path, resume: Resume | None = None) -
                                          resume_epoch=resume.epoch if resume else 0))
     if cfg.logger.tensorboard:
         loggers.append(resuming_tensorboard(run_dir, resume.step if resume else 0))
-    from prunelab.trackers import tracker_loggers
-
-    loggers += tracker_loggers(cfg.logger, run_dir)  # logger=mlflow / wandb (rank 0 writes)
     from prunelab.trackers import tracker_loggers
 
     loggers += tracker_loggers(cfg.logger, run_dir)  # logger=mlflow / wandb (rank 0 writes)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -57,10 +59,13 @@ def tracker_loggers(logger_cfg: Any, run_dir: Path) -> list:
         from lightning.pytorch.loggers import WandbLogger
 
         run_id = hashlib.sha1(str(run_dir.absolute()).encode()).hexdigest()[:16]
+        offline = bool(wandb_cfg.get("offline", True))
+        # mode stated each time: Lightning's offline flag sets WANDB_MODE for the whole process
+        # and wandb keeps its first settings, so a later online run would stay offline
         loggers.append(WandbLogger(project=str(wandb_cfg.get("project") or "prunelab"),
                                    name=run_dir.name, id=run_id, resume="allow",
-                                   save_dir=str(run_dir),
-                                   offline=bool(wandb_cfg.get("offline", True))))
+                                   save_dir=str(run_dir), offline=offline,
+                                   mode="offline" if offline else "online"))
     return loggers
 
 
@@ -80,9 +85,25 @@ def flat_params(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def log_start(loggers: list, config: dict[str, Any], run_dir: Path) -> None:
     """The run's config as parameters; the MLflow run id kept for a resume."""
     for lg in _trackers(loggers):
+        if type(lg).__name__ == "WandbLogger":
+            _start_wandb(lg)
         lg.log_hyperparams(flat_params(config))
         if type(lg).__name__ == "MLFlowLogger":
             (run_dir / MLFLOW_RUN_ID).write_text(lg.run_id)
+
+
+def _start_wandb(lg: Any) -> None:
+    """Start the W&B run now, so that a refusal (no login for an online run, no server) is
+    one line rather than wandb's traceback from inside Lightning."""
+    import wandb
+
+    try:
+        lg.experiment  # noqa: B018 -- the property starts the run
+    except wandb.errors.Error as err:
+        reason = (str(err).splitlines() or [type(err).__name__])[0]
+        raise ConfigError(f"logger=wandb could not start a W&B run: {reason} (log in with "
+                          f"`wandb login` or WANDB_API_KEY, or keep logger.wandb.offline=true)"
+                          ) from None
 
 
 def log_results(loggers: list, results: dict[str, Any]) -> None:
@@ -93,7 +114,30 @@ def log_results(loggers: list, results: dict[str, Any]) -> None:
     step = int(results.get("epochs") or 0)
     for lg in _trackers(loggers):
         lg.log_metrics({f"result/{k}": v for k, v in metrics.items()}, step=step)
-        lg.finalize("success")
+    finish(loggers, "success")
+
+
+def finish(loggers: list, status: str) -> None:
+    """Close the tracker runs: MLflow's ends FINISHED/FAILED, W&B's gets its exit code.
+
+    Lightning's ``WandbLogger.finalize`` leaves the W&B run open, and a later ``WandbLogger``
+    in the same process (the next job of a sweep) would then log into it; so it is finished.
+    """
+    for lg in _trackers(loggers):
+        lg.finalize(status)
+        if type(lg).__name__ == "WandbLogger":
+            lg.experiment.finish(exit_code=0 if status == "success" else 1)
+
+
+@contextmanager
+def finished_on_error(trainer: Any) -> Iterator[None]:
+    """Mark the tracker runs failed when the run stops with an error (then re-raise)."""
+    try:
+        yield
+    except BaseException:
+        if trainer.is_global_zero:
+            finish(trainer.loggers, "failed")
+        raise
 
 
 def _trackers(loggers: list) -> list:

@@ -18,10 +18,14 @@ from torch import nn
 from prunelab.errors import CheckpointError, ConfigError
 from prunelab.export import codecs, container
 
+TORCHVISION = "prunelab.models.vision.torchvision_net"
 # class path → (module, class name); nothing outside this list is ever imported by a load
 NETWORKS = {
     "prunelab.models.cnn.LeNet": ("prunelab.models.cnn", "LeNet"),
     "prunelab.models.text.TextClassifier": ("prunelab.models.text", "TextClassifier"),
+    # model=torchvision: rebuilt by prunelab's builder, which takes torchvision's registered
+    # classification architectures by name only
+    TORCHVISION: ("prunelab.models.vision", "torchvision_net"),
 }
 _SCALARS = (bool, int, float, str, type(None))
 
@@ -37,14 +41,15 @@ def dense_bytes(state: dict[str, torch.Tensor]) -> int:
 
 
 def encode(net: nn.Module, encoding: str, kwargs: dict[str, Any] | None = None,
-           metadata: dict[str, Any] | None = None) -> bytes:
+           metadata: dict[str, Any] | None = None, builder: str | None = None) -> bytes:
     """The artifact's bytes for ``net`` (masks must already be folded into the weights).
 
     ``kwargs`` are the network's constructor arguments (JSON scalars); ``metadata`` is any
-    JSON-serialisable record kept in the manifest (source run, accuracy ...).
+    JSON-serialisable record kept in the manifest (source run, accuracy ...); ``builder``
+    names the function that built ``net`` when that is not its class (:data:`TORCHVISION`).
     """
     codecs.check_encoding(encoding)
-    path = class_path(net)
+    path = builder or class_path(net)
     if path not in NETWORKS:
         raise ConfigError(f"cannot export a {path}: the artifact stores prunelab's own networks "
                           f"only ({', '.join(sorted(NETWORKS))})")
@@ -67,9 +72,9 @@ def encode(net: nn.Module, encoding: str, kwargs: dict[str, Any] | None = None,
 
 
 def save(net: nn.Module, path: str | Path, encoding: str, kwargs: dict[str, Any] | None = None,
-         metadata: dict[str, Any] | None = None) -> int:
+         metadata: dict[str, Any] | None = None, builder: str | None = None) -> int:
     """Write ``net`` as an artifact at ``path`` (atomically); return its size in bytes."""
-    data = encode(net, encoding, kwargs, metadata)
+    data = encode(net, encoding, kwargs, metadata, builder)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

@@ -57,6 +57,15 @@ def network_kwargs(cfg: Any) -> dict[str, Any]:
     return kwargs
 
 
+def network_builder(cfg: Any) -> str | None:
+    """The artifact's builder for a network made by a function (``model=torchvision``), else
+    None: the network's class names it."""
+    from prunelab.loading import _BUILTIN_FACTORIES
+
+    target = cfg.model.net.get("_target_")
+    return artifact.TORCHVISION if target in _BUILTIN_FACTORIES else None
+
+
 def test_loader(cfg: Any, data_dir: str | None) -> Any:
     from prunelab.loading import run_test_loader
 
@@ -114,7 +123,7 @@ def export_run(run_dir: Path, encodings: list[str], out: Path | None = None,
     finetune.check(finetune_epochs, finetune_lr)
     final, cfg = finished_run(run_dir)
     net, _ = load_plain_model(run_dir)
-    kwargs = network_kwargs(cfg)
+    kwargs, builder = network_kwargs(cfg), network_builder(cfg)
     results = json.loads((run_dir / RESULTS).read_text())
     binary = cfg.model.get("task") == "binary"
     loader = test_loader(cfg, data_dir) if evaluate else None
@@ -129,7 +138,8 @@ def export_run(run_dir: Path, encodings: list[str], out: Path | None = None,
             "run": str(run_dir.resolve()), "model": cfg.model.name, "data": cfg.data.name,
             "method": results.get("method"), "amount": results.get("amount"),
             "run_test_acc": results.get("test_acc"),
-            **({"finetune": {k: tuned[k] for k in ("epochs", "lr")}} if tuned else {})})
+            **({"finetune": {k: tuned[k] for k in ("epochs", "lr")}} if tuned else {})},
+            builder=builder)
         loaded = artifact.load(path)  # everything below is measured from the file
         manifest, decoded = artifact.read(path)
         record: dict[str, Any] = {
