@@ -239,6 +239,7 @@ class PruningCallback(L.Callback):
             rank_zero_warn(f"pruning steps at epochs {late} lie beyond max_epochs="
                            f"{trainer.max_epochs}: they run only if training continues from a "
                            "checkpoint with a larger max_epochs")
+        _check_evaluate(pl_module, self.eval_batches)
         if self._hook_handle is None:
             # Checkpoints of a pruned model hold <p>_orig and <p>_mask instead of <p>: put the
             # reparametrisation back before Lightning loads them into a fresh model.
@@ -683,7 +684,12 @@ class PruningCallback(L.Callback):
                   if n is not None and n > 0]
         if limits:
             loader = _FirstBatches(loader, min(limits))
-        acc = evaluate(loader)["acc"]
+        out = evaluate(loader)
+        acc = out.get("acc", _MISSING) if isinstance(out, Mapping) else _MISSING
+        if acc is not None and (isinstance(acc, bool) or not isinstance(acc, int | float | Tensor)):
+            raise ConfigError(f"{type(pl_module).__name__}.evaluate(dataloader) must return a dict "
+                              "with an 'acc' entry (a number, or None for no data), got "
+                              f"{out!r:.80}")
         return None if acc is None else float(acc)  # None: an empty validation set
 
     # ------------------------------------------------------------------ dynamic sparse training
@@ -928,6 +934,24 @@ def _fold(t: Target) -> None:
     slot = param_slot(t.module, t.parameter + "_orig")
     prune.remove(t.module, t.parameter)
     move_param(t.module, t.parameter, slot)
+
+
+_MISSING = object()
+
+
+def _check_evaluate(pl_module: nn.Module, eval_batches: int | None) -> None:
+    """A module's ``evaluate`` must take the loader (one argument): refused before training."""
+    evaluate = getattr(pl_module, "evaluate", None)
+    if not callable(evaluate) or eval_batches == 0:
+        return
+    try:
+        inspect.signature(evaluate).bind(None)
+    except TypeError:
+        raise ConfigError(f"{type(pl_module).__name__}.evaluate must take one argument, the "
+                          "validation loader, and return {'acc': ...}; or pass eval_batches=0 "
+                          "to skip the measurement after each pruning step") from None
+    except ValueError:  # no signature to inspect (a builtin): trust it
+        pass
 
 
 def _metric(trainer: L.Trainer, key: str) -> float | None:
