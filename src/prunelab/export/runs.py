@@ -20,21 +20,28 @@ from torch import nn
 from prunelab.errors import PrunelabError
 from prunelab.export import artifact, codecs, finetune
 from prunelab.logs import get_logger
-from prunelab.paths import FINAL_MODEL, RESULTS
+from prunelab.paths import (
+    EXPORT_ARTIFACT,
+    EXPORT_DIR,
+    EXPORT_ONNX,
+    EXPORT_REPORT,
+    FINAL_MODEL,
+    RESULTS,
+    run_config,
+)
 
 log = get_logger(__name__)
 
 DEFAULT_ENCODINGS = ("kmeans5",)
-ARTIFACT = "model.plx"
-REPORT = "export.json"
-ONNX = "model.onnx"
+ARTIFACT, REPORT, ONNX = EXPORT_ARTIFACT, EXPORT_REPORT, EXPORT_ONNX  # names in each folder
 
 
 def finished_run(run_dir: Path) -> tuple[Path, Any]:
     """(final_model.pt, the run's config) of a run that finished; PrunelabError otherwise."""
     from omegaconf import OmegaConf
 
-    if not (run_dir / ".hydra" / "config.yaml").exists():
+    cfg_path = run_config(run_dir)
+    if not cfg_path.exists():
         raise PrunelabError(f"{run_dir} is not a prunelab run directory (no .hydra/config.yaml)")
     final = run_dir / FINAL_MODEL
     if not final.exists() or not (run_dir / RESULTS).exists():
@@ -43,7 +50,6 @@ def finished_run(run_dir: Path) -> tuple[Path, Any]:
             "end of training): relaunch the run's command to resume and finish it")
     from prunelab.loading import check_targets
 
-    cfg_path = run_dir / ".hydra" / "config.yaml"
     cfg = OmegaConf.load(cfg_path)
     check_targets(cfg, cfg_path)  # the saved config is untrusted: only allow-listed classes
     return final, cfg
@@ -136,7 +142,7 @@ def export_run(run_dir: Path, encodings: list[str], out: Path | None = None,
     records = []
     for enc in encodings:
         shipped, tuned, folder = finetune.for_encoding(
-            net, cfg, enc, finetune_epochs, finetune_lr, data_dir, (out or run_dir / "export") / enc)
+            net, cfg, enc, finetune_epochs, finetune_lr, data_dir, (out or run_dir / EXPORT_DIR) / enc)
         path = folder / ARTIFACT
         size = artifact.save(shipped, path, enc, kwargs, metadata={
             "run": str(run_dir.resolve()), "model": cfg.model.name, "data": cfg.data.name,
