@@ -94,8 +94,19 @@ def test_uniform_distribution_and_bad_input():
     assert D.layer_zeros({"a": (10, 10), "b": (3, 3)}, 0.5, "uniform") == {"a": 50, "b": 4}
     with pytest.raises(ConfigError, match="pruning.distribution='er'.*erk, uniform"):
         D.layer_zeros({"a": (2, 2)}, 0.5, "er")
-    with pytest.raises(ConfigError, match=r"pruning.amount in \(0, 1\)"):
+    with pytest.raises(ConfigError, match=r"pruning.amount=1.0 must be in \(0, 1\)"):
         D.layer_zeros({"a": (2, 2)}, 1.0)
+
+
+@pytest.mark.parametrize("kwargs", [{"dynamic_amount": 1.0}, {"distribution": "er"}])
+def test_dynamic_settings_follow_one_rule_in_the_callback_and_the_schedule(kwargs):
+    """The callback refuses at construction what layer_zeros refuses, in the same words."""
+    args = {"dynamic_amount": 0.5, "distribution": "erk", **kwargs}
+    with pytest.raises(ConfigError) as direct:
+        D.layer_zeros({"a": (2, 2)}, args["dynamic_amount"], args["distribution"])
+    with pytest.raises(ConfigError) as via_callback:
+        PruningCallback([], dynamic="set", **args)
+    assert str(via_callback.value) == str(direct.value)
 
 
 def test_random_mask_has_exact_zeros_and_follows_the_seed():

@@ -872,9 +872,7 @@ def _check_dynamic(cb: PruningCallback) -> None:
     if cb.custom is not None or cb.method != "l1_unstructured":
         raise ConfigError(f"pruning={kind} drops the smallest-magnitude weights of each layer: "
                           f"use pruning/method=l1_unstructured, not {cb.method!r}")
-    amount = cb.dynamic_amount
-    if isinstance(amount, bool) or not isinstance(amount, int | float) or not 0 < amount < 1:
-        raise ConfigError(f"pruning.amount={amount!r} must be in (0, 1) for pruning={kind}")
+    D.check_amount(cb.dynamic_amount)
     every = cb.update_every
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
         raise ConfigError(f"pruning.update_every={every!r} must be an integer >= 1 (optimizer "
@@ -886,9 +884,7 @@ def _check_dynamic(cb: PruningCallback) -> None:
     if isinstance(stop, bool) or not isinstance(stop, int | float) or not 0 < stop <= 1:
         raise ConfigError(f"pruning.stop_fraction={stop!r} must be in (0, 1] (the share of "
                           "training during which masks change)")
-    if cb.distribution not in D.DISTRIBUTIONS:
-        raise ConfigError(f"pruning.distribution={cb.distribution!r} is not one of "
-                          f"{', '.join(D.DISTRIBUTIONS)}")
+    D.check_distribution(cb.distribution)
 
 
 def _param(t: Target) -> nn.Parameter:
