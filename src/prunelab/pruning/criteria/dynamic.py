@@ -82,14 +82,14 @@ def erk_densities(shapes: Mapping[str, Sequence[int]], amount: float) -> dict[st
 def check_amount(amount: object) -> float:
     """The run's sparsity, a fraction in (0, 1): dense and all-zero runs have nothing to train."""
     if isinstance(amount, bool) or not isinstance(amount, numbers.Real) or not 0 < amount < 1:
-        raise ConfigError(f"pruning.amount={amount!r} must be in (0, 1) for dynamic sparse training")
+        raise ConfigError(f"dynamic_amount={amount!r} must be in (0, 1) for dynamic sparse training")
     return float(amount)
 
 
 def check_distribution(distribution: object) -> str:
     """One of :data:`DISTRIBUTIONS`."""
     if distribution not in DISTRIBUTIONS:
-        raise ConfigError(f"pruning.distribution={distribution!r} is not one of "
+        raise ConfigError(f"distribution={distribution!r} is not one of "
                           f"{', '.join(DISTRIBUTIONS)}")
     return str(distribution)
 
