@@ -230,6 +230,7 @@ def test_bad_dynamic_settings_are_one_line(kwargs, needle):
     (["pruning/method=taylor"], "pruning=rigl drops the smallest-magnitude weights of each "
                                 "layer: use pruning/method=l1_unstructured, not 'taylor'"),
     (["pruning.stop_fraction=1.5"], "pruning.stop_fraction=1.5 must be in (0, 1]"),
+    (["pruning.amount=0.0"], "pruning.amount=0.0 must be in (0, 1) for dynamic sparse training"),
     (["pruning.update_every=0"], "pruning.update_every=0 must be an integer >= 1"),
     (["pruning.distribution=erdos"], "pruning.distribution='erdos' is not one of erk, uniform"),
 ])
