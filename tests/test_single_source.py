@@ -44,3 +44,19 @@ def test_run_folder_names_are_spelled_only_in_paths():
 def test_the_scan_sees_a_spelled_out_name():
     tree = ast.parse('p = run_dir / "final_model.pt"\nq = "a/b/export.json"\nm = f"see {x} results.json"')
     assert _path_literals(tree) == {"final_model.pt", "a/b/export.json"}
+
+
+def test_no_effect_keys_change_neither_a_runs_identity_nor_a_search_probe(make_cfg):
+    """The keys of paths.NO_EFFECT_KEYS may differ between launches of one run (resume) and
+    between a search and its finished probes (reuse)."""
+    from prunelab.run import result_config
+    from prunelab.search import _effective
+
+    no_effect = ["progress_refresh_rate=5", "threads=1", "verbosity=quiet", "name=other",
+                 "logger=none", "trainer.enable_progress_bar=true", "trainer.enable_model_summary=true"]
+    assert result_config(make_cfg("pruning=one_shot", *no_effect)) == \
+        result_config(make_cfg("pruning=one_shot"))
+    assert result_config(make_cfg("pruning=one_shot", "pruning.amount=0.6")) != \
+        result_config(make_cfg("pruning=one_shot"))
+    assert _effective(["pruning.amount=0.5", *no_effect, "hydra/launcher=joblib"]) == \
+        ["pruning.amount=0.5"]
