@@ -317,3 +317,92 @@ def test_misspelled_targets_key_is_one_clear_error():
 
     with pytest.raises(ConfigError, match=r"unknown key\(s\) \['inclde'\]; valid keys: types"):
         PruningCallback([(0, 0.5)], targets={"inclde": ["body.0.weight"]})
+
+
+# ---------------------------------------------------------------- a client module's own conventions
+
+class LoggingNet(TinyNet):
+    """Logs its validation accuracy under a key of its own, and its evaluate reads the loader."""
+
+    def __init__(self, key: str = "val/accuracy") -> None:
+        super().__init__()
+        self.key = key
+        self.seen: list[tuple[int, int]] = []
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self.log(self.key, (self(x).argmax(-1) == y).float().mean())
+
+    def evaluate(self, dataloader):
+        # what a module written for a real DataLoader does: read its dataset and length
+        self.seen.append((len(dataloader.dataset), len(dataloader)))
+        correct = sum(int((self(x).argmax(-1) == y).sum()) for x, y in dataloader)
+        return {"acc": correct / (len(dataloader) * dataloader.batch_size)}
+
+
+def fit_with_val(model, cb, max_epochs=2):
+    trainer = L.Trainer(max_epochs=max_epochs, accelerator="cpu", logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[cb], num_sanity_val_steps=0)
+    trainer.fit(model, loader(), loader(seed=1))
+    return trainer
+
+
+def test_monitor_names_the_logged_key_that_becomes_val_acc_before(recwarn):
+    cb = PruningCallback([(0, 0.3), (1, 0.6)], monitor="val/accuracy", verbose=False)
+    fit_with_val(LoggingNet(), cb)
+    before = [h["val_acc_before"] for h in cb.history]
+    assert all(isinstance(b, float) and 0 <= b <= 1 for b in before), before
+    assert not [w for w in recwarn if "never logs" in str(w.message)]
+
+
+def test_a_monitored_key_never_logged_warns_once_and_leaves_null():
+    cb = PruningCallback([(0, 0.3), (1, 0.6)], verbose=False)  # default monitor: val_acc
+    with pytest.warns(UserWarning, match=r"never logs 'val_acc'.*\['val/accuracy'\]") as caught:
+        fit_with_val(LoggingNet(), cb)
+    assert len([w for w in caught if "never logs" in str(w.message)]) == 1
+    assert [h["val_acc_before"] for h in cb.history] == [None, None]
+
+
+def test_evaluate_gets_a_loader_with_its_dataset_and_the_first_batches():
+    model = LoggingNet()
+    cb = PruningCallback([(0, 0.3), (1, 0.6)], monitor="val/accuracy", eval_batches=2,
+                         verbose=False)
+    fit_with_val(model, cb)
+    assert model.seen == [(64, 2), (64, 2)]  # the real dataset; len() is the batches it yields
+    assert all(0 <= h["val_acc_after"] <= 1 for h in cb.history)
+
+
+def test_a_plan_past_max_epochs_warns_in_the_python_api():
+    with pytest.warns(UserWarning, match=r"epochs \[2\] lie beyond max_epochs=2"):
+        trainer = fit(TinyNet(), [cb := PruningCallback([(0, 0.3), (2, 0.6)], verbose=False)], 2)
+    assert trainer.current_epoch == 2 and [h["target"] for h in cb.history] == [0.3]
+
+
+class ScalarEvalNet(LoggingNet):
+    def evaluate(self, dataloader):  # returns a bare number, not {"acc": ...}
+        return 0.5
+
+
+class NoArgEvalNet(LoggingNet):
+    def evaluate(self):  # takes no loader at all
+        return {"acc": 0.5}
+
+
+def test_evaluate_returning_no_acc_dict_is_one_clear_error():
+    from prunelab.pruning import ConfigError
+
+    cb = PruningCallback([(0, 0.3)], monitor="val/accuracy", verbose=False)
+    with pytest.raises(ConfigError, match=r"ScalarEvalNet.evaluate\(dataloader\) must return a "
+                                          r"dict with an 'acc' entry.*got 0.5"):
+        fit_with_val(ScalarEvalNet(), cb, max_epochs=1)
+
+
+def test_evaluate_that_takes_no_loader_is_refused_at_setup():
+    from prunelab.pruning import ConfigError
+
+    model = NoArgEvalNet()
+    cb = PruningCallback([(0, 0.3)], monitor="val/accuracy", verbose=False)
+    with pytest.raises(ConfigError, match=r"NoArgEvalNet.evaluate must take one argument"):
+        fit_with_val(model, cb, max_epochs=1)
+    assert cb.history == [] and model.global_step == 0  # refused before any training

@@ -92,10 +92,21 @@ def test_erk_keeps_a_layer_dense_when_its_density_would_exceed_one():
 
 def test_uniform_distribution_and_bad_input():
     assert D.layer_zeros({"a": (10, 10), "b": (3, 3)}, 0.5, "uniform") == {"a": 50, "b": 4}
-    with pytest.raises(ConfigError, match="pruning.distribution='er'.*erk, uniform"):
+    with pytest.raises(ConfigError, match="distribution='er'.*erk, uniform"):
         D.layer_zeros({"a": (2, 2)}, 0.5, "er")
-    with pytest.raises(ConfigError, match=r"pruning.amount in \(0, 1\)"):
+    with pytest.raises(ConfigError, match=r"dynamic_amount=1.0 must be in \(0, 1\)"):
         D.layer_zeros({"a": (2, 2)}, 1.0)
+
+
+@pytest.mark.parametrize("kwargs", [{"dynamic_amount": 1.0}, {"distribution": "er"}])
+def test_dynamic_settings_follow_one_rule_in_the_callback_and_the_schedule(kwargs):
+    """The callback refuses at construction what layer_zeros refuses, in the same words."""
+    args = {"dynamic_amount": 0.5, "distribution": "erk", **kwargs}
+    with pytest.raises(ConfigError) as direct:
+        D.layer_zeros({"a": (2, 2)}, args["dynamic_amount"], args["distribution"])
+    with pytest.raises(ConfigError) as via_callback:
+        PruningCallback([], dynamic="set", **args)
+    assert str(via_callback.value) == str(direct.value)
 
 
 def test_random_mask_has_exact_zeros_and_follows_the_seed():
@@ -201,17 +212,34 @@ def test_rigl_update_in_the_callback_is_the_pure_function():
 @pytest.mark.parametrize("kwargs, needle", [
     ({"dynamic": "sett"}, "unknown dynamic sparse training 'sett'; valid: set, rigl"),
     ({"plan": [(0, 0.5)]}, "takes no plan"),
-    ({"method": "taylor"}, "use pruning/method=l1_unstructured, not 'taylor'"),
-    ({"dynamic_amount": 0.0}, "pruning.amount=0.0 must be in (0, 1)"),
-    ({"update_every": 0}, "pruning.update_every=0 must be an integer >= 1"),
-    ({"alpha": 0.0}, "pruning.alpha=0.0 must be in (0, 1]"),
-    ({"stop_fraction": 1.5}, "pruning.stop_fraction=1.5 must be in (0, 1]"),
-    ({"distribution": "erdos"}, "pruning.distribution='erdos' is not one of erk, uniform"),
+    ({"method": "taylor"}, "use method='l1_unstructured', not 'taylor'"),
+    ({"dynamic_amount": 0.0}, "dynamic_amount=0.0 must be in (0, 1)"),
+    ({"update_every": 0}, "update_every=0 must be an integer >= 1"),
+    ({"alpha": 0.0}, "alpha=0.0 must be in (0, 1]"),
+    ({"stop_fraction": 1.5}, "stop_fraction=1.5 must be in (0, 1]"),
+    ({"distribution": "erdos"}, "distribution='erdos' is not one of erk, uniform"),
 ])
 def test_bad_dynamic_settings_are_one_line(kwargs, needle):
     args = {"plan": [], "dynamic": "rigl", "dynamic_amount": 0.9, **kwargs}
     with pytest.raises(ConfigError) as err:
         PruningCallback(**args)
+    assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("overrides, needle", [
+    (["pruning/method=taylor"], "pruning=rigl drops the smallest-magnitude weights of each "
+                                "layer: use pruning/method=l1_unstructured, not 'taylor'"),
+    (["pruning.stop_fraction=1.5"], "pruning.stop_fraction=1.5 must be in (0, 1]"),
+    (["pruning.amount=0.0"], "pruning.amount=0.0 must be in (0, 1) for dynamic sparse training"),
+    (["pruning.update_every=0"], "pruning.update_every=0 must be an integer >= 1"),
+    (["pruning.distribution=erdos"], "pruning.distribution='erdos' is not one of erk, uniform"),
+])
+def test_the_command_line_names_its_own_keys(make_cfg, overrides, needle):
+    """The same rules as above; the messages name the config keys, not the Python arguments."""
+    from prunelab.run import make_callback
+
+    with pytest.raises(ConfigError) as err:
+        make_callback(make_cfg("pruning=rigl", *overrides))
     assert needle in str(err.value) and "\n" not in str(err.value)
 
 

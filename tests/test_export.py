@@ -342,6 +342,15 @@ def test_cli_finetunes_the_codebook_into_its_own_folder(finished_run, tiny_data,
     assert "applies to the kmeans encodings only" in capsys.readouterr().err
 
 
+def test_cli_writes_the_onnx_beside_the_artifact_without_a_test_pass(finished_run):
+    pytest.importorskip("onnx")
+    out = finished_run.parent / "no_eval_out"
+    assert cli.main([str(finished_run), "--encoding", "int8", "--no-eval", "--out", str(out)]) == 0
+    rec = json.loads((out / "int8" / "export.json").read_text())
+    assert "test_acc" not in rec
+    assert rec["onnx"]["bytes"] == (out / "int8" / "model.onnx").stat().st_size
+
+
 def test_cli_refuses_negative_finetune_epochs_before_writing(finished_run, capsys):
     out = finished_run.parent / "neg_out"
     assert cli.main([str(finished_run), "--encoding", "kmeans2", "--finetune-epochs", "-1",
@@ -395,3 +404,17 @@ def test_tensors_that_do_not_fit_the_network_are_named(tmp_path):
     path.write_bytes(container.pack(manifest, b"\0" * 12))
     with pytest.raises(CheckpointError, match=r"missing conv1.weight, .* \.\.\.; wrong shape fc2.bias"):
         load(path)
+
+
+def test_onnx_of_a_text_model_takes_any_review_length(tmp_path):
+    """Token ids are padded per batch: the ONNX file must not fix the first batch's length."""
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    net = TextClassifier(vocab_size=50, embed_dim=8, hidden=8).eval()
+    info = runs.export_onnx(net, torch.randint(2, 40, (1, 7)), tmp_path / "t.onnx")
+    assert info is not None
+    session = ort.InferenceSession(str(tmp_path / "t.onnx"), providers=["CPUExecutionProvider"])
+    ids = torch.randint(2, 40, (3, 12))
+    got = session.run(None, {"input": ids.numpy()})[0]
+    with torch.no_grad():
+        assert abs(got - net(ids).numpy()).max() < 1e-5

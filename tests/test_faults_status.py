@@ -225,8 +225,10 @@ def test_a_correct_step_passes_the_check(method):
     ("seed=-1", "seed=-1 must be in"),
     ("threads=-1", "threads=-1 must be >= 1"),
     ("threads=0", "threads=0 must be >= 1"),
-    ('pruning.targets.include=["re:net.(fc"]', "is not a valid regular expression"),
-    ("pruning.targets.exclude=[re:*conv]", "is not a valid regular expression"),
+    ('pruning.targets.include=["re:net.(fc"]',
+     "pruning.targets.include pattern 're:net.(fc' is not a valid regular expression"),
+    ("pruning.targets.exclude=[re:*conv]",
+     "pruning.targets.exclude pattern 're:*conv' is not a valid regular expression"),
     ("model.scheduler.max_lr=1e6", "model.scheduler.max_lr=1000000.0 differs from"),
 ])
 def test_bad_values_fail_before_any_work(make_cfg, tmp_path, monkeypatch, override, needle):

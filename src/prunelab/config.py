@@ -303,6 +303,39 @@ def callback_kwargs(cfg: DictConfig, plan: Any) -> dict[str, Any]:
             "seed": int(cfg.seed), **kwargs}
 
 
+# ----------------------------------------------------------------------------- messages
+
+# an argument whose config key is not ``pruning.<arg>`` (the rest, see :func:`config_key`)
+_ARG_KEYS = {"method": "pruning/method", "dynamic": "pruning", "dynamic_amount": "pruning.amount", "seed": "seed",
+             PLAN_KIND: "pruning.schedule"}
+
+
+def config_key(arg: str) -> str:
+    """The command line's key for an argument of the callback, ``build_plan`` or ``find_targets``
+    (``targets``: the ``pruning.targets`` node)."""
+    if arg in _ARG_KEYS:
+        return _ARG_KEYS[arg]
+    return f"pruning.method.{arg}" if arg in METHOD_KEYS else f"pruning.{arg}"
+
+
+@functools.cache
+def _arg_pattern() -> re.Pattern[str]:
+    names = {p.name for src in (CALLBACK_SOURCE, PLAN_SOURCE) for p in source_params(src)}
+    names -= {*PYTHON_ONLY, "plan"}
+    alternatives = "|".join(sorted((re.escape(n) for n in names), key=len, reverse=True))
+    # ``arg=value`` or ``arg.key`` (targets.include, budget.macs), not already part of a key
+    return re.compile(rf"(?<![\w./=-])({alternatives})(?==|\.[a-z])")
+
+
+def command_line_message(message: str) -> str:
+    """A library message, which names Python arguments (``round_to=3``, ``targets.include``),
+    with the command line's keys instead (``pruning.round_to=3``, ``pruning.targets.include``).
+    The library speaks to Python callers; the Hydra layer only translates."""
+    out = _arg_pattern().sub(lambda m: config_key(m.group(1)), message)
+    # a group choice is written unquoted on the command line: pruning/method=taylor
+    return re.sub(r"(?<![\w./=-])(pruning/method|pruning)='([\w.-]+)'", r"\1=\2", out)
+
+
 # ----------------------------------------------------------------------------- resolvers
 
 

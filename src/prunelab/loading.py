@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from prunelab.errors import CheckpointError, ConfigError, PrunelabError, UnsafeInputError
-from prunelab.paths import FINAL_MODEL, last_checkpoint
+from prunelab.paths import FINAL_MODEL, last_checkpoint, run_config
 
 #: env var with extra allowed ``_target_`` prefixes, comma-separated (as ``--allow-target``)
 ALLOW_ENV = "PRUNELAB_ALLOW_TARGETS"
@@ -163,7 +163,7 @@ def fold_state_dict_masks(state_dict: dict[str, Tensor], prefix: str = "") -> di
 
 def find_run_dir(path: Path) -> Path:
     for candidate in (path, *path.parents):
-        if (candidate / ".hydra" / "config.yaml").exists():
+        if run_config(candidate).exists():
             return candidate
     raise PrunelabError(f"{path} is not inside a prunelab run directory (no .hydra/config.yaml found)")
 
@@ -194,7 +194,7 @@ def load_finished_run(path: str | Path, allow: Iterable[str] = ()) -> tuple[nn.M
     if not path.exists():
         raise PrunelabError(f"{path} does not exist: give a run directory or a .ckpt file")
     run_dir = find_run_dir(path)
-    cfg_path = run_dir / ".hydra" / "config.yaml"
+    cfg_path = run_config(run_dir)
     register()
     try:
         cfg = OmegaConf.load(cfg_path)

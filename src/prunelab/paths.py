@@ -19,6 +19,13 @@ COMPACT_MODEL = "compact_model.pt2"  # torch.export program of the compacted net
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
 HYDRA_DIR = ".hydra"  # Hydra's composed config and overrides
+HYDRA_CONFIG = "config.yaml"  # in HYDRA_DIR: the run's composed config
+HYDRA_OVERRIDES = "overrides.yaml"  # in HYDRA_DIR: the command-line overrides
+# prunelab export: <run>/EXPORT_DIR/<encoding>/{EXPORT_ARTIFACT, EXPORT_REPORT, EXPORT_ONNX}
+EXPORT_DIR = "export"
+EXPORT_ARTIFACT = "model.plx"  # the compressed, self-contained model
+EXPORT_REPORT = "export.json"  # its size, ratio, encoding and measured accuracy
+EXPORT_ONNX = "model.onnx"  # the decoded network for other runtimes
 # the checkout's conf/ folder, or pkg://prunelab.conf in an installed wheel (prunelab.confsource)
 CONF_DIR = confsource.config_path()
 
@@ -40,6 +47,11 @@ NO_EFFECT_KEYS: tuple[str, ...] = (
 )
 # launcher settings decide where and how jobs run, never what they compute
 LAUNCHER_KEYS: tuple[str, ...] = ("hydra/launcher", "hydra.launcher")
+
+
+def run_config(run_dir: str | Path) -> Path:
+    """``<run dir>/.hydra/config.yaml``: the composed config a run folder is recognised by."""
+    return Path(run_dir) / HYDRA_DIR / HYDRA_CONFIG
 
 
 def last_checkpoint(run_dir: str | Path) -> Path:

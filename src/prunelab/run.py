@@ -9,6 +9,7 @@ field list. Nothing here reads Hydra's globals.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import io
@@ -16,6 +17,7 @@ import json
 import os
 import platform
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import prunelab
 from prunelab.compat import arguments, check_configs, check_data, without_declarations
-from prunelab.config import callback_kwargs, plan_kwargs
+from prunelab.config import callback_kwargs, command_line_message, plan_kwargs
 from prunelab.errors import CheckpointError, ConfigError, DivergedError, RunInProgressError
 from prunelab.lightning_ext import NoProfiler
 from prunelab.loading import load_checkpoint
@@ -72,13 +74,26 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
     if results_path.exists():
         log.info("done already: %s (delete it to run again)", results_path)
         return json.loads(results_path.read_text())
-    if not is_rank_zero():  # DDP ranks > 0 work under rank 0's lock
-        return _run(cfg, run_dir, overrides, callbacks)
-    with RunLock(run_dir) as lock:
-        if lock.taken_over:
-            log.warning(f"taking over the lock of process {lock.taken_over.get('pid')} on "
-                        f"{lock.taken_over.get('host')}, which is no longer running")
-        return _run(cfg, run_dir, overrides, callbacks)
+    with _config_keys():
+        if not is_rank_zero():  # DDP ranks > 0 work under rank 0's lock
+            return _run(cfg, run_dir, overrides, callbacks)
+        with RunLock(run_dir) as lock:
+            if lock.taken_over:
+                log.warning(f"taking over the lock of process {lock.taken_over.get('pid')} on "
+                            f"{lock.taken_over.get('host')}, which is no longer running")
+            return _run(cfg, run_dir, overrides, callbacks)
+
+
+@contextlib.contextmanager
+def _config_keys() -> Iterator[None]:
+    """The pruning library's messages name Python arguments (``round_to=3``); a run configured
+    by Hydra names the config keys instead (``pruning.round_to=3``)."""
+    try:
+        yield
+    except ConfigError as err:
+        if err.args and isinstance(err.args[0], str):
+            err.args = (command_line_message(err.args[0]), *err.args[1:])
+        raise
 
 
 def _run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None,
@@ -354,7 +369,8 @@ def make_callback(cfg: DictConfig, callback: type[PruningCallback] = PruningCall
         inspect.signature(callback).bind(**kwargs)
     except TypeError as err:  # a key added with +pruning.<key>=... that the callback lacks
         raise ConfigError(f"pruning: {callback.__name__} {err}") from None
-    return callback(**kwargs)
+    with _config_keys():
+        return callback(**kwargs)
 
 
 def trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:

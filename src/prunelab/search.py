@@ -31,7 +31,16 @@ from typing import Any
 from prunelab.errors import PrunelabError
 from prunelab.logs import get_logger
 from prunelab.outputs import check_name
-from prunelab.paths import FAILED, RESULTS, SEARCH, has_no_effect, override_key
+from prunelab.paths import (
+    FAILED,
+    HYDRA_CONFIG,
+    HYDRA_DIR,
+    HYDRA_OVERRIDES,
+    RESULTS,
+    SEARCH,
+    has_no_effect,
+    override_key,
+)
 
 log = get_logger(__name__)
 
@@ -204,10 +213,10 @@ class Runner:
             log.info("reusing %s", run_dir)
             return res
         cfg = self.compose(overrides)
-        hydra_dir = run_dir / ".hydra"
+        hydra_dir = run_dir / HYDRA_DIR
         hydra_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(cfg, hydra_dir / "config.yaml")
-        OmegaConf.save(OmegaConf.create(list(overrides)), hydra_dir / "overrides.yaml")
+        OmegaConf.save(cfg, hydra_dir / HYDRA_CONFIG)
+        OmegaConf.save(OmegaConf.create(list(overrides)), hydra_dir / HYDRA_OVERRIDES)
         self.probes_run += 1
         log.info("run %d: %s", self.probes_run, run_dir)
         tame_lightning()  # Lightning is imported by now: one handler, the root's

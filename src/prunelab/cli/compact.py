@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from prunelab.cli.help import add_run_source_args, make_parser
 from prunelab.errors import PrunelabError
 from prunelab.logs import SUMMARY_LOGGER, get_logger
-from prunelab.paths import COMPACT_MODEL, RESULTS
+from prunelab.paths import COMPACT_MODEL, RESULTS, run_config
 
 if TYPE_CHECKING:  # torch loads when the command runs, not when --help lists it
     from torch import Tensor, nn
@@ -50,8 +50,8 @@ def load_run(run_dir: Path, allow: Iterable[str] = ()) -> tuple[nn.Module, Any]:
 
     if not run_dir.is_dir():
         raise RunDirError(f"{run_dir} is not a directory: give a prunelab run directory")
-    if not (run_dir / ".hydra" / "config.yaml").exists():
-        raise RunDirError(f"{run_dir} is not a prunelab run: {run_dir / '.hydra' / 'config.yaml'} "
+    if not run_config(run_dir).exists():
+        raise RunDirError(f"{run_dir} is not a prunelab run: {run_config(run_dir)} "
                           "(its composed config) is missing")
     net, cfg, _ = load_finished_run(run_dir, allow)
     return net, cfg

@@ -20,20 +20,28 @@ from torch import nn
 from prunelab.errors import PrunelabError
 from prunelab.export import artifact, codecs, finetune
 from prunelab.logs import get_logger
-from prunelab.paths import FINAL_MODEL, RESULTS
+from prunelab.paths import (
+    EXPORT_ARTIFACT,
+    EXPORT_DIR,
+    EXPORT_ONNX,
+    EXPORT_REPORT,
+    FINAL_MODEL,
+    RESULTS,
+    run_config,
+)
 
 log = get_logger(__name__)
 
 DEFAULT_ENCODINGS = ("kmeans5",)
-ARTIFACT = "model.plx"
-REPORT = "export.json"
+ARTIFACT, REPORT, ONNX = EXPORT_ARTIFACT, EXPORT_REPORT, EXPORT_ONNX  # names in each folder
 
 
 def finished_run(run_dir: Path) -> tuple[Path, Any]:
     """(final_model.pt, the run's config) of a run that finished; PrunelabError otherwise."""
     from omegaconf import OmegaConf
 
-    if not (run_dir / ".hydra" / "config.yaml").exists():
+    cfg_path = run_config(run_dir)
+    if not cfg_path.exists():
         raise PrunelabError(f"{run_dir} is not a prunelab run directory (no .hydra/config.yaml)")
     final = run_dir / FINAL_MODEL
     if not final.exists() or not (run_dir / RESULTS).exists():
@@ -42,7 +50,6 @@ def finished_run(run_dir: Path) -> tuple[Path, Any]:
             "end of training): relaunch the run's command to resume and finish it")
     from prunelab.loading import check_targets
 
-    cfg_path = run_dir / ".hydra" / "config.yaml"
     cfg = OmegaConf.load(cfg_path)
     check_targets(cfg, cfg_path)  # the saved config is untrusted: only allow-listed classes
     return final, cfg
@@ -72,6 +79,14 @@ def test_loader(cfg: Any, data_dir: str | None) -> Any:
     return run_test_loader(cfg, data_dir)
 
 
+def example_input(cfg: Any, data_dir: str | None) -> torch.Tensor:
+    """One input sample for the ONNX export, from the run's data module (without a test pass)."""
+    from prunelab.data import example_input as from_data
+    from prunelab.loading import run_datamodule
+
+    return from_data(run_datamodule(cfg, data_dir))
+
+
 def export_onnx(net: nn.Module, example: torch.Tensor, path: Path) -> dict[str, Any] | None:
     """ONNX of the decoded network beside the artifact (batch dimension dynamic), checked with
     ``onnx.checker`` and, where onnxruntime is installed, run against the torch outputs.
@@ -85,8 +100,10 @@ def export_onnx(net: nn.Module, example: torch.Tensor, path: Path) -> dict[str, 
     try:
         with warnings.catch_warnings():  # the tracer's notes on Python-side branches
             warnings.simplefilter("ignore")
+            # token ids are padded per batch: their length varies as well as the batch
+            axes = {0: "batch"} if example.is_floating_point() else {0: "batch", 1: "length"}
             torch.onnx.export(net, (example,), str(path), input_names=["input"],
-                              output_names=["logits"], dynamic_axes={"input": {0: "batch"}},
+                              output_names=["logits"], dynamic_axes={"input": axes},
                               dynamo=False)
         onnx.checker.check_model(str(path))
     except Exception as err:  # optional output: never lose the artifact over it
@@ -128,11 +145,13 @@ def export_run(run_dir: Path, encodings: list[str], out: Path | None = None,
     binary = cfg.model.get("task") == "binary"
     loader = test_loader(cfg, data_dir) if evaluate else None
     source_acc = eval_net(net, loader, binary)["test_acc"] if loader is not None else None
+    # the ONNX file's example input: a test sample, or the data module's own without a test pass
+    example = next(iter(loader))[0][:1] if loader is not None else example_input(cfg, data_dir)
     state = net.state_dict()
     records = []
     for enc in encodings:
         shipped, tuned, folder = finetune.for_encoding(
-            net, cfg, enc, finetune_epochs, finetune_lr, data_dir, (out or run_dir / "export") / enc)
+            net, cfg, enc, finetune_epochs, finetune_lr, data_dir, (out or run_dir / EXPORT_DIR) / enc)
         path = folder / ARTIFACT
         size = artifact.save(shipped, path, enc, kwargs, metadata={
             "run": str(run_dir.resolve()), "model": cfg.model.name, "data": cfg.data.name,
@@ -165,8 +184,7 @@ def export_run(run_dir: Path, encodings: list[str], out: Path | None = None,
             measured = eval_net(loaded, loader, binary)
             record.update(test_acc=measured["test_acc"], test_error=1 - measured["test_acc"],
                           test_samples=measured["test_samples"])
-            example = next(iter(loader))[0][:1]
-            record["onnx"] = export_onnx(loaded, example, folder / "model.onnx")
+        record["onnx"] = export_onnx(loaded, example, folder / ONNX)
         (folder / REPORT).write_text(json.dumps(record, indent=2) + "\n")
         acc = f", test_acc {record['test_acc']:.4f}" if "test_acc" in record else ""
         log.info("%s: %d bytes (%.1fx smaller than the dense state dict)%s", path, size,

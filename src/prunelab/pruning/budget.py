@@ -207,16 +207,17 @@ def check_budget(budget: Mapping[str, Any] | None) -> tuple[str, int] | None:
         return None
     unknown = sorted(set(budget) - set(METRICS))
     if unknown:
-        raise ConfigError(f"pruning.budget has unknown key(s) {unknown}; valid: {', '.join(METRICS)}")
+        raise ConfigError(f"unknown budget key(s) {unknown}; valid: "
+                          f"{', '.join('budget.' + m for m in METRICS)}")
     given = {k: v for k, v in budget.items() if v is not None}
     if not given:
         return None
     if len(given) > 1:
-        raise ConfigError(f"pruning.budget sets both {' and '.join(sorted(given))}; set one of "
-                          f"pruning.budget.macs or pruning.budget.params")
+        raise ConfigError(f"the budget sets both {' and '.join(sorted(given))}; set one of "
+                          f"{' or '.join('budget.' + m for m in METRICS)}")
     (metric, value), = given.items()
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"pruning.budget.{metric}={value!r} must be a positive integer")
+        raise ConfigError(f"budget.{metric}={value!r} must be a positive integer")
     return metric, int(value)
 
 
@@ -279,7 +280,7 @@ def select_budget(
     if now > limit:
         floor = cost.cost(metric, dict.fromkeys(kept, 1))
         raise ConfigError(
-            f"pruning.budget.{metric}={limit} is below the smallest network that keeps one unit "
+            f"budget.{metric}={limit} is below the smallest network that keeps one unit "
             f"per pruned layer ({floor} {metric}); raise the budget or prune more layers"
         )
     return keep, now, last

@@ -156,8 +156,8 @@ class PruningCallback(L.Callback):
         self._monitor_warned = False
         if iterations is not None and (isinstance(iterations, bool) or not isinstance(iterations, int)
                                        or iterations < 1):
-            raise ConfigError(f"pruning.method.iterations={iterations!r} must be an integer >= 1 "
-                              "or null (the method's default)")
+            raise ConfigError(f"iterations={iterations!r} must be an integer >= 1 "
+                              "or None (the method's default)")
         self.iterations = iterations
         if (self.spec is not None and self.spec.needs_grads
                 and any(s.epoch == AT_INIT for s in self.plan)):
@@ -170,14 +170,16 @@ class PruningCallback(L.Callback):
         if self.budget is not None:
             if self.spec is None or not self.spec.structured:
                 structured = ", ".join(m for m, c in C.CRITERIA.items() if c.structured)
-                raise ConfigError(f"pruning.budget needs a structured method ({structured}), "
-                                  f"not {method!r}")
+                raise ConfigError(f"budget.{self.budget[0]}={self.budget[1]} needs a structured "
+                                  f"method ({structured}), not method={method!r}")
             if dim != 0 or self.round_to is not None:
-                raise ConfigError("pruning.budget removes output units (pruning.method.dim=0) and "
-                                  "sets the counts itself: drop pruning.round_to / dim")
+                raise ConfigError(f"budget.{self.budget[0]}={self.budget[1]} removes output units "
+                                  "(dim=0) and sets the counts itself: drop "
+                                  f"round_to={self.round_to} / dim={dim}")
             if self.plan and self.plan[-1].target <= 0:
-                raise ConfigError("with pruning.budget the schedule's last target only shapes the "
-                                  "steps and must be > 0; set pruning.amount > 0")
+                raise ConfigError(f"with budget.{self.budget[0]}={self.budget[1]} the plan's last "
+                                  "target only shapes the steps and must be > 0, got "
+                                  f"{self.plan[-1].target}")
         self._cost: B.CostModel | None = None
         self._layer_of: dict[str, str] = {}
         self._batches: list[Any] = []
@@ -226,7 +228,7 @@ class PruningCallback(L.Callback):
                     raise ConfigError(
                         f"structured method {self.method!r} cannot prune Embedding weights {bad}: "
                         "it removes whole output filters/neurons of Conv and Linear layers; "
-                        "use an unstructured method or drop Embedding from pruning.targets.types"
+                        "use an unstructured method or drop Embedding from targets.types"
                     )
             self.targets = targets
         return self.targets
@@ -239,6 +241,7 @@ class PruningCallback(L.Callback):
             rank_zero_warn(f"pruning steps at epochs {late} lie beyond max_epochs="
                            f"{trainer.max_epochs}: they run only if training continues from a "
                            "checkpoint with a larger max_epochs")
+        _check_evaluate(pl_module, self.eval_batches)
         if self._hook_handle is None:
             # Checkpoints of a pruned model hold <p>_orig and <p>_mask instead of <p>: put the
             # reparametrisation back before Lightning loads them into a fresh model.
@@ -287,8 +290,9 @@ class PruningCallback(L.Callback):
         if self.dynamic is not None:
             total = trainer.estimated_stepping_batches
             if total == float("inf"):
-                raise ConfigError(f"pruning={self.dynamic} needs a finite number of training "
-                                  "steps (set trainer.max_epochs) to schedule its mask updates")
+                raise ConfigError(f"dynamic={self.dynamic!r} needs a finite number of training "
+                                  "steps (set the Trainer's max_epochs) to schedule its mask "
+                                  "updates")
             self._t_end = self.stop_fraction * float(total)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -531,23 +535,24 @@ class PruningCallback(L.Callback):
         layer_of = {t.name: names.get(id(t.module), "") for t in self.targets}
         missing = [t for t, layer in layer_of.items() if layer not in cost.layers]
         if missing:
-            raise ConfigError(f"pruning.budget: {missing} are not Conv/Linear layers the forward "
-                              "uses, so their cost is unknown; exclude them from pruning.targets")
+            raise ConfigError(f"budget.{metric}={limit}: {missing} are not Conv/Linear layers the "
+                              "forward uses, so their cost is unknown; leave them out with "
+                              "targets.exclude")
         dense = cost.cost(metric)
         if limit >= dense:
-            raise ConfigError(f"pruning.budget.{metric}={limit} is not below the dense network's "
+            raise ConfigError(f"budget.{metric}={limit} is not below the dense network's "
                               f"{dense} {metric}: nothing to prune; set a smaller budget")
         floor = cost.cost(metric, dict.fromkeys(layer_of.values(), 1))
         if limit < floor:
             raise ConfigError(
-                f"pruning.budget.{metric}={limit} is below the smallest network that keeps one "
+                f"budget.{metric}={limit} is below the smallest network that keeps one "
                 f"unit per pruned layer ({floor} {metric}); valid: {floor} to {dense - 1}"
             )
         self._cost, self._layer_of = cost, layer_of
 
     def _apply_budget(self, target: float, trainer: L.Trainer | None) -> dict[str, Any]:
         if self._cost is None:
-            raise RuntimeError("pruning.budget: the cost model is built at on_train_start; "
+            raise RuntimeError("budget: the cost model is built at on_train_start; "
                                "apply_target with a budget runs inside Trainer.fit")
         metric, limit = self.budget  # type: ignore[misc]
         cost = self._cost
@@ -683,7 +688,12 @@ class PruningCallback(L.Callback):
                   if n is not None and n > 0]
         if limits:
             loader = _FirstBatches(loader, min(limits))
-        acc = evaluate(loader)["acc"]
+        out = evaluate(loader)
+        acc = out.get("acc", _MISSING) if isinstance(out, Mapping) else _MISSING
+        if acc is not None and (isinstance(acc, bool) or not isinstance(acc, int | float | Tensor)):
+            raise ConfigError(f"{type(pl_module).__name__}.evaluate(dataloader) must return a dict "
+                              "with an 'acc' entry (a number, or None for no data), got "
+                              f"{out!r:.80}")
         return None if acc is None else float(acc)  # None: an empty validation set
 
     # ------------------------------------------------------------------ dynamic sparse training
@@ -861,28 +871,24 @@ def _check_dynamic(cb: PruningCallback) -> None:
     if kind not in D.KINDS:
         raise ConfigError(f"unknown dynamic sparse training {kind!r}; valid: {', '.join(D.KINDS)}")
     if cb.plan:
-        raise ConfigError(f"pruning={kind} keeps one sparsity from the start: it takes no plan of "
-                          "pruning steps")
+        raise ConfigError(f"dynamic={kind!r} keeps one sparsity from the start: it takes no "
+                          "plan of pruning steps")
     if cb.custom is not None or cb.method != "l1_unstructured":
-        raise ConfigError(f"pruning={kind} drops the smallest-magnitude weights of each layer: "
-                          f"use pruning/method=l1_unstructured, not {cb.method!r}")
-    amount = cb.dynamic_amount
-    if isinstance(amount, bool) or not isinstance(amount, int | float) or not 0 < amount < 1:
-        raise ConfigError(f"pruning.amount={amount!r} must be in (0, 1) for pruning={kind}")
+        raise ConfigError(f"dynamic={kind!r} drops the smallest-magnitude weights of each layer: "
+                          f"use method='l1_unstructured', not {cb.method!r}")
+    D.check_amount(cb.dynamic_amount)
     every = cb.update_every
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-        raise ConfigError(f"pruning.update_every={every!r} must be an integer >= 1 (optimizer "
+        raise ConfigError(f"update_every={every!r} must be an integer >= 1 (optimizer "
                           "steps between mask updates)")
     if isinstance(cb.alpha, bool) or not isinstance(cb.alpha, int | float) or not 0 < cb.alpha <= 1:
-        raise ConfigError(f"pruning.alpha={cb.alpha!r} must be in (0, 1] (the first update's "
+        raise ConfigError(f"alpha={cb.alpha!r} must be in (0, 1] (the first update's "
                           "fraction of active weights dropped and regrown)")
     stop = cb.stop_fraction
     if isinstance(stop, bool) or not isinstance(stop, int | float) or not 0 < stop <= 1:
-        raise ConfigError(f"pruning.stop_fraction={stop!r} must be in (0, 1] (the share of "
+        raise ConfigError(f"stop_fraction={stop!r} must be in (0, 1] (the share of "
                           "training during which masks change)")
-    if cb.distribution not in D.DISTRIBUTIONS:
-        raise ConfigError(f"pruning.distribution={cb.distribution!r} is not one of "
-                          f"{', '.join(D.DISTRIBUTIONS)}")
+    D.check_distribution(cb.distribution)
 
 
 def _param(t: Target) -> nn.Parameter:
@@ -928,6 +934,24 @@ def _fold(t: Target) -> None:
     slot = param_slot(t.module, t.parameter + "_orig")
     prune.remove(t.module, t.parameter)
     move_param(t.module, t.parameter, slot)
+
+
+_MISSING = object()
+
+
+def _check_evaluate(pl_module: nn.Module, eval_batches: int | None) -> None:
+    """A module's ``evaluate`` must take the loader (one argument): refused before training."""
+    evaluate = getattr(pl_module, "evaluate", None)
+    if not callable(evaluate) or eval_batches == 0:
+        return
+    try:
+        inspect.signature(evaluate).bind(None)
+    except TypeError:
+        raise ConfigError(f"{type(pl_module).__name__}.evaluate must take one argument, the "
+                          "validation loader, and return {'acc': ...}; or pass eval_batches=0 "
+                          "to skip the measurement after each pruning step") from None
+    except ValueError:  # no signature to inspect (a builtin): trust it
+        pass
 
 
 def _metric(trainer: L.Trainer, key: str) -> float | None:

@@ -278,7 +278,7 @@ def build_plan(
     * ``lottery``: the targets of ``geometric`` if ``rate`` is given, else of ``iterative``
       (the rewinding is the callback's job).
     * ``set``, ``rigl``: no step (an empty plan): dynamic sparse training holds ``amount`` from
-      the first step on (the callback's ``dynamic`` argument); ``amount`` must be in (0, 1).
+      the first step on (the callback's ``dynamic`` and ``dynamic_amount`` arguments).
 
     Step ``k`` is at the end of epoch ``start_epoch + k * every``. The plan is checked with
     :func:`validate_plan` (without ``max_epochs``). Each keyword argument is also the config
@@ -301,8 +301,7 @@ def build_plan(
     if kind == "at_init":
         return [PruneStep(AT_INIT, _r(amount))]
 
-    if kind in DYNAMIC_KINDS:
-        _fraction("amount", amount, lo_open=True)
+    if kind in DYNAMIC_KINDS:  # the callback uses (and checks) the amount: dynamic_amount
         return []
     if kind == "one_shot":
         targets = [_r(amount)]

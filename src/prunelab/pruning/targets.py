@@ -49,7 +49,7 @@ def validate_patterns(include: Sequence[str] = (), exclude: Sequence[str] = ()) 
                     re.compile(pattern[3:])
                 except re.error as err:
                     raise ConfigError(
-                        f"pruning.targets.{key} pattern {pattern!r} is not a valid regular "
+                        f"targets.{key} pattern {pattern!r} is not a valid regular "
                         f"expression ({err}); fix it or use a glob without the re: prefix"
                     ) from None
 
@@ -72,7 +72,7 @@ def find_targets(
     unknown = [t for t in types if t not in PRUNABLE_TYPES]
     if unknown:
         raise ConfigError(
-            f"pruning.targets.types has unknown module type(s) {unknown}; "
+            f"targets.types has unknown module type(s) {unknown}; "
             f"valid: {sorted(PRUNABLE_TYPES)}"
         )
     validate_patterns(include, exclude)
@@ -88,7 +88,7 @@ def find_targets(
     for pattern in include:
         if not any(_matches(t.name, pattern) for t in found):
             raise ConfigError(
-                f"pruning.targets.include pattern {pattern!r} matches no parameter; "
+                f"targets.include pattern {pattern!r} matches no parameter; "
                 f"candidates: {[t.name for t in found]}"
             )
     if include:
@@ -96,7 +96,7 @@ def find_targets(
     for pattern in exclude:
         if not any(_matches(t.name, pattern) for t in found):
             raise ConfigError(
-                f"pruning.targets.exclude pattern {pattern!r} matches no parameter; "
+                f"targets.exclude pattern {pattern!r} matches no parameter; "
                 f"candidates: {[t.name for t in found]}"
             )
         found = [t for t in found if not _matches(t.name, pattern)]

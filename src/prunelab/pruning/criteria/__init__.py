@@ -95,11 +95,11 @@ def check_round_to(round_to: object, method: str | None = None) -> int | None:
     if round_to is None:
         return None
     if isinstance(round_to, bool) or not isinstance(round_to, numbers.Integral) or round_to < 1:
-        raise ConfigError(f"pruning.round_to={round_to!r} must be a positive integer or null (off)")
+        raise ConfigError(f"round_to={round_to!r} must be a positive integer, or None (off)")
     if method is not None and not get(method).structured:
         structured = ", ".join(m for m, c in CRITERIA.items() if c.structured)
-        raise ConfigError(f"pruning.round_to applies to structured methods ({structured}), "
-                          f"not {method!r}; drop it or pick a structured method")
+        raise ConfigError(f"round_to={round_to!r} applies to structured methods ({structured}), "
+                          f"not method={method!r}; drop it or pick a structured method")
     return int(round_to)
 
 

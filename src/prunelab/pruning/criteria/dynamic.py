@@ -79,6 +79,21 @@ def erk_densities(shapes: Mapping[str, Sequence[int]], amount: float) -> dict[st
         return {name: 1.0 if name in dense else eps * raw[name] for name in shapes}
 
 
+def check_amount(amount: object) -> float:
+    """The run's sparsity, a fraction in (0, 1): dense and all-zero runs have nothing to train."""
+    if isinstance(amount, bool) or not isinstance(amount, numbers.Real) or not 0 < amount < 1:
+        raise ConfigError(f"dynamic_amount={amount!r} must be in (0, 1) for dynamic sparse training")
+    return float(amount)
+
+
+def check_distribution(distribution: object) -> str:
+    """One of :data:`DISTRIBUTIONS`."""
+    if distribution not in DISTRIBUTIONS:
+        raise ConfigError(f"distribution={distribution!r} is not one of "
+                          f"{', '.join(DISTRIBUTIONS)}")
+    return str(distribution)
+
+
 def layer_zeros(shapes: Mapping[str, Sequence[int]], amount: float,
                 distribution: str = "erk") -> dict[str, int]:
     """How many entries of each tensor are zero throughout a dynamic run.
@@ -87,11 +102,8 @@ def layer_zeros(shapes: Mapping[str, Sequence[int]], amount: float,
     the kept counts rounded by largest remainder so that exactly ``round(amount * total)``
     entries are zero over all tensors together.
     """
-    if distribution not in DISTRIBUTIONS:
-        raise ConfigError(f"pruning.distribution={distribution!r} is not one of "
-                          f"{', '.join(DISTRIBUTIONS)}")
-    if isinstance(amount, bool) or not isinstance(amount, numbers.Real) or not 0 < amount < 1:
-        raise ConfigError(f"dynamic sparse training needs pruning.amount in (0, 1), got {amount!r}")
+    check_distribution(distribution)
+    check_amount(amount)
     numel = {name: math.prod(shape) for name, shape in shapes.items()}
     if distribution == "uniform":
         return {name: round(amount * n) for name, n in numel.items()}
