@@ -14,7 +14,7 @@ RUN_FOLDER_NAMES = {paths.RESULTS, paths.FAILED, paths.SEARCH, paths.FINAL_MODEL
                     paths.HYDRA_DIR, paths.HYDRA_OVERRIDES, paths.EXPORT_ARTIFACT,
                     paths.EXPORT_REPORT, paths.EXPORT_ONNX}
 # report.py's owner switches it to prunelab.paths; remove this entry when that lands
-KNOWN = {"report.py": {".hydra", "overrides.yaml", "*/export.json"}}
+KNOWN: dict[str, set[str]] = {}
 
 
 def _path_literals(tree: ast.AST) -> set[str]:

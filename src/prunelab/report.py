@@ -39,7 +39,19 @@ from pathlib import Path
 from typing import Any
 
 from prunelab.logs import get_logger
-from prunelab.paths import FAILED, RESULTS, SEARCH, has_no_effect, last_checkpoint, override_key
+from prunelab.paths import (
+    EXPORT_DIR,
+    EXPORT_REPORT,
+    FAILED,
+    HYDRA_CONFIG,
+    HYDRA_DIR,
+    HYDRA_OVERRIDES,
+    RESULTS,
+    SEARCH,
+    has_no_effect,
+    last_checkpoint,
+    override_key,
+)
 
 log = get_logger(__name__)
 MAX_DEPTH = 4  # job folders lie one level down (grids) or two (search-<method>/amount=<a>)
@@ -219,7 +231,7 @@ class Summary:
 
 
 def _is_job(path: Path) -> bool:
-    return (path / RESULTS).is_file() or (path / FAILED).is_file() or (path / ".hydra").is_dir()
+    return (path / RESULTS).is_file() or (path / FAILED).is_file() or (path / HYDRA_DIR).is_dir()
 
 
 def find_job_dirs(root: Path, max_depth: int = MAX_DEPTH) -> list[Path]:
@@ -277,17 +289,17 @@ def _hydra_meta(path: Path) -> tuple[dict[str, Any], list[str]]:
     any), and the whole config flattened as ``meta["config"]``."""
     meta: dict[str, Any] = {}
     overrides: list[str] = []
-    hydra_dir = path / ".hydra"
+    hydra_dir = path / HYDRA_DIR
     try:
         from omegaconf import OmegaConf
 
         from prunelab.config import register
 
         register()  # prunelab's resolvers (pruning=explicit's amount is one)
-        if (hydra_dir / "overrides.yaml").is_file():
-            overrides = [str(o) for o in OmegaConf.load(hydra_dir / "overrides.yaml")]
-        if (hydra_dir / "config.yaml").is_file():
-            cfg = OmegaConf.load(hydra_dir / "config.yaml")
+        if (hydra_dir / HYDRA_OVERRIDES).is_file():
+            overrides = [str(o) for o in OmegaConf.load(hydra_dir / HYDRA_OVERRIDES)]
+        if (hydra_dir / HYDRA_CONFIG).is_file():
+            cfg = OmegaConf.load(hydra_dir / HYDRA_CONFIG)
             for name, key in [("model", "model.name"), ("data", "data.name"),
                               ("schedule", "pruning.schedule"), ("method", "pruning.method.name"),
                               ("amount", "pruning.amount"), ("seed", "seed")]:
@@ -408,7 +420,6 @@ def load_job(path: Path, root: Path, prefix: str = "") -> Job:
     return job
 
 
-EXPORT_DIR = "export"  # prunelab export's default output folder inside a run
 # per-encoding summary.csv columns: <prefix><encoding folder>, e.g. artifact_bytes_kmeans4
 EXPORT_FIELDS = {"artifact_bytes_": ("artifact_bytes", int), "ratio_": ("ratio", float),
                  "artifact_test_acc_": ("test_acc", float)}
@@ -424,7 +435,7 @@ def load_exports(job_dir: Path) -> dict[str, dict[str, Any]]:
     base = job_dir / EXPORT_DIR
     if not base.is_dir():
         return out
-    for f in sorted(base.glob("*/export.json")):
+    for f in sorted(base.glob(f"*/{EXPORT_REPORT}")):
         try:
             rec = _read_json(f)
         except (OSError, ValueError) as err:
