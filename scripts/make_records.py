@@ -39,7 +39,7 @@ GROUPS: dict[str, tuple[list[str], str]] = {
     "lenet_structured": (MNIST_STRUCTURED, "mnist"),
     "mnist_methods": (MNIST_METHODS, "mnist"),
     "mnist_all": (MNIST_UNSTRUCTURED + MNIST_STRUCTURED + MNIST_METHODS, "mnist"),
-    "imdb": (["rec_imdb", "rec_imdb_dense"], "imdb"),
+    "imdb": (["rec_imdb_snip", "rec_imdb", "rec_imdb_dense"], "imdb"),
 }
 
 # The published operating points on this LeNet-5 (431K parameters): test error, dense ≈ 0.6-0.9 %.
