@@ -417,3 +417,14 @@ def test_replot_from_summary_csv_gives_the_same_points(tmp_path: Path) -> None:
     out = tmp_path / "plots"
     assert report_cli.main(["--from-csv", str(sweep / "summary.csv"), "--out", str(out), "-q"]) == 0
     assert {p.name for p in out.iterdir()} == {"acc_vs_sparsity.png", "acc_vs_macs.png"}
+
+
+def test_composing_a_config_does_not_list_every_groups_options(make_cfg, monkeypatch) -> None:
+    """Hydra dereferences the --help template while it merges every config; the listing (about
+    a second) belongs to --help only."""
+    import prunelab.cli.help as help_
+
+    calls: list[tuple] = []
+    monkeypatch.setattr(help_, "options_with_descriptions", lambda *a, **k: calls.append(a) or [])
+    assert make_cfg("pruning=iterative").pruning.schedule == "iterative"
+    assert calls == []
