@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from inprocess import prunelab_in_process
 from omegaconf import OmegaConf
 
 from prunelab import hydra_callbacks
@@ -72,8 +73,8 @@ def test_a_run_done_already_shows_its_stored_results(finished, tiny_data: Path) 
     stored = json.loads((run_dir / "results.json").read_text())
     stored["test_acc"] = 0.123456  # the summary must come from the file, not from a new test
     (run_dir / "results.json").write_text(json.dumps(stored))
-    proc = prunelab(*PRUNED, f"data_dir={tiny_data}", *TINY, f"hydra.run.dir={run_dir}",
-                    cwd=run_dir.parent)
+    proc = prunelab_in_process(*PRUNED, f"data_dir={tiny_data}", *TINY,
+                               f"hydra.run.dir={run_dir}", cwd=run_dir.parent)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = _norm(proc.stderr)
     assert "ok — done already (not repeated)" in out
@@ -134,8 +135,8 @@ def test_every_message_once_and_no_ads(finished) -> None:
 
 
 def test_quiet_prints_only_the_summary(tiny_data: Path, tmp_path: Path) -> None:
-    proc = prunelab(*PRUNED, f"data_dir={tiny_data}", *TINY, "verbosity=quiet",
-                    f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    proc = prunelab_in_process(*PRUNED, f"data_dir={tiny_data}", *TINY, "verbosity=quiet",
+                               f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "prunelab: run summary" in proc.stderr
     assert "epoch 0: pruned" not in proc.stderr  # progress is hidden
@@ -416,3 +417,14 @@ def test_replot_from_summary_csv_gives_the_same_points(tmp_path: Path) -> None:
     out = tmp_path / "plots"
     assert report_cli.main(["--from-csv", str(sweep / "summary.csv"), "--out", str(out), "-q"]) == 0
     assert {p.name for p in out.iterdir()} == {"acc_vs_sparsity.png", "acc_vs_macs.png"}
+
+
+def test_composing_a_config_does_not_list_every_groups_options(make_cfg, monkeypatch) -> None:
+    """Hydra dereferences the --help template while it merges every config; the listing (about
+    a second) belongs to --help only."""
+    import prunelab.cli.help as help_
+
+    calls: list[tuple] = []
+    monkeypatch.setattr(help_, "options_with_descriptions", lambda *a, **k: calls.append(a) or [])
+    assert make_cfg("pruning=iterative").pruning.schedule == "iterative"
+    assert calls == []

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from inprocess import prunelab_in_process
 
 from conftest import ROOT, TINY
 
@@ -22,8 +23,10 @@ def prunelab(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300)
 
 @pytest.mark.parametrize("model", ["cnn", "text"])
 def test_fast_dev_run_through_the_entry_point(tiny_data, tmp_path, model):
+    # a real process for one model; the same command line in-process for the other
     run_dir = tmp_path / "run"
-    proc = prunelab(f"model={model}", "trainer.fast_dev_run=true", f"data_dir={tiny_data}",
+    command = prunelab if model == "cnn" else prunelab_in_process
+    proc = command(f"model={model}", "trainer.fast_dev_run=true", f"data_dir={tiny_data}",
                     *TINY, f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((run_dir / "results.json").read_text())
@@ -35,8 +38,10 @@ def test_fast_dev_run_through_the_entry_point(tiny_data, tmp_path, model):
 
 def test_pruned_run_writes_pruning_results(tiny_data, tmp_path):
     run_dir = tmp_path / "run"
-    proc = prunelab("pruning=iterative", "pruning.step_size=null", "pruning.n_steps=2",
+    # two steps (epochs 0, 1) and a fine-tuning epoch, not the preset's 10 epochs
+    proc = prunelab_in_process("pruning=iterative", "pruning.step_size=null", "pruning.n_steps=2",
                     "pruning.initial=0.3", "pruning.amount=0.6", "trainer=fast",
+                    "trainer.max_epochs=3",
                     f"data_dir={tiny_data}", *TINY, f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads((run_dir / "results.json").read_text())
@@ -63,7 +68,7 @@ def test_incompatible_model_and_data_is_one_line(tiny_data, tmp_path):
 def test_missing_data_offline_is_one_clear_line(tmp_path, model):
     empty = tmp_path / "empty"
     empty.mkdir()
-    proc = prunelab(f"model={model}", f"data_dir={empty}", "data.download=false",
+    proc = prunelab_in_process(f"model={model}", f"data_dir={empty}", "data.download=false",
                     f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
@@ -73,7 +78,7 @@ def test_missing_data_offline_is_one_clear_line(tmp_path, model):
 
 
 def test_bad_amount_is_rejected_before_training(tiny_data, tmp_path):
-    proc = prunelab("pruning=one_shot", "pruning.amount=1.5", f"data_dir={tiny_data}",
+    proc = prunelab_in_process("pruning=one_shot", "pruning.amount=1.5", f"data_dir={tiny_data}",
                     f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert proc.returncode == 2
     assert "pruning amount must be a fraction in [0, 1), got 1.5" in proc.stderr
@@ -81,7 +86,7 @@ def test_bad_amount_is_rejected_before_training(tiny_data, tmp_path):
 
 
 def test_unknown_method_lists_the_valid_ones(tiny_data, tmp_path):
-    proc = prunelab("pruning=one_shot", "pruning.method.name=magic", f"data_dir={tiny_data}",
+    proc = prunelab_in_process("pruning=one_shot", "pruning.method.name=magic", f"data_dir={tiny_data}",
                     f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert proc.returncode == 2
     assert "'magic'" in proc.stderr and "l1_unstructured" in proc.stderr
@@ -93,9 +98,18 @@ def test_console_script_is_installed():
     assert (ROOT / "conf" / "config.yaml").exists()
 
 
-def test_structured_run_compacts_and_measures_latency(tiny_data, tmp_path):
+def test_structured_run_compacts_and_measures_latency(tiny_data, tmp_path, monkeypatch):
+    import prunelab.pruning.latency as latency
+
+    real = latency.measure_latency
+
+    def short(model, example, batch_sizes, device, min_run_time):
+        # each timing as run() does it, on smaller batches and shorter: 3 s instead of 20
+        return real(model, example, (1, 4), device, min_run_time=0.01)
+
+    monkeypatch.setattr(latency, "measure_latency", short)
     run_dir = tmp_path / "run"
-    proc = prunelab("pruning=one_shot", "pruning.start_epoch=1", "pruning.amount=0.5",
+    proc = prunelab_in_process("pruning=one_shot", "pruning.start_epoch=1", "pruning.amount=0.5",
                     "pruning/method=ln_structured", "pruning.compact=true", "trainer=fast",
                     f"data_dir={tiny_data}", *TINY, f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from inprocess import prunelab_in_process
 
 from prunelab.cli import export as cli
 from prunelab.errors import CheckpointError, ConfigError
@@ -263,14 +264,12 @@ def test_load_needs_neither_lightning_nor_hydra(artifact_file):
 
 @pytest.fixture(scope="module")
 def finished_run(tiny_data, tmp_path_factory) -> Path:
-    """A tiny pruned MNIST run, trained by the real entry point (a few seconds)."""
+    """A tiny pruned MNIST run, trained by the command line (in-process: a few seconds)."""
     run_dir = tmp_path_factory.mktemp("export_run") / "run"
-    proc = subprocess.run(
-        [sys.executable, "-m", "prunelab", "pruning=one_shot", "pruning.amount=0.9",
-         "pruning.start_epoch=0", "pruning/method=global_magnitude", "trainer=fast",
-         "trainer.max_epochs=2", f"data_dir={tiny_data}", *TINY, f"hydra.run.dir={run_dir}"],
-        cwd=run_dir.parent, capture_output=True, text=True, timeout=300,
-        env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    proc = prunelab_in_process(
+        "pruning=one_shot", "pruning.amount=0.9", "pruning.start_epoch=0",
+        "pruning/method=global_magnitude", "trainer=fast", "trainer.max_epochs=2",
+        f"data_dir={tiny_data}", *TINY, f"hydra.run.dir={run_dir}", cwd=run_dir.parent)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run_dir
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from inprocess import prunelab_in_process
 
 from conftest import CONF, TINY
 
@@ -153,7 +154,8 @@ def test_pickled_code_in_a_checkpoint_never_runs_in_a_run(tiny_data, tmp_path, w
     else:
         ckpt = evil_checkpoint(run_dir / "checkpoints" / "last.ckpt", marker)
         extra = []
-    proc = cli(*TWO_EPOCHS, f"data_dir={tiny_data}", *extra, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    proc = prunelab_in_process(*TWO_EPOCHS, f"data_dir={tiny_data}", *extra,
+                               f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert not marker.exists()  # the command hidden in the pickle did not run
     one_line_error(proc, str(ckpt), "refusing")
     assert not (run_dir / "results.json").exists() and ckpt.exists()  # nothing deleted
@@ -245,8 +247,8 @@ def test_evaluate_and_compact_agree_on_an_interrupted_run(finished, tmp_path):
 def test_name_cannot_lead_out_of_outputs(tiny_data, tmp_path, name):
     work = tmp_path / "a" / "b" / "work"
     work.mkdir(parents=True)
-    proc = cli("-m", f"name={name}", "trainer.fast_dev_run=true", f"data_dir={tiny_data}", *TINY,
-               cwd=work)
+    proc = prunelab_in_process("-m", f"name={name}", "trainer.fast_dev_run=true",
+                               f"data_dir={tiny_data}", *TINY, cwd=work)
     assert not (tmp_path / "escaped").exists() and not (tmp_path / "a" / "escaped").exists()
     assert not Path("/tmp/prunelab-abs-escape").exists()
     assert not (work / "outputs").exists()  # refused before any job (the "ok" one included)
@@ -364,7 +366,8 @@ def test_unwritable_output_folder_is_one_line(tiny_data, tmp_path):
     blocker = tmp_path / "not_a_folder"
     blocker.write_text("a file where the output folder should go")
     run_dir = blocker / "run"
-    proc = cli(*TWO_EPOCHS, f"data_dir={tiny_data}", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    proc = prunelab_in_process(*TWO_EPOCHS, f"data_dir={tiny_data}", f"hydra.run.dir={run_dir}",
+                               cwd=tmp_path)
     one_line_error(proc, str(blocker), f"Errno {errno.ENOTDIR}")
 
 
@@ -374,7 +377,8 @@ def test_read_only_output_folder_is_one_line(tiny_data, tmp_path):
     parent.mkdir()
     parent.chmod(0o555)
     try:
-        proc = cli(*TWO_EPOCHS, f"data_dir={tiny_data}", f"hydra.run.dir={parent / 'run'}", cwd=tmp_path)
+        proc = prunelab_in_process(*TWO_EPOCHS, f"data_dir={tiny_data}",
+                                   f"hydra.run.dir={parent / 'run'}", cwd=tmp_path)
     finally:
         parent.chmod(0o755)
     one_line_error(proc, str(parent), f"Errno {errno.EACCES}")

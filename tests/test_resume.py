@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from inprocess import prunelab_in_process
 
 from conftest import ROOT
 from fakedata import write_fake_mnist
@@ -21,12 +22,12 @@ from fakedata import write_fake_mnist
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("resume_data")
-    write_fake_mnist(root, n_train=800, n_test=200)
+    write_fake_mnist(root, n_train=500, n_test=200)
     return root
 
 
 def common(data: Path) -> list[str]:
-    # batch 8 makes an epoch long enough (~1 s) to be killed in the middle of
+    # batch 8: 50 steps an epoch, long enough (~0.5 s) to be killed in the middle of
     return [f"data_dir={data}", "data.val_size=100", "data.batch_size=8", "logger=csv",
             "trainer.enable_progress_bar=false", "threads=1"]
 
@@ -34,7 +35,7 @@ def common(data: Path) -> list[str]:
 ITERATIVE = ["pruning=iterative", "pruning.initial=0.2", "pruning.amount=0.6",
              "pruning.step_size=null", "pruning.n_steps=3", "trainer.max_epochs=5"]
 LOTTERY = ["pruning=lottery", "pruning.rate=0.3", "pruning.amount=0.6", "trainer.max_epochs=5"]
-# masks rewired every 10 of the 100 steps an epoch, through the kill and after it
+# masks rewired every 10 of the 50 steps an epoch, through the kill and after it
 RIGL = ["pruning=rigl", "pruning.amount=0.9", "pruning.update_every=10",
         "pruning.stop_fraction=1.0", "trainer.max_epochs=3"]
 SET = ["pruning=set", "pruning.amount=0.9", "pruning.update_every=10",
@@ -97,8 +98,9 @@ def assert_same_run(a: Path, b: Path) -> None:
                          ids=["iterative", "lottery", "rigl", "set"])
 def test_killed_run_resumes_to_the_same_result(data, tmp_path, schedule):
     args = [*common(data), *schedule, "logger=default"]
-    straight = tmp_path / "straight"
-    run_to_end([*args, f"hydra.run.dir={straight}"], tmp_path)
+    straight = tmp_path / "straight"  # uninterrupted, in this process: the reference
+    proc = prunelab_in_process(*args, f"hydra.run.dir={straight}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
 
     killed = tmp_path / "killed"
     kind = schedule[0].split("=")[1]
@@ -191,12 +193,18 @@ def finished(data, tmp_path_factory) -> Path:
     """A short finished pruned run to take checkpoints from."""
     base = tmp_path_factory.mktemp("finished")
     run_dir = base / "run"
-    run_to_end([*common(data), *FINISHED, f"hydra.run.dir={run_dir}"], base)
+    proc = prunelab_in_process(*common(data), *FINISHED, f"hydra.run.dir={run_dir}", cwd=base)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     return run_dir
 
 
-def fails_with(args: list[str], cwd: Path, *needles: str) -> str:
-    proc = subprocess.run(cmd(*args), cwd=cwd, env=env(), capture_output=True, text=True, timeout=300)
+def fails_with(args: list[str], cwd: Path, *needles: str, real_process: bool = False) -> str:
+    """Exit 2 with one line naming ``needles``; in-process unless ``real_process``."""
+    if real_process:
+        proc = subprocess.run(cmd(*args), cwd=cwd, env=env(), capture_output=True, text=True,
+                              timeout=300)
+    else:
+        proc = prunelab_in_process(*args, cwd=cwd)
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
@@ -213,7 +221,7 @@ def test_truncated_checkpoint_is_an_error_not_a_fresh_start(data, finished, tmp_
     bad = run_dir / "checkpoints" / "last.ckpt"
     bad.write_bytes(blob[: len(blob) // 2])
     fails_with([*common(data), *FINISHED, f"hydra.run.dir={run_dir}"], tmp_path, str(bad),
-               "corrupt")
+               "corrupt", real_process=True)
     assert bad.exists() and bad.stat().st_size == len(blob) // 2  # never deleted
     assert not (run_dir / "results.json").exists()
 
@@ -254,7 +262,9 @@ def test_half_written_results_are_not_taken_as_done(data, finished, tmp_path):
     run_dir = tmp_path / "rerun"
     shutil.copytree(finished, run_dir)
     (run_dir / "results.json").rename(run_dir / "results.json.tmp")
-    proc = run_to_end([*common(data), *FINISHED, f"hydra.run.dir={run_dir}"], tmp_path)
+    proc = prunelab_in_process(*common(data), *FINISHED, f"hydra.run.dir={run_dir}",
+                               cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     assert "done already" not in proc.stderr
     again = json.loads((run_dir / "results.json").read_text())
     first = json.loads((finished / "results.json").read_text())
@@ -264,8 +274,7 @@ def test_half_written_results_are_not_taken_as_done(data, finished, tmp_path):
 
 
 def test_evaluate_reloads_the_pruned_model_into_the_plain_class(finished, data):
-    proc = subprocess.run([sys.executable, "-m", "prunelab", "evaluate", str(finished)],
-                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    proc = prunelab_in_process("evaluate", finished, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout)
     results = json.loads((finished / "results.json").read_text())
@@ -273,8 +282,6 @@ def test_evaluate_reloads_the_pruned_model_into_the_plain_class(finished, data):
     assert out["test_samples"] == 200
     assert out["test_acc"] == pytest.approx(results["test_acc"], abs=1e-6)
     # the same from the checkpoint (masks folded into the weights)
-    proc = subprocess.run([sys.executable, "-m", "prunelab", "evaluate",
-                           str(finished / "checkpoints" / "last.ckpt")],
-                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    proc = prunelab_in_process("evaluate", finished / "checkpoints" / "last.ckpt", cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(proc.stdout)["sparsity_global"] == pytest.approx(out["sparsity_global"])

@@ -106,14 +106,15 @@ def _options_resolver(group: str) -> str:
     """``${prunelab_options:<group>}`` in the help template (resolved while Hydra shows help)."""
     from hydra.core.hydra_config import HydraConfig
 
-    overrides: list[str] = []
-    config_name = "config"
-    chosen = None
-    if HydraConfig.initialized():
-        hc = HydraConfig.get()
-        overrides = list(hc.overrides.task)
-        config_name = hc.job.config_name or "config"
-        chosen = hc.runtime.choices.get(group)
+    if not HydraConfig.initialized():
+        # Hydra also dereferences the template while it merges the config of every launch and
+        # compose (before HydraConfig is set); listing every group there cost ~1 s each time.
+        # The help text itself is rendered after HydraConfig is set (Hydra's app_help).
+        return ""
+    hc = HydraConfig.get()
+    overrides = list(hc.overrides.task)
+    config_name = hc.job.config_name or "config"
+    chosen = hc.runtime.choices.get(group)
     items = options_with_descriptions(group, config_name=config_name, overrides=overrides)
     # Hydra's and its plugins' own options (the basic launcher ...) have no description
     text = format_options(group, items, chosen=chosen, hide_undescribed=group.startswith("hydra/"))
