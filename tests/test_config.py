@@ -74,6 +74,16 @@ def test_experiments_compose(make_cfg, experiment):
     instantiate_model(cfg)
 
 
+def test_an_experiment_sets_top_level_keys_and_the_command_line_still_wins(make_cfg):
+    """A sweep preset's ``name`` picks its folder (outputs/sweeps/<name>); config.yaml's own
+    defaults must not override the preset, and the command line overrides both."""
+    cfg = make_cfg("experiment=sweep_mnist_amounts")
+    assert cfg.name == "mnist_amounts"
+    assert make_cfg("experiment=records_methods").name == "records_methods"
+    assert make_cfg("experiment=sweep_mnist_amounts", "name=mine").name == "mine"
+    assert make_cfg().name == "default"
+
+
 def test_incompatible_pair_is_one_clear_line(make_cfg):
     cfg = make_cfg("model=text", "data=mnist")
     with pytest.raises(ConfigError) as err:
