@@ -246,3 +246,18 @@ def test_make_records_pools_roots_checks_goals_and_notes_what_is_missing(
     for group in ("lenet_unstructured", "mnist_all"):
         assert (out / group / "acc_vs_sparsity.png").is_file()
     assert (out / "imdb" / "summary.md").is_file() and not (out / "lenet_structured").exists()
+
+
+def test_pruned_runs_are_compared_with_the_strongest_dense_configuration(tmp_path):
+    """Dense runs of two budgets (10 epochs overfits: worse): the drop is measured against the
+    better one, not the average of both."""
+    sweep = tmp_path / "sweep"
+    for seed in (0, 1):
+        write_job(sweep, f"dense5_{seed}", "none", "dense", 0.0, seed, 0.870, 0.0, epochs=5)
+        write_job(sweep, f"dense10_{seed}", "none", "dense", 0.0, seed, 0.856, 0.0, epochs=10)
+        write_job(sweep, f"snip_{seed}", "at_init", "snip", 0.9, seed, 0.864, 0.9, epochs=10)
+    s = R.report([sweep], out=tmp_path / "out")
+    snip = next(p for p in s.points if p.method == "snip")
+    assert snip.mean("drop_pts") == pytest.approx(0.6)  # 87.0 - 86.4, not 86.3 - 86.4
+    assert any("strongest of 2 dense configurations: max_epochs=5" in src
+               for src in s.baseline.sources)

@@ -72,12 +72,24 @@ _OWN_CONFIG_KEYS = ("model.name", "data.name", "data.seed", "seed", "pruning.sch
 
 
 def dense_baseline(jobs: Iterable[Job], source: str) -> Baseline:
-    """The dense baseline that finished dense jobs give, per model/data/seed key."""
-    base = Baseline()
+    """The dense baseline that finished dense jobs give, per model/data/seed key.
+
+    Where dense runs of several configurations exist for one model and data (e.g. 5 and 10
+    epochs), only the configuration with the highest mean test accuracy is the baseline: a
+    pruned run is compared with the strongest dense one, not with an average of budgets."""
+    configs: dict[tuple, dict[str, list[Job]]] = defaultdict(lambda: defaultdict(list))
     for j in jobs:
         if j.dense and j.status == "ok" and j.test_acc is not None:
+            configs[j.key[:2]][j.extra].append(j)
+    base = Baseline()
+    for by_extra in configs.values():
+        best = max(by_extra.values(), key=lambda js: statistics.fmean(j.test_acc for j in js))
+        for j in best:
             base.acc.setdefault(j.key, []).append(j.test_acc)
-    if base.acc:
+        if len(by_extra) > 1:
+            base.sources.append(f"{source} (strongest of {len(by_extra)} dense configurations: "
+                                f"{best[0].extra or 'default'})")
+    if base.acc and not any(src.startswith(source) for src in base.sources):
         base.sources.append(source)
     return base
 
@@ -698,10 +710,10 @@ def summarize(sweep_dir: str | Path | Sequence[str | Path], baseline_dirs: Seque
         jobs += [load_job(p, root, prefix) for p in dirs]
     root = roots[0]
     where = root if len(roots) == 1 else " + ".join(map(str, roots))
+    _label_extras(jobs)  # before the baseline: it picks among dense configurations by label
     base = dense_baseline(jobs, f"{where} (dense jobs of {'this sweep' if len(roots) == 1 else 'these folders'})")
     if baseline_dirs:
         load_baseline(baseline_dirs, base, skip=set(base.acc))
-    _label_extras(jobs)
     compare(jobs, base)
     points = build_points(jobs)
     search = None
@@ -1279,8 +1291,8 @@ def summarize_csv(path: str | Path, delta: float = 0.5) -> Summary:
             j.params_compact = _num(r.get("params_compact") or None, int)
             j.exports = exports_from_row(r)
         jobs.append(j)
-    base = dense_baseline(jobs, f"{path} (dense rows)")
     _label_extras(jobs)
+    base = dense_baseline(jobs, f"{path} (dense rows)")
     compare(jobs, base)
     points = build_points(jobs)
     return Summary(path.resolve().parent, jobs, points, base, delta, best_within(points, delta),
