@@ -1059,6 +1059,9 @@ def _pairs(summary: Summary) -> list[tuple[str | None, str | None]]:
     return sorted({(p.model, p.data) for p in summary.points}, key=str)
 
 
+SERIES_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+
+
 def plot_pair(summary: Summary, model: str | None, data: str | None, kind: str,
               note: str = "") -> Any:
     """One figure: test error vs weights kept (``kind="sparsity"``) or vs effective MACs."""
@@ -1070,7 +1073,9 @@ def plot_pair(summary: Summary, model: str | None, data: str | None, kind: str,
     pts = [p for p in summary.points if (p.model, p.data) == (model, data)]
     pruned = [p for p in pts if p.method != "dense"]
     dense = [p for p in pts if p.method == "dense"]
-    fig, ax = plt.subplots(figsize=(8.5, 5.8), dpi=110)
+    n_series = len({p.series for p in pruned})
+    crowded = n_series > 6  # the legend goes beside the axes, where it hides no point
+    fig, ax = plt.subplots(figsize=(13.5 if crowded else 8.5, 5.8), dpi=110)
     xattr = "sparsity_global" if kind == "sparsity" else "macs_effective"
 
     def x_of(p: Point) -> float | None:
@@ -1090,8 +1095,10 @@ def plot_pair(summary: Summary, model: str | None, data: str | None, kind: str,
         xs = [x_of(p) for p in sp]
         seeds = "/".join(sorted({str(p.n) for p in sp}))
         eps = "/".join(sorted({_epochs(p) for p in sp}))
-        ax.errorbar(xs, ys, yerr=yerr, marker="o", ms=5, capsize=3, lw=1.4,
-                    color=f"C{i % 10}", label=f"{series} ({eps} epochs; seeds per point: {seeds})")
+        # colour, marker and line style cycle at different lengths: no two series look alike
+        ax.errorbar(xs, ys, yerr=yerr, marker=SERIES_MARKERS[i % len(SERIES_MARKERS)], ms=5,
+                    capsize=3, lw=1.4, ls=("-", "--", ":")[i // 10 % 3], color=f"C{i % 10}",
+                    label=f"{series} ({eps} epochs; seeds per point: {seeds})")
         for p, x, y in zip(sp, xs, ys, strict=True):
             if p.budget:  # a budget run is known by its budget: say it at the point
                 ax.annotate(p.setting, (x, y), textcoords="offset points", xytext=(6, 6),
@@ -1121,8 +1128,9 @@ def plot_pair(summary: Summary, model: str | None, data: str | None, kind: str,
         _error_axis(ax, ys_all)
         (_kept_axis if kind == "sparsity" else _macs_axis)(ax, xs_all)
     vs = "weights kept" if kind == "sparsity" else "effective MACs"
-    return _finish(fig, ax, summary, model, data, f"test error vs {vs}", note,
-                   legend=dict(fontsize=8, loc="upper left"))
+    legend = (dict(fontsize=8, loc="upper left", bbox_to_anchor=(1.13, 1.0)) if crowded
+              else dict(fontsize=8, loc="upper left"))
+    return _finish(fig, ax, summary, model, data, f"test error vs {vs}", note, legend=legend)
 
 
 def plot_bytes(summary: Summary, model: str | None, data: str | None, note: str = "") -> Any:
