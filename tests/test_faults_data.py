@@ -152,3 +152,23 @@ def test_mnist_decompression_errors_are_one_line_naming_the_file(tmp_path, fault
     msg = str(info.value)
     assert str(victim) in msg and "\n" not in msg
     assert not list((tmp_path / "cache").glob("mnist_*.pt"))
+
+
+def test_a_cache_that_is_truncated_or_invalid_is_rebuilt_not_trusted(tmp_path):
+    from prunelab.data.common import load_or_build
+
+    path = tmp_path / "c.pt"
+    builds = []
+
+    def build():
+        builds.append(1)
+        return {"x": torch.arange(3)}
+
+    data, hit = load_or_build(path, build, "test")
+    assert not hit and len(builds) == 1 and path.is_file()
+    data, hit = load_or_build(path, build, "test")
+    assert hit and len(builds) == 1 and torch.equal(data["x"], torch.arange(3))
+    path.write_bytes(path.read_bytes()[:20])  # truncated: rebuilt
+    assert load_or_build(path, build, "test")[1] is False and len(builds) == 2
+    assert load_or_build(path, build, "test", valid=lambda d: "y" in d)[1] is False
+    assert load_or_build(path, build, "test", use_cache=False)[1] is False and len(builds) == 4

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,9 @@ import torch
 from torch import Tensor
 
 from prunelab.errors import ConfigError
+from prunelab.logs import get_logger
+
+_log = get_logger(__name__)
 
 CACHE_SUBDIR = ".prunelab_cache"
 
@@ -113,6 +117,23 @@ def load_cache(path: str | Path) -> dict[str, Any] | None:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # a truncated or foreign file: rebuild it rather than fail
         return None
+
+
+def load_or_build(path: str | Path, build: Callable[[], dict[str, Any]], what: str,
+                  use_cache: bool = True,
+                  valid: Callable[[dict[str, Any]], bool] = lambda data: True,
+                  ) -> tuple[dict[str, Any], bool]:
+    """``(data, hit)``: the cache at ``path`` when ``use_cache`` and it loads and is ``valid``;
+    else ``build()``, saved there atomically. One place for every data module's cache rule:
+    a truncated or stale cache is rebuilt, never trusted and never an error."""
+    data = load_cache(path) if use_cache else None
+    if data is not None and valid(data):
+        return data, True
+    t0 = time.perf_counter()
+    data = build()
+    atomic_torch_save(data, path)
+    _log.info("%s ready in %.1f s, cached in %s", what, time.perf_counter() - t0, path)
+    return data, False
 
 
 # --------------------------------------------------------------------------- batching

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import difflib
 import inspect
-import time
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
@@ -26,10 +25,9 @@ from torch import Tensor
 from prunelab.data.common import (
     SplitLoaders,
     TensorBatchLoader,
-    atomic_torch_save,
     cache_key,
     file_identity,
-    load_cache,
+    load_or_build,
     resolve_cache_dir,
 )
 from prunelab.data.splits import TEST_SPLIT_SEED, holdout
@@ -128,16 +126,14 @@ class ImageTensorsDataModule(SplitLoaders, L.LightningDataModule):
         key = cache_key(CACHE_VERSION, type(self).__name__, self.identity(), self.image_size,
                         self.channels)
         path = self.cache_dir / f"images_{key}.pt"
-        data = load_cache(path)
-        if data is None:
-            t0 = time.perf_counter()
-            data = self.read()
-            for part in ("train", "test"):
-                if f"{part}_y" in data:
-                    self._check_labels(data[f"{part}_y"], part)
-            atomic_torch_save(data, path)
-            log.info("%s decoded in %.1f s, cached in %s", self.identity().split("|")[0],
-                     time.perf_counter() - t0, path)
+        return load_or_build(path, self._read_checked,
+                             f"{self.identity().split('|')[0]} (decoded)")[0]
+
+    def _read_checked(self) -> dict[str, Tensor]:
+        data = self.read()
+        for part in ("train", "test"):
+            if f"{part}_y" in data:
+                self._check_labels(data[f"{part}_y"], part)
         return data
 
     def _check_labels(self, labels: Tensor, part: str) -> None:

@@ -19,7 +19,6 @@ import hashlib
 import os
 import re
 import tarfile
-import time
 import urllib.error
 import urllib.request
 import zlib
@@ -37,10 +36,9 @@ from torch import Tensor
 from prunelab.data.common import (
     SplitLoaders,
     TensorBatchLoader,
-    atomic_torch_save,
     cache_key,
     file_identity,
-    load_cache,
+    load_or_build,
     resolve_cache_dir,
     trim_padding,
 )
@@ -383,6 +381,8 @@ class IMDBDataModule(SplitLoaders, L.LightningDataModule):
 
     def _build(self, source: Source, tokenizer_path: Path) -> dict[str, Any]:
         """Read, build the vocabulary from the train part, encode both parts; save tokenizer."""
+        log.info("preparing IMDB from %s: reading, tokenizing and caching 50,000 reviews "
+                 "(once per vocabulary size and max_len; about a minute) ...", source.path)
         parts = source.read()
         log.info("  read %s reviews; building the vocabulary and encoding ...",
                  " + ".join(f"{len(p.texts):,} {name}" for name, p in parts.items()))
@@ -397,15 +397,9 @@ class IMDBDataModule(SplitLoaders, L.LightningDataModule):
         source = self.find_source()
         data_path, tokenizer_path = self._cache_paths(source)
         self.tokenizer_path = tokenizer_path
-        data = load_cache(data_path) if tokenizer_path.is_file() else None
-        self.cache_hit = data is not None
-        if data is None:
-            t0 = time.perf_counter()
-            log.info("preparing IMDB from %s: reading, tokenizing and caching 50,000 reviews "
-                     "(once per vocabulary size and max_len; about a minute) ...", source.path)
-            data = self._build(source, tokenizer_path)
-            atomic_torch_save(data, data_path)
-            log.info("IMDB ready in %.0f s, cached in %s", time.perf_counter() - t0, data_path)
+        data, self.cache_hit = load_or_build(
+            data_path, lambda: self._build(source, tokenizer_path), "IMDB",
+            use_cache=tokenizer_path.is_file())
         return data
 
     def load_tokenizer(self) -> Tokenizer:

@@ -22,11 +22,10 @@ from torch import Tensor
 
 from prunelab.data.common import (
     TensorBatchLoader,
-    atomic_torch_save,
     cache_key,
     file_identity,
     is_writable_dir,
-    load_cache,
+    load_or_build,
     resolve_cache_dir,
 )
 from prunelab.errors import ConfigError, DataMissingError
@@ -212,17 +211,15 @@ class MNISTDataModule(L.LightningDataModule):
         """uint8 images and int64 labels of both parts, from the cache or decoded (and cached)."""
         files = self._locate_or_download()
         path = self._cache_path(files)
-        cached = load_cache(path)
-        if cached is not None and set(cached) >= {"train_x", "train_y", "test_x", "test_y"}:
-            return cached
-        log.info("preparing MNIST: decoding %s into a tensor cache (once) ...",
-                 files["train_images"].parent)
-        train_x, train_y = _decode_pair(files["train_images"], files["train_labels"])
-        test_x, test_y = _decode_pair(files["test_images"], files["test_labels"])
-        tensors = {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
-        atomic_torch_save(tensors, path)
-        log.info("MNIST ready, cached in %s", path)
-        return tensors
+        def decode() -> dict[str, Tensor]:
+            log.info("preparing MNIST: decoding %s into a tensor cache (once) ...",
+                     files["train_images"].parent)
+            train_x, train_y = _decode_pair(files["train_images"], files["train_labels"])
+            test_x, test_y = _decode_pair(files["test_images"], files["test_labels"])
+            return {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
+
+        return load_or_build(path, decode, "MNIST",
+                             valid=lambda d: set(d) >= {"train_x", "train_y", "test_x", "test_y"})[0]
 
     def prepare_data(self) -> None:
         """Download if needed and write the decoded-tensor cache (rank 0 only under DDP)."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import json
-import time
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
@@ -25,10 +24,9 @@ from torch import Tensor
 from prunelab.data.common import (
     SplitLoaders,
     TensorBatchLoader,
-    atomic_torch_save,
     cache_key,
     file_identity,
-    load_cache,
+    load_or_build,
     resolve_cache_dir,
     trim_padding,
 )
@@ -170,14 +168,9 @@ class TextFilesDataModule(SplitLoaders, L.LightningDataModule):
         """Flat ids, lengths and labels of the train and test parts: cached, else built."""
         data_path, tokenizer_path = self._cache_paths()
         self.tokenizer_path = tokenizer_path
-        data = load_cache(data_path) if tokenizer_path.is_file() else None
-        self.cache_hit = data is not None
-        if data is None:
-            t0 = time.perf_counter()
-            data = self._build(tokenizer_path)
-            atomic_torch_save(data, data_path)
-            log.info("%s tokenized in %.1f s, cached in %s", self.train_path,
-                     time.perf_counter() - t0, data_path)
+        data, self.cache_hit = load_or_build(
+            data_path, lambda: self._build(tokenizer_path), f"{self.train_path} (tokenized)",
+            use_cache=tokenizer_path.is_file())
         return data
 
     def prepare_data(self) -> None:
