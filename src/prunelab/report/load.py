@@ -1,0 +1,283 @@
+"""Reading job folders: results.json / failed.json / .hydra (finished, failed, diverged or
+incomplete, none dropped) and the per-encoding export records, into :class:`Job` records."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from prunelab.logs import get_logger
+from prunelab.paths import (
+    EXPORT_DIR,
+    EXPORT_REPORT,
+    FAILED,
+    HYDRA_CONFIG,
+    HYDRA_DIR,
+    HYDRA_OVERRIDES,
+    RESULTS,
+    last_checkpoint,
+)
+from prunelab.report.records import Job, _num
+
+log = get_logger(__name__)
+MAX_DEPTH = 4  # job folders lie one level down (grids) or two (search-<method>/amount=<a>)
+
+
+def _is_job(path: Path) -> bool:
+    return (path / RESULTS).is_file() or (path / FAILED).is_file() or (path / HYDRA_DIR).is_dir()
+
+
+def find_job_dirs(root: Path, max_depth: int = MAX_DEPTH) -> list[Path]:
+    """Job folders under ``root`` (``root`` itself if it is one); hidden folders are skipped."""
+    if _is_job(root):
+        return [root]
+    found: list[Path] = []
+
+    def walk(d: Path, depth: int) -> None:
+        try:
+            children = sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))
+        except OSError:
+            return
+        for child in children:
+            if _is_job(child):
+                found.append(child)
+            elif depth < max_depth:
+                walk(child, depth + 1)
+
+    walk(root, 1)
+    return found
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    payload = json.loads(path.read_text())
+    if not isinstance(payload, dict):
+        raise ValueError("not a JSON object")
+    return payload
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config as ``{"dotted.key": leaf}`` (lists as tuples; descriptions left out)."""
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for k, v in node.items():
+            if k != "description":
+                out.update(_flatten(v, f"{prefix}{k}."))
+        return out if out or not prefix else {prefix[:-1]: None}
+    if isinstance(node, list):
+        return {prefix[:-1]: tuple(repr(v) for v in node)}
+    return {prefix[:-1]: node}
+
+
+def _config_budget(budget: Any) -> str | None:
+    """``{"macs": 160000, "params": None}`` → ``"macs=160000"``; None without a budget."""
+    if isinstance(budget, dict):
+        set_ = [(k, v) for k, v in budget.items() if v is not None]
+        if len(set_) == 1 and _num(set_[0][1], int) is not None:
+            return f"{set_[0][0]}={_num(set_[0][1], int)}"
+    return None
+
+
+def _hydra_meta(path: Path) -> tuple[dict[str, Any], list[str]]:
+    """model/data/schedule/method/amount/seed/budget from the job's ``.hydra/config.yaml`` (if
+    any), and the whole config flattened as ``meta["config"]``."""
+    meta: dict[str, Any] = {}
+    overrides: list[str] = []
+    hydra_dir = path / HYDRA_DIR
+    try:
+        from omegaconf import OmegaConf
+
+        from prunelab.config import register
+
+        register()  # prunelab's resolvers (pruning=explicit's amount is one)
+        if (hydra_dir / HYDRA_OVERRIDES).is_file():
+            overrides = [str(o) for o in OmegaConf.load(hydra_dir / HYDRA_OVERRIDES)]
+        if (hydra_dir / HYDRA_CONFIG).is_file():
+            cfg = OmegaConf.load(hydra_dir / HYDRA_CONFIG)
+            for name, key in [("model", "model.name"), ("data", "data.name"),
+                              ("schedule", "pruning.schedule"), ("method", "pruning.method.name"),
+                              ("amount", "pruning.amount"), ("seed", "seed")]:
+                meta[name] = OmegaConf.select(cfg, key, default=None,
+                                              throw_on_resolution_failure=False)
+            plain = OmegaConf.to_container(cfg, resolve=False)
+            meta["budget"] = _config_budget((plain.get("pruning") or {}).get("budget"))
+            meta["config"] = _flatten(plain)
+    except Exception:  # a half-written or foreign .hydra folder: fall back to what we have
+        pass
+    return meta, overrides
+
+
+def _override_meta(overrides: Iterable[str]) -> dict[str, Any]:
+    """The same fields from ``key=value`` overrides, when no config was saved."""
+    keys = {"model": "model", "data": "data", "pruning": "schedule",
+            "pruning/method": "method", "pruning.amount": "amount", "seed": "seed"}
+    meta: dict[str, Any] = {}
+    for o in overrides:
+        k, _, v = o.lstrip("+~").partition("=")
+        if k in keys:
+            meta[keys[k]] = v
+    return meta
+
+
+def _payload_budget(payload: dict[str, Any]) -> tuple[str | None, int | None]:
+    """results.json's budget record (``budget``), or for results written before it existed the
+    cost of the last pruning step in ``pruning_history``: (``"macs=160000"``, reached)."""
+    rec = payload.get("budget")
+    if isinstance(rec, dict) and rec.get("metric") and _num(rec.get("limit"), int) is not None:
+        return f"{rec['metric']}={_num(rec['limit'], int)}", _num(rec.get("reached"), int)
+    history = payload.get("pruning_history")
+    costs = [h["cost"] for h in history if isinstance(h, dict) and isinstance(h.get("cost"), dict)] \
+        if isinstance(history, list) else []
+    if costs and costs[-1].get("metric"):
+        # the last step's limit is the budget (the steps before it have looser limits)
+        return (f"{costs[-1]['metric']}={_num(costs[-1].get('limit'), int)}",
+                _num(costs[-1].get("reached"), int))
+    return None, None
+
+
+def load_job(path: Path, root: Path, prefix: str = "") -> Job:
+    folder = path.relative_to(root).as_posix() if path != root else path.name
+    folder = f"{prefix}/{folder}" if prefix else folder
+    meta, overrides = _hydra_meta(path)
+    payload: dict[str, Any] = {}
+    if (path / RESULTS).is_file():
+        try:
+            payload = _read_json(path / RESULTS)
+            status, error = str(payload.get("status", "ok")), ""
+        except (OSError, ValueError) as err:
+            status, error = "unreadable", f"{RESULTS}: {err}"
+    elif (path / FAILED).is_file():
+        status = "failed"
+        try:
+            payload = _read_json(path / FAILED)
+            error = f"{payload.get('error_type', 'error')}: {payload.get('error', '?')}"
+            if payload.get("status") == "diverged":  # non-finite loss or weights
+                status = "diverged"
+        except (OSError, ValueError) as err:
+            error = f"{FAILED}: {err}"
+    else:
+        status = "incomplete"
+        error = "no results.json yet: running, or interrupted (relaunch the sweep to resume)"
+        if last_checkpoint(path).is_file():
+            error = "no results.json yet; has a last.ckpt (relaunch the sweep to resume it)"
+    overrides = [str(o) for o in payload.get("overrides") or overrides]
+    for k, v in _override_meta(overrides).items():
+        meta.setdefault(k, v)
+        if meta[k] is None:
+            meta[k] = v
+    for k in ("model", "data", "schedule", "method", "amount", "seed"):
+        if payload.get(k) is not None:
+            meta[k] = payload[k]
+    job = Job(
+        folder=folder, status=status, error=error, overrides=overrides,
+        model=_str(meta.get("model")), data=_str(meta.get("data")),
+        schedule=_str(meta.get("schedule")), method=_str(meta.get("method")),
+        amount=_num(meta.get("amount")), seed=_num(meta.get("seed"), int),
+    )
+    job.config = meta.get("config")
+    job.budget = meta.get("budget")
+    if payload:
+        budget, job.budget_reached = _payload_budget(payload)
+        job.budget = budget or job.budget
+    if job.schedule == "none":
+        job.method, job.amount, job.budget = "dense", 0.0, None
+    if status != "ok" and not error:
+        error = str(payload.get("error") or f"{RESULTS} has status {status!r}")
+        job.error = error
+    if status == "ok":
+        job.test_acc = _num(payload.get("test_acc"))
+        if job.test_acc is None or not 0.0 <= job.test_acc <= 1.0:
+            # no test (trainer.limit_test_batches=0) or a damaged value: not a result to rank
+            job.status, job.test_acc = "incomplete", None
+            job.error = (f"{RESULTS} has no valid test_acc ({payload.get('test_acc')!r}); "
+                         "a run without a test is not a result")
+            return job
+        job.sparsity_global = _num(payload.get("sparsity_global"))
+        job.params_nonzero = _num(payload.get("params_nonzero"), int)
+        job.macs_effective = _num(payload.get("macs_effective"), int)
+        job.macs_dense = _num(payload.get("macs_dense"), int)
+        job.fit_seconds = _num(payload.get("fit_seconds"))
+        job.epochs = _num(payload.get("epochs"), int)
+        job.macs_compact = _num(payload.get("macs_compact"), int)
+        job.params_compact = _num(payload.get("params_compact"), int)
+        job.exports = load_exports(path)
+    return job
+
+
+# per-encoding summary.csv columns: <prefix><encoding folder>, e.g. artifact_bytes_kmeans4
+EXPORT_FIELDS = {"artifact_bytes_": ("artifact_bytes", int), "ratio_": ("ratio", float),
+                 "artifact_test_acc_": ("test_acc", float)}
+
+
+def load_exports(job_dir: Path) -> dict[str, dict[str, Any]]:
+    """``{encoding folder: record}`` from the job's ``export/<encoding>/export.json`` files.
+
+    A record keeps the artifact's bytes, its ratio to the dense fp32 state dict, the dense
+    bytes and the test accuracy measured from the file; an unreadable one is skipped (logged).
+    """
+    out: dict[str, dict[str, Any]] = {}
+    base = job_dir / EXPORT_DIR
+    if not base.is_dir():
+        return out
+    for f in sorted(base.glob(f"*/{EXPORT_REPORT}")):
+        try:
+            rec = _read_json(f)
+        except (OSError, ValueError) as err:
+            log.warning("%s: unreadable, left out of the report (%s)", f, err)
+            continue
+        size = _num(rec.get("artifact_bytes"), int)
+        if size is None or size <= 0:
+            log.warning("%s: no artifact_bytes, left out of the report", f)
+            continue
+        acc = _num(rec.get("test_acc"))
+        out[f.parent.name] = {
+            "artifact_bytes": size, "ratio": _num(rec.get("ratio")),
+            "dense_bytes": _num(rec.get("dense_bytes"), int),
+            "test_acc": acc if acc is not None and 0.0 <= acc <= 1.0 else None,
+        }
+    return out
+
+
+def export_columns(jobs: Iterable[Job]) -> list[str]:
+    """summary.csv's per-encoding artifact columns for the encodings any job was exported in."""
+    encs = sorted({e for j in jobs for e in j.exports}, key=_encoding_order)
+    return [prefix + e for e in encs for prefix in EXPORT_FIELDS]
+
+
+def _encoding_order(enc: str) -> tuple:
+    from prunelab.export.codecs import ENCODINGS
+
+    head, _, tail = enc.partition("-")
+    return (ENCODINGS.index(head) if head in ENCODINGS else len(ENCODINGS), head, tail)
+
+
+def export_row(job: Job, columns: Sequence[str]) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    for col in columns:
+        prefix = next(p for p in EXPORT_FIELDS if col.startswith(p))
+        rec = job.exports.get(col[len(prefix):], {})
+        row[col] = rec.get(EXPORT_FIELDS[prefix][0])
+    return row
+
+
+def exports_from_row(row: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """The export records a summary.csv row holds (its per-encoding artifact columns)."""
+    out: dict[str, dict[str, Any]] = defaultdict(dict)
+    for col, value in row.items():
+        for prefix, (key, kind) in EXPORT_FIELDS.items():
+            if col and col.startswith(prefix) and value not in (None, ""):
+                out[col[len(prefix):]][key] = _num(value, kind)
+    for rec in out.values():  # the dense state dict's size follows from bytes × ratio
+        if rec.get("artifact_bytes") and rec.get("ratio"):
+            rec["dense_bytes"] = round(rec["artifact_bytes"] * rec["ratio"])
+    return {e: r for e, r in out.items() if r.get("artifact_bytes")}
+
+
+def _str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def load_jobs(root: Path) -> list[Job]:
+    return [load_job(p, root) for p in find_job_dirs(root)]

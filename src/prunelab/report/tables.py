@@ -1,0 +1,214 @@
+"""summary.csv (one row per job, per-encoding artifact columns) and summary.md (the tables)."""
+
+from __future__ import annotations
+
+import csv
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from prunelab.report.load import _encoding_order, export_columns, export_row
+from prunelab.report.records import CSV_COLUMNS, Point, Summary, _count
+
+
+def write_csv(summary: Summary, path: Path) -> None:
+    extra = export_columns(summary.jobs)
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_COLUMNS + extra)
+        w.writeheader()
+        for j in summary.jobs:
+            row = {**j.row(), **export_row(j, extra)}
+            w.writerow({k: ("" if v is None else v) for k, v in row.items()})
+
+
+def _pct(x: float | None, digits: int = 2) -> str:
+    return "—" if x is None else f"{100 * x:.{digits}f}"
+
+
+def _pm(mean: float | None, std: float | None, scale: float = 100.0) -> str:
+    if mean is None:
+        return "—"
+    return f"{scale * mean:.2f} ± {scale * (std or 0.0):.2f}"
+
+
+def _signed(x: float | None) -> str:
+    return "—" if x is None else f"{x:+.2f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    def esc(c: str) -> str:
+        return str(c).replace("|", "\\|").replace("\n", " ")
+
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows]
+    return out
+
+
+def markdown(summary: Summary, plots: Sequence[str] = ()) -> str:
+    s, jobs, pts = summary, summary.jobs, summary.points
+    counts = defaultdict(int)
+    for j in jobs:
+        counts[j.status] += 1
+    where = ", ".join(map(str, s.sources)) if len(s.sources) > 1 else str(s.sweep_dir)
+    lines = [f"# Sweep report: {where}", ""]
+    lines.append(f"{len(jobs)} jobs: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+                 + ". Accuracies in %, drops in accuracy points (dense − pruned, positive = worse),"
+                 " mean ± std over seeds.")
+    lines.append("")
+    if s.baseline.acc:
+        lines.append("Dense baseline (per model, data, seed) from: " + "; ".join(s.baseline.sources))
+        for md in sorted({(k[0], k[1]) for k in s.baseline.acc}, key=str):
+            st = s.baseline.stats(*md)
+            if st:
+                lines.append(f"- {md[0]}/{md[1]}: {_pm(st[0], st[1])} % over {st[2]} seed(s)")
+    else:
+        lines.append("No dense baseline: add dense jobs to the sweep (`python -m prunelab -m "
+                     "pruning=none seed=... name=<same name>`) or pass `--baseline DIR`; "
+                     "drops are left blank.")
+    lines += [f"> **Note:** {n}" for n in s.notes]
+    lines.append("")
+
+    pruned = [p for p in pts if p.method != "dense" and not p.budget]
+    amounts = sorted({p.amount for p in pruned if p.amount is not None})
+    if pruned:
+        lines += ["## Test accuracy: method × amount", "",
+                  "Each cell: accuracy % mean ± std over seeds (mean drop vs dense, pts).", ""]
+        rows = []
+        for series in dict.fromkeys(p.series for p in pruned):
+            cells = [series]
+            for a in amounts:
+                p = next((q for q in pruned if q.series == series and q.amount == a), None)
+                cells.append("" if p is None else f"{_pm(p.mean('test_acc'), p.std('test_acc'))}"
+                             f" ({_signed(p.mean('drop_pts'))})")
+            rows.append(cells)
+        lines += _table(["method"] + [f"{a:g}" for a in amounts], rows) + [""]
+
+    if pts:
+        lines += ["## Per configuration", "",
+                  "Mean ± std over the seeds; weights kept = 100 − sparsity of the pruned layers; "
+                  "budget runs are listed by their budget.", ""]
+        rows = [[p.series, p.setting, str(p.n), _pm(p.mean("test_acc"), p.std("test_acc")),
+                 _error_pm(p), _signed(p.mean("drop_pts")), _pct(p.mean("sparsity_global")),
+                 _kept(p.mean("sparsity_global")), _count(p.mean("params_nonzero")),
+                 _count(p.mean("macs_effective")), _epochs(p), f"{p.mean('fit_seconds') or 0:.1f}"]
+                for p in pts]
+        lines += _table(["method", "amount", "seeds", "test acc %", "test error %", "drop pts",
+                         "sparsity %", "weights kept %", "non-zero params", "effective MACs",
+                         "epochs", "fit s"], rows) + [""]
+    lines += _budget_md(pts)
+
+    lines += _artifacts_md(pts)
+    lines += [f"## Highest sparsity within {s.delta:g} pts of dense", ""]
+    if not s.best:
+        lines.append("No finished pruned job.")
+    for series, b in s.best.items():
+        if b["answer"] is None:
+            lines.append(f"- **{series}**: {b['reason']}")
+        else:
+            lines.append(f"- **{series}**: amount {b['answer']:g} → sparsity "
+                         f"{_pct(b['sparsity'], 1)} %, accuracy {_pm(b['test_acc'], b['test_acc_std'])}"
+                         f" %, drop {b['drop_pts']:+.2f} pts ({b['n']} seed(s))")
+    lines.append("")
+    if s.search:
+        lines += _search_md(s.search)
+
+    bad = [j for j in jobs if j.status != "ok"]
+    lines += ["## Failed and incomplete jobs", ""]
+    if bad:
+        lines += _table(["folder", "status", "error"], [[j.folder, j.status, j.error] for j in bad])
+    else:
+        lines.append("None.")
+    lines += ["", "## All jobs", ""]
+    rows = [[j.folder, j.status, str(j.method), "" if j.amount is None else j.setting,
+             "" if j.seed is None else str(j.seed), _pct(j.test_acc), _signed(j.drop_pts),
+             _pct(j.sparsity_global, 1), _count(j.params_nonzero), _count(j.macs_effective),
+             "" if j.fit_seconds is None else f"{j.fit_seconds:.1f}"] for j in jobs]
+    lines += _table(["folder", "status", "method", "amount", "seed", "test acc %", "drop pts",
+                     "sparsity %", "non-zero params", "effective MACs", "fit s"], rows)
+    if plots:
+        lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
+    return "\n".join(lines) + "\n"
+
+
+def _error_pm(p: Point) -> str:
+    """Test error % mean ± std over seeds (the std of the error is that of the accuracy)."""
+    acc = p.mean("test_acc")
+    return "—" if acc is None else f"{100 * (1 - acc):.2f} ± {100 * (p.std('test_acc') or 0):.2f}"
+
+
+def _kept(sparsity: float | None) -> str:
+    if sparsity is None:
+        return "—"
+    kept = 100 * (1 - sparsity)
+    return f"{kept:.2f}" if kept < 10 else f"{kept:.1f}"
+
+
+def _epochs(p: Point) -> str:
+    eps = sorted({j.epochs for j in p.jobs if j.epochs is not None})
+    return "/".join(map(str, eps)) or "—"
+
+
+def _budget_md(points: list[Point]) -> list[str]:
+    """Budget runs: the budget asked for, the cost reached and the compacted network's size."""
+    pts = [p for p in points if p.budget]
+    if not pts:
+        return []
+    lines = ["## Budget runs", "",
+             "`pruning.budget.<metric>=N`: filters/neurons are removed until the network fits N; "
+             "the schedule's `amount` only shaped the steps, so these runs are listed by budget. "
+             "Reached: the cost model's count after the last step (= the compacted network's "
+             "when compacted). Means over the seeds.", ""]
+    rows = [[p.series, p.setting, str(p.n), _count(p.mean("budget_reached")),
+             _count(p.mean("macs_compact")), _count(p.mean("params_compact")),
+             _pm(p.mean("test_acc"), p.std("test_acc")), _error_pm(p),
+             _kept(p.mean("sparsity_global")), _epochs(p)] for p in pts]
+    return lines + _table(["method", "budget", "seeds", "reached", "compact MACs",
+                           "compact params", "test acc %", "test error %", "weights kept %",
+                           "epochs"], rows) + [""]
+
+
+def export_mean(p: Point, enc: str, key: str) -> float | None:
+    """Mean over the point's seeds of an export record's value (those exported in ``enc``)."""
+    vals = [float(v) for j in p.jobs if (v := j.exports.get(enc, {}).get(key)) is not None]
+    return statistics.fmean(vals) if vals else None
+
+
+def _encodings(points: Iterable[Point]) -> list[str]:
+    return sorted({e for p in points for j in p.jobs for e in j.exports}, key=_encoding_order)
+
+
+def _artifacts_md(points: list[Point]) -> list[str]:
+    """The table of shipped artifacts: bytes and the accuracy measured from each file."""
+    encs = _encodings(points)
+    if not encs:
+        return []
+    lines = ["## Artifacts: test accuracy vs bytes", "",
+             "From each job's `export/<encoding>/export.json` (written by `prunelab export RUN`): "
+             "the artifact's size, how many times smaller than the dense fp32 state dict it is, "
+             "and the test accuracy measured from the file; means over the seeds exported.", ""]
+    rows = []
+    for p in points:
+        for enc in encs:
+            n = sum(enc in j.exports for j in p.jobs)
+            if not n:
+                continue
+            size, ratio = export_mean(p, enc, "artifact_bytes"), export_mean(p, enc, "ratio")
+            rows.append([p.series, p.setting, enc, str(n),
+                         f"{size:,.0f}", "—" if ratio is None else f"{ratio:.1f}",
+                         _pct(export_mean(p, enc, "test_acc")), _pct(p.mean("test_acc"))])
+    return lines + _table(["method", "amount", "encoding", "seeds", "artifact bytes",
+                           "× smaller", "artifact test acc %", "run test acc %"], rows) + [""]
+
+
+def _search_md(search: dict[str, Any]) -> list[str]:
+    lines = ["## Bisection search (search.json)", ""]
+    if "error" in search:
+        return lines + [search["error"], ""]
+    lines.append(f"delta {search.get('delta')} pts, amounts in [{search.get('lo')}, "
+                 f"{search.get('hi')}], overrides: `{' '.join(search.get('overrides') or [])}`")
+    lines.append("")
+    for method, r in (search.get("methods") or {}).items():
+        lines.append(f"- **{method}**: {r.get('message', r.get('status'))}")
+    return lines + [""]
