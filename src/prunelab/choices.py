@@ -111,8 +111,10 @@ def check_model_has_data(loader: Any, overrides: Sequence[str],
 
 
 def check_sweeper_params(loader: Any, overrides: Sequence[str], multirun: bool,
-                         config_name: str = CONFIG_NAME) -> None:
-    """The group values of a preset's ``hydra.sweeper.params`` (e.g. a method list) exist."""
+                         config_name: str = CONFIG_NAME, nodes: bool = False) -> None:
+    """The group values of a preset's ``hydra.sweeper.params`` (e.g. a method list) exist;
+    with ``nodes``, also every key of the first job's ``_target_`` nodes
+    (:func:`prunelab.run.check_nodes`), so a misspelt key stops a sweep before its first job."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import Glob
     from hydra.errors import HydraException
@@ -139,6 +141,10 @@ def check_sweeper_params(loader: Any, overrides: Sequence[str], multirun: bool,
     lines = [f"{k}={v}" for k, v in params.items()]
     if lines:
         check_overrides(loader, lines, config_name)
+    if nodes:
+        from prunelab.run import check_nodes  # imports the targets (torch, Lightning)
+
+        check_nodes(cfg)
 
 
 def composition_error(err: Exception) -> ConfigError:
@@ -189,4 +195,6 @@ def check_command_line(conf_dir: str, argv: Sequence[str]) -> None:
             check_verbosity(o.partition("=")[2])
     check_overrides(loader, args.overrides, name)
     check_model_has_data(loader, args.overrides, name)
-    check_sweeper_params(loader, args.overrides, bool(args.multirun), name)
+    # the nodes' keys too, unless only help or the config is asked for
+    check_sweeper_params(loader, args.overrides, bool(args.multirun), name,
+                         nodes=not (args.help or args.hydra_help or args.cfg))

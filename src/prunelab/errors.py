@@ -1,5 +1,10 @@
 """User-facing errors: one clear line, printed without a traceback by the entry points."""
 
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+
 
 class PrunelabError(Exception):
     """A problem with the user's input or environment that they can fix.
@@ -54,3 +59,15 @@ class DivergedError(ResultError):
                  stage: str | None = None) -> None:
         super().__init__(message)
         self.epoch, self.step, self.stage = epoch, step, stage
+
+
+def unknown_key(key: str, owner: str, valid: Sequence[str]) -> ConfigError:
+    """The one wording for a key that a component does not take: ``pruning.rate: not a key of
+    agp; valid: amount, initial, n_steps, start_epoch, every`` (a long list: the 8 closest)."""
+    valid = list(valid)
+    if len(valid) > 8:
+        leaf = key.rsplit(".", 1)[-1]
+        ranked = sorted(valid, key=lambda v: -difflib.SequenceMatcher(None, leaf, v).ratio())
+        listed = ", ".join(ranked[:8]) + ", ..."
+        return ConfigError(f"{key}: not a key of {owner}; valid, closest first: {listed}")
+    return ConfigError(f"{key}: not a key of {owner}; valid: {', '.join(valid) or '(none)'}")

@@ -4,7 +4,8 @@ Trust model: every file a user points to, or that sits in a run folder, is untru
 Checkpoints and weights load with ``torch.load(weights_only=True)`` (tensors and plain
 containers only; a pickle that would call anything is refused before it runs), and a run
 folder's saved ``.hydra/config.yaml`` may only name ``_target_``s from an allow-list before
-anything in it is built.
+anything in it is built. A saved config of an earlier release is read in today's shape
+(:func:`read_run_config`, :mod:`prunelab.legacy`).
 """
 
 from __future__ import annotations
@@ -94,14 +95,21 @@ def _is_builtin_class(target: str) -> bool:
     return str(getattr(cls, "__module__", "")).startswith(("prunelab.models", "prunelab.data", "torch.optim"))
 
 
+#: the sections of a saved config that the commands reading a run folder build
+BUILT_SECTIONS = ("model", "data")
+
+
 def check_targets(cfg: DictConfig, source: Path, allow: Iterable[str] = ()) -> None:
     """Refuse a config that names a ``_target_`` outside the allow-list, before anything is built.
 
-    Allowed: prunelab's model and data classes, ``torch.optim`` classes, and targets that start
-    with one of ``allow`` / $PRUNELAB_ALLOW_TARGETS (a user's own module, e.g. ``mypkg.models.``).
+    The sections that are built (:data:`BUILT_SECTIONS`) are checked; allowed there: prunelab's
+    model and data classes, ``torch.optim`` classes, and targets that start with one of
+    ``allow`` / $PRUNELAB_ALLOW_TARGETS (a user's own module, e.g. ``mypkg.models.``).
     """
     extra = allowed_prefixes(allow)
-    for key, target in _targets(OmegaConf.to_container(cfg, resolve=False)):
+    plain = OmegaConf.to_container(cfg, resolve=False)
+    built = {k: plain[k] for k in BUILT_SECTIONS if isinstance(plain, dict) and k in plain}
+    for key, target in _targets(built):
         if extra and target.startswith(extra):
             continue
         if not _is_builtin_class(target):
@@ -111,6 +119,24 @@ def check_targets(cfg: DictConfig, source: Path, allow: Iterable[str] = ()) -> N
                 f"this run folder, allow it with --allow-target {target.rsplit('.', 1)[0]} "
                 f"(or {ALLOW_ENV}={target.rsplit('.', 1)[0]})"
             )
+
+
+def read_run_config(path: Path) -> DictConfig:
+    """A run folder's saved ``.hydra/config.yaml``, in today's shape (one written by an earlier
+    release is converted, :func:`prunelab.legacy.upgrade`); one line if it is unreadable."""
+    from prunelab.legacy import upgrade
+
+    try:
+        cfg = OmegaConf.load(path)
+    except Exception as err:
+        raise ConfigError(f"{path} is unreadable ({type(err).__name__}: {str(err).splitlines()[0][:120]})") from None
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError(f"{path} holds no config mapping: not a prunelab run config")
+    try:
+        new, _ = upgrade(OmegaConf.to_container(cfg, resolve=False))  # type: ignore[arg-type]
+    except PrunelabError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    return OmegaConf.create(new)
 
 
 def run_datamodule(cfg: DictConfig, data_dir: str | None = None) -> Any:
@@ -196,11 +222,8 @@ def load_finished_run(path: str | Path, allow: Iterable[str] = ()) -> tuple[nn.M
     run_dir = find_run_dir(path)
     cfg_path = run_config(run_dir)
     register()
-    try:
-        cfg = OmegaConf.load(cfg_path)
-    except Exception as err:
-        raise ConfigError(f"{cfg_path} is unreadable ({type(err).__name__}: {str(err).splitlines()[0][:120]})") from None
-    if not isinstance(cfg, DictConfig) or "model" not in cfg or "net" not in cfg.model:
+    cfg = read_run_config(cfg_path)
+    if "model" not in cfg or not isinstance(cfg.model, DictConfig) or "net" not in cfg.model:
         raise ConfigError(f"{cfg_path} has no model.net node: not a prunelab run config")
     check_targets(cfg, cfg_path, allow)
     weights = weights_file(path, run_dir)

@@ -92,6 +92,16 @@ class ResumingCSVLogger(CSVLogger):
         return self._experiment
 
 
+def csv_logger(save_dir: str | Path, resume_epoch: int = 0) -> ResumingCSVLogger:
+    """``logger.csv``: ``<save_dir>/metrics.csv``, keeping the epochs a resumed checkpoint covers."""
+    return ResumingCSVLogger(save_dir=str(save_dir), name="", version="", resume_epoch=resume_epoch)
+
+
+def tensorboard_logger(save_dir: str | Path, resume_step: int = 0) -> TensorBoardLogger:
+    """``logger.tensorboard``: event files in ``<save_dir>/tb`` (see :func:`resuming_tensorboard`)."""
+    return resuming_tensorboard(Path(save_dir), resume_step)
+
+
 def resuming_tensorboard(save_dir: Path, resume_step: int) -> TensorBoardLogger:
     """TensorBoard events in ``<save_dir>/tb``; steps from ``resume_step`` on, logged by an
     interrupted process, are purged from view (TensorBoard's ``purge_step``)."""

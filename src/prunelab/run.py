@@ -3,21 +3,19 @@
 :func:`run` reads top to bottom: :func:`check_config` (the pipeline's own keys), :func:`build`
 (config → callback, model, data, Trainer; each object checks its own arguments), :func:`fit`,
 :func:`run_test`, :func:`collect` (the :class:`prunelab.results.Results` schema) and the files.
-The config reaches the objects through :mod:`prunelab.config`'s translation, which copies no
-field list. Nothing here reads Hydra's globals.
+The config reaches the objects as ``_target_`` nodes built by :mod:`prunelab.components`; a
+config of an earlier shape is first brought up to date (:mod:`prunelab.legacy`). Nothing here
+reads Hydra's globals.
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib
-import inspect
 import io
 import json
 import os
 import platform
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,8 +28,8 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
 import prunelab
+from prunelab import components
 from prunelab.compat import arguments, check_configs, check_data, without_declarations
-from prunelab.config import callback_kwargs, command_line_message, plan_kwargs
 from prunelab.errors import CheckpointError, ConfigError, DivergedError, RunInProgressError
 from prunelab.lightning_ext import NoProfiler
 from prunelab.loading import load_checkpoint
@@ -48,7 +46,7 @@ from prunelab.paths import (
 )
 from prunelab.pruning.callback import PruningCallback
 from prunelab.pruning.metrics import summarize
-from prunelab.pruning.schedules import PruneStep, build_plan, validate_plan
+from prunelab.pruning.schedules import Dense, check_fits
 from prunelab.results import Failure, Results
 from prunelab.runlock import RunLock, is_rank_zero
 
@@ -74,26 +72,26 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
     if results_path.exists():
         log.info("done already: %s (delete it to run again)", results_path)
         return json.loads(results_path.read_text())
-    with _config_keys():
-        if not is_rank_zero():  # DDP ranks > 0 work under rank 0's lock
-            return _run(cfg, run_dir, overrides, callbacks)
-        with RunLock(run_dir) as lock:
-            if lock.taken_over:
-                log.warning(f"taking over the lock of process {lock.taken_over.get('pid')} on "
-                            f"{lock.taken_over.get('host')}, which is no longer running")
-            return _run(cfg, run_dir, overrides, callbacks)
+    cfg = upgraded(cfg)
+    if not is_rank_zero():  # DDP ranks > 0 work under rank 0's lock
+        return _run(cfg, run_dir, overrides, callbacks)
+    with RunLock(run_dir) as lock:
+        if lock.taken_over:
+            log.warning(f"taking over the lock of process {lock.taken_over.get('pid')} on "
+                        f"{lock.taken_over.get('host')}, which is no longer running")
+        return _run(cfg, run_dir, overrides, callbacks)
 
 
-@contextlib.contextmanager
-def _config_keys() -> Iterator[None]:
-    """The pruning library's messages name Python arguments (``round_to=3``); a run configured
-    by Hydra names the config keys instead (``pruning.round_to=3``)."""
-    try:
-        yield
-    except ConfigError as err:
-        if err.args and isinstance(err.args[0], str):
-            err.args = (command_line_message(err.args[0]), *err.args[1:])
-        raise
+def upgraded(cfg: DictConfig, notes: bool = True) -> DictConfig:
+    """``cfg`` in today's shape: a spelling of an earlier release (``pruning.amount=0.5``) is
+    moved to its node, with a one-line note each (:func:`prunelab.legacy.upgrade`)."""
+    from prunelab.legacy import upgrade
+
+    plain = OmegaConf.to_container(cfg, resolve=False)
+    new, moved = upgrade(plain)  # type: ignore[arg-type]
+    for note in moved if notes else ():
+        log.warning(f"deprecated: {note}")
+    return cfg if new == plain else OmegaConf.create(new)
 
 
 def _run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None,
@@ -101,6 +99,7 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None,
     """``run``'s work, with the run folder locked."""
     import_modules(list(cfg.imports))
     check_config(cfg)
+    check_nodes(cfg)  # every key of the pruning, trainer and logger nodes, before any work
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     config = result_config(cfg)
@@ -127,6 +126,7 @@ class Job:
     """What :func:`build` makes from the config, and what the later steps use."""
 
     pruner: PruningCallback | None
+    schedule: str  # the schedule's name ("none": dense)
     model: L.LightningModule
     datamodule: L.LightningDataModule
     trainer: L.Trainer
@@ -143,8 +143,7 @@ def build(cfg: DictConfig, run_dir: Path, config: dict[str, Any], resume: Resume
     the target patterns; only then is the data prepared (a missing data set fails there,
     before any Lightning output).
     """
-    pruner = make_callback(cfg)
-    trainer_args = trainer_kwargs(cfg)
+    pruner, schedule = make_callback(cfg)
     model = instantiate_model(cfg)
     if pruner is not None:
         pruner.bind(model)
@@ -157,16 +156,15 @@ def build(cfg: DictConfig, run_dir: Path, config: dict[str, Any], resume: Resume
     own = [state, LastCheckpoint(last_checkpoint(run_dir)), *([pruner] if pruner else [])]
     if cfg.trainer.enable_progress_bar:
         own.append(TQDMProgressBar(refresh_rate=max(1, int(cfg.progress_refresh_rate))))
-    if trainer_args.get("profiler") is None:
-        trainer_args["profiler"] = NoProfiler()
-    trainer = L.Trainer(**trainer_args, callbacks=[*own, *(callbacks or [])],
-                        logger=make_loggers(cfg, run_dir, resume) or False,
-                        default_root_dir=str(run_dir), plugins=[AtomicCheckpointIO()])
+    trainer = make_trainer(cfg, callbacks=[*own, *(callbacks or [])],
+                           logger=make_loggers(cfg, run_dir, resume) or False,
+                           default_root_dir=str(run_dir), plugins=[AtomicCheckpointIO()])
     if trainer.is_global_zero:
         from prunelab.trackers import log_start
 
         log_start(trainer.loggers, config, run_dir)
-    return Job(pruner, model, datamodule, trainer, state, run_dir, bool(cfg.pruning.compact))
+    return Job(pruner, schedule, model, datamodule, trainer, state, run_dir,
+               bool(cfg.pruning.get("compact", False)))
 
 
 def fit(job: Job, resume: Resume | None) -> None:
@@ -217,8 +215,8 @@ def collect(cfg: DictConfig, job: Job, val_acc: float | None, test_metrics: dict
         status="ok",
         model=cfg.model.name,
         data=cfg.data.name,
-        schedule=cfg.pruning.schedule,
-        method=cfg.pruning.method.name if pruner is not None else "dense",
+        schedule=job.schedule,
+        method=pruner.method.name if pruner is not None else "dense",
         amount=pruner.final_target if pruner is not None else 0.0,
         seed=int(cfg.seed),
         test_acc=_f(test_metrics.get("test_acc")),
@@ -240,7 +238,7 @@ def budget_record(pruner: Any) -> dict[str, Any] | None:
     the configured limit, and the cost the last pruning step reached."""
     if pruner is None or getattr(pruner, "budget", None) is None:
         return None
-    metric, limit = pruner.budget
+    metric, limit = pruner.budget.metric, pruner.budget.limit
     cost = next((h["cost"] for h in reversed(pruner.history) if h.get("cost")), {})
     return {"metric": metric, "limit": int(limit), "reached": cost.get("reached"),
             "dense": cost.get("dense")}
@@ -342,52 +340,50 @@ def import_modules(names: list[str]) -> None:
                               "folder to PYTHONPATH") from None
 
 
-def make_plan(cfg: DictConfig) -> list[PruneStep]:
-    """:func:`build_plan` of the ``pruning`` section (it checks the schedule's keys)."""
-    return build_plan(**plan_kwargs(cfg.pruning))
+#: keys of the ``pruning`` node that the pipeline reads itself (not PruningCallback's)
+PIPELINE_KEYS = ("compact",)
 
 
-def make_callback(cfg: DictConfig, callback: type[PruningCallback] = PruningCallback
-                  ) -> PruningCallback | None:
-    """The ``pruning`` section as a ``callback`` (None for dense training).
+def make_callback(cfg: DictConfig) -> tuple[PruningCallback | None, str]:
+    """The ``pruning`` node as its callback (None for dense training), and the schedule's name.
 
-    Two rules belong to the command line, not to the Python API: the plan must end within
-    ``trainer.max_epochs``, and ``pruning.amount`` must not be set where the schedule ignores it.
+    Built (and so checked: keys, values, the pair of schedule and criterion) before any model
+    or data; the rule that the plan ends within ``trainer.max_epochs`` belongs to the command
+    line, not to the Python API.
     """
-    p = cfg.pruning
-    if p.schedule == "none":
-        return None
-    plan = make_plan(cfg)
-    validate_plan(plan, cfg.trainer.max_epochs)
-    if p.schedule == "explicit" and plan and float(p.amount) != plan[-1].target:
-        raise ConfigError(
-            f"pruning.amount={p.amount} has no effect with pruning=explicit: its targets are "
-            f"pruning.steps (last: {plan[-1].target}); set pruning.steps instead"
-        )
-    kwargs = callback_kwargs(cfg, plan)
-    try:
-        inspect.signature(callback).bind(**kwargs)
-    except TypeError as err:  # a key added with +pruning.<key>=... that the callback lacks
-        raise ConfigError(f"pruning: {callback.__name__} {err}") from None
-    with _config_keys():
-        return callback(**kwargs)
+    node = OmegaConf.to_container(cfg.pruning, resolve=True)
+    pruner = components.build({k: v for k, v in node.items() if k not in PIPELINE_KEYS}, "pruning")
+    name = getattr(pruner.schedule, "name", "") or type(pruner.schedule).__name__
+    if not pruner.prunes:
+        return None, name
+    check_fits(pruner.plan, cfg.trainer.max_epochs)
+    return pruner, name
 
 
-def trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
-    """The ``trainer`` section as ``lightning.Trainer``'s arguments (any of them; a name that is
-    none of them is one line, with the closest ones)."""
-    from prunelab.choices import closest_first
+#: the Trainer arguments prunelab passes itself (a ``trainer.<key>`` of these is refused)
+TRAINER_GIVEN = ("callbacks", "logger", "default_root_dir", "plugins")
 
-    args = OmegaConf.to_container(cfg.trainer, resolve=True)
-    args.pop("description", None)
-    valid = inspect.signature(L.Trainer).parameters
-    own = {"callbacks", "logger", "default_root_dir", "plugins"}  # prunelab passes these
-    unknown = sorted(k for k in args if k not in valid or k in own)
-    if unknown:
-        options = [k for k in valid if k not in own]
-        raise ConfigError(f"trainer.{unknown[0]} is not an argument of lightning.Trainer "
-                          f"(closest: {', '.join(closest_first(unknown[0], options)[:6])})")
-    return args
+
+def make_trainer(cfg: DictConfig, **given: Any) -> L.Trainer:
+    """The ``trainer`` node as ``lightning.Trainer``, with prunelab's callbacks, loggers and run
+    folder (``given``): a key the Trainer does not take, or one prunelab sets, is one line."""
+    node = OmegaConf.to_container(cfg.trainer, resolve=True)
+    if node.get("profiler") is None:
+        node.pop("profiler", None)
+        given["profiler"] = NoProfiler()
+    return components.build(node, "trainer", **given)
+
+
+def check_nodes(cfg: DictConfig) -> None:
+    """Every key of the ``pruning``, ``trainer`` and logger nodes is an argument of its target
+    (one line otherwise), without building anything: the command line's check before any job."""
+    cfg = upgraded(cfg, notes=False)  # the run itself says them once
+    pruning = OmegaConf.to_container(cfg.pruning, resolve=False)
+    components.check({k: v for k, v in pruning.items() if k not in PIPELINE_KEYS}, "pruning")
+    components.check(OmegaConf.to_container(cfg.trainer, resolve=False), "trainer", TRAINER_GIVEN)
+    for key, node in OmegaConf.to_container(cfg.logger, resolve=False).items():
+        if components.is_node(node):
+            components.check(node, f"logger.{key}", ("save_dir",))
 
 
 def instantiate_model(cfg: DictConfig) -> L.LightningModule:
@@ -415,19 +411,17 @@ def _without_descriptions(node: Any) -> Any:
     return node
 
 
+_DENSE = f"{Dense.__module__}.{Dense.__qualname__}"
+
+
 def _normalized(config: dict[str, Any]) -> dict[str, Any]:
-    """A dense run's pruning settings are inert: leave them out of comparisons."""
+    """The pruning node completed with its targets' defaults (a key left out and a key set to
+    its default are one run); a dense run's pruning settings are inert: left out."""
     pruning = config.get("pruning") or {}
-    if pruning.get("schedule") == "none":
-        return {**config, "pruning": {"schedule": "none"}}
-    # options left at their "off" value leave a run's identity as it was before they existed
-    pruning = dict(pruning)
-    if not any((pruning.get("budget") or {}).values()):
-        pruning.pop("budget", None)
-    method = pruning.get("method")
-    if isinstance(method, dict) and method.get("iterations") is None:
-        pruning["method"] = {k: v for k, v in method.items() if k != "iterations"}
-    return {**config, "pruning": pruning}
+    schedule = pruning.get("schedule") if isinstance(pruning, dict) else None
+    if isinstance(schedule, dict) and schedule.get("_target_") == _DENSE:
+        return {**config, "pruning": {"schedule": {"_target_": _DENSE}}}
+    return {**config, "pruning": components.canonical(pruning)}
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -537,7 +531,8 @@ def resolve_ckpt(ckpt_path: str | None, run_dir: Path, config: dict[str, Any]) -
     if state is None:
         raise CheckpointError(f"checkpoint {path} was not written by prunelab (no run state)")
     # the model's and data's names first: they say the most about a mismatch
-    diff = sorted(_diff(_normalized(without_declarations(state["config"])), config, defaults=_schema_defaults()),
+    theirs = _normalized(without_declarations(_upgraded_state_config(state["config"])))
+    diff = sorted(_diff(theirs, _normalized(config), defaults=_schema_defaults()),
                   key=lambda d: (not d.split("=")[0].endswith(".name"), d))
     if diff:
         raise CheckpointError(
@@ -560,6 +555,14 @@ def _diff(a: Any, b: Any, prefix: str = "", defaults: Any = None) -> list[str]:
             out += _diff(a.get(k), b.get(k), f"{prefix}{k}.", defaults.get(k))
         return out
     return [] if a == b else [f"{prefix[:-1]}={a!r} in the checkpoint, {b!r} now"]
+
+
+def _upgraded_state_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's config (resolved; possibly of an earlier release) in today's shape."""
+    from prunelab.legacy import upgrade
+
+    new, _ = upgrade(config)
+    return OmegaConf.to_container(OmegaConf.create(new), resolve=True)  # type: ignore[return-value]
 
 
 def _schema_defaults() -> dict[str, Any]:
@@ -602,18 +605,20 @@ def versions() -> dict[str, str]:
 
 
 def make_loggers(cfg: DictConfig, run_dir: Path, resume: Resume | None = None) -> list:
-    """CSV and TensorBoard loggers that keep the epochs ``resume``'s checkpoint covers."""
-    from prunelab.loggers import ResumingCSVLogger, resuming_tensorboard
+    """One logger per ``_target_`` node of ``logger``; each gets the run folder (``save_dir``)
+    and the resume position (``resume_epoch``, ``resume_step``) where it takes them, so curves
+    keep the epochs ``resume``'s checkpoint covers."""
+    from prunelab.components import is_node, parameters, target_of
 
+    position = {"save_dir": str(run_dir), "resume_epoch": resume.epoch if resume else 0,
+                "resume_step": resume.step if resume else 0}
     loggers = []
-    if cfg.logger.csv:
-        loggers.append(ResumingCSVLogger(save_dir=str(run_dir), name="", version="",
-                                         resume_epoch=resume.epoch if resume else 0))
-    if cfg.logger.tensorboard:
-        loggers.append(resuming_tensorboard(run_dir, resume.step if resume else 0))
-    from prunelab.trackers import tracker_loggers
-
-    loggers += tracker_loggers(cfg.logger, run_dir)  # logger=mlflow / wandb (rank 0 writes)
+    for key, node in OmegaConf.to_container(cfg.logger, resolve=True).items():
+        if not is_node(node):
+            continue
+        params, _ = parameters(target_of(node, f"logger.{key}"))
+        given = {k: v for k, v in position.items() if k in params and k not in node}
+        loggers.append(components.build(node, f"logger.{key}", **given))
     return loggers
 
 

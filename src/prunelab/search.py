@@ -1,6 +1,6 @@
 """``prunelab search``: the highest pruning amount whose accuracy stays within δ of dense.
 
-A bisection over ``pruning.amount``, one method at a time, each probe a normal prunelab run
+A bisection over ``pruning.schedule.amount``, one method at a time, each probe a normal prunelab run
 (the same Hydra config, composed with the free overrides) in its own stable folder::
 
     <sweep dir>/search-dense/                  the dense baseline (pruning=none, same epochs)
@@ -14,8 +14,8 @@ and the answers. Accuracy is assumed to fall as the amount grows; with noisy acc
 several seeds (``--seeds 0 1 2``: the drop of an amount is then the mean over seeds).
 
     python -m prunelab search --method l1_unstructured global_magnitude --delta 0.5 \\
-        name=mnist_search pruning=iterative pruning.step_size=null pruning.n_steps=5 \\
-        pruning.start_epoch=1 trainer.max_epochs=10
+        name=mnist_search pruning=iterative pruning.schedule.step_size=null \\
+        pruning.schedule.n_steps=5 pruning.schedule.start_epoch=1 trainer.max_epochs=10
 """
 
 from __future__ import annotations
@@ -158,20 +158,25 @@ class Runner:
             if k.startswith("hydra"):
                 raise SearchError(f"{o}: hydra settings do not apply to a search (it runs its "
                                   "probes one after another); use --sweep-dir for the folder")
-            if k in ("pruning.amount", "pruning/method", "pruning.method.name") or (
+            if k in ("pruning.schedule.amount", "pruning.amount", "pruning/method",
+                     "pruning.method.name") or (
                     k == "seed" and seeds):
                 raise SearchError(f"{o}: the search sets {k} itself "
                                   "(use --method, --lo/--hi, --seeds)")
         self.overrides = list(overrides)
         self.seeds = list(seeds)
-        cfg = self.compose(self.overrides)
-        if cfg.pruning.schedule == "none":
+        from prunelab.components import component_name
+        from prunelab.run import upgraded
+
+        cfg = upgraded(self.compose(self.overrides), notes=False)
+        schedule = component_name(cfg.pruning.get("schedule"))
+        if schedule == "none":
             raise SearchError("the search needs a pruning schedule among the overrides, e.g. "
-                              "pruning=one_shot, or pruning=iterative pruning.step_size=null "
-                              "pruning.n_steps=5 (pruning=none has no amount to search)")
-        if cfg.pruning.schedule == "explicit":
-            raise SearchError("pruning=explicit takes its targets from pruning.steps, not "
-                              "pruning.amount: search with another schedule, e.g. pruning=one_shot")
+                              "pruning=one_shot, or pruning=iterative pruning.schedule.step_size=null "
+                              "pruning.schedule.n_steps=5 (pruning=none has no amount to search)")
+        if schedule == "explicit":
+            raise SearchError("pruning=explicit takes its targets from pruning.schedule.steps, "
+                              "not an amount: search with another schedule, e.g. pruning=one_shot")
         self.max_epochs = int(cfg.trainer.max_epochs)
         self.sweep_dir = Path(sweep_dir) if sweep_dir else Path("outputs/sweeps") / check_name(cfg.name)
         self.default_seed = int(cfg.seed)
@@ -263,7 +268,7 @@ class Runner:
         dense = self.dense()
         accs, drops, sparsity, dirs = [], [], [], []
         for seed in self._seeds():
-            ov = [*self.overrides, f"pruning/method={method}", f"pruning.amount={amount:g}"]
+            ov = [*self.overrides, f"pruning/method={method}", f"pruning.schedule.amount={amount:g}"]
             folder = f"amount={amount:g}"
             if self.seeds:
                 ov.append(f"seed={seed}")

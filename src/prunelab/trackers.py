@@ -34,39 +34,37 @@ def _require(package: str, choice: str) -> None:
                           f"installed: pip install 'prunelab[{choice}]' (or {package})")
 
 
-def tracker_loggers(logger_cfg: Any, run_dir: Path) -> list:
-    """The Lightning loggers ``logger.mlflow`` / ``logger.wandb`` ask for (none when null)."""
-    loggers: list = []
-    mlflow_cfg = logger_cfg.get("mlflow")
-    if mlflow_cfg:
-        _require("mlflow", "mlflow")
-        from lightning.pytorch.loggers import MLFlowLogger
+def mlflow_logger(save_dir: str | Path, tracking_uri: str | None = None,
+                  experiment: str = "prunelab") -> Any:
+    """``logger.mlflow``: an MLflow run (its id kept in the run folder, so a resume continues it)."""
+    _require("mlflow", "mlflow")
+    from lightning.pytorch.loggers import MLFlowLogger
 
-        uri = str(mlflow_cfg.get("tracking_uri") or f"file:{Path('mlruns').absolute()}")
-        if uri.startswith("file:"):
-            # MLflow >= 3.x refuses its file store unless told (it prefers a database, which
-            # needs the full mlflow package); a local folder is what logger=mlflow promises
-            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-        id_file = run_dir / MLFLOW_RUN_ID
-        run_id = id_file.read_text().strip() if id_file.is_file() else None
-        mlf = MLFlowLogger(experiment_name=str(mlflow_cfg.get("experiment") or "prunelab"),
-                           run_name=run_dir.name, tracking_uri=uri, run_id=run_id,
-                           tags={"run_dir": str(run_dir.absolute())})
-        loggers.append(mlf)
-    wandb_cfg = logger_cfg.get("wandb")
-    if wandb_cfg:
-        _require("wandb", "wandb")
-        from lightning.pytorch.loggers import WandbLogger
+    run_dir = Path(save_dir)
+    uri = str(tracking_uri or f"file:{Path('mlruns').absolute()}")
+    if uri.startswith("file:"):
+        # MLflow >= 3.x refuses its file store unless told (it prefers a database, which
+        # needs the full mlflow package); a local folder is what logger=mlflow promises
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    id_file = run_dir / MLFLOW_RUN_ID
+    run_id = id_file.read_text().strip() if id_file.is_file() else None
+    return MLFlowLogger(experiment_name=str(experiment or "prunelab"), run_name=run_dir.name,
+                        tracking_uri=uri, run_id=run_id, tags={"run_dir": str(run_dir.absolute())})
 
-        run_id = hashlib.sha1(str(run_dir.absolute()).encode()).hexdigest()[:16]
-        offline = bool(wandb_cfg.get("offline", True))
-        # mode stated each time: Lightning's offline flag sets WANDB_MODE for the whole process
-        # and wandb keeps its first settings, so a later online run would stay offline
-        loggers.append(WandbLogger(project=str(wandb_cfg.get("project") or "prunelab"),
-                                   name=run_dir.name, id=run_id, resume="allow",
-                                   save_dir=str(run_dir), offline=offline,
-                                   mode="offline" if offline else "online"))
-    return loggers
+
+def wandb_logger(save_dir: str | Path, project: str = "prunelab", offline: bool = True) -> Any:
+    """``logger.wandb``: a W&B run, offline by default; its id follows the run folder (resume)."""
+    _require("wandb", "wandb")
+    from lightning.pytorch.loggers import WandbLogger
+
+    run_dir = Path(save_dir)
+    run_id = hashlib.sha1(str(run_dir.absolute()).encode()).hexdigest()[:16]
+    offline = bool(offline)
+    # mode stated each time: Lightning's offline flag sets WANDB_MODE for the whole process
+    # and wandb keeps its first settings, so a later online run would stay offline
+    return WandbLogger(project=str(project or "prunelab"), name=run_dir.name, id=run_id,
+                       resume="allow", save_dir=str(run_dir), offline=offline,
+                       mode="offline" if offline else "online")
 
 
 def flat_params(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:

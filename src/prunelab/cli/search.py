@@ -1,6 +1,6 @@
 """``prunelab search --method M ... [overrides]``: the highest pruning amount whose accuracy stays within δ of dense.
 
-A bisection over ``pruning.amount``, one method at a time, each probe a normal prunelab run in
+A bisection over ``pruning.schedule.amount``, one method at a time, each probe a normal prunelab run in
 its own folder under ``outputs/sweeps/<name>/`` (``name=`` among the overrides, or
 ``--sweep-dir``); finished probes are reused, so an interrupted search continues where it
 stopped. The answers and every probe go to ``search.json``. The library is
@@ -30,8 +30,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = make_parser(PROG, __doc__, [
         (f"{PROG} --method l1_unstructured global_magnitude --delta 0.5 "
-         "name=mnist_search pruning=iterative pruning.step_size=null pruning.n_steps=5 "
-         "pruning.start_epoch=1 trainer.max_epochs=10",
+         "name=mnist_search pruning=iterative pruning.schedule.step_size=null pruning.schedule.n_steps=5 "
+         "pruning.schedule.start_epoch=1 trainer.max_epochs=10",
          "per method, the highest amount within 0.5 accuracy points of dense; probes and "
          "search.json in outputs/sweeps/mnist_search/"),
         (f"{PROG} --method global_magnitude --seeds 0 1 2 --lo 0.8 --hi 0.99 "

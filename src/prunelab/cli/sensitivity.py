@@ -79,15 +79,27 @@ def default_layers(holder: nn.Module, cfg: DictConfig) -> list[str]:
 
     targets = OmegaConf.to_container(cfg.pruning.targets, resolve=True) if (
         "pruning" in cfg and "targets" in cfg.pruning) else {}
-    return [t.name for t in find_targets(holder, **targets)]
+    return [t.name for t in find_targets(holder, **_arguments(targets))]
+
+
+def _arguments(node: dict) -> dict:
+    return {k: v for k, v in node.items() if k not in ("_target_", "description")}
 
 
 def run_method(cfg: DictConfig) -> str:
     """The run's criterion, or magnitude for a dense run."""
-    p = cfg.get("pruning") or {}
-    if p.get("schedule", "none") == "none":
+    from prunelab.components import component_name
+
+    p = OmegaConf.to_container(cfg.pruning, resolve=False) if "pruning" in cfg else {}
+    if component_name(p.get("schedule")) in (None, "none"):
         return "l1_unstructured"
-    return str(p.get("method", {}).get("name", "l1_unstructured"))
+    return component_name(p.get("method")) or "l1_unstructured"
+
+
+def method_knob(cfg: DictConfig, key: str, default: float) -> float:
+    """A knob of the run's criterion (``n``, ``dim``), or its default."""
+    method = cfg.get("pruning", {}).get("method") if "pruning" in cfg else None
+    return method.get(key, default) if method is not None else default
 
 
 def to_csv(table: SensitivityTable) -> str:
@@ -215,8 +227,7 @@ def main(argv: list[str] | None = None) -> int:
             return evaluate(model.net, batches, binary)["test_acc"]
 
         table = analyze(holder, accuracy, layers, grid, method=method,
-                        n=float(cfg.pruning.method.get("n", 2.0)) if "pruning" in cfg else 2.0,
-                        dim=int(cfg.pruning.method.get("dim", 0)) if "pruning" in cfg else 0,
+                        n=float(method_knob(cfg, "n", 2.0)), dim=int(method_knob(cfg, "dim", 0)),
                         seed=int(cfg.get("seed", 0)))
         command = " ".join([PROG, *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
         stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())

@@ -38,7 +38,6 @@ ARTIFACT, REPORT, ONNX = EXPORT_ARTIFACT, EXPORT_REPORT, EXPORT_ONNX  # names in
 
 def finished_run(run_dir: Path) -> tuple[Path, Any]:
     """(final_model.pt, the run's config) of a run that finished; PrunelabError otherwise."""
-    from omegaconf import OmegaConf
 
     cfg_path = run_config(run_dir)
     if not cfg_path.exists():
@@ -48,9 +47,9 @@ def finished_run(run_dir: Path) -> tuple[Path, Any]:
         raise PrunelabError(
             f"{run_dir} has no finished model (final_model.pt and results.json are written at the "
             "end of training): relaunch the run's command to resume and finish it")
-    from prunelab.loading import check_targets
+    from prunelab.loading import check_targets, read_run_config
 
-    cfg = OmegaConf.load(cfg_path)
+    cfg = read_run_config(cfg_path)
     check_targets(cfg, cfg_path)  # the saved config is untrusted: only allow-listed classes
     return final, cfg
 

@@ -284,3 +284,82 @@ def select_budget(
             f"per pruned layer ({floor} {metric}); raise the budget or prune more layers"
         )
     return keep, now, last
+
+
+class Budget:
+    """A structured step's cost limit instead of a fraction: ``metric`` (macs/params) ≤ ``limit``.
+
+    :meth:`bind` builds the cost model of the pruned layers on one example input (at the start
+    of training) and refuses a limit the network cannot meet; :meth:`masks` ranks the output
+    units of all pruned layers together and keeps the best until step ``k``'s limit, which falls
+    geometrically from the dense cost to ``limit`` as ``target_k / target_last`` goes to 1.
+    """
+
+    def __init__(self, metric: str, limit: int) -> None:
+        self.metric, self.limit = metric, limit
+        self.cost: CostModel | None = None
+        self.layer_of: dict[str, str] = {}
+
+    @classmethod
+    def from_config(cls, budget: Mapping[str, Any] | None) -> Budget | None:
+        checked = check_budget(budget)
+        return None if checked is None else cls(*checked)
+
+    def __repr__(self) -> str:
+        return f"budget.{self.metric}={self.limit}"
+
+    def bind(self, module: nn.Module, example: Tensor, targets: Any) -> None:
+        """The cost model of ``module`` on ``example``; a limit outside it is one line."""
+        cost = build_cost_model(module, example)
+        names = {id(m): n for n, m in module.named_modules()}
+        layer_of = {t.name: names.get(id(t.module), "") for t in targets}
+        missing = [t for t, layer in layer_of.items() if layer not in cost.layers]
+        if missing:
+            raise ConfigError(f"{self}: {missing} are not Conv/Linear layers the forward uses, "
+                              "so their cost is unknown; leave them out with targets.exclude")
+        dense = cost.cost(self.metric)
+        if self.limit >= dense:
+            raise ConfigError(f"{self} is not below the dense network's {dense} {self.metric}: "
+                              "nothing to prune; set a smaller budget")
+        floor = cost.cost(self.metric, dict.fromkeys(layer_of.values(), 1))
+        if self.limit < floor:
+            raise ConfigError(f"{self} is below the smallest network that keeps one unit per "
+                              f"pruned layer ({floor} {self.metric}); valid: {floor} to {dense - 1}")
+        self.cost, self.layer_of = cost, layer_of
+
+    def masks(self, targets: Any, current: Mapping[str, Tensor], score: Any, method: str,
+              n: float, progress: float, generator: torch.Generator | None = None
+              ) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """The step's masks (whole output units, monotone) and its cost record; ``score`` is the
+        criterion's ``score(weight, ctx)``, ``progress`` this step's ``target / last target``."""
+        from prunelab.pruning.criteria import ScoreContext, float_dtype, norm_order
+
+        if self.cost is None:
+            raise RuntimeError("budget: the cost model is built at on_train_start; "
+                               "apply_target with a budget runs inside Trainer.fit")
+        cost = self.cost
+        step_cap = step_limit(cost.cost(self.metric), self.limit, progress)
+        scores, alive, by_layer = {}, {}, {}
+        for t in targets:
+            w = getattr(t.module, t.parameter).detach()
+            prev = current.get(t.name)
+            ctx = ScoreContext(name=f"parameter {t.name!r}", mask=prev, generator=generator,
+                               dim=0, n=n)
+            layer = self.layer_of[t.name]
+            scores[layer] = normalized_scores(method, score(w, ctx), w, norm_order(n))
+            alive[layer] = (torch.ones(w.shape[0], dtype=torch.bool) if prev is None else
+                            (prev.detach().reshape(w.shape[0], -1) != 0).any(dim=1).cpu())
+            by_layer[layer] = t
+        keep, reached, _ = select_budget(cost, self.metric, step_cap,
+                                         {k: v.cpu() for k, v in scores.items()}, alive)
+        new = {}
+        for layer, t in by_layer.items():
+            w = getattr(t.module, t.parameter)
+            view = [w.shape[0]] + [1] * (w.dim() - 1)
+            m = keep[layer].to(device=w.device, dtype=float_dtype(w)).view(view).expand_as(w)
+            prev = current.get(t.name)
+            m = m.clone() if prev is None else m * (prev != 0).to(m.dtype)
+            new[t.name] = m.contiguous()
+        record = {"metric": self.metric, "limit": step_cap, "reached": reached,
+                  "dense": cost.cost(self.metric)}
+        return new, record

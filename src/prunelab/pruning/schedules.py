@@ -1,4 +1,4 @@
-"""Pruning schedules: pure functions from a pruning-step index to a target sparsity, and plans.
+"""Pruning schedules: each one a small frozen dataclass with only its own keys, and pure step → target functions.
 
 A *target* is the fraction of prunable weights that must be zero after the step, counted in
 the method's scope (per tensor for layer-wise methods, over all targeted tensors for global
@@ -10,29 +10,46 @@ so that, e.g., ``0.1 + 8 * 0.05`` is exactly ``0.5``.
 
 Epoch ``-1`` (:data:`AT_INIT`) means *before training*: the callback runs such a step at
 ``on_train_start``, after any checkpoint restore and before the first optimizer step, and never
-again on resume. ``pruning=at_init`` is one such step to ``amount``.
+again on resume. :class:`AtInit` is one such step to ``amount``.
 
 A :class:`PruneStep` ``(epoch, target)`` means: at the END of 0-based epoch ``epoch``, prune to
 ``target``. Step ``k`` of a generated plan happens at epoch ``start_epoch + k * every``; the
 epochs after the last step are fine-tuning.
+
+Each schedule class is what a ``conf/pruning/<name>.yaml`` names as ``pruning.schedule``'s
+``_target_``; its fields are that node's keys (a key it does not declare is refused when the
+node is built), and its ``__post_init__`` checks each value once. The dynamic schedules (SET,
+RigL), which have no plan, are in :mod:`prunelab.pruning.dynamic`. Nothing here imports torch.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
-from prunelab.errors import ConfigError
+from prunelab.errors import ConfigError, unknown_key
 
 __all__ = [
+    "AGP",
     "AT_INIT",
-    "DYNAMIC_KINDS",
+    "BUILT_IN",
     "KINDS",
+    "AtInit",
+    "Dense",
+    "Explicit",
+    "Geometric",
+    "Iterative",
+    "Lottery",
+    "OneShot",
     "PruneStep",
+    "Schedule",
     "agp",
     "build_plan",
+    "check_fits",
     "explicit",
     "geometric",
     "geometric_n_steps",
@@ -41,21 +58,6 @@ __all__ = [
     "one_shot",
     "validate_plan",
 ]
-
-KINDS: tuple[str, ...] = (
-    "none",
-    "at_init",
-    "one_shot",
-    "iterative",
-    "geometric",
-    "agp",
-    "explicit",
-    "lottery",
-    "set",
-    "rigl",
-)
-#: schedules without a plan: sparse from the first step, masks rewired while training
-DYNAMIC_KINDS: tuple[str, ...] = ("set", "rigl")
 
 AT_INIT = -1  # a step's epoch meaning "before the first training batch"
 _DECIMALS = 10
@@ -83,13 +85,13 @@ def _fraction(name: str, value: object, *, lo_open: bool = False) -> float:
     )
     if not ok:
         rng = "(0, 1)" if lo_open else "[0, 1)"
-        raise ConfigError(f"pruning {name} must be a fraction in {rng}, got {value!r}")
+        raise ConfigError(f"{name}={value!r} must be a fraction in {rng}")
     return float(value)
 
 
-def _positive_int(name: str, value: object, minimum: int = 1) -> int:
+def _int(name: str, value: object, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ConfigError(f"pruning {name} must be an integer >= {minimum}, got {value!r}")
+        raise ConfigError(f"{name}={value!r} must be an integer >= {minimum}")
     return int(value)
 
 
@@ -113,7 +115,7 @@ def iterative(step: int, *, initial: float, final: float, step_size: float) -> f
 def iterative_n_steps(*, initial: float, final: float, step_size: float) -> int:
     """Number of :func:`iterative` steps until ``final`` is reached (0.1 → 0.5 by 0.05: 9)."""
     if not step_size > 0:
-        raise ConfigError(f"pruning step_size must be > 0, got {step_size!r}")
+        raise ConfigError(f"step_size={step_size!r} must be > 0")
     if final <= initial:
         return 1
     k = max(0, math.ceil((final - initial) / step_size - 1e-9))
@@ -141,9 +143,7 @@ def geometric_n_steps(*, rate: float, final: float) -> int:
     while geometric(k, rate=rate, final=final) < _r(final):
         k += 1
         if k > _MAX_STEPS:
-            raise ConfigError(
-                f"pruning rate={rate!r} needs more than {_MAX_STEPS} steps to reach {final!r}"
-            )
+            raise ConfigError(f"rate={rate!r} needs more than {_MAX_STEPS} steps to reach {final!r}")
     return k + 1
 
 
@@ -153,16 +153,14 @@ def agp(step: int, *, initial: float, final: float, n_steps: int) -> float:
     ``s_0 = initial``, ``s_{n_steps-1} = final`` exactly, and ``final`` after the last step.
     """
     step = _check_step(step)
-    n_steps = _positive_int("n_steps", n_steps)
+    n_steps = _int("n_steps", n_steps)
     if n_steps == 1 or step >= n_steps - 1:
         return _r(final)
     return _r(final + (initial - final) * (1.0 - step / (n_steps - 1)) ** 3)
 
 
-def _parse_steps(steps: object) -> list[tuple[int, float]]:
-    bad = ConfigError(
-        f"explicit pruning steps must be a list of [epoch, target] pairs, got {steps!r}"
-    )
+def _parse_steps(steps: object) -> tuple[tuple[int, float], ...]:
+    bad = ConfigError(f"steps={steps!r} must be a list of [epoch, target] pairs")
     if steps is None or isinstance(steps, str | bytes):
         raise bad
     try:
@@ -174,18 +172,14 @@ def _parse_steps(steps: object) -> list[tuple[int, float]]:
         try:
             epoch, target = list(item)
         except (TypeError, ValueError):
-            raise ConfigError(
-                f"explicit pruning step must be an [epoch, target] pair, got {item!r}"
-            ) from None
+            raise ConfigError(f"steps: each step must be an [epoch, target] pair, got {item!r}") from None
         if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < AT_INIT:
-            raise ConfigError(
-                f"explicit pruning step epoch must be an integer >= 0, or -1 (before training), "
-                f"got {epoch!r}"
-            )
+            raise ConfigError(f"steps: a step's epoch must be an integer >= 0, or -1 (before "
+                              f"training), got {epoch!r}")
         if isinstance(target, bool) or not isinstance(target, numbers.Real):
-            raise ConfigError(f"explicit pruning step target must be a number, got {target!r}")
+            raise ConfigError(f"steps: a step's target must be a number, got {target!r}")
         pairs.append((int(epoch), float(target)))
-    return pairs
+    return tuple(pairs)
 
 
 def explicit(step: int, *, steps: Sequence[Sequence[float]]) -> float:
@@ -193,9 +187,8 @@ def explicit(step: int, *, steps: Sequence[Sequence[float]]) -> float:
     step = _check_step(step)
     pairs = _parse_steps(steps)
     if step >= len(pairs):
-        raise ConfigError(
-            f"explicit pruning step {step} is out of range: the schedule has {len(pairs)} steps"
-        )
+        raise ConfigError(f"explicit pruning step {step} is out of range: the schedule has "
+                          f"{len(pairs)} steps")
     return _r(pairs[step][1])
 
 
@@ -212,121 +205,10 @@ class PruneStep:
     target: float
 
 
-def _need(kind: str, name: str, value: object) -> object:
-    if value is None:
-        raise ConfigError(f"pruning schedule {kind!r} needs {name}, got None")
-    return value
-
-
-def _initial(kind: str, initial: object, amount: float) -> float:
-    init = _fraction("initial", initial)
-    if init > amount:
-        raise ConfigError(
-            f"pruning schedule {kind!r} has initial={initial!r} above its final amount={amount!r}"
-        )
-    return init
-
-
-def _iterative_targets(
-    kind: str,
-    amount: float,
-    initial: float | None,
-    step_size: float | None,
-    n_steps: int | None,
-) -> list[float]:
-    if step_size is not None:
-        if isinstance(step_size, bool) or not isinstance(step_size, numbers.Real):
-            raise ConfigError(f"pruning step_size must be a number > 0, got {step_size!r}")
-        if not step_size > 0:
-            raise ConfigError(f"pruning step_size must be > 0, got {step_size!r}")
-        init = min(float(step_size), amount) if initial is None else _initial(kind, initial, amount)
-        count = iterative_n_steps(initial=init, final=amount, step_size=step_size)
-        return [iterative(k, initial=init, final=amount, step_size=step_size) for k in range(count)]
-    if n_steps is None:
-        raise ConfigError(f"pruning schedule {kind!r} needs step_size or n_steps, got neither")
-    count = _positive_int("n_steps", n_steps)
-    init = amount / count if initial is None else _initial(kind, initial, amount)
-    if count == 1:
-        return [_r(amount)]
-    return [_r(init + k * (amount - init) / (count - 1)) for k in range(count)]
-
-
-def build_plan(
-    kind: str,
-    *,
-    amount: float | None = None,
-    start_epoch: int = 0,
-    every: int = 1,
-    initial: float | None = None,
-    step_size: float | None = None,
-    n_steps: int | None = None,
-    rate: float | None = None,
-    steps: list | None = None,
-) -> list[PruneStep]:
-    """The list of pruning steps for a schedule ``kind`` (see :data:`KINDS`).
-
-    * ``none``: no step.  ``one_shot``: one step to ``amount`` at ``start_epoch``.
-    * ``at_init``: one step to ``amount`` before training (epoch :data:`AT_INIT`);
-      ``start_epoch``/``every`` are ignored.
-    * ``iterative``: ``initial`` (default ``step_size``) → ``amount`` by ``step_size``; without
-      ``step_size``, ``n_steps`` evenly spaced targets from ``initial`` (default
-      ``amount / n_steps``) to ``amount``.
-    * ``geometric``: prune ``rate`` of the remaining weights each step until ``amount``.
-    * ``agp``: ``n_steps`` cubic (Zhu & Gupta) targets from ``initial`` (default 0) to ``amount``.
-    * ``explicit``: ``steps = [[epoch, target], ...]`` as given; ``start_epoch``/``every`` and
-      ``amount`` are ignored.
-    * ``lottery``: the targets of ``geometric`` if ``rate`` is given, else of ``iterative``
-      (the rewinding is the callback's job).
-    * ``set``, ``rigl``: no step (an empty plan): dynamic sparse training holds ``amount`` from
-      the first step on (the callback's ``dynamic`` and ``dynamic_amount`` arguments).
-
-    Step ``k`` is at the end of epoch ``start_epoch + k * every``. The plan is checked with
-    :func:`validate_plan` (without ``max_epochs``). Each keyword argument is also the config
-    key ``pruning.<name>`` (``kind`` is ``pruning.schedule``), generated from this signature.
-    """
-    if kind not in KINDS:
-        raise ConfigError(f"unknown pruning schedule {kind!r}; valid schedules: {', '.join(KINDS)}")
-    if kind == "none":
-        return []
-    if kind == "explicit":
-        plan = [PruneStep(e, _r(t)) for e, t in _parse_steps(_need(kind, "steps", steps))]
-        if not plan:
-            raise ConfigError("explicit pruning schedule needs at least one [epoch, target] step")
-        validate_plan(plan, None)
-        return plan
-
-    start_epoch = _positive_int("start_epoch", start_epoch, minimum=0)
-    every = _positive_int("every", every)
-    amount = _fraction("amount", _need(kind, "amount", amount))
-    if kind == "at_init":
-        return [PruneStep(AT_INIT, _r(amount))]
-
-    if kind in DYNAMIC_KINDS:  # the callback uses (and checks) the amount: dynamic_amount
-        return []
-    if kind == "one_shot":
-        targets = [_r(amount)]
-    elif kind == "geometric" or (kind == "lottery" and rate is not None):
-        rate = _fraction("rate", _need(kind, "rate", rate), lo_open=True)
-        targets = [
-            geometric(k, rate=rate, final=amount)
-            for k in range(geometric_n_steps(rate=rate, final=amount))
-        ]
-    elif kind == "agp":
-        count = _positive_int("n_steps", _need(kind, "n_steps", n_steps))
-        init = 0.0 if initial is None else _initial(kind, initial, amount)
-        targets = [agp(k, initial=init, final=amount, n_steps=count) for k in range(count)]
-    else:  # iterative, lottery without rate
-        targets = _iterative_targets(kind, amount, initial, step_size, n_steps)
-
-    plan = [PruneStep(start_epoch + k * every, t) for k, t in enumerate(targets)]
-    validate_plan(plan, None)
-    return plan
-
-
-def validate_plan(plan: Sequence[PruneStep], max_epochs: int | None) -> None:
+def validate_plan(plan: Sequence[PruneStep], max_epochs: int | None = None) -> None:
     """Raise ConfigError unless targets are in [0, 1) and non-decreasing, epochs are
-    non-negative (or -1, before training) and strictly increasing, and the last step fits in ``max_epochs``
-    (``None`` or ``-1``: no limit)."""
+    non-negative (or -1, before training) and strictly increasing, and the last step fits in
+    ``max_epochs`` (``None`` or ``-1``: no limit; see :func:`check_fits`)."""
     prev: PruneStep | None = None
     for step in plan:
         _fraction(f"target at epoch {step.epoch}", step.target)
@@ -335,24 +217,277 @@ def validate_plan(plan: Sequence[PruneStep], max_epochs: int | None) -> None:
                               f"got {step.epoch}")
         if prev is not None:
             if step.epoch <= prev.epoch:
-                raise ConfigError(
-                    f"pruning step epochs must be strictly increasing, got {step.epoch} "
-                    f"after {prev.epoch}"
-                )
+                raise ConfigError(f"pruning step epochs must be strictly increasing, got "
+                                  f"{step.epoch} after {prev.epoch}")
             if step.target < prev.target:
                 raise ConfigError(
                     f"pruning targets must not decrease (weights are never regrown), got "
                     f"{step.target} at epoch {step.epoch} after {prev.target} at epoch {prev.epoch}"
                 )
         prev = step
-    if (
-        prev is not None
-        and max_epochs is not None
-        and max_epochs != -1
-        and prev.epoch >= max_epochs
-    ):
-        need = prev.epoch + 1
-        raise ConfigError(
-            f"pruning schedule ends at epoch {prev.epoch} but trainer.max_epochs={max_epochs}: "
-            f"needs at least {need} ({need + 1} with one fine-tuning epoch)"
-        )
+    check_fits(plan, max_epochs)
+
+
+def check_fits(plan: Sequence[PruneStep], max_epochs: int | None) -> None:
+    """The plan's last step lies within ``max_epochs`` (``None`` or ``-1``: no limit)."""
+    if not plan or max_epochs is None or max_epochs == -1 or plan[-1].epoch < max_epochs:
+        return
+    last = plan[-1].epoch
+    raise ConfigError(f"pruning schedule ends at epoch {last} but trainer.max_epochs={max_epochs}: "
+                      f"needs at least {last + 1} ({last + 2} with one fine-tuning epoch)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Schedule:
+    """A schedule: its keys are its fields, ``plan()`` its steps (none for a dense run).
+
+    Subclasses set ``name`` (the run's ``schedule`` in results.json) and check their values in
+    ``__post_init__``; :meth:`plan` must be a pure function of the fields.
+    """
+
+    name: ClassVar[str] = ""
+
+    def plan(self) -> list[PruneStep]:
+        return []
+
+    def target(self, step: int) -> float:
+        """Step ``step``'s target sparsity."""
+        plan = self.plan()
+        if _check_step(step) >= len(plan):
+            raise ConfigError(f"{self.name} has {len(plan)} steps, no step {step}")
+        return plan[step].target
+
+    @property
+    def final_target(self) -> float:
+        """The sparsity the run ends at."""
+        plan = self.plan()
+        return plan[-1].target if plan else 0.0
+
+    @property
+    def prunes(self) -> bool:
+        """False for a dense run (no step and nothing sparse)."""
+        return bool(self.plan())
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Spaced(Schedule):
+    """A generated plan: ``amount`` is its last target; step k at ``start_epoch + k * every``."""
+
+    amount: float
+    start_epoch: int = 0
+    every: int = 1
+
+    def __post_init__(self) -> None:
+        _fraction("amount", self.amount)
+        _int("start_epoch", self.start_epoch, minimum=0)
+        _int("every", self.every)
+
+    def targets(self) -> list[float]:
+        raise NotImplementedError
+
+    def plan(self) -> list[PruneStep]:
+        return [PruneStep(self.start_epoch + k * self.every, t) for k, t in enumerate(self.targets())]
+
+    def _initial(self, initial: object) -> float:
+        value = _fraction("initial", initial)
+        if value > self.amount:
+            raise ConfigError(f"initial={initial!r} is above the final amount={self.amount!r}")
+        return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class Dense(Schedule):
+    """No pruning step: dense training, the baseline every pruned run is compared with."""
+
+    name: ClassVar[str] = "none"
+
+
+@dataclass(frozen=True, kw_only=True)
+class AtInit(Schedule):
+    """One step to ``amount`` before the first training batch (SNIP, GraSP, SynFlow)."""
+
+    name: ClassVar[str] = "at_init"
+    amount: float
+
+    def __post_init__(self) -> None:
+        _fraction("amount", self.amount)
+
+    def plan(self) -> list[PruneStep]:
+        return [PruneStep(AT_INIT, _r(self.amount))]
+
+
+@dataclass(frozen=True, kw_only=True)
+class OneShot(Schedule):
+    """One step to ``amount`` at the end of epoch ``start_epoch``."""
+
+    name: ClassVar[str] = "one_shot"
+    amount: float
+    start_epoch: int = 0
+
+    def __post_init__(self) -> None:
+        _fraction("amount", self.amount)
+        _int("start_epoch", self.start_epoch, minimum=0)
+
+    def plan(self) -> list[PruneStep]:
+        return [PruneStep(self.start_epoch, _r(self.amount))]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Iterative(_Spaced):
+    """Linear targets: ``initial`` (default ``step_size``) → ``amount`` by ``step_size``; without
+    ``step_size``, ``n_steps`` evenly spaced targets from ``initial`` (default
+    ``amount / n_steps``) to ``amount``."""
+
+    name: ClassVar[str] = "iterative"
+    initial: float | None = None
+    step_size: float | None = None
+    n_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.step_size is not None:
+            if (isinstance(self.step_size, bool) or not isinstance(self.step_size, numbers.Real)
+                    or not self.step_size > 0):
+                raise ConfigError(f"step_size={self.step_size!r} must be a number > 0")
+        elif self.n_steps is None:
+            raise ConfigError(f"{self.name} needs step_size or n_steps, got neither")
+        else:
+            _int("n_steps", self.n_steps)
+        if self.initial is not None:
+            self._initial(self.initial)
+
+    def targets(self) -> list[float]:
+        amount = float(self.amount)
+        if self.step_size is not None:
+            init = min(float(self.step_size), amount) if self.initial is None else float(self.initial)
+            count = iterative_n_steps(initial=init, final=amount, step_size=self.step_size)
+            return [iterative(k, initial=init, final=amount, step_size=self.step_size)
+                    for k in range(count)]
+        count = int(self.n_steps)  # type: ignore[arg-type]
+        init = amount / count if self.initial is None else float(self.initial)
+        if count == 1:
+            return [_r(amount)]
+        return [_r(init + k * (amount - init) / (count - 1)) for k in range(count)]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Geometric(_Spaced):
+    """Prune ``rate`` of the remaining weights each step until ``amount`` (0.2, 0.36, 0.488, …)."""
+
+    name: ClassVar[str] = "geometric"
+    rate: float
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _fraction("rate", self.rate, lo_open=True)
+
+    def targets(self) -> list[float]:
+        count = geometric_n_steps(rate=self.rate, final=self.amount)
+        return [geometric(k, rate=self.rate, final=self.amount) for k in range(count)]
+
+
+@dataclass(frozen=True, kw_only=True)
+class AGP(_Spaced):
+    """Automated gradual pruning (Zhu & Gupta 2017): ``n_steps`` cubic targets from ``initial``
+    to ``amount``, fast at first."""
+
+    name: ClassVar[str] = "agp"
+    n_steps: int
+    initial: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _int("n_steps", self.n_steps)
+        self._initial(self.initial)
+
+    def targets(self) -> list[float]:
+        return [agp(k, initial=self.initial, final=self.amount, n_steps=self.n_steps)
+                for k in range(self.n_steps)]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Lottery(_Spaced):
+    """Lottery tickets' targets: those of :class:`Geometric` when ``rate`` is given, else of
+    :class:`Iterative` (the rewinding is the callback's ``rewind``)."""
+
+    name: ClassVar[str] = "lottery"
+    rate: float | None = None
+    initial: float | None = None
+    step_size: float | None = None
+    n_steps: int | None = None
+
+    def _delegate(self) -> _Spaced:
+        common = {"amount": self.amount, "start_epoch": self.start_epoch, "every": self.every}
+        if self.rate is not None:
+            return Geometric(rate=self.rate, **common)
+        return Iterative(initial=self.initial, step_size=self.step_size, n_steps=self.n_steps,
+                         **common)
+
+    def __post_init__(self) -> None:
+        self._delegate()  # its checks
+
+    def targets(self) -> list[float]:
+        return self._delegate().targets()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Explicit(Schedule):
+    """Your own ``steps = [[epoch, target], ...]``: epochs increasing, targets not decreasing."""
+
+    name: ClassVar[str] = "explicit"
+    steps: Sequence[Sequence[float]]
+
+    def __post_init__(self) -> None:
+        pairs = _parse_steps(self.steps)
+        if not pairs:
+            raise ConfigError("steps: the explicit schedule needs at least one [epoch, target] step")
+        object.__setattr__(self, "steps", pairs)
+        validate_plan(self.plan(), None)
+
+    def plan(self) -> list[PruneStep]:
+        return [PruneStep(e, _r(t)) for e, t in self.steps]  # type: ignore[misc]
+
+
+#: the built-in schedules by name (``pruning=<name>``)
+BUILT_IN: dict[str, type[Schedule]] = {
+    c.name: c for c in (Dense, AtInit, OneShot, Iterative, Geometric, AGP, Explicit, Lottery)
+}
+KINDS: tuple[str, ...] = tuple(BUILT_IN)
+
+
+def keys_of(cls: type) -> tuple[str, ...]:
+    """A schedule's (or any config dataclass's) keys: its fields, in order."""
+    return tuple(f.name for f in dataclasses.fields(cls) if f.init)
+
+
+def make(kind: str, **keys: Any) -> Schedule:
+    """The built-in schedule ``kind`` with ``keys``; a key it does not take is one line."""
+    if kind not in BUILT_IN:
+        raise ConfigError(f"unknown pruning schedule {kind!r}; valid schedules: {', '.join(KINDS)}")
+    cls = BUILT_IN[kind]
+    valid = keys_of(cls)
+    for key in keys:
+        if key not in valid:
+            raise unknown_key(key, kind, valid)
+    missing = [f.name for f in dataclasses.fields(cls) if f.init and f.name not in keys
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"{kind} needs {', '.join(missing)}")
+    return cls(**keys)
+
+
+def build_plan(kind: str, **keys: Any) -> list[PruneStep]:
+    """The plan of the built-in schedule ``kind`` (see :data:`BUILT_IN`) with its ``keys``:
+    ``build_plan("iterative", amount=0.5, initial=0.1, step_size=0.05)``."""
+    return make(kind, **keys).plan()
+
+
+def from_config(schedule: Schedule | Sequence[PruneStep | tuple[int, float]] | Mapping) -> Schedule:
+    """A schedule object as given, or a plain plan of ``(epoch, target)`` pairs as :class:`Explicit`."""
+    if isinstance(schedule, Schedule):
+        return schedule
+    if isinstance(schedule, Mapping):
+        raise ConfigError(f"schedule must be a Schedule or a list of (epoch, target) steps, got "
+                          f"a mapping {dict(schedule)!r:.80} (a config node needs a _target_)")
+    steps = [(s.epoch, s.target) if isinstance(s, PruneStep) else s for s in schedule]
+    return Explicit(steps=steps) if steps else Dense()

@@ -8,9 +8,11 @@ LightningModule may also declare them itself with a ``prunable_parameters()`` me
 from __future__ import annotations
 
 import fnmatch
+import inspect
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
@@ -67,7 +69,7 @@ def find_targets(
     ``skip_last`` leaves the final Conv/Linear layer (the classifier) dense, as pruning it costs
     accuracy for few weights. ``include``/``exclude`` are globs (or ``re:`` regexes) on the full
     parameter name; an ``include`` pattern that matches nothing is an error, not a silent no-op.
-    Each keyword argument is also the config key ``pruning.targets.<name>``.
+    Each keyword argument is also a field of :class:`Targets` (``pruning.targets.<name>``).
     """
     unknown = [t for t in types if t not in PRUNABLE_TYPES]
     if unknown:
@@ -113,3 +115,47 @@ def _has_param(module: nn.Module, parameter: str) -> bool:
     return isinstance(getattr(module, parameter, None), nn.Parameter) or hasattr(
         module, parameter + "_orig"
     )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Targets:
+    """Which tensors a run prunes: :func:`find_targets`'s arguments, checked once here.
+
+    The ``pruning.targets`` node (``_target_: prunelab.pruning.targets.Targets``); a module
+    that declares ``prunable_parameters()`` is not searched.
+    """
+
+    types: Sequence[str] = ("Conv2d", "Linear")
+    include: Sequence[str] = ()
+    exclude: Sequence[str] = ()
+    skip_last: bool = True
+    parameter: str = "weight"
+
+    def __post_init__(self) -> None:
+        for key in ("types", "include", "exclude"):
+            value = getattr(self, key)
+            if isinstance(value, str) or not isinstance(value, Sequence):
+                raise ConfigError(f"targets.{key}={value!r} must be a list of names")
+            object.__setattr__(self, key, tuple(str(v) for v in value))
+        unknown = [t for t in self.types if t not in PRUNABLE_TYPES]
+        if unknown:
+            raise ConfigError(f"targets.types has unknown module type(s) {unknown}; "
+                              f"valid: {sorted(PRUNABLE_TYPES)}")
+        validate_patterns(self.include, self.exclude)
+
+    @classmethod
+    def of(cls, targets: Targets | Mapping[str, Any] | None) -> Targets:
+        """``targets`` as given, or from a dict of its fields (a misspelt one is one line)."""
+        if isinstance(targets, Targets):
+            return targets
+        given = dict(targets or {})
+        valid = [k for k in inspect.signature(find_targets).parameters if k != "model"]
+        unknown = sorted(set(given) - set(valid))
+        if unknown:
+            raise ConfigError(f"targets has unknown key(s) {unknown}; valid keys: {', '.join(valid)}")
+        return cls(**given)
+
+    def find(self, model: nn.Module) -> list[Target]:
+        """The tensors of ``model`` these settings select (see :func:`find_targets`)."""
+        return find_targets(model, types=self.types, include=self.include, exclude=self.exclude,
+                            skip_last=self.skip_last, parameter=self.parameter)

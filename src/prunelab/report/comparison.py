@@ -14,11 +14,13 @@ from prunelab.report.records import Baseline, Job, Point, _num
 # overrides that name a job's model/data/method/amount/seed (shown in their own columns) or
 # do not change its numbers; whatever else differs between jobs labels their series
 _OWN_COLUMNS = {"model", "data", "seed", "pruning", "pruning/method", "pruning.method.name",
-                "pruning.amount", "pruning.schedule"}
+                "pruning.schedule.amount", "pruning.amount", "pruning.schedule"}
 # the same, as keys of a job's saved config (.hydra/config.yaml), which labels series when every
 # job has one: jobs launched with different overrides but the same config join one series
-_OWN_CONFIG_KEYS = ("model.name", "data.name", "data.seed", "seed", "pruning.schedule",
-                    "pruning.method.name", "pruning.amount", "pruning.budget", "experiment")
+_OWN_CONFIG_KEYS = ("model.name", "data.name", "data.seed", "seed", "pruning.seed",
+                    "pruning.schedule._target_", "pruning.schedule.amount",
+                    "pruning.method._target_", "pruning.method.criterion", "pruning.budget",
+                    "experiment")
 
 
 def dense_baseline(jobs: Iterable[Job], source: str) -> Baseline:

@@ -89,19 +89,23 @@ def _hydra_meta(path: Path) -> tuple[dict[str, Any], list[str]]:
     try:
         from omegaconf import OmegaConf
 
+        from prunelab.components import component_name
         from prunelab.config import register
+        from prunelab.loading import read_run_config
 
-        register()  # prunelab's resolvers (pruning=explicit's amount is one)
+        register()  # prunelab's resolvers
         if (hydra_dir / HYDRA_OVERRIDES).is_file():
             overrides = [str(o) for o in OmegaConf.load(hydra_dir / HYDRA_OVERRIDES)]
         if (hydra_dir / HYDRA_CONFIG).is_file():
-            cfg = OmegaConf.load(hydra_dir / HYDRA_CONFIG)
+            cfg = read_run_config(hydra_dir / HYDRA_CONFIG)  # an older release's: converted
             for name, key in [("model", "model.name"), ("data", "data.name"),
-                              ("schedule", "pruning.schedule"), ("method", "pruning.method.name"),
-                              ("amount", "pruning.amount"), ("seed", "seed")]:
+                              ("amount", "pruning.schedule.amount"), ("seed", "seed")]:
                 meta[name] = OmegaConf.select(cfg, key, default=None,
                                               throw_on_resolution_failure=False)
             plain = OmegaConf.to_container(cfg, resolve=False)
+            nodes = plain.get("pruning") or {}
+            meta["schedule"] = component_name(nodes.get("schedule"))
+            meta["method"] = component_name(nodes.get("method"))
             meta["budget"] = _config_budget((plain.get("pruning") or {}).get("budget"))
             meta["config"] = _flatten(plain)
     except Exception:  # a half-written or foreign .hydra folder: fall back to what we have
@@ -111,8 +115,8 @@ def _hydra_meta(path: Path) -> tuple[dict[str, Any], list[str]]:
 
 def _override_meta(overrides: Iterable[str]) -> dict[str, Any]:
     """The same fields from ``key=value`` overrides, when no config was saved."""
-    keys = {"model": "model", "data": "data", "pruning": "schedule",
-            "pruning/method": "method", "pruning.amount": "amount", "seed": "seed"}
+    keys = {"model": "model", "data": "data", "pruning": "schedule", "pruning/method": "method",
+            "pruning.schedule.amount": "amount", "pruning.amount": "amount", "seed": "seed"}
     meta: dict[str, Any] = {}
     for o in overrides:
         k, _, v = o.lstrip("+~").partition("=")

@@ -1,23 +1,25 @@
-"""Pruning criteria: a registry of score functions and one mask selection for all of them.
+"""Pruning criteria: a registry of score functions, one class per criterion, one mask selection.
 
-``compute_masks(name, weights, amount, ...)`` is the one entry point training uses: it looks the
-criterion up in the registry, scores every tensor (in sorted-name order, so random draws do not
-depend on dict order), and selects exact-count, monotone masks per layer, per slice (structured)
-or with one global threshold. Adding a criterion is one score function and one
-:func:`register` call::
+``compute_masks(method, weights, amount, ...)`` is the one entry point training uses: ``method``
+is a criterion object (:class:`Method`: the registered score function and its knobs, built from
+``conf/pruning/method/<name>.yaml``) or a registered name; it scores every tensor (in sorted-name
+order, so random draws do not depend on dict order) and selects exact-count, monotone masks per
+layer, per slice (structured) or with one global threshold. Adding a criterion is one score
+function and one :func:`register` call::
 
     from prunelab.pruning.criteria import Criterion, register
 
     register(Criterion("abs_cubed", lambda w, ctx: w.detach().abs() ** 3,
                        scopes=("layer", "global")))
 
-after which ``PruningCallback(plan, method="abs_cubed")`` and, from the command line,
-``imports=[mypkg.criteria] pruning.method.name=abs_cubed`` use it.
+after which ``PruningCallback(plan, method="abs_cubed")`` uses it, and from the command line a
+``pruning/method`` YAML with ``_target_: prunelab.pruning.criteria.ByName`` and
+``criterion: abs_cubed``; a criterion with knobs of its own is a :class:`Method` subclass
+(:mod:`~prunelab.pruning.criteria.methods`).
 """
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Mapping
 
 import torch
@@ -30,6 +32,25 @@ from prunelab.pruning.criteria import magnitude as _magnitude  # noqa: F401  (re
 from prunelab.pruning.criteria import random as _random  # noqa: F401  (registers)
 from prunelab.pruning.criteria import saliency as _saliency  # noqa: F401  (registers)
 from prunelab.pruning.criteria.at_init import Probe, first_input
+from prunelab.pruning.criteria.methods import (
+    BUILT_IN,
+    ByName,
+    Fisher,
+    GlobalMagnitude,
+    Grasp,
+    L1Unstructured,
+    Lamp,
+    LnStructured,
+    Method,
+    RandomStructured,
+    RandomUnstructured,
+    Snip,
+    SynFlow,
+    Taylor,
+    check_round_to,
+    check_scope,
+    method,
+)
 from prunelab.pruning.criteria.registry import (
     CRITERIA,
     SCOPES,
@@ -54,7 +75,21 @@ from prunelab.pruning.criteria.select import (
 )
 
 __all__ = [
+    "BUILT_IN",
     "CRITERIA",
+    "ByName",
+    "Fisher",
+    "GlobalMagnitude",
+    "Grasp",
+    "L1Unstructured",
+    "Lamp",
+    "LnStructured",
+    "Method",
+    "RandomStructured",
+    "RandomUnstructured",
+    "Snip",
+    "SynFlow",
+    "Taylor",
     "SCOPES",
     "Criterion",
     "Probe",
@@ -67,6 +102,7 @@ __all__ = [
     "get",
     "global_unstructured_masks",
     "mask",
+    "method",
     "n_to_prune",
     "register",
     "round_kept",
@@ -76,35 +112,8 @@ __all__ = [
 ]
 
 
-def check_scope(criterion: Criterion, scope: str | None) -> str:
-    """The scope to use (``None``: the criterion's default); an unsupported one is refused."""
-    scope = criterion.default_scope if scope is None else scope
-    if scope not in SCOPES:
-        raise ConfigError(f"unknown pruning scope {scope!r}; valid scopes: {', '.join(SCOPES)}")
-    if scope not in criterion.scopes:
-        hint = "; use l1_unstructured for per-layer magnitude" if criterion.name == "global_magnitude" else ""
-        raise ConfigError(
-            f"pruning method {criterion.name!r} does not support scope {scope!r}; valid scopes: "
-            f"{', '.join(criterion.scopes)}{hint}"
-        )
-    return scope
-
-
-def check_round_to(round_to: object, method: str | None = None) -> int | None:
-    """``round_to`` as a positive int (or None); ConfigError for a bad value or an unstructured method."""
-    if round_to is None:
-        return None
-    if isinstance(round_to, bool) or not isinstance(round_to, numbers.Integral) or round_to < 1:
-        raise ConfigError(f"round_to={round_to!r} must be a positive integer, or None (off)")
-    if method is not None and not get(method).structured:
-        structured = ", ".join(m for m, c in CRITERIA.items() if c.structured)
-        raise ConfigError(f"round_to={round_to!r} applies to structured methods ({structured}), "
-                          f"not method={method!r}; drop it or pick a structured method")
-    return int(round_to)
-
-
 def compute_masks(
-    method: str,
+    method: str | Method,
     weights: Mapping[str, torch.Tensor],
     amount: float,
     *,
@@ -119,7 +128,8 @@ def compute_masks(
 ) -> dict[str, torch.Tensor]:
     """New masks for ``weights`` (name → tensor) at target sparsity ``amount``.
 
-    ``masks``: the current masks (missing names = dense); ``stats``: per-name gradient
+    ``method``: a :class:`Method` (its knobs are used, and ``scope``/``n``/``dim``/``round_to``
+    are ignored) or a registered criterion's name. ``masks``: the current masks (missing names = dense); ``stats``: per-name gradient
     statistics (criteria with ``needs_grads``); ``scope``: ``"layer"`` or ``"global"`` (default:
     the criterion's); ``n``/``dim``: norm order and slice axis of structured criteria;
     ``generator``: the seeded CPU generator of random criteria; ``round_to`` (structured
@@ -138,10 +148,16 @@ def compute_masks(
             check_mask(m, weights[name], f"parameter {name!r}")
     if custom is not None:
         return _custom_masks(custom, weights, masks)
-    criterion = get(method)
-    scope = check_scope(criterion, scope)
+    if isinstance(method, Method):
+        criterion, score = method.spec, method.score
+        scope, n, dim, round_to = method.scope, method.n, method.dim, method.round_to
+        method = method.name
+    else:
+        criterion = get(method)
+        score = criterion.score
+        scope = check_scope(criterion, scope)
+        round_to = check_round_to(round_to, method)
     validate_amount(amount)
-    round_to = check_round_to(round_to, method)
     names = sorted(weights)
     if criterion.structured:
         for name in names:
@@ -159,7 +175,7 @@ def compute_masks(
         ctx = ScoreContext(name=f"parameter {name!r}", mask=masks.get(name),
                            stats=stats.get(name), generator=generator,
                            dim=norm_dim(dim, w.ndim) if criterion.structured else dim, n=n)
-        scores[name] = criterion.score(w, ctx)
+        scores[name] = score(w, ctx)
     if criterion.structured:
         out = {}
         for name in names:

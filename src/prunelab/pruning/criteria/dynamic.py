@@ -23,9 +23,12 @@ import torch
 from prunelab.errors import ConfigError
 from prunelab.pruning.criteria.select import check_mask, float_dtype
 
+DISTRIBUTIONS: tuple[str, ...] = ("erk", "uniform")
+
 __all__ = [
     "DISTRIBUTIONS",
-    "KINDS",
+    "check_amount",
+    "check_distribution",
     "cosine_fraction",
     "drop",
     "erk_densities",
@@ -37,8 +40,6 @@ __all__ = [
     "set_update",
 ]
 
-KINDS: tuple[str, ...] = ("set", "rigl")
-DISTRIBUTIONS: tuple[str, ...] = ("erk", "uniform")
 
 
 def cosine_fraction(step: int, t_end: float, alpha: float) -> float:
@@ -46,6 +47,22 @@ def cosine_fraction(step: int, t_end: float, alpha: float) -> float:
     if t_end <= 0 or step >= t_end:
         return 0.0
     return alpha / 2.0 * (1.0 + math.cos(math.pi * step / t_end))
+
+
+def check_amount(amount: object) -> float:
+    """A dynamic run's sparsity, a fraction in (0, 1): dense and all-zero runs have nothing to train."""
+    if isinstance(amount, bool) or not isinstance(amount, numbers.Real) or not 0 < amount < 1:
+        raise ConfigError(f"amount={amount!r} must be in (0, 1) for dynamic sparse training")
+    return float(amount)
+
+
+def check_distribution(distribution: object) -> str:
+    """One of :data:`DISTRIBUTIONS`."""
+    if distribution not in DISTRIBUTIONS:
+        raise ConfigError(f"distribution={distribution!r} is not one of {', '.join(DISTRIBUTIONS)}")
+    return str(distribution)
+
+
 
 
 def n_to_update(mask: torch.Tensor, fraction: float) -> int:
@@ -77,21 +94,6 @@ def erk_densities(shapes: Mapping[str, Sequence[int]], amount: float) -> dict[st
             dense.update(name for name, r in raw.items() if r == top)
             continue
         return {name: 1.0 if name in dense else eps * raw[name] for name in shapes}
-
-
-def check_amount(amount: object) -> float:
-    """The run's sparsity, a fraction in (0, 1): dense and all-zero runs have nothing to train."""
-    if isinstance(amount, bool) or not isinstance(amount, numbers.Real) or not 0 < amount < 1:
-        raise ConfigError(f"dynamic_amount={amount!r} must be in (0, 1) for dynamic sparse training")
-    return float(amount)
-
-
-def check_distribution(distribution: object) -> str:
-    """One of :data:`DISTRIBUTIONS`."""
-    if distribution not in DISTRIBUTIONS:
-        raise ConfigError(f"distribution={distribution!r} is not one of "
-                          f"{', '.join(DISTRIBUTIONS)}")
-    return str(distribution)
 
 
 def layer_zeros(shapes: Mapping[str, Sequence[int]], amount: float,
