@@ -6,7 +6,7 @@
 Masks come from the registry's ``ln_structured`` criterion (dim 0: whole conv filters / fc
 neurons) on conv1, conv2 and fc1, applied with ``torch.nn.utils.prune.custom_from_mask``; the
 classifier fc2 stays dense; ``--round-to K`` keeps a multiple of K slices per layer (as
-``pruning.round_to``); ``--round-to none,8`` measures without and with it, one after the other. Weights are random (latency does not depend on the values). Each
+``pruning.method.round_to``); ``--round-to none,8`` measures without and with it, one after the other. Weights are random (latency does not depend on the values). Each
 figure is ``prunelab.pruning.latency.measure_latency``'s (``torch.utils.benchmark.Timer``:
 warm-up, then the median of 7 timed blocks), the best of ``--rounds`` interleaved rounds (dense, masked, compact, dense, ...), since a shared
 machine only ever adds time.
@@ -273,7 +273,7 @@ def main() -> None:
                         help="seconds of timing per model and batch size (default 1.0)")
     parser.add_argument("--amounts", default="0.5,0.75")
     parser.add_argument("--round-to", default="none",
-                        help="keep a multiple of this many filters/neurons (pruning.round_to); "
+                        help="keep a multiple of this many filters/neurons (pruning.method.round_to); "
                              "a list such as none,8 measures each (default none: off)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="interleaved timing rounds; the best round is kept (default 3)")

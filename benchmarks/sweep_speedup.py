@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/sweep_speedup.py [--jobs 4] [--n-jobs 2] [--batches 300]
         [--data-dir D]
 
-The grid is ``pruning/method`` × ``pruning.amount`` (2 × ``jobs/2``) of ``model=cnn
+The grid is ``pruning/method`` × ``pruning.schedule.amount`` (2 × ``jobs/2``) of ``model=cnn
 pruning=one_shot`` on the full MNIST data, each job one epoch of ``--batches`` training batches
 followed by the full validation and test sets: short jobs, so process start-up, data loading
 and testing weigh as they do in a real sweep. ``basic`` runs the jobs one after the other, each
@@ -34,10 +34,10 @@ def default_data_dir() -> Path:
 def sweep(launcher: str, sweep_dir: Path, args: argparse.Namespace) -> tuple[float, list[dict]]:
     amounts = ",".join(f"{0.5 + 0.1 * i:.1f}" for i in range(args.jobs // 2))
     cmd = [sys.executable, "-m", "prunelab", "-m", "model=cnn", "pruning=one_shot",
-           "pruning.start_epoch=0", "trainer.max_epochs=1",
+           "pruning.schedule.start_epoch=0", "trainer.max_epochs=1",
            f"trainer.limit_train_batches={args.batches}", "logger=none",
            "trainer.enable_progress_bar=false", "pruning/method=l1_unstructured,global_magnitude",
-           f"pruning.amount={amounts}", f"data_dir={args.data_dir}",
+           f"pruning.schedule.amount={amounts}", f"data_dir={args.data_dir}",
            f"hydra.sweep.dir={sweep_dir}", f"hydra/launcher={launcher}"]
     if launcher == "joblib":
         cmd.append(f"hydra.launcher.n_jobs={args.n_jobs}")

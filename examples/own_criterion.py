@@ -5,8 +5,9 @@ A criterion is a score function (higher = kept longer) registered once. This one
 shows how much magnitude pruning owes to picking small weights.
 
 From Python:   PruningCallback(plan, method="reverse_magnitude")
-From the CLI:  PYTHONPATH=examples python -m prunelab imports=[own_criterion] \\
-                   pruning=one_shot pruning.method.name=reverse_magnitude
+From the CLI:  PYTHONPATH=examples python -m prunelab imports=[own_criterion] pruning=one_shot \\
+                   pruning.method._target_=prunelab.pruning.criteria.ByName \\
+                   pruning.method.criterion=reverse_magnitude
 """
 
 import torch

@@ -7,7 +7,7 @@ PY=${PY:-.venv/bin/python}
 NAME=${NAME:-imdb_study}
 COMMON=(trainer.enable_progress_bar=false logger=csv)
 $PY -m prunelab -m "${COMMON[@]}" name=$NAME experiment=study_imdb pruning=none seed=0
-$PY -m prunelab -m "${COMMON[@]}" name=$NAME experiment=study_imdb pruning.amount=0.5,0.8,0.9 seed=0
+$PY -m prunelab -m "${COMMON[@]}" name=$NAME experiment=study_imdb pruning.schedule.amount=0.5,0.8,0.9 seed=0
 $PY -m prunelab -m "${COMMON[@]}" name=$NAME experiment=seed_imdb
 $PY -m prunelab -m "${COMMON[@]}" name=seed_mnist experiment=seed_mnist
 $PY -m prunelab report outputs/sweeps/$NAME

@@ -15,12 +15,12 @@ METHODS=global_magnitude,l1_unstructured,random_unstructured
 # the sweep report's grid: dense baselines, then 3 methods x 4 sparsities x 3 seeds
 $PY -m prunelab -m "${COMMON[@]}" pruning=none seed=0,1,2
 $PY -m prunelab -m "${COMMON[@]}" seed=0,1,2 pruning/method=$METHODS \
-    pruning.amount=0.5,0.8,0.9,0.95
+    pruning.schedule.amount=0.5,0.8,0.9,0.95
 # the high-sparsity end (seed 0)
-$PY -m prunelab -m "${COMMON[@]}" seed=0 pruning/method=$METHODS pruning.amount=0.98,0.99
+$PY -m prunelab -m "${COMMON[@]}" seed=0 pruning/method=$METHODS pruning.schedule.amount=0.98,0.99
 # the same budget with a cubic (AGP) schedule from 60 %: gentler final steps at high sparsity
-$PY -m prunelab -m "${COMMON[@]}" seed=0 pruning=agp pruning.initial=0.6 \
-    pruning/method=global_magnitude pruning.amount=0.98,0.99
-$PY -m prunelab -m "${COMMON[@]}" seed=1,2 pruning=agp pruning.initial=0.6 \
-    pruning/method=global_magnitude pruning.amount=0.98
+$PY -m prunelab -m "${COMMON[@]}" seed=0 pruning=agp pruning.schedule.initial=0.6 \
+    pruning/method=global_magnitude pruning.schedule.amount=0.98,0.99
+$PY -m prunelab -m "${COMMON[@]}" seed=1,2 pruning=agp pruning.schedule.initial=0.6 \
+    pruning/method=global_magnitude pruning.schedule.amount=0.98
 $PY -m prunelab report outputs/sweeps/$NAME --out docs/results/mnist_study --delta 0.1

@@ -13,7 +13,7 @@ import lightning as L
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from prunelab.pruning import PruningCallback  # noqa: E402
+from prunelab.pruning import PruningCallback, criteria  # noqa: E402
 
 from test_callback import TinyNet, loader  # noqa: E402
 
@@ -22,7 +22,8 @@ def main(out: str, method: str, accelerator: str = "cpu", devices: int = 2) -> N
     torch.set_num_threads(1)
     L.seed_everything(0, verbose=False)
     model = TinyNet()
-    cb = PruningCallback([(0, 0.3), (1, 0.6)], method=method, seed=0, grad_batches=2,
+    knobs = {"grad_batches": 2} if method in ("taylor", "fisher") else {}
+    cb = PruningCallback([(0, 0.3), (1, 0.6)], method=criteria.method(method, **knobs), seed=0,
                          make_permanent=False)
     trainer = L.Trainer(max_epochs=2, accelerator=accelerator, devices=devices, strategy="ddp",
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,

@@ -151,7 +151,7 @@ def test_one_command_gives_the_best_network_under_a_macs_budget(make_cfg, tmp_pa
 
     from prunelab.run import run
 
-    cfg = make_cfg("pruning=one_shot", "pruning.start_epoch=1", "trainer.max_epochs=2",
+    cfg = make_cfg("pruning=one_shot", "pruning.schedule.start_epoch=1", "trainer.max_epochs=2",
                    "pruning/method=ln_structured", "pruning.budget.macs=160000",
                    "pruning.compact=true", "trainer=fast")
     run(cfg, tmp_path / "run", [])
@@ -163,13 +163,15 @@ def test_one_command_gives_the_best_network_under_a_macs_budget(make_cfg, tmp_pa
 
 
 def test_the_budget_config_keys_are_the_budget_metrics(make_cfg) -> None:
-    """The schema's pruning.budget keys are the metrics the budget code knows, and a preset's
-    budget survives composition (config.yaml's own values come after the experiment's)."""
-    from prunelab.config import MAPPING_KEYS
-    from prunelab.pruning.budget import METRICS
+    """pruning.budget's keys are the metrics the budget code knows, and a preset's budget
+    survives composition (config.yaml's own values come before the experiment's)."""
+    from prunelab.run import make_callback
 
-    assert tuple(MAPPING_KEYS["budget"]) == tuple(METRICS)
-    assert dict(make_cfg("experiment=lenet5_structured_160k").pruning.budget) == {
-        "macs": 160000, "params": None}
-    assert dict(make_cfg("pruning=one_shot", "pruning.budget.params=5000").pruning.budget) == {
-        "macs": None, "params": 5000}
+    cfg = make_cfg("experiment=lenet5_structured_160k")
+    assert dict(cfg.pruning.budget) == {"macs": 160000}
+    assert repr(make_callback(cfg)[0].budget) == "budget.macs=160000"
+    cfg = make_cfg("pruning=one_shot", "pruning/method=ln_structured", "pruning.budget.params=5000")
+    assert repr(make_callback(cfg)[0].budget) == "budget.params=5000"
+    with pytest.raises(ConfigError, match=r"^pruning: unknown budget key\(s\) \['flops'\]"):
+        make_callback(make_cfg("pruning=one_shot", "pruning/method=ln_structured",
+                               "pruning.budget.flops=5000"))

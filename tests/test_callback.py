@@ -11,7 +11,7 @@ from torch.nn import functional as F
 from torch.nn.utils import prune
 from torch.utils.data import DataLoader, TensorDataset
 
-from prunelab.pruning import PruningCallback, build_plan
+from prunelab.pruning import PruningCallback, build_plan, criteria
 
 
 class TinyNet(L.LightningModule):
@@ -164,7 +164,8 @@ def test_structured_zeroes_whole_filters():
 def test_gradient_criteria_reach_target(method):
     torch.manual_seed(6)
     model = TinyNet()
-    cb = PruningCallback([(1, 0.5)], method=method, grad_batches=2, make_permanent=False)
+    cb = PruningCallback([(1, 0.5)], method=criteria.method(method, grad_batches=2),
+                         make_permanent=False)
     fit(model, [cb], max_epochs=2)
     zeros = sum(int((m.weight == 0).sum()) for m in targeted(model).values())
     total = sum(m.weight.numel() for m in targeted(model).values())

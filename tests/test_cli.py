@@ -24,8 +24,8 @@ from prunelab.paths import CONF_DIR
 
 from conftest import CONF, TINY
 
-PRUNED = ["pruning=one_shot", "pruning.start_epoch=0", "trainer=fast", "trainer.max_epochs=2",
-          "pruning.amount=0.6"]
+PRUNED = ["pruning=one_shot", "pruning.schedule.start_epoch=0", "trainer=fast", "trainer.max_epochs=2",
+          "pruning.schedule.amount=0.6"]
 
 
 def prunelab(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -65,7 +65,7 @@ def test_run_summary_shows_the_numbers_of_results_json(finished) -> None:
     assert "run directory: run " in out
     assert "python -m prunelab evaluate run " in out
     assert "python -m prunelab report run " in out
-    assert "python -m prunelab pruning=one_shot pruning.start_epoch=0 trainer=fast" in out
+    assert "python -m prunelab pruning=one_shot pruning.schedule.start_epoch=0 trainer=fast" in out
 
 
 def test_a_run_done_already_shows_its_stored_results(finished, tiny_data: Path) -> None:
@@ -426,5 +426,5 @@ def test_composing_a_config_does_not_list_every_groups_options(make_cfg, monkeyp
 
     calls: list[tuple] = []
     monkeypatch.setattr(help_, "options_with_descriptions", lambda *a, **k: calls.append(a) or [])
-    assert make_cfg("pruning=iterative").pruning.schedule == "iterative"
+    assert make_cfg("pruning=iterative").pruning.schedule._target_.endswith("Iterative")
     assert calls == []

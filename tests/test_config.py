@@ -7,7 +7,13 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from prunelab.errors import ConfigError
-from prunelab.run import check_config, instantiate_data, instantiate_model, make_callback
+from prunelab.run import (
+    check_config,
+    check_nodes,
+    instantiate_data,
+    instantiate_model,
+    make_callback,
+)
 
 from conftest import CONF
 
@@ -40,6 +46,7 @@ def test_data_options_instantiate(make_cfg, data):
 def test_every_schedule_and_method_compose(make_cfg, schedule, method):
     cfg = make_cfg(f"pruning={schedule}", f"pruning/method={method}")
     check_config(cfg)
+    check_nodes(cfg)
     if schedule == "at_init" and method in ("taylor", "fisher"):
         with pytest.raises(ConfigError, match="gathers its gradients during training"):
             make_callback(cfg)  # no training epoch before pruning: refused before any data
@@ -49,15 +56,17 @@ def test_every_schedule_and_method_compose(make_cfg, schedule, method):
             with pytest.raises(ConfigError, match="pruning/method=l1_unstructured"):
                 make_callback(cfg)
             return
-        callback = make_callback(cfg)
-        assert callback.plan == [] and callback.dynamic == schedule
-        assert callback.dynamic_amount == cfg.pruning.amount
+        callback, name = make_callback(cfg)
+        assert callback.plan == [] and callback.dynamic is not None and name == schedule
+        assert callback.final_target == cfg.pruning.schedule.amount
         return
-    callback = make_callback(cfg)
+    callback, name = make_callback(cfg)
+    assert name == schedule and callback.method.name == method if callback else True
     assert (callback is None) == (schedule == "none")
     if callback is not None:
         assert callback.plan[-1].epoch < cfg.trainer.max_epochs
-        assert callback.plan[-1].target == pytest.approx(cfg.pruning.amount)
+        last = cfg.pruning.schedule.steps[-1][1] if schedule == "explicit" else cfg.pruning.schedule.amount
+        assert callback.plan[-1].target == pytest.approx(last)
 
 
 @pytest.mark.parametrize("group", ["trainer", "logger"])
@@ -93,7 +102,8 @@ def test_incompatible_pair_is_one_clear_line(make_cfg):
     assert "\n" not in msg
 
 
-@pytest.mark.parametrize("override", ["pruning.amount=abc", "pruning.amout=0.5", "seed=x"])
+@pytest.mark.parametrize("override", ["seed=x", "trainer.max_epochs=abc", "threads=many",
+                                      "verbosty=quiet"])
 def test_schema_rejects_bad_overrides_at_compose_time(make_cfg, override):
     with pytest.raises(ConfigCompositionException):
         make_cfg(override)
@@ -101,9 +111,10 @@ def test_schema_rejects_bad_overrides_at_compose_time(make_cfg, override):
 
 @pytest.mark.parametrize("amount", ["1.0", "-0.1", "1.5"])
 def test_amount_outside_unit_interval(make_cfg, amount):
-    cfg = make_cfg("pruning=one_shot", f"pruning.amount={amount}")
-    with pytest.raises(ConfigError, match=rf"amount must be a fraction in \[0, 1\), got {float(amount)}"):
+    cfg = make_cfg("pruning=one_shot", f"pruning.schedule.amount={amount}")
+    with pytest.raises(ConfigError) as err:
         make_callback(cfg)
+    assert str(err.value) == f"pruning.schedule.amount={float(amount)} must be a fraction in [0, 1)"
 
 
 def test_schedule_longer_than_training(make_cfg):
@@ -113,7 +124,7 @@ def test_schedule_longer_than_training(make_cfg):
 
 
 def test_non_monotonic_explicit_schedule(make_cfg):
-    cfg = make_cfg("pruning=explicit", "pruning.steps=[[0,0.5],[1,0.3]]", "pruning.amount=0.3")
+    cfg = make_cfg("pruning=explicit", "pruning.schedule.steps=[[0,0.5],[1,0.3]]")
     with pytest.raises(ConfigError, match="must not decrease"):
         make_callback(cfg)
 
@@ -134,9 +145,10 @@ def test_own_criterion_by_name_through_imports(make_cfg, tmp_path, monkeypatch):
     from conftest import ROOT
 
     monkeypatch.syspath_prepend(str(ROOT / "examples"))
-    cfg = make_cfg("imports=[own_criterion]", "pruning=one_shot", "pruning.start_epoch=0",
-                   "trainer=fast", "trainer.max_epochs=2", "pruning.amount=0.5",
-                   "pruning.method.name=reverse_magnitude")
+    cfg = make_cfg("imports=[own_criterion]", "pruning=one_shot", "pruning.schedule.start_epoch=0",
+                   "trainer=fast", "trainer.max_epochs=2", "pruning.schedule.amount=0.5",
+                   "pruning.method._target_=prunelab.pruning.criteria.ByName",
+                   "pruning.method.criterion=reverse_magnitude")
     r = run(cfg, tmp_path / "run")
     assert r["method"] == "reverse_magnitude"
     assert r["pruning_history"][0]["achieved"] == pytest.approx(0.5, abs=1e-4)

@@ -10,8 +10,11 @@ import torch
 from prunelab.errors import CheckpointError, ConfigError
 from prunelab.pruning import PruningCallback
 from prunelab.pruning.criteria import dynamic as D
+from prunelab.pruning.dynamic import SET, RigL
 
 from test_callback import TinyNet, fit
+
+KINDS = {"set": SET, "rigl": RigL}
 
 
 def t(*values: float) -> torch.Tensor:
@@ -94,19 +97,19 @@ def test_uniform_distribution_and_bad_input():
     assert D.layer_zeros({"a": (10, 10), "b": (3, 3)}, 0.5, "uniform") == {"a": 50, "b": 4}
     with pytest.raises(ConfigError, match="distribution='er'.*erk, uniform"):
         D.layer_zeros({"a": (2, 2)}, 0.5, "er")
-    with pytest.raises(ConfigError, match=r"dynamic_amount=1.0 must be in \(0, 1\)"):
+    with pytest.raises(ConfigError, match=r"amount=1.0 must be in \(0, 1\)"):
         D.layer_zeros({"a": (2, 2)}, 1.0)
 
 
-@pytest.mark.parametrize("kwargs", [{"dynamic_amount": 1.0}, {"distribution": "er"}])
-def test_dynamic_settings_follow_one_rule_in_the_callback_and_the_schedule(kwargs):
-    """The callback refuses at construction what layer_zeros refuses, in the same words."""
-    args = {"dynamic_amount": 0.5, "distribution": "erk", **kwargs}
+@pytest.mark.parametrize("kwargs", [{"amount": 1.0}, {"distribution": "er"}])
+def test_dynamic_settings_follow_one_rule_in_the_schedule_and_the_masks(kwargs):
+    """The schedule refuses at construction what layer_zeros refuses, in the same words."""
+    args = {"amount": 0.5, "distribution": "erk", **kwargs}
     with pytest.raises(ConfigError) as direct:
-        D.layer_zeros({"a": (2, 2)}, args["dynamic_amount"], args["distribution"])
-    with pytest.raises(ConfigError) as via_callback:
-        PruningCallback([], dynamic="set", **args)
-    assert str(via_callback.value) == str(direct.value)
+        D.layer_zeros({"a": (2, 2)}, args["amount"], args["distribution"])
+    with pytest.raises(ConfigError) as via_schedule:
+        SET(**args)
+    assert str(via_schedule.value) == str(direct.value)
 
 
 def test_random_mask_has_exact_zeros_and_follows_the_seed():
@@ -139,7 +142,7 @@ class Watch(L.Callback):
             mask = tg.module.weight_mask
             counts[tg.name] = int((mask == 0).sum())
             before = self.masks.get(tg.name)
-            if before is not None and self.cb.last_update == trainer.global_step:
+            if before is not None and self.cb.dynamic.last_update == trainer.global_step:
                 grown = (mask != 0) & (before == 0)
                 orig = tg.module.weight_orig
                 buf = opt.state[orig]["momentum_buffer"]
@@ -155,8 +158,8 @@ class Watch(L.Callback):
 def test_every_update_keeps_each_layers_exact_sparsity(kind, distribution):
     torch.manual_seed(0)
     model = TinyNet()
-    cb = PruningCallback([], dynamic=kind, dynamic_amount=0.7, update_every=2, alpha=0.5,
-                         stop_fraction=1.0, distribution=distribution, make_permanent=False)
+    cb = PruningCallback(KINDS[kind](amount=0.7, update_every=2, alpha=0.5, stop_fraction=1.0,
+                                     distribution=distribution), make_permanent=False)
     watch = Watch(cb)
     fit(model, [cb, watch], max_epochs=3)  # 4 batches an epoch: 12 steps, updates at 2..10
     shapes = {"body.0.weight": (8, 1, 3, 3), "body.3.weight": (32, 288)}
@@ -176,10 +179,9 @@ def test_the_first_mask_is_drawn_from_the_seed():
     def first_masks(seed):
         torch.manual_seed(0)
         model = TinyNet()
-        cb = PruningCallback([], dynamic="set", dynamic_amount=0.5, seed=seed,
-                             distribution="uniform")
+        cb = PruningCallback(SET(amount=0.5, distribution="uniform"), seed=seed)
         cb.bind(model)
-        cb.start_dynamic()
+        cb.on_fit_start(None, model)
         return {n: m.clone() for n, m in cb.mask_digest.items()}
 
     a, b, c = first_masks(1), first_masks(1), first_masks(2)
@@ -190,11 +192,10 @@ def test_the_first_mask_is_drawn_from_the_seed():
 def test_rigl_update_in_the_callback_is_the_pure_function():
     torch.manual_seed(0)
     model = TinyNet()
-    cb = PruningCallback([], dynamic="rigl", dynamic_amount=0.6, distribution="uniform",
-                         alpha=0.3)
+    cb = PruningCallback(RigL(amount=0.6, distribution="uniform", alpha=0.3))
     cb.bind(model)
-    cb.start_dynamic()
-    cb._t_end = 100.0
+    cb.on_fit_start(None, model)
+    cb.dynamic.t_end = 100.0
     layer = model.body[3]
     with torch.no_grad():
         layer.weight_orig.normal_().mul_(layer.weight_mask)
@@ -202,37 +203,38 @@ def test_rigl_update_in_the_callback_is_the_pure_function():
     mask, weight = layer.weight_mask.clone(), layer.weight.detach().clone()
     n = D.n_to_update(mask, D.cosine_fraction(10, 100.0, 0.3))
     want = D.rigl_update(mask, weight, grads["body.3.weight"], n)
-    cb._grads, cb._grad_step = grads, 10
-    record = cb.update_dynamic(10)
+    cb.dynamic.grads, cb.dynamic.grad_step = grads, 10
+    record = cb.dynamic.update(cb.targets, 10, cb.generator, 1)
     assert torch.equal(layer.weight_mask, want)
-    assert n > 0 and record["global_step"] == 10 and cb.last_update == 10
+    assert n > 0 and record["global_step"] == 10 and cb.dynamic.last_update == 10
     assert bool((layer.weight_orig[(want != 0) & (mask == 0)] == 0).all())
 
 
 @pytest.mark.parametrize("kwargs, needle", [
-    ({"dynamic": "sett"}, "unknown dynamic sparse training 'sett'; valid: set, rigl"),
-    ({"plan": [(0, 0.5)]}, "takes no plan"),
-    ({"method": "taylor"}, "use method='l1_unstructured', not 'taylor'"),
-    ({"dynamic_amount": 0.0}, "dynamic_amount=0.0 must be in (0, 1)"),
+    ({"amount": 0.0}, "amount=0.0 must be in (0, 1)"),
     ({"update_every": 0}, "update_every=0 must be an integer >= 1"),
     ({"alpha": 0.0}, "alpha=0.0 must be in (0, 1]"),
     ({"stop_fraction": 1.5}, "stop_fraction=1.5 must be in (0, 1]"),
     ({"distribution": "erdos"}, "distribution='erdos' is not one of erk, uniform"),
 ])
 def test_bad_dynamic_settings_are_one_line(kwargs, needle):
-    args = {"plan": [], "dynamic": "rigl", "dynamic_amount": 0.9, **kwargs}
     with pytest.raises(ConfigError) as err:
-        PruningCallback(**args)
+        RigL(**{"amount": 0.9, **kwargs})
     assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_dynamic_sparse_training_drops_by_magnitude_only():
+    with pytest.raises(ConfigError, match="use pruning/method=l1_unstructured, not 'taylor'"):
+        PruningCallback(RigL(amount=0.9), method="taylor")
 
 
 @pytest.mark.parametrize("overrides, needle", [
     (["pruning/method=taylor"], "pruning=rigl drops the smallest-magnitude weights of each "
                                 "layer: use pruning/method=l1_unstructured, not 'taylor'"),
-    (["pruning.stop_fraction=1.5"], "pruning.stop_fraction=1.5 must be in (0, 1]"),
-    (["pruning.amount=0.0"], "pruning.amount=0.0 must be in (0, 1) for dynamic sparse training"),
-    (["pruning.update_every=0"], "pruning.update_every=0 must be an integer >= 1"),
-    (["pruning.distribution=erdos"], "pruning.distribution='erdos' is not one of erk, uniform"),
+    (["pruning.schedule.stop_fraction=1.5"], "pruning.schedule.stop_fraction=1.5 must be in (0, 1]"),
+    (["pruning.schedule.amount=0.0"], "pruning.schedule.amount=0.0 must be in (0, 1) for dynamic sparse training"),
+    (["pruning.schedule.update_every=0"], "pruning.schedule.update_every=0 must be an integer >= 1"),
+    (["pruning.schedule.distribution=erdos"], "pruning.schedule.distribution='erdos' is not one of erk, uniform"),
 ])
 def test_the_command_line_names_its_own_keys(make_cfg, overrides, needle):
     """The same rules as above; the messages name the config keys, not the Python arguments."""
@@ -245,7 +247,7 @@ def test_the_command_line_names_its_own_keys(make_cfg, overrides, needle):
 
 def test_a_static_checkpoint_does_not_resume_a_dynamic_run():
     static = PruningCallback([(0, 0.5)])
-    dynamic = PruningCallback([], dynamic="rigl", dynamic_amount=0.5)
+    dynamic = PruningCallback(RigL(amount=0.5))
     state = static.state_dict()
     state["plan"] = []
     with pytest.raises(CheckpointError, match="dynamic sparse training None"):

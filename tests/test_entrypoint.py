@@ -39,8 +39,8 @@ def test_fast_dev_run_through_the_entry_point(tiny_data, tmp_path, model):
 def test_pruned_run_writes_pruning_results(tiny_data, tmp_path):
     run_dir = tmp_path / "run"
     # two steps (epochs 0, 1) and a fine-tuning epoch, not the preset's 10 epochs
-    proc = prunelab_in_process("pruning=iterative", "pruning.step_size=null", "pruning.n_steps=2",
-                    "pruning.initial=0.3", "pruning.amount=0.6", "trainer=fast",
+    proc = prunelab_in_process("pruning=iterative", "pruning.schedule.step_size=null", "pruning.schedule.n_steps=2",
+                    "pruning.schedule.initial=0.3", "pruning.schedule.amount=0.6", "trainer=fast",
                     "trainer.max_epochs=3",
                     f"data_dir={tiny_data}", *TINY, f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -78,10 +78,10 @@ def test_missing_data_offline_is_one_clear_line(tmp_path, model):
 
 
 def test_bad_amount_is_rejected_before_training(tiny_data, tmp_path):
-    proc = prunelab_in_process("pruning=one_shot", "pruning.amount=1.5", f"data_dir={tiny_data}",
+    proc = prunelab_in_process("pruning=one_shot", "pruning.schedule.amount=1.5", f"data_dir={tiny_data}",
                     f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert proc.returncode == 2
-    assert "pruning amount must be a fraction in [0, 1), got 1.5" in proc.stderr
+    assert "pruning.schedule.amount=1.5 must be a fraction in [0, 1)" in proc.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
@@ -109,7 +109,7 @@ def test_structured_run_compacts_and_measures_latency(tiny_data, tmp_path, monke
 
     monkeypatch.setattr(latency, "measure_latency", short)
     run_dir = tmp_path / "run"
-    proc = prunelab_in_process("pruning=one_shot", "pruning.start_epoch=1", "pruning.amount=0.5",
+    proc = prunelab_in_process("pruning=one_shot", "pruning.schedule.start_epoch=1", "pruning.schedule.amount=0.5",
                     "pruning/method=ln_structured", "pruning.compact=true", "trainer=fast",
                     f"data_dir={tiny_data}", *TINY, f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]

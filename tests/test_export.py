@@ -267,7 +267,7 @@ def finished_run(tiny_data, tmp_path_factory) -> Path:
     """A tiny pruned MNIST run, trained by the command line (in-process: a few seconds)."""
     run_dir = tmp_path_factory.mktemp("export_run") / "run"
     proc = prunelab_in_process(
-        "pruning=one_shot", "pruning.amount=0.9", "pruning.start_epoch=0",
+        "pruning=one_shot", "pruning.schedule.amount=0.9", "pruning.schedule.start_epoch=0",
         "pruning/method=global_magnitude", "trainer=fast", "trainer.max_epochs=2",
         f"data_dir={tiny_data}", *TINY, f"hydra.run.dir={run_dir}", cwd=run_dir.parent)
     assert proc.returncode == 0, proc.stderr[-3000:]

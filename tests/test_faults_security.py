@@ -87,7 +87,7 @@ def fake_run_dir(run_dir: Path, config: str = LENET_CONFIG, weights: bool = True
     return run_dir
 
 
-RUN = ["pruning=one_shot", "pruning.start_epoch=0", "pruning.amount=0.5", "trainer=fast", *TINY]
+RUN = ["pruning=one_shot", "pruning.schedule.start_epoch=0", "pruning.schedule.amount=0.5", "trainer=fast", *TINY]
 TWO_EPOCHS = [*RUN, "trainer.max_epochs=2"]
 
 
@@ -102,8 +102,8 @@ def finished(tiny_data, tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("finished") / "run"
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=[
-            *TINY, f"data_dir={tiny_data}", "pruning=lottery", "pruning.rate=0.3",
-            "pruning.amount=0.6", "trainer=fast", "trainer.max_epochs=3"])
+            *TINY, f"data_dir={tiny_data}", "pruning=lottery", "pruning.schedule.rate=0.3",
+            "pruning.schedule.amount=0.6", "trainer=fast", "trainer.max_epochs=3"])
     (run_dir / ".hydra").mkdir(parents=True)
     OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
     run(cfg, run_dir)
@@ -118,7 +118,7 @@ def test_prunelab_checkpoints_load_with_weights_only(finished):
     state = next(v for k, v in ckpt["callbacks"].items() if k.startswith("PruningCallback"))
     assert len(state["history"]) == 3 and state["rewind_state"] and state["generator"].numel() > 0
     run_state = next(v for k, v in ckpt["callbacks"].items() if k.startswith("RunState"))
-    assert run_state["config"]["pruning"]["schedule"] == "lottery"
+    assert run_state["config"]["pruning"]["schedule"]["_target_"] == "prunelab.pruning.schedules.Lottery"
 
 
 def test_resume_loads_every_file_with_weights_only(finished, tmp_path, tiny_data, monkeypatch, make_cfg):
@@ -137,7 +137,7 @@ def test_resume_loads_every_file_with_weights_only(finished, tmp_path, tiny_data
         return real(*args, **kwargs)
 
     monkeypatch.setattr(torch, "load", spy)
-    again = run(make_cfg("pruning=lottery", "pruning.rate=0.3", "pruning.amount=0.6",
+    again = run(make_cfg("pruning=lottery", "pruning.schedule.rate=0.3", "pruning.schedule.amount=0.6",
                          "trainer=fast", "trainer.max_epochs=3"), run_dir)
     assert len(calls) >= 2 and all(w is True for w in calls), calls  # ours and Lightning's
     assert again["pruning_history"][-1]["achieved"] == first["pruning_history"][-1]["achieved"]
@@ -283,7 +283,7 @@ def test_second_launch_of_a_running_run_is_refused(tiny_data, tmp_path):
     (The tests below hold the lock from this process: the same check, without a training run.)"""
     run_dir = tmp_path / "run"
     # long enough (about 0.2 s an epoch) to be still training when the second one starts
-    args = ["pruning=one_shot", "pruning.start_epoch=0", "trainer.max_epochs=200", *TINY,
+    args = ["pruning=one_shot", "pruning.schedule.start_epoch=0", "trainer.max_epochs=200", *TINY,
             "data.batch_size=8", f"data_dir={tiny_data}", f"hydra.run.dir={run_dir}"]
     first = subprocess.Popen([sys.executable, "-m", "prunelab", *args], cwd=tmp_path,
                              env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,

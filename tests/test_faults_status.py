@@ -56,7 +56,7 @@ class PoisonWeights(L.Callback):
 
 @pytest.mark.parametrize("value", [math.nan, math.inf])
 def test_nan_loss_in_training_stops_the_run_as_diverged(make_cfg, tmp_path, value):
-    cfg = make_cfg(*FAST, "pruning=one_shot", "pruning.start_epoch=1", "pruning.amount=0.5")
+    cfg = make_cfg(*FAST, "pruning=one_shot", "pruning.schedule.start_epoch=1", "pruning.schedule.amount=0.5")
     run_dir = tmp_path / "run"
     with pytest.raises(DivergedError, match=r"train loss is (nan|inf) in epoch 1") as info:
         _run(cfg, run_dir, [PoisonWeights("train", epoch=1, batch=2, value=value)])
@@ -118,7 +118,7 @@ def test_huge_learning_rate_through_the_entry_point_exits_non_zero(tiny_data, tm
     run_dir = tmp_path / "run"
     proc = subprocess.run(
         [sys.executable, "-m", "prunelab", "model.optimizer.lr=1e6", "pruning=one_shot",
-         "pruning.start_epoch=0", "pruning.amount=0.5", "trainer=fast", "trainer.max_epochs=2",
+         "pruning.schedule.start_epoch=0", "pruning.schedule.amount=0.5", "trainer=fast", "trainer.max_epochs=2",
          f"data_dir={tiny_data}", *TINY, f"hydra.run.dir={run_dir}"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 3, proc.stderr[-2000:]
@@ -171,7 +171,8 @@ class Tiny(nn.Module):
 def _bound(method: str = "l1_unstructured", **kw) -> tuple[PruningCallback, Tiny]:
     torch.manual_seed(0)
     net = Tiny()
-    cb = PruningCallback([(0, 0.5)], method=method, targets={"skip_last": False}, **kw)
+    cb = PruningCallback([(0, 0.5)], method=M.method(method, **kw),
+                         targets={"skip_last": False})
     cb.bind(net)
     return cb, net
 
@@ -200,8 +201,8 @@ def test_a_step_that_misses_its_target_is_an_error(monkeypatch, method, kw):
 
     monkeypatch.setattr(M, "compute_masks", one_short)
     if method == "taylor":
-        cb._stats = {t.name: M.accumulate_grad_stats(None, getattr(t.module, t.parameter),
-                                                     torch.randn_like(getattr(t.module, t.parameter)))
+        cb.stats.stats = {t.name: M.accumulate_grad_stats(None, getattr(t.module, t.parameter),
+                                                           torch.randn_like(getattr(t.module, t.parameter)))
                      for t in cb.targets}
     with pytest.raises(ResultError, match="pruning step to 0.5000"):
         cb.apply_target(0.5)
@@ -278,7 +279,7 @@ def test_search_rejects_a_meaningless_delta(capsys, tmp_path, args, needle):
 def test_search_over_an_explicit_schedule_is_refused(capsys, tmp_path):
     rc = search_cli.main(["--method", "l1_unstructured", "--sweep-dir", str(tmp_path / "s"),
                  "pruning=explicit"])
-    assert rc == 2 and "pruning.steps, not pruning.amount" in capsys.readouterr().err
+    assert rc == 2 and "pruning.schedule.steps, not an amount" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
 
 
@@ -289,7 +290,7 @@ def test_search_probe_without_test_accuracy_is_an_error_not_a_crash(tiny_data, t
         "status": "ok", "model": "cnn", "data": "mnist", "schedule": "none", "method": "dense",
         "amount": 0.0, "seed": 0, "test_acc": 0.9}))
     rc = search_cli.main(["--method", "l1_unstructured", "--iters", "0", "--sweep-dir", str(tmp_path / "s"),
-                 "--baseline", str(tmp_path / "base"), "pruning=one_shot", "pruning.start_epoch=0",
+                 "--baseline", str(tmp_path / "base"), "pruning=one_shot", "pruning.schedule.start_epoch=0",
                  "trainer.max_epochs=2", *FAST, *TINY, f"data_dir={tiny_data}",
                  "trainer.limit_test_batches=0"])
     assert rc == 1  # the probe is an error in search.json, not a TypeError
@@ -306,7 +307,7 @@ def test_report_rejects_a_meaningless_delta(capsys, tmp_path):
 
 
 def test_explicit_schedule_reports_the_amount_it_reached(make_cfg, tmp_path):
-    cfg = make_cfg(*FAST, "pruning=explicit", "pruning.steps=[[0,0.3],[1,0.5]]",
+    cfg = make_cfg(*FAST, "pruning=explicit", "pruning.schedule.steps=[[0,0.3],[1,0.5]]",
                    "trainer.max_epochs=2")
     r = run(cfg, tmp_path / "run", [])
     assert r["amount"] == 0.5 and r["sparsity_global"] == pytest.approx(0.5, abs=1e-4)
@@ -314,22 +315,24 @@ def test_explicit_schedule_reports_the_amount_it_reached(make_cfg, tmp_path):
 
 
 def test_explicit_schedule_refuses_an_amount_it_would_ignore(make_cfg, tmp_path):
-    cfg = make_cfg("pruning=explicit", "pruning.steps=[[0,0.3],[1,0.5]]", "pruning.amount=0.9")
-    with pytest.raises(ConfigError, match=r"pruning.amount=0.9 has no effect .*last: 0.5"):
+    cfg = make_cfg("pruning=explicit", "pruning.schedule.steps=[[0,0.3],[1,0.5]]",
+                   "pruning.schedule.amount=0.9")
+    with pytest.raises(ConfigError, match=r"^pruning.schedule.amount: not a key of explicit; valid: steps$"):
         run(cfg, tmp_path / "run", [])
-    assert make_cfg("pruning=explicit", "pruning.steps=[[0,0.3],[1,0.6]]").pruning.amount == 0.6
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_geometric_schedule_reports_its_final_target(make_cfg, tmp_path):
     from prunelab.run import make_callback
 
     cfg = make_cfg("pruning=geometric")  # results.json's amount is the plan's last target
-    assert make_callback(cfg).plan[-1].target == cfg.pruning.amount == 0.8
+    callback, _ = make_callback(cfg)
+    assert callback.plan[-1].target == callback.final_target == cfg.pruning.schedule.amount == 0.8
 
 
 def test_empty_validation_loader_gives_null_val_acc_after(make_cfg, tmp_path):
-    cfg = make_cfg(*FAST, "data.val_size=0", "pruning=one_shot", "pruning.start_epoch=0",
-                   "pruning.amount=0.5", "trainer.max_epochs=2")
+    cfg = make_cfg(*FAST, "data.val_size=0", "pruning=one_shot", "pruning.schedule.start_epoch=0",
+                   "pruning.schedule.amount=0.5", "trainer.max_epochs=2")
     r = run(cfg, tmp_path / "run", [])
     assert r["val_acc"] is None and r["pruning_history"][0]["val_acc_after"] is None
 

@@ -41,8 +41,8 @@ def test_short_pruned_run_on_real_mnist(tmp_path, make_cfg):
     cfg = make_cfg(f"data_dir={data}", f"data.cache_dir={tmp_path / 'cache'}",
                    "data.download=false", "logger=none", "trainer.enable_progress_bar=false",
                    "trainer.max_epochs=2", "trainer.limit_train_batches=120",
-                   "trainer.limit_val_batches=1", "pruning=one_shot", "pruning.start_epoch=0",
-                   "pruning/method=global_magnitude", "pruning.amount=0.8", tiny=False)
+                   "trainer.limit_val_batches=1", "pruning=one_shot", "pruning.schedule.start_epoch=0",
+                   "pruning/method=global_magnitude", "pruning.schedule.amount=0.8", tiny=False)
     counter = CountTestImages()
     r = run_in_process(cfg, tmp_path / "run", callbacks=[counter])
     assert counter.seen == 10000

@@ -205,7 +205,7 @@ def test_generic_data_through_a_pruned_run(make_cfg, tmp_path, pair):
         write_fake_torchvision_mnist(tmp_path, "KMNIST", n_train=200, n_test=40)
         overrides = ["model=cnn", "data=torchvision", "data.dataset=KMNIST"]
     cfg = make_cfg(*overrides, f"data_dir={tmp_path}", "pruning=one_shot",
-                   "pruning.start_epoch=0", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+                   "pruning.schedule.start_epoch=0", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
                    "trainer.limit_val_batches=1", "trainer.limit_test_batches=1")
     check_config(cfg)
     assert instantiate_data(cfg) is not None and instantiate_model(cfg) is not None
@@ -219,7 +219,7 @@ def test_torchvision_resnet_through_a_compacted_run(make_cfg, tmp_path):
     write_fake_torchvision_mnist(tmp_path, "KMNIST", n_train=200, n_test=40)
     cfg = make_cfg("model=torchvision", "model.arch=resnet18", "data=torchvision",
                    "data.dataset=KMNIST", "model.net.in_channels=1", f"data_dir={tmp_path}",
-                   "pruning=one_shot", "pruning.start_epoch=0", "pruning/method=ln_structured",
+                   "pruning=one_shot", "pruning.schedule.start_epoch=0", "pruning/method=ln_structured",
                    "pruning.compact=true", "trainer.max_epochs=1",
                    "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
                    "trainer.limit_test_batches=1")

@@ -212,7 +212,7 @@ def test_snip_at_init_prunes_before_the_first_step_and_zeros_stay_zero():
     model = TinyNet(weight_decay=0.1)
     expected = _initial_snip_masks(model, 0.9, grad_batches=2)
     first, watcher = FirstStep(), ZeroWatcher()
-    cb = PruningCallback([(-1, 0.9)], method="snip", grad_batches=2, make_permanent=False)
+    cb = PruningCallback([(-1, 0.9)], method=C.Snip(grad_batches=2), make_permanent=False)
     _fit(model, [cb, first, watcher], max_epochs=2)
     total = sum(w.numel() for w, _ in first.seen.values())
     zeros = sum(int((w == 0).sum()) for w, _ in first.seen.values())
@@ -229,16 +229,16 @@ def test_other_methods_at_init_reach_the_exact_target(method):
     torch.manual_seed(4)
     model = TinyNet()
     first = FirstStep()
-    cb = PruningCallback([(-1, 0.95)], method=method, scope="global",
-                         iterations=10 if method == "synflow" else None,
-                         make_permanent=False, verbose=False)
+    cb = PruningCallback([(-1, 0.95)], make_permanent=False, verbose=False,
+                         method=C.method(method, scope="global",
+                                         iterations=10 if method == "synflow" else None))
     _fit(model, [cb, first], max_epochs=1)
     total = sum(w.numel() for w, _ in first.seen.values())
     assert sum(int((w == 0).sum()) for w, _ in first.seen.values()) == round(0.95 * total)
 
 
 def test_synflow_substeps_fall_geometrically_in_density():
-    cb = PruningCallback([(-1, 0.9375)], method="synflow", iterations=4)
+    cb = PruningCallback([(-1, 0.9375)], method=C.SynFlow(iterations=4))
     cb.targets = []
     assert cb._sub_targets(0.9375) == [0.5, 0.75, 0.875, 0.9375]
     assert PruningCallback([(-1, 0.5)], method="snip")._sub_targets(0.5) == [0.5]
@@ -269,4 +269,4 @@ def test_gradient_statistics_criteria_cannot_run_before_training():
     with pytest.raises(ConfigError, match="'taylor' gathers its gradients during training.*snip"):
         PruningCallback([(-1, 0.5)], method="taylor")
     with pytest.raises(ConfigError, match="iterations=0 must be an integer >= 1"):
-        PruningCallback([(-1, 0.5)], method="synflow", iterations=0)
+        C.SynFlow(iterations=0)

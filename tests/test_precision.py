@@ -12,8 +12,8 @@ import torch
 
 from prunelab.run import run
 
-PRUNED = ["pruning=iterative", "pruning.initial=0.3", "pruning.amount=0.6",
-          "pruning.step_size=null", "pruning.n_steps=2", "trainer=fast", "trainer.max_epochs=3"]
+PRUNED = ["pruning=iterative", "pruning.schedule.initial=0.3", "pruning.schedule.amount=0.6",
+          "pruning.schedule.step_size=null", "pruning.schedule.n_steps=2", "trainer=fast", "trainer.max_epochs=3"]
 
 
 class MasksHold(L.Callback):

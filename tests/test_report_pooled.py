@@ -67,7 +67,7 @@ def write_job(sweep: Path, folder: str, schedule: str, method: str, amount: floa
 
 
 # seed 0 launched with the preset's values spelled out; seeds 1 and 2 with experiment=<preset>
-SPELLED = ["pruning=agp", "pruning.amount=0.99", "pruning.n_steps=20", "trainer.max_epochs=40"]
+SPELLED = ["pruning=agp", "pruning.schedule.amount=0.99", "pruning.schedule.n_steps=20", "trainer.max_epochs=40"]
 # (schedule, method, amount, epochs) -> {seed: (test_acc, sparsity reached)}
 PRUNED = {
     ("agp", "global_magnitude", 0.99, 40): {0: (0.9923, 0.99), 1: (0.9921, 0.99), 2: (0.9930, 0.99)},

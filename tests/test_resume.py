@@ -32,14 +32,14 @@ def common(data: Path) -> list[str]:
             "trainer.enable_progress_bar=false", "threads=1"]
 
 
-ITERATIVE = ["pruning=iterative", "pruning.initial=0.2", "pruning.amount=0.6",
-             "pruning.step_size=null", "pruning.n_steps=3", "trainer.max_epochs=5"]
-LOTTERY = ["pruning=lottery", "pruning.rate=0.3", "pruning.amount=0.6", "trainer.max_epochs=5"]
+ITERATIVE = ["pruning=iterative", "pruning.schedule.initial=0.2", "pruning.schedule.amount=0.6",
+             "pruning.schedule.step_size=null", "pruning.schedule.n_steps=3", "trainer.max_epochs=5"]
+LOTTERY = ["pruning=lottery", "pruning.schedule.rate=0.3", "pruning.schedule.amount=0.6", "trainer.max_epochs=5"]
 # masks rewired every 10 of the 50 steps an epoch, through the kill and after it
-RIGL = ["pruning=rigl", "pruning.amount=0.9", "pruning.update_every=10",
-        "pruning.stop_fraction=1.0", "trainer.max_epochs=3"]
-SET = ["pruning=set", "pruning.amount=0.9", "pruning.update_every=10",
-       "pruning.stop_fraction=1.0", "pruning.distribution=uniform", "trainer.max_epochs=5"]
+RIGL = ["pruning=rigl", "pruning.schedule.amount=0.9", "pruning.schedule.update_every=10",
+        "pruning.schedule.stop_fraction=1.0", "trainer.max_epochs=3"]
+SET = ["pruning=set", "pruning.schedule.amount=0.9", "pruning.schedule.update_every=10",
+       "pruning.schedule.stop_fraction=1.0", "pruning.schedule.distribution=uniform", "trainer.max_epochs=5"]
 
 
 def cmd(*args: str) -> list[str]:
@@ -159,8 +159,8 @@ def test_curves_survive_repeated_kills(data, tmp_path):
 
 @pytest.mark.slow  # 33 s of process start-up; the iterative SIGKILL case stays in make test
 def test_killed_sweep_resumes_without_rerunning_finished_jobs(data, tmp_path):
-    grid = [*common(data), "pruning=one_shot", "pruning.start_epoch=1", "trainer.max_epochs=4",
-            "pruning.amount=0.3,0.5,0.7"]
+    grid = [*common(data), "pruning=one_shot", "pruning.schedule.start_epoch=1", "trainer.max_epochs=4",
+            "pruning.schedule.amount=0.3,0.5,0.7"]
     straight = tmp_path / "straight"
     run_to_end(["-m", *grid, f"hydra.sweep.dir={straight}"], tmp_path)
 
@@ -184,7 +184,7 @@ def test_killed_sweep_resumes_without_rerunning_finished_jobs(data, tmp_path):
 # ---------------------------------------------------------------- faults
 
 
-FINISHED = ["pruning=one_shot", "pruning.start_epoch=0", "trainer=fast", "trainer.max_epochs=2",
+FINISHED = ["pruning=one_shot", "pruning.schedule.start_epoch=0", "trainer=fast", "trainer.max_epochs=2",
             "trainer.limit_test_batches=null"]
 
 
@@ -228,8 +228,8 @@ def test_truncated_checkpoint_is_an_error_not_a_fresh_start(data, finished, tmp_
 
 def test_checkpoint_of_another_pruning_config_is_refused(data, finished, tmp_path):
     ckpt = finished / "checkpoints" / "last.ckpt"
-    fails_with([*common(data), *FINISHED, "pruning.amount=0.7", f"ckpt_path={ckpt}",
-                f"hydra.run.dir={tmp_path / 'run'}"], tmp_path, str(ckpt), "pruning.amount=0.5")
+    fails_with([*common(data), *FINISHED, "pruning.schedule.amount=0.7", f"ckpt_path={ckpt}",
+                f"hydra.run.dir={tmp_path / 'run'}"], tmp_path, str(ckpt), "pruning.schedule.amount=0.5")
     assert ckpt.exists()
 
 

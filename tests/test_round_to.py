@@ -1,4 +1,4 @@
-"""``pruning.round_to=k``: structured methods keep exactly a multiple of k filters/neurons."""
+"""``pruning.method.round_to=k``: structured methods keep exactly a multiple of k filters/neurons."""
 
 from __future__ import annotations
 
@@ -67,10 +67,13 @@ def test_round_to_with_an_unstructured_method_is_refused():
 
 
 def test_config_reaches_the_callback_and_is_checked_before_training(make_cfg):
-    cfg = make_cfg("pruning=one_shot", "pruning/method=ln_structured", "pruning.round_to=8")
-    assert make_callback(cfg).round_to == 8
-    assert make_callback(make_cfg("pruning=one_shot")).round_to is None
-    # from Python the message names the arguments (above); from the config, its keys
-    with pytest.raises(ConfigError, match=r"^pruning.round_to=8 applies to structured methods .*"
-                                          r"not pruning/method=l1_unstructured"):
-        make_callback(make_cfg("pruning=one_shot", "pruning.round_to=8"))
+    cfg = make_cfg("pruning=one_shot", "pruning/method=ln_structured", "pruning.method.round_to=8")
+    assert make_callback(cfg)[0].method.round_to == 8
+    assert make_callback(make_cfg("pruning=one_shot"))[0].method.round_to is None
+    # an unstructured criterion has no round_to: the key is refused where it is not taken
+    with pytest.raises(ConfigError, match=r"^pruning.method.round_to: not a key of l1_unstructured; "
+                                          r"valid: scope$"):
+        make_callback(make_cfg("pruning=one_shot", "pruning.method.round_to=8"))
+    with pytest.raises(ConfigError, match=r"^pruning.method.round_to=0 must be a positive integer"):
+        make_callback(make_cfg("pruning=one_shot", "pruning/method=ln_structured",
+                               "pruning.method.round_to=0"))

@@ -56,7 +56,7 @@ def test_no_effect_keys_change_neither_a_runs_identity_nor_a_search_probe(make_c
                  "logger=none", "trainer.enable_progress_bar=true", "trainer.enable_model_summary=true"]
     assert result_config(make_cfg("pruning=one_shot", *no_effect)) == \
         result_config(make_cfg("pruning=one_shot"))
-    assert result_config(make_cfg("pruning=one_shot", "pruning.amount=0.6")) != \
+    assert result_config(make_cfg("pruning=one_shot", "pruning.schedule.amount=0.6")) != \
         result_config(make_cfg("pruning=one_shot"))
     assert _effective(["pruning.amount=0.5", *no_effect, "hydra/launcher=joblib"]) == \
         ["pruning.amount=0.5"]

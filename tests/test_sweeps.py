@@ -33,7 +33,7 @@ def tiny(data: Path) -> list[str]:
             "trainer=fast", "trainer.enable_progress_bar=false", EPOCHS]
 
 
-PRUNE = ["pruning=one_shot", "pruning.start_epoch=0"]
+PRUNE = ["pruning=one_shot", "pruning.schedule.start_epoch=0"]
 
 
 def _env() -> dict[str, str]:
@@ -76,7 +76,7 @@ def test_joblib_grid_dense_and_report(tiny_data: Path, tmp_path: Path, make_cfg)
     out = tmp_path / "sweep"
     grid = sweep(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
                  f"hydra.sweep.dir={out}", *tiny(tiny_data), *PRUNE,
-                 "pruning/method=l1_unstructured,random_unstructured", "pruning.amount=0.5,0.8")
+                 "pruning/method=l1_unstructured,random_unstructured", "pruning.schedule.amount=0.5,0.8")
     assert "Joblib.Parallel(n_jobs=2" in grid.stdout + grid.stderr
     # progress over the jobs while they run, then the sweep's summary and the report command
     for k in range(1, 5):
@@ -118,12 +118,12 @@ def test_joblib_grid_dense_and_report(tiny_data: Path, tmp_path: Path, make_cfg)
 def test_slurm_local_grid_with_invalid_amount(tiny_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "sweep"
     proc = sweep(tmp_path, "hydra/launcher=slurm_local", f"hydra.sweep.dir={out}",
-                 *tiny(tiny_data), *PRUNE, "pruning/method=l1_unstructured", "pruning.amount=0.5,1.5")
+                 *tiny(tiny_data), *PRUNE, "pruning/method=l1_unstructured", "pruning.schedule.amount=0.5,1.5")
     assert (out / ".submitit").is_dir()
     # the jobs ran in other processes; the launching one reports them and names the failed one
     assert proc.stderr.count("job 1/2 ") == 1 and proc.stderr.count("job 2/2 ") == 1
     assert "sweep finished: 2 jobs: 1 done, 0 skipped (finished earlier), 1 failed" in proc.stderr
-    assert re.search(r"failed: \S*pruning\.amount=1\.5\S* — ConfigError: pruning amount must be a fraction in \[0, 1\), got 1\.5",
+    assert re.search(r"failed: \S*pruning\.amount=1\.5\S* — ConfigError: pruning\.schedule\.amount=1\.5 must be a fraction in \[0, 1\)",
                      proc.stderr), proc.stderr[-3000:]
     jobs = {p.name: p for p in out.iterdir() if not p.name.startswith(".") and p.is_dir()}
     assert len(jobs) == 2
@@ -261,7 +261,7 @@ def test_search_rejects_bad_arguments(capsys: pytest.CaptureFixture) -> None:
                    "pruning=one_shot"]) == 2
     assert search_cli.main(["--method", "nope", "pruning=one_shot"]) == 2
     assert "bad overrides" in capsys.readouterr().err
-    assert search_cli.main(["--method", "l1_unstructured", "pruning=one_shot", "pruning.amount=0.3"]) == 2
+    assert search_cli.main(["--method", "l1_unstructured", "pruning=one_shot", "pruning.schedule.amount=0.3"]) == 2
 
 
 def test_mnist_sweep_presets_are_valid(make_cfg) -> None:
@@ -270,16 +270,16 @@ def test_mnist_sweep_presets_are_valid(make_cfg) -> None:
     from prunelab.run import check_config, make_callback
 
     dense = make_cfg("experiment=sweep_mnist_dense")
-    assert dense.pruning.schedule == "none"
+    assert dense.pruning.schedule._target_ == "prunelab.pruning.schedules.Dense"
     for method in ("l1_unstructured", "global_magnitude", "random_unstructured"):
         for amount in (0.5, 0.8, 0.9, 0.95):
             cfg = make_cfg("experiment=sweep_mnist_amounts", f"pruning/method={method}",
-                           f"pruning.amount={amount}")
+                           f"pruning.schedule.amount={amount}")
             check_config(cfg)
-            plan = make_callback(cfg).plan
+            plan = make_callback(cfg)[0].plan
             assert plan[-1].target == amount and plan[-1].epoch < cfg.trainer.max_epochs - 1
             assert cfg.trainer.max_epochs == dense.trainer.max_epochs
             assert cfg.name == dense.name
     # the default iterative schedule cannot reach 0.95 in its epochs: the reason for the preset
     with pytest.raises(Exception, match="max_epochs"):
-        make_callback(make_cfg("pruning=iterative", "pruning.amount=0.95"))
+        make_callback(make_cfg("pruning=iterative", "pruning.schedule.amount=0.95"))

@@ -16,8 +16,8 @@ import pytest
 from prunelab.errors import ConfigError
 from prunelab.run import run
 
-PRUNED = ["pruning=iterative", "pruning.initial=0.3", "pruning.amount=0.6",
-          "pruning.step_size=null", "pruning.n_steps=2", "trainer=fast", "trainer.max_epochs=2"]
+PRUNED = ["pruning=iterative", "pruning.schedule.initial=0.3", "pruning.schedule.amount=0.6",
+          "pruning.schedule.step_size=null", "pruning.schedule.n_steps=2", "trainer=fast", "trainer.max_epochs=2"]
 
 
 def _missing(package: str) -> bool:
@@ -36,7 +36,7 @@ def test_mlflow_local_store_gets_params_curves_sparsity_and_results(make_cfg, tm
     client = MlflowClient(tracking_uri=store)
     got = client.get_run(run_id)
     assert len(client.search_runs([got.info.experiment_id])) == 1  # one tracker run per run
-    assert got.data.params["pruning.amount"] == "0.6" and got.data.params["model.name"] == "cnn"
+    assert got.data.params["pruning.schedule.amount"] == "0.6" and got.data.params["model.name"] == "cnn"
     assert got.data.metrics["result/test_acc"] == pytest.approx(results["test_acc"])
     assert got.data.metrics["result/sparsity_global"] == pytest.approx(0.6, abs=1e-4)
     assert got.data.metrics["result/final_sparsity/net.conv1.weight"] == pytest.approx(
@@ -115,7 +115,7 @@ def test_wandb_offline_run_gets_params_curves_sparsity_and_results(make_cfg, tmp
     # a resume of this folder continues the same W&B run
     assert got["run_id"] == hashlib.sha1(str((tmp_path / "run").absolute()).encode()
                                          ).hexdigest()[:16]
-    assert got["config"]["pruning.amount"] == 0.6 and got["config"]["model.name"] == "cnn"
+    assert got["config"]["pruning.schedule.amount"] == 0.6 and got["config"]["model.name"] == "cnn"
     assert len(_series(got["history"], "val_acc")) == 2  # one point per epoch
     steps = _series(got["history"], "sparsity/net.conv1.weight")
     assert [round(v, 2) for v in steps] == [0.3, 0.6]

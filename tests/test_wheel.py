@@ -91,7 +91,7 @@ def test_wheel_runs_with_a_user_config_dir_outside_the_checkout(tmp_path):
 
     run_dir = work / "run"
     proc = _run(prunelab, "--config-dir", user_conf, "model=mymlp", "data=mycsv",
-                "pruning=one_shot", "pruning.start_epoch=0", "trainer.max_epochs=1",
+                "pruning=one_shot", "pruning.schedule.start_epoch=0", "trainer.max_epochs=1",
                 f"data_dir={data}", "trainer.enable_progress_bar=false", "logger=csv",
                 f"hydra.run.dir={run_dir}", cwd=work, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]

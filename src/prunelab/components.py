@@ -66,14 +66,25 @@ def component_name(node: Any) -> str | None:
 
 
 def parameters(target: Any) -> tuple[dict[str, inspect.Parameter], bool]:
-    """The target's keyword parameters by name, and whether it takes any other (``**kwargs``)."""
-    try:
-        sig = inspect.signature(target)
-    except (TypeError, ValueError):
-        return {}, True
-    named = {n: p for n, p in sig.parameters.items()
-             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-    return named, any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
+    """The target's keyword parameters by name, and whether it takes any other (``**kwargs``).
+
+    A class whose ``__init__`` passes ``**kwargs`` on to its base has its base's parameters
+    too (a subclass of :class:`~prunelab.pruning.PruningCallback` that adds one option takes
+    all the callback's keys, and no others)."""
+    inits = ([c.__init__ for c in target.__mro__ if "__init__" in vars(c) and c is not object]
+             if isinstance(target, type) else [target])
+    named: dict[str, inspect.Parameter] = {}
+    for fn in inits or [target]:
+        try:
+            sig = inspect.signature(fn)
+        except (TypeError, ValueError):
+            return named, True
+        for n, p in sig.parameters.items():
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n not in ("self", "cls"):
+                named.setdefault(n, p)
+        if not any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
+            return named, False
+    return named, True
 
 
 def arguments(node: Mapping[str, Any]) -> dict[str, Any]:
@@ -117,11 +128,12 @@ def _build(node: Mapping[str, Any], path: str, given: Mapping[str, Any]) -> Any:
     try:
         return make(**built, **given)
     except PrunelabError as err:
-        raise _at(err, path, tuple(args)) from None
+        raise located(err, path, tuple(args)) from None
 
 
-def _at(err: PrunelabError, path: str, keys: tuple[str, ...]) -> PrunelabError:
-    """``err`` with its message placed at ``path``: ``amount=1.5 ...`` → ``<path>.amount=1.5 ...``."""
+def located(err: PrunelabError, path: str, keys: tuple[str, ...]) -> PrunelabError:
+    """``err`` with its message placed at ``path``: ``amount=1.5 ...`` → ``<path>.amount=1.5 ...``
+    when it starts with one of the node's ``keys``, else ``<path>: ...``."""
     message = str(err)
     if any(message.startswith((f"{k}=", f"{k}:", f"{k} ", f"{k}.")) for k in keys):
         new = f"{path}.{message}"

@@ -69,18 +69,18 @@ def upgrade(config: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     out = copy.deepcopy(config)
     notes: list[str] = []
     pruning = out.get("pruning")
-    if isinstance(pruning, dict):
-        if "_target_" not in pruning:
-            out["pruning"] = _old_pruning(pruning)
-        else:
-            notes += _moved_spellings(pruning)
+    saved = isinstance(pruning, dict) and "_target_" not in pruning  # all of it the old shape
+    if saved:
+        out["pruning"] = _old_pruning(pruning)
+    elif isinstance(pruning, dict):
+        notes += _moved_spellings(pruning)
     trainer = out.get("trainer")
     if isinstance(trainer, dict) and "_target_" not in trainer:
         out["trainer"] = {"_target_": TRAINER, **trainer}
     logger = out.get("logger")
     if isinstance(logger, dict):
         notes += _loggers(logger)
-    return out, notes
+    return out, [] if saved else notes
 
 
 def _old_pruning(old: dict[str, Any]) -> dict[str, Any]:

@@ -146,7 +146,10 @@ def build(cfg: DictConfig, run_dir: Path, config: dict[str, Any], resume: Resume
     pruner, schedule = make_callback(cfg)
     model = instantiate_model(cfg)
     if pruner is not None:
-        pruner.bind(model)
+        try:
+            pruner.bind(model)
+        except ConfigError as err:  # targets.include ... matches nothing: the node's key
+            raise components.located(err, "pruning", ("targets",)) from None
     datamodule = instantiate_data(cfg)
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
         datamodule.prepare_data()

@@ -51,9 +51,16 @@ def validate_patterns(include: Sequence[str] = (), exclude: Sequence[str] = ()) 
                     re.compile(pattern[3:])
                 except re.error as err:
                     raise ConfigError(
-                        f"targets.{key} pattern {pattern!r} is not a valid regular "
+                        f"{key} pattern {pattern!r} is not a valid regular "
                         f"expression ({err}); fix it or use a glob without the re: prefix"
                     ) from None
+
+
+def check_types(types: Sequence[str]) -> None:
+    """Every name is one of :data:`PRUNABLE_TYPES`."""
+    unknown = [t for t in types if t not in PRUNABLE_TYPES]
+    if unknown:
+        raise ConfigError(f"types has unknown module type(s) {unknown}; valid: {sorted(PRUNABLE_TYPES)}")
 
 
 def find_targets(
@@ -71,12 +78,7 @@ def find_targets(
     parameter name; an ``include`` pattern that matches nothing is an error, not a silent no-op.
     Each keyword argument is also a field of :class:`Targets` (``pruning.targets.<name>``).
     """
-    unknown = [t for t in types if t not in PRUNABLE_TYPES]
-    if unknown:
-        raise ConfigError(
-            f"targets.types has unknown module type(s) {unknown}; "
-            f"valid: {sorted(PRUNABLE_TYPES)}"
-        )
+    check_types(types)
     validate_patterns(include, exclude)
     classes = tuple(PRUNABLE_TYPES[t] for t in types)
     found = []
@@ -135,12 +137,9 @@ class Targets:
         for key in ("types", "include", "exclude"):
             value = getattr(self, key)
             if isinstance(value, str) or not isinstance(value, Sequence):
-                raise ConfigError(f"targets.{key}={value!r} must be a list of names")
+                raise ConfigError(f"{key}={value!r} must be a list of names")
             object.__setattr__(self, key, tuple(str(v) for v in value))
-        unknown = [t for t in self.types if t not in PRUNABLE_TYPES]
-        if unknown:
-            raise ConfigError(f"targets.types has unknown module type(s) {unknown}; "
-                              f"valid: {sorted(PRUNABLE_TYPES)}")
+        check_types(self.types)
         validate_patterns(self.include, self.exclude)
 
     @classmethod

@@ -41,7 +41,8 @@ def check_scope(criterion: Criterion, scope: str | None) -> str:
         raise ConfigError(f"scope={scope!r} is not a pruning scope; valid scopes: {', '.join(SCOPES)}")
     if scope not in criterion.scopes:
         hint = "; use l1_unstructured for per-layer magnitude" if criterion.name == "global_magnitude" else ""
-        raise ConfigError(f"scope={scope!r}: pruning method {criterion.name!r} does not support it; "
+        raise ConfigError(f"scope={scope!r}: pruning method {criterion.name!r} does not support "
+                          f"scope {scope!r}; "
                           f"valid scopes: {', '.join(criterion.scopes)}{hint}")
     return scope
 
