@@ -78,8 +78,13 @@ def find_targets(
     parameter name; an ``include`` pattern that matches nothing is an error, not a silent no-op.
     Each keyword argument is also a field of :class:`Targets` (``pruning.targets.<name>``).
     """
-    check_types(types)
-    validate_patterns(include, exclude)
+    return Targets(types=types, include=include, exclude=exclude, skip_last=skip_last,
+                   parameter=parameter).find(model)
+
+
+def _select(model: nn.Module, types: Sequence[str], include: Sequence[str],
+            exclude: Sequence[str], skip_last: bool, parameter: str) -> list[Target]:
+    """:func:`find_targets` of arguments already checked (:class:`Targets`)."""
     classes = tuple(PRUNABLE_TYPES[t] for t in types)
     found = []
     for mod_name, module in model.named_modules():
@@ -156,5 +161,4 @@ class Targets:
 
     def find(self, model: nn.Module) -> list[Target]:
         """The tensors of ``model`` these settings select (see :func:`find_targets`)."""
-        return find_targets(model, types=self.types, include=self.include, exclude=self.exclude,
-                            skip_last=self.skip_last, parameter=self.parameter)
+        return _select(model, self.types, self.include, self.exclude, self.skip_last, self.parameter)
