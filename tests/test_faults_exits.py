@@ -155,12 +155,11 @@ def test_sweep_with_a_diverged_job_exits_3(tiny_data, tmp_path):
 
 
 def test_sweep_with_a_failed_job_finishes_the_others_then_exits_2(tiny_data, tmp_path):
-    """A real process (the exit status is what a script sees), with joblib's worker processes:
-    the failing job comes first, the other still runs."""
+    """A real process: the exit status is what a script sees. The failing job comes first, the
+    other still runs. (Jobs in other processes: test_sweeps.py's slurm_local grid.)"""
     sweep = tmp_path / "sweep"
     proc = subprocess.run(
-        [sys.executable, "-m", "prunelab", "-m", "hydra/launcher=joblib",
-         "hydra.launcher.n_jobs=2", *RUN, f"data_dir={tiny_data}", "pruning.amount=2,0.5",
+        [sys.executable, "-m", "prunelab", "-m", *RUN, f"data_dir={tiny_data}", "pruning.amount=2,0.5",
          f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=job${hydra.job.num}"],
         cwd=tmp_path, env={**os.environ, "PYTHONUNBUFFERED": "1"}, capture_output=True,
         text=True, timeout=300)
