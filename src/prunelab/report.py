@@ -52,6 +52,7 @@ from prunelab.paths import (
     last_checkpoint,
     override_key,
 )
+from prunelab.results import NUMBER_KEYS
 
 log = get_logger(__name__)
 MAX_DEPTH = 4  # job folders lie one level down (grids) or two (search-<method>/amount=<a>)
@@ -130,6 +131,7 @@ class Job:
     extra: str = ""  # overrides that set this job apart from the others of its kind
     # export/<encoding>/export.json records of the job's shipped artifacts, by folder name
     exports: dict[str, dict[str, Any]] = field(default_factory=dict)
+    test_subset: str = ""  # "160 of 10,000": tested on part of the test set (limit_test_batches)
 
     @property
     def dense(self) -> bool:
@@ -413,6 +415,13 @@ def load_job(path: Path, root: Path, prefix: str = "") -> Job:
         error = str(payload.get("error") or f"{RESULTS} has status {status!r}")
         job.error = error
     if status == "ok":
+        bad = next((k for k in sorted(NUMBER_KEYS) if not _is_number(payload.get(k))), None)
+        if bad is not None:  # "0.98" is no number: never ranked, whatever float() makes of it
+            job.status, job.error = "incomplete", (f"{RESULTS}: {bad} is {payload[bad]!r}, "
+                                                   "not a number; left out of the report")
+            log.warning("%s: %s is %r, not a number; left out of the report",
+                        path / RESULTS, bad, payload[bad])
+            return job
         job.test_acc = _num(payload.get("test_acc"))
         if job.test_acc is None or not 0.0 <= job.test_acc <= 1.0:
             # no test (trainer.limit_test_batches=0) or a damaged value: not a result to rank
@@ -429,7 +438,15 @@ def load_job(path: Path, root: Path, prefix: str = "") -> Job:
         job.macs_compact = _num(payload.get("macs_compact"), int)
         job.params_compact = _num(payload.get("params_compact"), int)
         job.exports = load_exports(path)
+        seen, total = payload.get("test_samples"), payload.get("test_samples_total")
+        if seen is not None and total and seen < total:
+            job.test_subset = f"{seen:,} of {total:,}"
     return job
+
+
+def _is_number(value: Any) -> bool:
+    """A JSON number or null (a string, a bool or a list is not)."""
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
 
 
 # per-encoding summary.csv columns: <prefix><encoding folder>, e.g. artifact_bytes_kmeans4
@@ -740,6 +757,13 @@ def notes(jobs: list[Job], points: list[Point]) -> list[str]:
         ok = [j for j in jobs if j.status == "ok" and (j.model, j.data) == (model, data)]
         d_ep = sorted({j.epochs for j in ok if j.dense and j.epochs is not None})
         p_ep = sorted({j.epochs for j in ok if not j.dense and j.epochs is not None})
+        subset = [j for j in ok if j.test_subset]
+        if subset:
+            shown = "; ".join(f"{j.folder}: {j.test_subset}" for j in subset[:3])
+            out.append(f"{model}/{data}: {len(subset)} job(s) tested on part of the test set "
+                       f"({shown}{'; ...' if len(subset) > 3 else ''} test samples; "
+                       "trainer.limit_test_batches, trainer=fast): their test accuracy is an "
+                       "estimate, not comparable with a full test")
         if d_ep and p_ep and d_ep != p_ep:
             out.append(f"{model}/{data}: dense runs trained {'/'.join(map(str, d_ep))} epochs, "
                        f"pruned runs {'/'.join(map(str, p_ep))}: not like for like (pruning "
