@@ -62,7 +62,9 @@ class ResultError(PrunelabError):
 
 
 class DivergedError(ResultError):
-    """Training produced a non-finite loss or weights: the run's numbers mean nothing.
+    """Training produced a non-finite loss or weights, or a final loss far worse than guessing
+    (exploded but finite weights; :func:`prunelab.models.system.exploded`): the run's numbers
+    mean nothing.
 
     The run is recorded with status "diverged" (``failed.json``), naming the epoch and step.
     """

@@ -215,6 +215,8 @@ def save_final_model(model: L.LightningModule, run_dir: Path) -> None:
 def collect(cfg: DictConfig, job: Job, val_acc: float | None, test_metrics: dict[str, Any],
             overrides: list[str] | None) -> Results:
     """The run's :class:`Results` (with the compaction's when ``pruning.compact``)."""
+    from prunelab.data.common import test_set_size
+
     pruner, model, trainer = job.pruner, job.model, job.trainer
     example = _example_input(job.datamodule, model)
     pruned = [t.name for t in pruner.targets] if pruner is not None else None
@@ -231,6 +233,8 @@ def collect(cfg: DictConfig, job: Job, val_acc: float | None, test_metrics: dict
         seed=int(cfg.seed),
         test_acc=_f(test_metrics.get("test_acc")),
         test_loss=_f(test_metrics.get("test_loss")),
+        test_samples=getattr(model, "samples_seen", {}).get("test") if test_metrics else None,
+        test_samples_total=test_set_size(job.datamodule) if test_metrics else None,
         val_acc=val_acc,
         fit_seconds=job.state.fit_seconds,
         epoch_seconds=job.state.epoch_seconds,

@@ -22,7 +22,7 @@ from torch.nn.utils import prune
 
 from prunelab.errors import CheckpointError, ConfigError, DivergedError, ResultError
 from prunelab.lightning_ext import MaskedInPlace, batch_index, move_param, mul_in_place, param_slot
-from prunelab.logs import get_logger
+from prunelab.logs import get_logger, say
 from prunelab.pruning import budget as B
 from prunelab.pruning import criteria as C
 from prunelab.pruning.criteria import dynamic as D
@@ -385,7 +385,8 @@ class PruningCallback(L.Callback):
         if self.verbose and trainer.is_global_zero:
             after_s = "n/a" if after is None else f"{after:.4f}"
             before_s = "n/a" if before is None else f"{before:.4f}"
-            log.info(
+            say(
+                log,
                 ("before training" if step.epoch == AT_INIT else f"epoch {step.epoch}")
                 + f": pruned to {achieved['global']:.4f} "
                 f"(target {step.target:.4f}) val_acc {before_s} -> {after_s}"
@@ -787,8 +788,8 @@ class PruningCallback(L.Callback):
         updates = [h for h in self.history[1:] if h.get("epoch") == trainer.current_epoch]
         if self.verbose and trainer.is_global_zero:
             last = f", last fraction {updates[-1]['fraction']:.3f}" if updates else ""
-            log.info(f"epoch {trainer.current_epoch}: {self.dynamic} at sparsity {achieved:.4f} "
-                     f"(target {self.dynamic_amount:.4f}), {len(updates)} mask updates{last}")
+            say(log, f"epoch {trainer.current_epoch}: {self.dynamic} at sparsity {achieved:.4f} "
+                f"(target {self.dynamic_amount:.4f}), {len(updates)} mask updates{last}")
 
     def remove(self) -> None:
         """Fold the masks into the weights: plain parameters with exact zeros remain."""
