@@ -145,13 +145,19 @@ def test_resume_loads_every_file_with_weights_only(finished, tmp_path, tiny_data
 
 
 @pytest.mark.parametrize("where", ["ckpt_path", "auto_resume"])
-def test_pickled_code_in_a_checkpoint_never_runs_in_a_run(tiny_data, tmp_path, where):
+def test_pickled_code_in_a_checkpoint_never_runs_in_a_run(tiny_data, tmp_path, where, make_cfg):
+    from omegaconf import OmegaConf
+
     marker = tmp_path / "pwned"
     run_dir = tmp_path / "run"
     if where == "ckpt_path":
         ckpt = evil_checkpoint(tmp_path / "gift.ckpt", marker)
         extra = [f"ckpt_path={ckpt}"]
     else:
+        # this command's own run folder (its saved config), with a planted last.ckpt
+        cfg = make_cfg(*TWO_EPOCHS, f"data_dir={tiny_data}", tiny=False)
+        (run_dir / ".hydra").mkdir(parents=True)
+        OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
         ckpt = evil_checkpoint(run_dir / "checkpoints" / "last.ckpt", marker)
         extra = []
     proc = prunelab_in_process(*TWO_EPOCHS, f"data_dir={tiny_data}", *extra,
@@ -353,8 +359,10 @@ def test_sweep_skips_jobs_another_launcher_is_working_on(tiny_data, tmp_path):
     with RunLock(busy):
         proc = cli("-m", "seed=0,1", "trainer.fast_dev_run=true", f"data_dir={tiny_data}", *TINY,
                    f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=seed${seed}", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # the others ran; the sweep's status says not every job is done, as that job alone would
+    assert proc.returncode == 2, proc.stderr[-3000:]
     assert proc.stderr.count("in progress elsewhere, skipped") == 1 and "job failed" not in proc.stderr
+    assert "0 failed, 1 in progress elsewhere" in proc.stderr
     assert (sweep / "seed0" / "results.json").exists()
     assert not (busy / "results.json").exists() and not (busy / "failed.json").exists()
 

@@ -293,7 +293,7 @@ def test_search_probe_without_test_accuracy_is_an_error_not_a_crash(tiny_data, t
                  "--baseline", str(tmp_path / "base"), "pruning=one_shot", "pruning.schedule.start_epoch=0",
                  "trainer.max_epochs=2", *FAST, *TINY, f"data_dir={tiny_data}",
                  "trainer.limit_test_batches=0"])
-    assert rc == 1  # the probe is an error in search.json, not a TypeError
+    assert rc == 3  # the probe is an error in search.json (no valid result), not a TypeError
     out = json.loads((tmp_path / "s" / "search.json").read_text())["methods"]["l1_unstructured"]
     assert out["status"] == "error" and "no test accuracy" in out["error"]
 

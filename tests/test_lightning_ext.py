@@ -21,7 +21,7 @@ MEASURED = f"torch {X.MEASURED_ON['torch']}, lightning {X.MEASURED_ON['lightning
 
 @pytest.mark.parametrize("flag", ["FAST_ATTRIBUTES", "FAST_PROFILER", "BATCH_PROGRESS",
                                   "ORDERED_PARAMETERS", "PRUNE_HOOK_NAMES", "FOREACH_MUL",
-                                  "CONV_FORWARD"])
+                                  "CONV_FORWARD", "DEVICE_CONSTRUCTORS"])
 def test_every_internal_is_still_there(flag: str) -> None:
     assert getattr(X, flag), (
         f"prunelab.lightning_ext.{flag}: the torch/Lightning internal it relies on changed "
@@ -200,3 +200,9 @@ def test_conv_forward_fast_and_fallback_agree(conv: nn.Module, monkeypatch) -> N
         monkeypatch.setattr(X, "CONV_FORWARD", False)
         slow = X.conv_forward(conv, x, w, None)
     assert torch.allclose(fast, slow, atol=1e-6)
+
+
+def test_tensor_factories_fallback_is_part_of_torchs_list(monkeypatch) -> None:
+    full = X.tensor_factories()
+    monkeypatch.setattr(X, "DEVICE_CONSTRUCTORS", False)
+    assert X.tensor_factories() <= full and torch.empty in X.tensor_factories()

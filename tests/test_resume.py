@@ -217,6 +217,7 @@ def fails_with(args: list[str], cwd: Path, *needles: str, real_process: bool = F
 def test_truncated_checkpoint_is_an_error_not_a_fresh_start(data, finished, tmp_path):
     run_dir = tmp_path / "run"
     (run_dir / "checkpoints").mkdir(parents=True)
+    shutil.copytree(finished / ".hydra", run_dir / ".hydra")  # the same run, killed mid-save
     blob = (finished / "checkpoints" / "last.ckpt").read_bytes()
     bad = run_dir / "checkpoints" / "last.ckpt"
     bad.write_bytes(blob[: len(blob) // 2])

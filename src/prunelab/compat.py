@@ -63,6 +63,7 @@ def check_configs(model: Any, data: Any) -> None:
         raise ConfigError(f"{pair}: model={m} takes {mk} input, data={d} gives {dk} ({BUILT_IN})")
     check_classes(m, model.get("num_classes"), d, data.get("num_classes"))
     check_shape(m, _shape(model.get("input_shape")), d, _shape(data.get("input_shape")))
+    check_channels(model, d, _shape(data.get("input_shape")), "channels" in data)
 
 
 def check_classes(model_name: str, model_classes: Any, data_name: str, data_classes: Any) -> None:
@@ -84,10 +85,32 @@ def check_shape(model_name: str, model_shape: list[int] | None, data_name: str,
         "adapts to any image size), or resize the images (data.image_size, data.channels)")
 
 
+def check_channels(model: Any, data_name: str, data_shape: list[int] | None,
+                   convertible: bool) -> None:
+    """The network's input planes (``model.net.in_channels``, model=torchvision's key) against
+    the data's image channels: a grayscale set for a colour network, or the reverse.
+
+    ``convertible``: the data config has ``channels`` (image folders, torchvision sets), which
+    converts the images on reading.
+    """
+    net = model.get("net")
+    want = net.get("in_channels") if hasattr(net, "get") else None
+    if want is None or data_shape is None or len(data_shape) != 3 or int(want) == data_shape[0]:
+        return
+    have, want = data_shape[0], int(want)
+    fix = f"set model.net.in_channels={have}"
+    if convertible and want in (1, 3):
+        fix += f" (or data.channels={want} to convert the images on reading)"
+    raise ConfigError(
+        f"model={model.get('name', '?')} takes {want}-channel images (model.net.in_channels="
+        f"{want}), data={data_name} gives {have}-channel images {data_shape}: {fix}")
+
+
 def check_data(model: Any, data_name: str, datamodule: Any) -> None:
     """The model's declarations against what the data module read from the files."""
     m = model.get("name", "?")
     check_classes(m, model.get("num_classes"), data_name, getattr(datamodule, "num_classes", None))
     shape = getattr(datamodule, "sample_shape", None)
-    check_shape(m, _shape(model.get("input_shape")), data_name,
-                _shape(shape() if callable(shape) else shape))
+    shape = _shape(shape() if callable(shape) else shape)
+    check_shape(m, _shape(model.get("input_shape")), data_name, shape)
+    check_channels(model, data_name, shape, hasattr(datamodule, "channels"))

@@ -1,9 +1,20 @@
-"""User-facing errors: one clear line, printed without a traceback by the entry points."""
+"""User-facing errors: one clear line, printed without a traceback by the entry points.
+
+Every command's exit status comes from here (the table in ``docs/cli.md``): 0 everything asked
+for succeeded; 1 an unexpected error (a bug: Python's or Hydra's traceback is shown); 2 bad
+input, wherever it is found (:class:`PrunelabError`); 3 a run that did not produce a valid
+result (:class:`ResultError`).
+"""
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Sequence
+
+EXIT_OK = 0
+EXIT_CRASH = 1  # an exception that is not a PrunelabError: a bug, shown with its traceback
+EXIT_BAD_INPUT = 2
+EXIT_NO_RESULT = 3
 
 
 class PrunelabError(Exception):
@@ -13,7 +24,7 @@ class PrunelabError(Exception):
     the bad value and the valid choices.
     """
 
-    exit_code = 2
+    exit_code = EXIT_BAD_INPUT
 
 
 class ConfigError(PrunelabError, ValueError):
@@ -40,17 +51,23 @@ class RunInProgressError(PrunelabError):
     """Another live process is working in the same run directory."""
 
 
+class RunFolderError(PrunelabError):
+    """A run folder that holds another configuration's run, or files prunelab did not write."""
+
+
 class ResultError(PrunelabError):
     """The run did not do what was asked (a pruning step missed its target, ...).
 
     Not bad input as such, so entry points exit with status 3, not 2.
     """
 
-    exit_code = 3
+    exit_code = EXIT_NO_RESULT
 
 
 class DivergedError(ResultError):
-    """Training produced a non-finite loss or weights: the run's numbers mean nothing.
+    """Training produced a non-finite loss or weights, or a final loss far worse than guessing
+    (exploded but finite weights; :func:`prunelab.models.system.exploded`): the run's numbers
+    mean nothing.
 
     The run is recorded with status "diverged" (``failed.json``), naming the epoch and step.
     """
@@ -59,6 +76,31 @@ class DivergedError(ResultError):
                  stage: str | None = None) -> None:
         super().__init__(message)
         self.epoch, self.step, self.stage = epoch, step, stage
+
+
+def user_error(err: BaseException | None) -> PrunelabError | None:
+    """The :class:`PrunelabError` behind ``err``: ``err`` itself, or the one a library wrapped
+    (Hydra's ``instantiate`` raises ``InstantiationException`` *from* a data module's
+    ConfigError). None for any other exception: a bug, to be shown with its traceback."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, PrunelabError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__
+    return None
+
+
+def exit_status(err: BaseException) -> int:
+    """The exit status a command ends with when ``err`` stops it."""
+    found = user_error(err)
+    return found.exit_code if found is not None else EXIT_CRASH
+
+
+def one_line(err: BaseException) -> str:
+    """``err``'s message as the one line an entry point prints (its first line)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def unknown_key(key: str, owner: str, valid: Sequence[str]) -> ConfigError:

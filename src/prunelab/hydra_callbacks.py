@@ -4,7 +4,8 @@ Registered in ``conf/config.yaml`` under ``hydra.callbacks``. Each job, wherever
 process, a joblib worker, a SLURM node), appends one line to ``<sweep dir>/.prunelab_progress.jsonl``
 when it ends (``on_job_end``); the launching process watches that file and logs "job k/N done"
 lines while the sweep runs, then the sweep's summary (``on_multirun_end``): jobs done, skipped
-(done already), failed and diverged, the failed ones named, and the report command.
+(done already), failed and diverged, the failed ones named, and the report command. The
+command then exits with :func:`sweep_status`: 0 only when every job succeeded.
 """
 
 from __future__ import annotations
@@ -17,16 +18,28 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from hydra.core.utils import JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from prunelab.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_CRASH,
+    EXIT_NO_RESULT,
+    EXIT_OK,
+    exit_status,
+    one_line,
+)
 from prunelab.logs import SUMMARY_LOGGER, get_logger
 from prunelab.paths import FAILED, RESULTS
 
 PROGRESS = Path(".prunelab_progress.jsonl")  # a file: sweep folders hold only job folders
 log = get_logger("prunelab.sweep")
 summary_log = get_logger(SUMMARY_LOGGER)
+#: the exit status of the last sweep this process launched (set when it ends; None before), for
+#: the entry point to exit with (prunelab.cli.train.main)
+last_sweep_status: int | None = None
 
 
 def count_jobs(config: DictConfig) -> int | None:
@@ -51,15 +64,25 @@ def count_jobs(config: DictConfig) -> int | None:
         return None
 
 
-def job_record(config: DictConfig, state: str | None = None,
-               error: str | None = None) -> dict[str, Any]:
-    """What one finished job reports: its folder, status and headline numbers."""
+def job_record(config: DictConfig, value: Any = None,
+               error: BaseException | None = None) -> dict[str, Any]:
+    """What one finished job reports: its folder, status, exit status and headline numbers.
+
+    ``value`` is what the job returned (:func:`prunelab.cli.train._app`), ``error`` what it
+    raised. A job that did not run in its folder (refused, in progress elsewhere, stopped
+    before it began) says why in ``value``; its folder, which may hold another run, is not read.
+    """
     out_dir = Path(config.hydra.runtime.output_dir)
     try:
         folder = out_dir.relative_to(Path(config.hydra.sweep.dir)).as_posix()
     except ValueError:
         folder = out_dir.name
-    rec: dict[str, Any] = {"folder": folder, "state": state}
+    value = value if isinstance(value, dict) else {}
+    rec: dict[str, Any] = {"folder": folder, "state": value.get("state")}
+    if value.get("error"):
+        rec.update(status=value.get("status") or "failed", error=value["error"],
+                   exit=int(value.get("exit") or EXIT_CRASH))
+        return rec
     failed, results = out_dir / FAILED, out_dir / RESULTS
     if results.is_file():
         try:
@@ -76,8 +99,33 @@ def job_record(config: DictConfig, state: str | None = None,
         except (OSError, ValueError):
             rec.update(status="failed", error="failed.json unreadable")
     else:
-        rec.update(status="failed", error=error or "no results.json")
+        rec.update(status="failed", error=(f"{type(error).__name__}: {one_line(error)}"
+                                           if error is not None else "no results.json"))
+    if error is not None:
+        rec["exit"] = exit_status(error)
+    elif value.get("exit") is not None:
+        rec["exit"] = int(value["exit"])
+    else:
+        rec["exit"] = EXIT_OK if rec["status"] == "ok" else (
+            EXIT_NO_RESULT if rec["status"] == "diverged" else EXIT_CRASH)
+    if rec["exit"] == EXIT_OK and rec["status"] != "ok":
+        rec["exit"] = EXIT_CRASH  # the job said it ended well, its folder says otherwise
     return rec
+
+
+def sweep_status(records: list[dict[str, Any]], total: int | None = None) -> int:
+    """A sweep's exit status: 0 when every job succeeded (or had finished earlier); else the
+    status its failed jobs would have had alone, the most serious first: an unexpected error
+    (1), then bad input (2), then a run without a valid result (3). Jobs that did not report
+    (killed, or never started) count as runs without a result."""
+    codes = {int(r.get("exit", EXIT_OK if r.get("status") == "ok" else EXIT_CRASH))
+             for r in records}
+    if total is not None and len(records) < total:
+        codes.add(EXIT_NO_RESULT)
+    for code in (EXIT_CRASH, EXIT_BAD_INPUT, EXIT_NO_RESULT):
+        if code in codes:
+            return code
+    return max(codes - {EXIT_OK}, default=EXIT_OK)
 
 
 def kind(rec: dict[str, Any]) -> str:
@@ -194,23 +242,24 @@ class SweepProgress(Callback):
         return records
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        global last_sweep_status
         if self._thread is not None:
             self._stop.set()
             self._thread.join(timeout=5)
         records = self._flush()
+        last_sweep_status = sweep_status(records, self.total)
         summary_log.info("\n".join(summary_lines(self.sweep_dir, records, self.total)))
 
     # ------------------------------------------------------------------ each job
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         if OmegaConf.select(config, "hydra.mode") != RunMode.MULTIRUN:
             return
-        value, error = None, None
-        try:
-            value = job_return.return_value
-        except Exception as err:  # the task raised: the job failed
-            error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-        state = value.get("state") if isinstance(value, dict) else None
-        rec = job_record(config, state, error)
+        # not job_return.return_value: for a failed job Hydra's getter prints "Error executing
+        # job" and raises
+        value, error = job_return._return_value, None
+        if job_return.status == JobStatus.FAILED:  # the task raised: the job failed
+            value, error = None, value
+        rec = job_record(config, value, error)
         path = Path(config.hydra.sweep.dir) / PROGRESS
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a") as f:  # one short line per write: appends do not interleave

@@ -25,6 +25,9 @@ workaround                 relies on                                  fallback
                            ``BasePruningMethod._tensor_name``         with a ``<p>_mask`` buffer
 :func:`mul_in_place`       ``torch._foreach_mul_``                    one ``mul_`` per tensor
 :func:`conv_forward`       ``_ConvNd._conv_forward``                  ``F.conv1d/2d/3d``
+:func:`tensor_factories`   ``torch.utils._device``'s                  the public factories
+                           ``_device_constructors()`` lists torch's   by name
+                           tensor factory functions
 =========================  =========================================  ==========================
 """
 
@@ -314,3 +317,35 @@ def conv_forward(conv: nn.Module, x: Tensor, weight: Tensor, bias: Tensor | None
         x = F.pad(x, pad, mode=conv.padding_mode)
         padding = 0
     return _CONV_FN[dims](x, weight, bias, conv.stride, padding, conv.dilation, conv.groups)
+
+
+# ------------------------------------------------------------------ tensor constructors
+
+
+def _device_constructors_listed() -> bool:
+    """``torch.utils._device._device_constructors()`` (what ``with torch.device(...)``
+    redirects) lists torch's tensor factory functions."""
+    try:
+        from torch.utils._device import _device_constructors
+
+        found = _device_constructors()
+        return all(f in found for f in (torch.empty, torch.zeros, torch.full, torch.tensor))
+    except Exception:
+        return False
+
+
+DEVICE_CONSTRUCTORS = _device_constructors_listed()
+_PUBLIC_CONSTRUCTORS = frozenset({
+    torch.empty, torch.empty_strided, torch.zeros, torch.ones, torch.full, torch.rand,
+    torch.randn, torch.randint, torch.randperm, torch.arange, torch.linspace, torch.logspace,
+    torch.eye, torch.tensor, torch.as_tensor, torch.scalar_tensor})
+
+
+def tensor_factories() -> frozenset:
+    """The torch functions that create a tensor from sizes or data, each taking ``device=``:
+    torch's own list, else the public ones above (all that ``nn`` layers call)."""
+    if DEVICE_CONSTRUCTORS:
+        from torch.utils._device import _device_constructors
+
+        return frozenset(_device_constructors())
+    return _PUBLIC_CONSTRUCTORS

@@ -10,7 +10,6 @@ anything in it is built. A saved config of an earlier release is read in today's
 
 from __future__ import annotations
 
-import os
 import pickle
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -20,11 +19,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
+from prunelab.allowlist import ALLOW_ENV, allowed_prefixes, how_to_allow  # noqa: F401 (ALLOW_ENV: re-exported)
 from prunelab.errors import CheckpointError, ConfigError, PrunelabError, UnsafeInputError
 from prunelab.paths import FINAL_MODEL, last_checkpoint, run_config
 
-#: env var with extra allowed ``_target_`` prefixes, comma-separated (as ``--allow-target``)
-ALLOW_ENV = "PRUNELAB_ALLOW_TARGETS"
 # classes a prunelab run folder names: prunelab's networks, systems and data modules, torch's
 # optimizers and LR schedulers. Only classes defined there: a function under these (one that
 # writes files, say) or a class imported into them (pathlib.Path) is not a constructor a run needs.
@@ -58,12 +56,6 @@ def _corrupt(path: Path, err: Exception) -> CheckpointError:
         f"checkpoint {path} is corrupt or not a prunelab checkpoint ({type(err).__name__}: {first}); "
         "move it away to start fresh, or pass ckpt_path=null"
     )
-
-
-def allowed_prefixes(extra: Iterable[str] = ()) -> tuple[str, ...]:
-    """The user's own allowed ``_target_`` prefixes: ``--allow-target`` values and $PRUNELAB_ALLOW_TARGETS."""
-    env = [p.strip() for p in os.environ.get(ALLOW_ENV, "").split(",") if p.strip()]
-    return tuple(p for p in (*extra, *env) if p)
 
 
 def _targets(node: Any, key: str = "") -> Iterator[tuple[str, str]]:
@@ -116,8 +108,7 @@ def check_targets(cfg: DictConfig, source: Path, allow: Iterable[str] = ()) -> N
             raise UnsafeInputError(
                 f"{source}: {key}={target!r} is not on the allow-list (prunelab's model and data "
                 "classes, torch.optim optimizers and schedulers), so it was not run; if you trust "
-                f"this run folder, allow it with --allow-target {target.rsplit('.', 1)[0]} "
-                f"(or {ALLOW_ENV}={target.rsplit('.', 1)[0]})"
+                f"this run folder, allow it with {how_to_allow(target)}"
             )
 
 

@@ -70,6 +70,21 @@ def get_logger(name: str) -> logging.Logger:
     return logging.getLogger(name if name.startswith(LOGGER) else f"{LOGGER}.{name}")
 
 
+def say(logger: logging.Logger, message: str) -> None:
+    """An INFO record the caller asked for (``PruningCallback(verbose=True)``): through
+    ``logger``'s handlers when the application set logging up, else through a plain stderr
+    handler.
+
+    Without any handler Python shows WARNING and above only, so in a plain script that set up
+    no logging a verbose callback would show nothing at all.
+    """
+    if logger.hasHandlers():
+        logger.info(message)
+    else:
+        record = logger.makeRecord(logger.name, logging.INFO, "(say)", 0, message, None, None)
+        logging.StreamHandler(sys.stderr).handle(record)
+
+
 class ConsoleFormatter(logging.Formatter):
     """prunelab's records as plain lines, warnings flagged, others prefixed with their library."""
 

@@ -21,6 +21,7 @@ LAST_CHECKPOINT = "last.ckpt"
 HYDRA_DIR = ".hydra"  # Hydra's composed config and overrides
 HYDRA_CONFIG = "config.yaml"  # in HYDRA_DIR: the run's composed config
 HYDRA_OVERRIDES = "overrides.yaml"  # in HYDRA_DIR: the command-line overrides
+HYDRA_SETTINGS = "hydra.yaml"  # in HYDRA_DIR: Hydra's own settings for the run
 # prunelab export: <run>/EXPORT_DIR/<encoding>/{EXPORT_ARTIFACT, EXPORT_REPORT, EXPORT_ONNX}
 EXPORT_DIR = "export"
 EXPORT_ARTIFACT = "model.plx"  # the compressed, self-contained model

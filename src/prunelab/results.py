@@ -40,6 +40,9 @@ class Results:
     pruning_history: list[dict[str, Any]]  # PruningCallback.history: one record per step
     overrides: list[str]  # the command line's overrides
     versions: dict[str, str]  # prunelab, torch, lightning, python
+    # samples the test measured, and the test set's (fewer with trainer.limit_test_batches)
+    test_samples: int | None = field(default=None, metadata=_OPTIONAL)
+    test_samples_total: int | None = field(default=None, metadata=_OPTIONAL)
     # one forward pass on one example (absent when the data has no validation batch)
     macs_dense: int | None = field(default=None, metadata=_OPTIONAL)
     macs_effective: int | None = field(default=None, metadata=_OPTIONAL)
@@ -80,3 +83,7 @@ class Failure:
 
 RESULT_KEYS: frozenset[str] = frozenset(f.name for f in dataclasses.fields(Results))
 FAILURE_KEYS: frozenset[str] = frozenset(f.name for f in dataclasses.fields(Failure))
+# the keys whose values are numbers (or null): what a reader may compute with
+NUMBER_KEYS: frozenset[str] = frozenset(
+    f.name for f in dataclasses.fields(Results)
+    if f.type in ("float", "int", "float | None", "int | None"))

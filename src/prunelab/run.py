@@ -16,12 +16,14 @@ import json
 import os
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Checkpoint, TQDMProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -30,7 +32,14 @@ from omegaconf import DictConfig, OmegaConf
 import prunelab
 from prunelab import components
 from prunelab.compat import arguments, check_configs, check_data, without_declarations
-from prunelab.errors import CheckpointError, ConfigError, DivergedError, RunInProgressError
+from prunelab.errors import (
+    CheckpointError,
+    ConfigError,
+    DivergedError,
+    RunInProgressError,
+    one_line,
+    user_error,
+)
 from prunelab.lightning_ext import NoProfiler
 from prunelab.loading import load_checkpoint
 from prunelab.logs import get_logger
@@ -208,6 +217,8 @@ def save_final_model(model: L.LightningModule, run_dir: Path) -> None:
 def collect(cfg: DictConfig, job: Job, val_acc: float | None, test_metrics: dict[str, Any],
             overrides: list[str] | None) -> Results:
     """The run's :class:`Results` (with the compaction's when ``pruning.compact``)."""
+    from prunelab.data.common import test_set_size
+
     pruner, model, trainer = job.pruner, job.model, job.trainer
     example = _example_input(job.datamodule, model)
     pruned = [t.name for t in pruner.targets] if pruner is not None else None
@@ -224,6 +235,8 @@ def collect(cfg: DictConfig, job: Job, val_acc: float | None, test_metrics: dict
         seed=int(cfg.seed),
         test_acc=_f(test_metrics.get("test_acc")),
         test_loss=_f(test_metrics.get("test_loss")),
+        test_samples=getattr(model, "samples_seen", {}).get("test") if test_metrics else None,
+        test_samples_total=test_set_size(job.datamodule) if test_metrics else None,
         val_acc=val_acc,
         fit_seconds=job.state.fit_seconds,
         epoch_seconds=job.state.epoch_seconds,
@@ -248,8 +261,13 @@ def budget_record(pruner: Any) -> dict[str, Any] | None:
 
 
 def run_or_record_failure(cfg: DictConfig, run_dir: str | Path, overrides: list[str],
-                          multirun: bool) -> dict[str, Any] | None:
-    """``run`` for the entry point: a bad-input error becomes one line and a failed.json."""
+                          multirun: bool, on_error: Callable[[BaseException], Any] | None = None,
+                          ) -> dict[str, Any] | None:
+    """``run`` for the entry point: a bad-input error becomes one line and a failed.json.
+
+    In a sweep (``multirun``) an error returns None; ``on_error`` is given it (the sweep's
+    exit status is derived from its jobs' errors).
+    """
     from prunelab.errors import PrunelabError
 
     try:
@@ -263,14 +281,17 @@ def run_or_record_failure(cfg: DictConfig, run_dir: str | Path, overrides: list[
         if not multirun:
             raise
         log.warning(f"in progress elsewhere, skipped: {err}")
+        if on_error is not None:
+            on_error(err)
         return None
-    except Exception as err:
+    except Exception as caught:
+        err = user_error(caught) or caught  # a ConfigError wrapped by a library is still one
         # in a sweep one bad job must not stop the others; the report lists it as failed
         if not multirun and not isinstance(err, PrunelabError):
             raise
         record = Failure(
             status="diverged" if isinstance(err, DivergedError) else "failed",
-            error=str(err).splitlines()[0] if str(err) else repr(err),
+            error=one_line(err),
             error_type=type(err).__name__, overrides=list(overrides),
         )
         if isinstance(err, DivergedError):
@@ -281,8 +302,12 @@ def run_or_record_failure(cfg: DictConfig, run_dir: str | Path, overrides: list[
         except PrunelabError:
             pass  # the folder itself cannot be written (full disk): the error says so
         if not multirun:
-            raise
+            if err is caught:
+                raise
+            raise err from None
         log.error("job failed: %s: %s", type(err).__name__, err)
+        if on_error is not None:
+            on_error(err)
         return None
 
 
@@ -391,18 +416,34 @@ def check_nodes(cfg: DictConfig) -> None:
 
 def instantiate_model(cfg: DictConfig) -> L.LightningModule:
     """The model section's ``_target_`` with its arguments (declarations left out)."""
-    return instantiate(arguments(OmegaConf.to_container(cfg.model, resolve=True)))
+    return _built(arguments(OmegaConf.to_container(cfg.model, resolve=True)))
 
 
 def instantiate_data(cfg: DictConfig) -> L.LightningDataModule:
     """The data section's ``_target_`` with its arguments (declarations left out)."""
-    return instantiate(arguments(OmegaConf.to_container(cfg.data, resolve=True)))
+    return _built(arguments(OmegaConf.to_container(cfg.data, resolve=True)))
+
+
+def _built(section: dict[str, Any]) -> Any:
+    """``instantiate(section)``; a ConfigError the target raises stays a ConfigError (Hydra
+    wraps it in an InstantiationException, which would end as a traceback and exit 1)."""
+    try:
+        return instantiate(section)
+    except InstantiationException as err:
+        found = user_error(err)
+        if found is None:
+            raise
+        raise found from None
 
 
 def result_config(cfg: DictConfig) -> dict[str, Any]:
-    """The part of the config that determines a run's numbers (compared on resume)."""
-    return _normalized(without_declarations(_without_descriptions(
-        without_no_effect_keys(OmegaConf.to_container(cfg, resolve=True)))))
+    """The part of the config that determines a run's numbers (compared on resume, and with a
+    run folder's saved config); a config of an earlier release is read in today's shape."""
+    from prunelab.legacy import upgrade
+
+    new, _ = upgrade(OmegaConf.to_container(cfg, resolve=False))  # type: ignore[arg-type]
+    plain = OmegaConf.to_container(OmegaConf.create(new), resolve=True)
+    return _normalized(without_declarations(_without_descriptions(without_no_effect_keys(plain))))
 
 
 def _without_descriptions(node: Any) -> Any:
@@ -533,21 +574,29 @@ def resolve_ckpt(ckpt_path: str | None, run_dir: Path, config: dict[str, Any]) -
     state = next((v for k, v in saved.items() if k.startswith("RunState")), None)
     if state is None:
         raise CheckpointError(f"checkpoint {path} was not written by prunelab (no run state)")
-    # the model's and data's names first: they say the most about a mismatch
     theirs = _normalized(without_declarations(_upgraded_state_config(state["config"])))
-    diff = sorted(_diff(theirs, _normalized(config), defaults=_schema_defaults()),
-                  key=lambda d: (not d.split("=")[0].endswith(".name"), d))
+    diff = differences(theirs, _normalized(config))
     if diff:
+        shown = "; ".join(f"{k}={a!r} in the checkpoint, {b!r} now" for k, a, b in diff[:4])
         raise CheckpointError(
-            f"checkpoint {path} belongs to a different run: {'; '.join(diff[:4])}; "
+            f"checkpoint {path} belongs to a different run: {shown}; "
             "use another run directory or pass ckpt_path=null"
         )
     return Resume(str(path), epoch=int(ckpt.get("epoch", -1)) + 1,
                   step=int(ckpt.get("global_step", 0)))
 
 
-def _diff(a: Any, b: Any, prefix: str = "", defaults: Any = None) -> list[str]:
-    """``a`` (the checkpoint's config) against ``b``; a key the checkpoint lacks is no
+def differences(saved: dict[str, Any], now: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """``(key, saved value, value now)`` for each key where two :func:`result_config` differ,
+    the model's and data's names first (they say the most about a mismatch). A run's identity:
+    a checkpoint (:func:`resolve_ckpt`) and a run folder (:mod:`prunelab.runfolder`) are
+    compared with it."""
+    diff = _diff(saved, now, defaults=_schema_defaults())
+    return sorted(diff, key=lambda d: (not d[0].endswith(".name"), d[0]))
+
+
+def _diff(a: Any, b: Any, prefix: str = "", defaults: Any = None) -> list[tuple[str, Any, Any]]:
+    """``a`` (the saved config) against ``b``; a key the saved one lacks is no
     difference while it holds its schema default (an option added since keeps old runs)."""
     if isinstance(a, dict) and isinstance(b, dict):
         defaults = defaults if isinstance(defaults, dict) else {}
@@ -557,7 +606,7 @@ def _diff(a: Any, b: Any, prefix: str = "", defaults: Any = None) -> list[str]:
                 continue
             out += _diff(a.get(k), b.get(k), f"{prefix}{k}.", defaults.get(k))
         return out
-    return [] if a == b else [f"{prefix[:-1]}={a!r} in the checkpoint, {b!r} now"]
+    return [] if a == b else [(prefix[:-1], a, b)]
 
 
 def _upgraded_state_config(config: dict[str, Any]) -> dict[str, Any]:

@@ -4,6 +4,8 @@ For each encoding, writes ``<run>/export/<encoding>/model.plx`` (one self-contai
 file), loads it back with ``prunelab.export.load``, measures its test accuracy on the run's test
 set and writes ``export.json`` beside it; ``model.onnx`` too when ``onnx`` is installed.
 ``prunelab export <file.plx>`` checks an artifact and prints its manifest summary (JSON).
+A network of your own (a ``--config-dir`` model) is built only with ``--allow-target PREFIX``,
+for the run and for its artifacts alike.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from prunelab.cli.help import make_parser
+from prunelab.cli.help import add_run_source_args, make_parser
 from prunelab.errors import PrunelabError
 
 PROG = "prunelab export"
@@ -28,25 +30,27 @@ def main(argv: list[str] | None = None) -> int:
         (f"{PROG} outputs/runs/<run> --encoding int8 --encoding kmeans4", "two encodings"),
         (f"{PROG} outputs/runs/<run> --encoding all --no-eval", "every encoding, no test-set pass"),
         (f"{PROG} outputs/runs/<run>/export/kmeans5/model.plx", "check an artifact"),
+        (f"{PROG} outputs/runs/<run> --allow-target mylab.",
+         "a run of your own network (a class of the mylab package)"),
     ], reference="docs/export.md")
     parser.add_argument("path", help="a finished run directory (or an artifact file to check)")
     parser.add_argument("--encoding", action="append", metavar="E",
                         help=f"repeatable; one of {', '.join(codecs.ENCODINGS)}, or 'all' "
                              f"(default: {', '.join(DEFAULT_ENCODINGS)})")
     parser.add_argument("--out", help="folder for the artifacts (default: <run>/export)")
-    parser.add_argument("--data-dir", help="where the data sets are (default: the run's data_dir)")
     parser.add_argument("--no-eval", action="store_true", help="skip the test-set evaluation")
     parser.add_argument("--finetune-epochs", type=int, default=0, metavar="N",
                         help="train the k-means shared values N epochs on the run's training data "
                              "first (trained quantisation; kmeans encodings; into "
                              "<encoding>-ftN/; default 0: off)")
+    add_run_source_args(parser)
     add_verbosity_args(parser)
     args = parser.parse_args(argv)
     setup(args.verbosity)
     try:
         path = Path(args.path)
         if path.is_file():
-            print(json.dumps(describe(path), indent=2))
+            print(json.dumps(describe(path, args.allow_target), indent=2))
             return 0
         if not path.is_dir():
             raise PrunelabError(f"{path} does not exist: give a finished run directory or a .plx file")
@@ -56,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         for enc in encodings:
             codecs.check_encoding(enc)
         export_run(path, encodings, Path(args.out) if args.out else None, args.data_dir,
-                   evaluate=not args.no_eval, finetune_epochs=args.finetune_epochs)
+                   evaluate=not args.no_eval, finetune_epochs=args.finetune_epochs,
+                   allow=args.allow_target)
     except PrunelabError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2

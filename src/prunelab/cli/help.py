@@ -176,9 +176,10 @@ def add_run_source_args(parser: argparse.ArgumentParser,
                                              "data_dir)") -> None:
     """``--data-dir`` and ``--allow-target``: the options of every command that rebuilds a
     finished run's model and data from its saved config."""
-    from prunelab.loading import ALLOW_ENV
+    from prunelab.allowlist import ALLOW_ENV
 
     parser.add_argument("--data-dir", help=data_dir_help)
     parser.add_argument("--allow-target", action="append", default=[], metavar="PREFIX",
-                        help="also build _target_s starting with PREFIX from the run's saved "
-                             f"config (trusted code of your own; also ${ALLOW_ENV})")
+                        help="also build classes starting with PREFIX that a run's saved config "
+                             "or an export artifact names (trusted code of your own; also "
+                             f"${ALLOW_ENV})")

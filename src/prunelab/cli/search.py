@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from prunelab.cli.help import make_parser
-from prunelab.errors import PrunelabError
+from prunelab.errors import EXIT_NO_RESULT, PrunelabError
 
 PROG = "prunelab search"
 
@@ -67,9 +67,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                      args.iters, args.seeds, args.sweep_dir, args.baseline, args.verbosity)
     except PrunelabError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
-        return 2
+        return err.exit_code
     lines = [f"{m}: {r['message']}" for m, r in out["methods"].items()]
     lines.append(f"wrote {Path(out['sweep_dir']) / SEARCH}")
     lines.append(f"  report: python -m prunelab report {out['sweep_dir']}")
     get_logger(SUMMARY_LOGGER).info("\n".join(lines))
-    return 1 if any(r["status"] == "error" for r in out["methods"].values()) else 0
+    # a probe run without a valid result leaves its method unanswered
+    return EXIT_NO_RESULT if any(r["status"] == "error" for r in out["methods"].values()) else 0

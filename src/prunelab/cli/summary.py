@@ -89,6 +89,9 @@ def rows(results: dict[str, Any], state: str = FRESH) -> list[tuple[str, str]]:
         f", {r.get('method')} pruning, {r.get('schedule')} schedule")
     out.append(("run", what + f", seed {r.get('seed', '?')}"))
     acc = _pct(r.get("test_acc"))
+    seen, total = r.get("test_samples"), r.get("test_samples_total")
+    if seen is not None and total and seen < total:  # trainer.limit_test_batches, trainer=fast
+        acc += f" on {int(seen):,} of {int(total):,} test samples"
     if r.get("test_loss") is not None:
         acc += f"  (loss {float(r['test_loss']):.4f})"
     out.append(("test accuracy", acc))

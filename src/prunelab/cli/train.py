@@ -2,6 +2,11 @@
 
 The subcommands that are not Hydra jobs (``prunelab report`` ...) are dispatched before this
 module is reached; see :mod:`prunelab.cli`.
+
+Exit status (``docs/cli.md``): a run's is its error's (:func:`prunelab.errors.exit_status`); a
+sweep runs all its jobs, then exits with the status its jobs' errors give
+(:func:`prunelab.hydra_callbacks.sweep_status`). A prunelab error raised anywhere in a job ends
+as one line, never as Hydra's "Error executing job" and exit 1.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from prunelab.config import register
-from prunelab.errors import PrunelabError
+from prunelab.errors import PrunelabError, RunInProgressError, exit_status, one_line, user_error
 from prunelab.paths import CONF_DIR
 
 register()
@@ -23,38 +28,65 @@ register()
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def _app(cfg: DictConfig) -> dict[str, Any] | None:
-    from prunelab import logs
-    from prunelab.cli import summary as cli_summary
-    from prunelab.run import run_or_record_failure  # imports Lightning: tame it after
-
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
-    run_dir = hc.runtime.output_dir
     try:
-        logs.apply(cfg.verbosity)
-        if cfg.verbosity == "quiet":
-            cfg.trainer.enable_progress_bar = False
-        state = cli_summary.run_state(run_dir, cfg.ckpt_path)
-        results = run_or_record_failure(cfg, run_dir, list(hc.overrides.task), multirun)
-    except PrunelabError as err:
-        print(f"prunelab: error: {err}", file=sys.stderr)
-        sys.exit(getattr(err, "exit_code", 2))
+        return _job(cfg, hc, multirun)
+    except Exception as err:
+        found = user_error(err)
+        if found is None:
+            raise  # a bug: Hydra shows its traceback (exit status 1)
+        if multirun:  # the job failed before it ran: the sweep goes on and names it
+            return {"state": None, "status": "failed", "exit": found.exit_code,
+                    "error": f"{type(found).__name__}: {one_line(found)}"}
+        print(f"prunelab: error: {one_line(found)}", file=sys.stderr)
+        sys.exit(found.exit_code)
+
+
+def _job(cfg: DictConfig, hc: Any, multirun: bool) -> dict[str, Any]:
+    """One job: claim its folder, then run it (or find it done); what the sweep records."""
+    from prunelab import logs, runfolder
+    from prunelab.cli import summary as cli_summary
+    from prunelab.run import run_or_record_failure  # imports Lightning: tame it after
+    from prunelab.runlock import is_rank_zero
+
+    run_dir = hc.runtime.output_dir
+    overrides = list(hc.overrides.task)
+    if is_rank_zero():  # DDP's other ranks re-run this command in rank 0's folder
+        # before anything is written there: a folder of another run, or of the user's, is
+        # refused (prunelab.runfolder); its .hydra/ files are written only after the check
+        runfolder.claim(run_dir, cfg, HydraConfig.instance().cfg, overrides,
+                        "hydra.sweep.dir" if multirun else "hydra.run.dir")
+    logs.apply(cfg.verbosity)
+    if cfg.verbosity == "quiet":
+        cfg.trainer.enable_progress_bar = False
+    state = cli_summary.run_state(run_dir, cfg.ckpt_path)
+    errors: list[BaseException] = []
+    results = run_or_record_failure(cfg, run_dir, overrides, multirun, on_error=errors.append)
     if not multirun:
-        cli_summary.show(cli_summary.stored_results(run_dir, results), run_dir,
-                         list(hc.overrides.task), state)
-    return {"state": state, "status": None if results is None else results.get("status")}
+        cli_summary.show(cli_summary.stored_results(run_dir, results), run_dir, overrides, state)
+    if errors and isinstance(errors[0], RunInProgressError):
+        return {"state": "in progress elsewhere", "status": "in progress elsewhere",
+                "exit": exit_status(errors[0]), "error": one_line(errors[0])}
+    return {"state": state, "status": None if results is None else results.get("status"),
+            "exit": exit_status(errors[0]) if errors else 0}
 
 
 def main() -> None:
-    """Check the group choices on the command line, then let Hydra run the job(s)."""
+    """Check the group choices on the command line, then let Hydra run the job(s); a sweep
+    exits with the status of its failed jobs (0 when every job succeeded)."""
+    from prunelab import hydra_callbacks
     from prunelab.choices import check_command_line
 
     try:
         check_command_line(CONF_DIR, sys.argv[1:])
     except PrunelabError as err:
-        print(f"prunelab: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        print(f"prunelab: error: {one_line(err)}", file=sys.stderr)
+        sys.exit(err.exit_code)
+    hydra_callbacks.last_sweep_status = None
     _app()
+    if hydra_callbacks.last_sweep_status:
+        sys.exit(hydra_callbacks.last_sweep_status)
 
 
 if __name__ == "__main__":

@@ -8,17 +8,18 @@ single samples in Python.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import stat
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from prunelab.errors import ConfigError
+from prunelab.errors import ConfigError, DataMissingError
 from prunelab.logs import get_logger
 
 _log = get_logger(__name__)
@@ -96,44 +97,104 @@ def cache_key(*parts: object) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+# A cache file is one header line, then torch.save's bytes. The header's size and SHA-256 of
+# those bytes catch any damage (a flipped bit inside a tensor loads without error otherwise).
+CACHE_MAGIC = b"prunelab-cache 1"
+
+
+def cache_bytes(obj: object) -> bytes:
+    """``obj`` as a cache file's content: the header line, then ``torch.save``'s bytes."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    payload = buffer.getvalue()
+    header = b"%s size=%d sha256=%s\n" % (CACHE_MAGIC, len(payload),
+                                          hashlib.sha256(payload).hexdigest().encode())
+    return header + payload
+
+
 def atomic_torch_save(obj: object, path: str | Path) -> None:
-    """``torch.save`` through a temporary file and rename, so readers never see half a file.
+    """:func:`cache_bytes` of ``obj`` through a temporary file and rename, so readers never see
+    half a file.
 
     Several processes (DDP ranks, sweep jobs) may build the same cache at once; the last
     rename wins and every version is complete.
     """
     path = Path(path)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
+    tmp.write_bytes(cache_bytes(obj))
     os.replace(tmp, path)
 
 
-def load_cache(path: str | Path) -> dict[str, Any] | None:
-    """Load a cache written by :func:`atomic_torch_save`; ``None`` if absent or unreadable."""
+def read_cache(path: str | Path) -> tuple[dict[str, Any] | None, str | None]:
+    """``(data, None)`` for an intact cache; ``(None, why)`` for a damaged or foreign one;
+    ``(None, None)`` when there is none."""
     path = Path(path)
     if not path.is_file():
-        return None
+        return None, None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # a truncated or foreign file: rebuild it rather than fail
-        return None
+        with open(path, "rb") as f:
+            header = f.readline(256)  # streamed: no copy of the whole file in memory
+            fields = dict(x.split(b"=", 1) for x in header.split()[2:] if b"=" in x)
+            if not header.startswith(CACHE_MAGIC + b" ") or not {b"size", b"sha256"} <= set(fields):
+                return None, "has no checksum header (an older prunelab's, or not a cache)"
+            size = os.fstat(f.fileno()).st_size - len(header)
+            if fields[b"size"] != str(size).encode():
+                return None, f"is {size} bytes long, its header says {fields[b'size'].decode()}"
+            if hashlib.file_digest(f, "sha256").hexdigest().encode() != fields[b"sha256"].strip():
+                return None, "does not match its checksum (damaged on disk)"
+            f.seek(len(header))
+            return torch.load(f, map_location="cpu", weights_only=True), None
+    except OSError as err:
+        return None, f"cannot be read ({err.strerror or err})"
+    except Exception as err:  # intact bytes that are no cache of ours
+        return None, f"does not load ({type(err).__name__})"
+
+
+def load_cache(path: str | Path) -> dict[str, Any] | None:
+    """Load a cache written by :func:`atomic_torch_save`; ``None`` if absent, damaged or
+    unreadable (:func:`read_cache` says why)."""
+    return read_cache(path)[0]
 
 
 def load_or_build(path: str | Path, build: Callable[[], dict[str, Any]], what: str,
                   use_cache: bool = True,
                   valid: Callable[[dict[str, Any]], bool] = lambda data: True,
                   ) -> tuple[dict[str, Any], bool]:
-    """``(data, hit)``: the cache at ``path`` when ``use_cache`` and it loads and is ``valid``;
-    else ``build()``, saved there atomically. One place for every data module's cache rule:
-    a truncated or stale cache is rebuilt, never trusted and never an error."""
-    data = load_cache(path) if use_cache else None
+    """``(data, hit)``: the cache at ``path`` when ``use_cache`` and it is intact (its checksum)
+    and ``valid``; else ``build()``, saved there atomically. One place for every data module's
+    cache rule: a damaged, truncated or stale cache is rebuilt (with a one-line note), never
+    trusted and never an error."""
+    data, damage = read_cache(path) if use_cache else (None, None)
     if data is not None and valid(data):
         return data, True
+    if damage:
+        _log.warning("%s: the cache %s %s; rebuilding it", what, path, damage)
     t0 = time.perf_counter()
     data = build()
     atomic_torch_save(data, path)
     _log.info("%s ready in %.1f s, cached in %s", what, time.perf_counter() - t0, path)
     return data, False
+
+
+# --------------------------------------------------------------------------- labels
+
+
+def require_classes(labels: Tensor | Iterable[Any], source: str,
+                    names: Mapping[Any, str] | None = None) -> None:
+    """Refuse a data set whose labels hold fewer than two classes (one line naming ``source``
+    and the classes found): any model scores 100 % on one class, which measures nothing.
+
+    ``names`` maps label values to the class names shown (an image folder's folder names).
+    Every data module that reads labels calls this on what it read, before anything is cached.
+    """
+    found = labels.unique().tolist() if isinstance(labels, Tensor) else sorted(set(labels), key=str)
+    if len(found) >= 2:
+        return
+    shown = ", ".join(str(names.get(v, v)) if names else str(v) for v in found) or "none"
+    raise DataMissingError(
+        f"{source} holds {len(found)} class{'' if len(found) == 1 else 'es'} ({shown}): a "
+        "classifier needs samples of at least two classes (on one class any model scores "
+        "100 %); add samples of the other classes, or point the data config at the full set")
 
 
 # --------------------------------------------------------------------------- batching
@@ -307,6 +368,22 @@ def example_input(datamodule: Any) -> Tensor:
     datamodule.prepare_data()
     datamodule.setup("test")
     return next(iter(datamodule.test_dataloader()))[0][:1]
+
+
+def test_set_size(datamodule: Any) -> int | None:
+    """Samples in ``datamodule``'s whole test set (``limit_test_batches`` tests fewer); None
+    when its loader does not say (no ``tensors`` or sized ``dataset``)."""
+    try:
+        loader = datamodule.test_dataloader()
+    except Exception:
+        return None
+    tensors = getattr(loader, "tensors", None)
+    if tensors:
+        return len(tensors[0])
+    try:
+        return len(loader.dataset)
+    except (AttributeError, TypeError):
+        return None
 
 
 class SplitLoaders:

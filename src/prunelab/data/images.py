@@ -28,6 +28,7 @@ from prunelab.data.common import (
     cache_key,
     file_identity,
     load_or_build,
+    require_classes,
     resolve_cache_dir,
 )
 from prunelab.data.splits import TEST_SPLIT_SEED, holdout
@@ -137,6 +138,7 @@ class ImageTensorsDataModule(SplitLoaders, L.LightningDataModule):
         return data
 
     def _check_labels(self, labels: Tensor, part: str) -> None:
+        require_classes(labels, f"{self.identity().split('|')[0]} ({part} part)")
         if len(labels) and int(labels.max()) >= self.num_classes:
             raise DataMissingError(
                 f"{self.identity().split('|')[0]}: the {part} labels reach "
@@ -289,6 +291,7 @@ class ImageFolderDataModule(ImageTensorsDataModule):
             except (FileNotFoundError, RuntimeError) as err:
                 raise DataMissingError(f"{folder}: {str(err).splitlines()[0]}") from None
             if classes is None:
+                require_classes(dataset.targets, str(folder), dict(enumerate(dataset.classes)))
                 classes = dataset.classes
                 if len(classes) != self.num_classes:
                     shown = ", ".join(classes[:8]) + (", ..." if len(classes) > 8 else "")

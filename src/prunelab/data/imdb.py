@@ -39,6 +39,7 @@ from prunelab.data.common import (
     cache_key,
     file_identity,
     load_or_build,
+    require_classes,
     resolve_cache_dir,
     trim_padding,
 )
@@ -384,6 +385,8 @@ class IMDBDataModule(SplitLoaders, L.LightningDataModule):
         log.info("preparing IMDB from %s: reading, tokenizing and caching 50,000 reviews "
                  "(once per vocabulary size and max_len; about a minute) ...", source.path)
         parts = source.read()
+        for name, part in parts.items():
+            require_classes(part.labels, f"{source.path} ({name} part)", {1.0: "pos", 0.0: "neg"})
         log.info("  read %s reviews; building the vocabulary and encoding ...",
                  " + ".join(f"{len(p.texts):,} {name}" for name, p in parts.items()))
         data: dict[str, Any] = encode_parts({name: p.texts for name, p in parts.items()},

@@ -26,6 +26,7 @@ from prunelab.data.common import (
     file_identity,
     is_writable_dir,
     load_or_build,
+    require_classes,
     resolve_cache_dir,
 )
 from prunelab.errors import ConfigError, DataMissingError
@@ -102,6 +103,7 @@ def _decode_pair(images_path: Path, labels_path: Path) -> tuple[Tensor, Tensor]:
         )
     if labels.size and labels.max() >= NUM_CLASSES:
         raise DataMissingError(f"{labels_path} holds labels outside 0..9")
+    require_classes(set(labels.tolist()), str(labels_path))
     return torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64))
 
 

@@ -27,6 +27,7 @@ from prunelab.data.common import (
     cache_key,
     file_identity,
     load_or_build,
+    require_classes,
     resolve_cache_dir,
     trim_padding,
 )
@@ -150,10 +151,12 @@ class TextFilesDataModule(SplitLoaders, L.LightningDataModule):
 
     def _build(self, tokenizer_path: Path) -> dict[str, Tensor]:
         texts, raw = read_records(self.train_path, self.text_field, self.label_field)
+        require_classes({str(v).strip() for v in raw}, str(self.train_path))
         index = class_index(raw, self.classes, self.num_classes, str(self.train_path))
         labels = label_ids(raw, index, self.num_classes, str(self.train_path))
         if self.test_path is not None:
             test_texts, test_raw = read_records(self.test_path, self.text_field, self.label_field)
+            require_classes({str(v).strip() for v in test_raw}, str(self.test_path))
             test_labels = label_ids(test_raw, index, self.num_classes, str(self.test_path))
         else:  # held out before the vocabulary is built: it sees training texts only
             keep, out = holdout(len(texts), self.test_size, TEST_SPLIT_SEED, "test_size")

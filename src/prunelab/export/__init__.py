@@ -1,7 +1,7 @@
 """Compressed, self-contained artifacts of pruned networks (``prunelab export``).
 
 ``load(path)`` returns the plain network with its weights; it needs neither Lightning nor
-Hydra and never unpickles anything.
+Hydra, never unpickles anything, and checks every size the file declares before allocating.
 """
 
 from prunelab.export.artifact import NETWORKS, decode, encode, load, read, save

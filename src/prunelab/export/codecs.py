@@ -26,6 +26,7 @@ comes within a few percent of the codes' entropy, below ``b`` bits when the clus
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -114,8 +115,10 @@ def decode_positions(coding: str, data: bytes, numel: int, nnz: int, width: int)
         bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8), count=numel)
         idx = np.flatnonzero(bits)
     elif coding == "index":
-        gaps = unshuffle(data, width, nnz).astype(np.int64)
-        idx = np.cumsum(gaps + 1) - 1
+        gaps = unshuffle(data, width, nnz)
+        if nnz and int(gaps.max()) >= numel:  # also keeps the sums below from wrapping
+            raise ValueError("a position gap beyond the tensor")
+        idx = (np.cumsum(gaps + np.uint64(1)) - np.uint64(1)).astype(np.int64)
     else:
         raise ValueError(f"unknown position coding {coding!r}")
     if len(idx) != nnz or (nnz and (idx[0] < 0 or idx[-1] >= numel)):
@@ -142,7 +145,8 @@ def quantize_int8(values: np.ndarray, channel: np.ndarray, channels: int
 
 def dequantize_int8(codes: np.ndarray, channel: np.ndarray, lo: np.ndarray,
                     scale: np.ndarray) -> np.ndarray:
-    return (lo[channel] + codes.astype(np.float32) * scale[channel]).astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):  # a damaged scale decodes to inf, quietly
+        return (lo[channel] + codes.astype(np.float32) * scale[channel]).astype(np.float32)
 
 
 def kmeans_1d(values: np.ndarray, k: int, iters: int = KMEANS_ITERS
@@ -225,61 +229,132 @@ def encode_tensor(name: str, tensor: torch.Tensor, encoding: str, out: Sections)
     return entry
 
 
-def _section(payload: bytes, ref: Any) -> bytes:
-    off, length = (int(x) for x in ref)
-    if off < 0 or length < 0 or off + length > len(payload):
-        raise ValueError("a section lies outside the payload")
-    return payload[off: off + length]
+# ---------------------------------------------------------------------------- reading
+
+FLOAT_DTYPES = ("float32", "float64", "float16")
+MAX_DIMS = 32
 
 
-def _array(payload: bytes, ref: Any, dtype: str, count: int) -> np.ndarray:
-    data = _section(payload, ref)
-    arr = np.frombuffer(data, dtype=dtype)
-    if len(arr) != count or len(data) != arr.nbytes:
-        raise ValueError(f"a section holds {len(data)} bytes, not {count} values of {dtype}")
-    return arr
+@dataclass(frozen=True)
+class Layout:
+    """What a manifest entry claims, checked for consistency: its shape, element count, dense
+    bytes, and each payload section's (offset, length) with the length the entry implies."""
+
+    shape: tuple[int, ...]
+    numel: int
+    dense_bytes: int
+    sections: dict[str, tuple[int, int]]
 
 
-def decode_tensor(entry: dict[str, Any], payload: bytes) -> torch.Tensor:
-    """The tensor an entry describes; ValueError/KeyError/TypeError when it is inconsistent."""
-    dtype = entry["dtype"]
-    if dtype not in DTYPES:
-        raise ValueError(f"unsupported dtype {dtype!r}")
-    shape = [int(s) for s in entry["shape"]]
-    if any(s < 0 for s in shape):
-        raise ValueError("negative dimension")
-    numel = int(np.prod(shape, dtype=np.int64))
-    kind = entry["kind"]
+def _int(entry: dict[str, Any], key: str, lo: int, hi: int | None = None) -> int:
+    value = entry.get(key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{key} is {value!r}, not a whole number")
+    if value < lo or (hi is not None and value > hi):
+        raise ValueError(f"{key}={value} outside {lo}..{'' if hi is None else hi}")
+    return value
+
+
+def _choice(entry: dict[str, Any], key: str, choices: tuple[str, ...]) -> str:
+    value = entry.get(key)
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{key} is {value!r}, not one of {', '.join(choices)}")
+    return value
+
+
+def _ref(entry: dict[str, Any], key: str, length: int) -> tuple[int, int]:
+    """The entry's (offset, length) section ``key``, which must hold exactly ``length`` bytes."""
+    ref = entry.get(key)
+    if (not isinstance(ref, list) or len(ref) != 2
+            or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in ref)):
+        raise ValueError(f"section {key} is {str(ref)[:40]}, not [offset, length]")
+    if ref[1] != length:
+        raise ValueError(f"section {key} holds {ref[1]:,} bytes; the entry needs {length:,}")
+    return ref[0], ref[1]
+
+
+def layout(entry: Any) -> Layout:
+    """The checked :class:`Layout` of a manifest entry, from the entry alone (nothing is
+    allocated: the section lengths follow from the shape, dtype, coding and non-zero count);
+    ValueError naming the first inconsistency."""
+    if not isinstance(entry, dict):
+        raise ValueError(f"an entry is {type(entry).__name__}, not an object")
+    dtype = _choice(entry, "dtype", tuple(DTYPES))
+    shape = entry.get("shape")
+    if (not isinstance(shape, list) or len(shape) > MAX_DIMS
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
+        raise ValueError(f"shape {str(shape)[:60]} is not a list of up to {MAX_DIMS} sizes >= 0")
+    numel = 1
+    for d in shape:
+        numel *= d  # Python integers: a huge shape gives a huge count, never an overflow
+    itemsize = np.dtype(DTYPES[dtype]).itemsize
+    kind = _choice(entry, "kind", ("raw", "sparse"))
     if kind == "raw":
-        arr = _array(payload, entry["data"], DTYPES[dtype], numel).astype(DTYPES[dtype])
-        return torch.from_numpy(arr.copy()).reshape(shape)
-    if kind != "sparse":
-        raise ValueError(f"unknown tensor kind {kind!r}")
-    nnz = int(entry["nnz"])
-    if not 0 <= nnz <= numel:
-        raise ValueError("nnz outside the tensor")
-    idx = decode_positions(entry["positions"], _section(payload, entry["pos"]), numel, nnz,
-                           int(entry["width"]))
+        sections = {"data": _ref(entry, "data", numel * itemsize)}
+        return Layout(tuple(shape), numel, numel * itemsize, sections)
+    if dtype not in FLOAT_DTYPES or len(shape) < 2:
+        raise ValueError(f"a sparse entry of dtype {dtype} and {len(shape)} dimension(s)")
+    nnz = _int(entry, "nnz", 0, numel)
+    coding = _choice(entry, "positions", ("all", "bitmask", "index"))
+    if coding == "all" and nnz != numel:
+        raise ValueError(f"positions 'all' with {nnz} of {numel} entries")
+    width = _int(entry, "width", 1, 8) if coding == "index" else 0
+    pos = {"all": 0, "bitmask": (numel + 7) // 8, "index": width * nnz}[coding]
+    sections = {"pos": _ref(entry, "pos", pos)}
+    enc = _choice(entry, "values", ENCODINGS)
+    if enc == "fp32":
+        sections["data"] = _ref(entry, "data", 4 * nnz)
+    elif enc == "int8":
+        sections["data"] = _ref(entry, "data", nnz)
+        sections["lo"] = _ref(entry, "lo", 4 * shape[0])
+        sections["scale"] = _ref(entry, "scale", 4 * shape[0])
+    else:
+        bits = kmeans_bits(enc)
+        if _int(entry, "bits", 1, 8) != bits:
+            raise ValueError(f"bits={entry['bits']} for values {enc}")
+        k = _int(entry, "k", 0, 2 ** bits)
+        sections["data"] = _ref(entry, "data", nnz)
+        sections["codebook"] = _ref(entry, "codebook", 4 * k)
+    return Layout(tuple(shape), numel, numel * itemsize, sections)
+
+
+def _array(payload: bytes, section: tuple[int, int], dtype: str) -> np.ndarray:
+    off, length = section
+    if off + length > len(payload):
+        raise ValueError("a section lies outside the payload")
+    return np.frombuffer(payload, dtype=dtype, count=length // np.dtype(dtype).itemsize,
+                         offset=off)
+
+
+def decode_tensor(entry: dict[str, Any], payload: bytes, lay: Layout | None = None
+                  ) -> torch.Tensor:
+    """The tensor an entry describes (``lay``: its :func:`layout`, if already checked);
+    ValueError when the entry or the bytes are inconsistent."""
+    lay = lay or layout(entry)
+    dtype, shape, numel, sec = entry["dtype"], lay.shape, lay.numel, lay.sections
+    if entry["kind"] == "raw":
+        arr = _array(payload, sec["data"], DTYPES[dtype])
+        # a writable copy; a bool is any non-zero byte, as numpy would never store it
+        arr = arr.view(np.uint8) != 0 if dtype == "bool" else arr.astype(DTYPES[dtype])
+        return torch.from_numpy(arr).reshape(shape)
+    nnz = entry["nnz"]
+    off, length = sec["pos"]
+    idx = decode_positions(entry["positions"], payload[off: off + length], numel, nnz,
+                           entry.get("width", 0))
     enc = entry["values"]
     if enc == "fp32":
-        values = unshuffle(_section(payload, entry["data"]), 4, nnz).astype(np.uint32)
-        values = values.view(np.float32)
+        off, length = sec["data"]
+        values = unshuffle(payload[off: off + length], 4, nnz).astype(np.uint32).view(np.float32)
     elif enc == "int8":
-        channels = shape[0]
-        channel = idx // max(1, numel // max(channels, 1))
-        codes = _array(payload, entry["data"], "u1", nnz)
-        lo = _array(payload, entry["lo"], "<f4", channels)
-        scale = _array(payload, entry["scale"], "<f4", channels)
-        values = dequantize_int8(codes, channel, lo, scale)
-    elif kmeans_bits(enc) is not None:
-        k = int(entry["k"])
-        codebook = _array(payload, entry["codebook"], "<f4", k)
-        codes = _array(payload, entry["data"], "u1", nnz)
-        if nnz and int(codes.max()) >= k:
-            raise ValueError("a code outside the codebook")
-        values = codebook[codes.astype(np.int64)]
+        channel = idx // (numel // shape[0]) if nnz else idx
+        values = dequantize_int8(_array(payload, sec["data"], "u1"), channel,
+                                 _array(payload, sec["lo"], "<f4"),
+                                 _array(payload, sec["scale"], "<f4"))
     else:
-        raise ValueError(f"unknown value encoding {enc!r}")
+        codes = _array(payload, sec["data"], "u1")
+        if nnz and int(codes.max()) >= entry["k"]:
+            raise ValueError("a code outside the codebook")
+        values = _array(payload, sec["codebook"], "<f4")[codes.astype(np.int64)]
     flat = np.zeros(numel, dtype=np.float32)
     flat[idx] = values
     return torch.from_numpy(flat).reshape(shape).to(getattr(torch, dtype))

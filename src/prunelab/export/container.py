@@ -11,8 +11,13 @@
     22      ...   zstd(manifest as UTF-8 JSON), then zstd(payload)
 
 Nothing in the file is ever unpickled: the manifest is JSON, the payload raw little-endian
-arrays whose offsets, lengths and dtypes the manifest gives. Reading checks the magic, the
-version, the lengths (a truncated file is named as such) and the checksum before decoding.
+arrays whose offsets, lengths and dtypes the manifest gives. Every size is checked before
+anything of that size is allocated: the header's lengths against the file (a truncated file is
+named as such), the CRC-32, each zstd frame's declared size against what zstd can expand its
+bytes to (:data:`ZSTD_MAX_RATIO`) and a bound of its own (the manifest: :data:`MAX_MANIFEST`;
+the payload: exactly the bytes the manifest's tensors account for, see
+:mod:`prunelab.export.manifest`). Frames must declare their decompressed size; prunelab's writer
+always does.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import json
 import struct
 import zlib
+from pathlib import Path
 from typing import Any
 
 import zstandard
@@ -31,9 +37,12 @@ VERSION = 1
 _HEADER = struct.Struct("<8sHIII")
 HEADER_BYTES = _HEADER.size  # 22
 ZSTD_LEVEL = 22
-# decompression bombs: a manifest is a few KB; a payload at most this many times its frame
-_MAX_MANIFEST = 64 << 20
-_MAX_PAYLOAD = 16 << 30
+#: no zstd frame expands more: a block decodes to at most 128 KiB and takes at least 4 bytes
+#: (3 of header, 1 repeated byte)
+ZSTD_MAX_RATIO = 32768
+#: a manifest is about 250 bytes a tensor: this is some 16,000 tensors, and parsing it stays
+#: within a few tens of MB
+MAX_MANIFEST = 4 << 20
 
 
 def pack(manifest: dict[str, Any], payload: bytes) -> bytes:
@@ -45,32 +54,88 @@ def pack(manifest: dict[str, Any], payload: bytes) -> bytes:
     return _HEADER.pack(MAGIC, VERSION, len(m), len(p), crc) + m + p
 
 
-def unpack(data: bytes, name: str = "artifact") -> tuple[dict[str, Any], bytes]:
-    """(manifest, raw payload) from the artifact's bytes; CheckpointError on any defect."""
-    if len(data) < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
+def _header(head: bytes, size: int, name: str) -> tuple[int, int, int]:
+    """(manifest length, payload length, CRC) from the first bytes of a ``size``-byte file."""
+    if len(head) < len(MAGIC) or head[: len(MAGIC)] != MAGIC:
         raise CheckpointError(
             f"{name} is not a prunelab export artifact (no PLX header; "
             "write one with: python -m prunelab export <run dir>)")
-    if len(data) < HEADER_BYTES:
-        raise CheckpointError(f"{name} is truncated: {len(data)} bytes, shorter than the header")
-    _, version, m_len, p_len, crc = _HEADER.unpack_from(data)
+    if size < HEADER_BYTES:
+        raise CheckpointError(f"{name} is truncated: {size} bytes, shorter than the header")
+    _, version, m_len, p_len, crc = _HEADER.unpack_from(head)
     if version != VERSION:
         raise CheckpointError(
             f"{name} has artifact format version {version}; this prunelab reads version {VERSION}")
     expected = HEADER_BYTES + m_len + p_len
-    if len(data) < expected:
-        raise CheckpointError(f"{name} is truncated: {len(data)} of {expected} bytes")
-    if len(data) > expected:
-        raise CheckpointError(f"{name} is corrupt: {len(data) - expected} bytes after its end")
+    if size < expected:
+        raise CheckpointError(f"{name} is truncated: {size} of {expected} bytes")
+    if size > expected:
+        raise CheckpointError(f"{name} is corrupt: {size - expected} bytes after its end")
+    return m_len, p_len, crc
+
+
+def read_file(path: Path) -> bytes:
+    """The bytes of the artifact at ``path``: the header is checked first, so a file that is not
+    one (or whose length disagrees with its header) is refused without being read whole."""
+    try:
+        with path.open("rb") as f:
+            size = f.seek(0, 2)
+            f.seek(0)
+            head = f.read(HEADER_BYTES)
+            _header(head, size, str(path))
+            return head + f.read()
+    except OSError as err:
+        raise CheckpointError(f"{path} is unreadable: {err.strerror or err}") from None
+
+
+def frame_size(frame: bytes | memoryview, name: str, what: str) -> int:
+    """The decompressed size a zstd frame declares, checked against what its bytes can expand
+    to; CheckpointError when it declares none or more."""
+    try:
+        size = zstandard.frame_content_size(frame)
+    except zstandard.ZstdError:
+        raise CheckpointError(f"{name} is corrupt: its {what} is not a zstd frame") from None
+    if size < 0:
+        raise CheckpointError(f"{name} is corrupt: its {what} frame does not declare its size")
+    if size > len(frame) * ZSTD_MAX_RATIO:
+        raise CheckpointError(f"{name} is corrupt: its {what} declares {size:,} bytes from "
+                              f"{len(frame):,}, more than zstd can encode in that many")
+    return size
+
+
+def decompress(frame: bytes | memoryview, size: int, name: str, what: str) -> bytes:
+    """The frame's bytes, exactly ``size`` of them (its declared size, already checked): zstd
+    never writes more than the frame declares, and nothing may follow the frame."""
+    try:
+        out = zstandard.ZstdDecompressor().decompress(frame, allow_extra_data=False)
+    except zstandard.ZstdError as err:
+        raise CheckpointError(f"{name} is corrupt: {what}: "
+                              f"{str(err).splitlines()[0][:120]}") from None
+    if len(out) != size:
+        raise CheckpointError(f"{name} is corrupt: its {what} holds {len(out):,} bytes, "
+                              f"not the {size:,} it declares")
+    return out
+
+
+def unpack(data: bytes, name: str = "artifact") -> tuple[dict[str, Any], memoryview]:
+    """(manifest, the payload's zstd frame, still compressed) from the artifact's bytes;
+    CheckpointError on any defect. The payload is decompressed by the caller once the
+    manifest has said how large it may be (:func:`frame_size`, :func:`decompress`)."""
+    m_len, _, crc = _header(data[:HEADER_BYTES], len(data), name)
     body = memoryview(data)[HEADER_BYTES:]
     if zlib.crc32(body) != crc:
         raise CheckpointError(f"{name} is corrupt: checksum mismatch")
-    dctx = zstandard.ZstdDecompressor()
+    frame = body[:m_len]
+    size = frame_size(frame, name, "manifest")
+    if size > MAX_MANIFEST:
+        raise CheckpointError(f"{name} is corrupt: its manifest declares {size:,} bytes, more "
+                              f"than the {MAX_MANIFEST:,} a manifest may take")
+    text = decompress(frame, size, name, "manifest")
     try:
-        manifest = json.loads(dctx.decompress(body[:m_len], max_output_size=_MAX_MANIFEST))
-        payload = dctx.decompress(body[m_len:], max_output_size=_MAX_PAYLOAD)
-    except (zstandard.ZstdError, ValueError) as err:
-        raise CheckpointError(f"{name} is corrupt: {str(err).splitlines()[0][:120]}") from None
+        manifest = json.loads(text)
+    except (ValueError, RecursionError) as err:
+        raise CheckpointError(f"{name} is corrupt: its manifest is not JSON "
+                              f"({str(err).splitlines()[0][:80]})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != "prunelab-export":
         raise CheckpointError(f"{name} is corrupt: its manifest is not a prunelab export manifest")
-    return manifest, payload
+    return manifest, body[m_len:]

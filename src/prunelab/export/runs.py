@@ -11,14 +11,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from prunelab.errors import PrunelabError
-from prunelab.export import artifact, codecs, finetune
+from prunelab.errors import CheckpointError, PrunelabError
+from prunelab.export import artifact, codecs, finetune, manifest
 from prunelab.logs import get_logger
 from prunelab.paths import (
     EXPORT_ARTIFACT,
@@ -36,22 +37,21 @@ DEFAULT_ENCODINGS = ("kmeans5",)
 ARTIFACT, REPORT, ONNX = EXPORT_ARTIFACT, EXPORT_REPORT, EXPORT_ONNX  # names in each folder
 
 
-def finished_run(run_dir: Path) -> tuple[Path, Any]:
-    """(final_model.pt, the run's config) of a run that finished; PrunelabError otherwise."""
+def finished_run(run_dir: Path, allow: Iterable[str] = ()) -> tuple[Path, nn.Module, Any]:
+    """(final_model.pt, the run's plain network, the run's config) of a run that finished;
+    PrunelabError otherwise. The saved config is untrusted: only allow-listed classes are built
+    (prunelab's own, and those under ``allow`` / $PRUNELAB_ALLOW_TARGETS)."""
+    from prunelab.loading import load_finished_run
 
-    cfg_path = run_config(run_dir)
-    if not cfg_path.exists():
+    if not run_config(run_dir).exists():
         raise PrunelabError(f"{run_dir} is not a prunelab run directory (no .hydra/config.yaml)")
     final = run_dir / FINAL_MODEL
     if not final.exists() or not (run_dir / RESULTS).exists():
         raise PrunelabError(
             f"{run_dir} has no finished model (final_model.pt and results.json are written at the "
             "end of training): relaunch the run's command to resume and finish it")
-    from prunelab.loading import check_targets, read_run_config
-
-    cfg = read_run_config(cfg_path)
-    check_targets(cfg, cfg_path)  # the saved config is untrusted: only allow-listed classes
-    return final, cfg
+    net, cfg, _ = load_finished_run(final, allow)
+    return final, net, cfg
 
 
 def network_kwargs(cfg: Any) -> dict[str, Any]:
@@ -64,12 +64,13 @@ def network_kwargs(cfg: Any) -> dict[str, Any]:
 
 
 def network_builder(cfg: Any) -> str | None:
-    """The artifact's builder for a network made by a function (``model=torchvision``), else
-    None: the network's class names it."""
-    from prunelab.loading import _BUILTIN_FACTORIES
+    """The artifact's builder: the function the run's ``model.net._target_`` names, by the path
+    it is defined at (``model=torchvision``: prunelab's builder); None when the target is the
+    network's class, which then names itself."""
+    from hydra.utils import get_object
 
-    target = cfg.model.net.get("_target_")
-    return artifact.TORCHVISION if target in _BUILTIN_FACTORIES else None
+    target = get_object(cfg.model.net.get("_target_"))
+    return None if isinstance(target, type) else f"{target.__module__}.{target.__qualname__}"
 
 
 def test_loader(cfg: Any, data_dir: str | None) -> Any:
@@ -125,20 +126,22 @@ def export_onnx(net: nn.Module, example: torch.Tensor, path: Path) -> dict[str, 
 
 def export_run(run_dir: Path, encodings: list[str], out: Path | None = None,
                data_dir: str | None = None, evaluate: bool = True,
-               finetune_epochs: int = 0, finetune_lr: float = finetune.LR) -> list[dict[str, Any]]:
+               finetune_epochs: int = 0, finetune_lr: float = finetune.LR,
+               allow: Iterable[str] = ()) -> list[dict[str, Any]]:
     """Export a finished run in each encoding; return the export.json records.
 
     With ``finetune_epochs`` > 0 the ``kmeans<b>`` encodings are fine-tuned first (trained
     quantisation, :mod:`prunelab.export.finetune`) and written to ``<encoding>-ft<N>/``.
+    ``allow``: module prefixes of the user's own classes the run's config may name (as
+    ``--allow-target``); the artifacts of such a network need the same to load.
     """
     from prunelab.evaluate import evaluate as eval_net
-    from prunelab.evaluate import load_plain_model
 
     for enc in encodings:
         codecs.check_encoding(enc)
     finetune.check(finetune_epochs, finetune_lr)
-    final, cfg = finished_run(run_dir)
-    net, _ = load_plain_model(run_dir)
+    allow = tuple(allow)
+    final, net, cfg = finished_run(run_dir, allow)
     kwargs, builder = network_kwargs(cfg), network_builder(cfg)
     results = json.loads((run_dir / RESULTS).read_text())
     binary = cfg.model.get("task") == "binary"
@@ -158,8 +161,16 @@ def export_run(run_dir: Path, encodings: list[str], out: Path | None = None,
             "run_test_acc": results.get("test_acc"),
             **({"finetune": {k: tuned[k] for k in ("epochs", "lr")}} if tuned else {})},
             builder=builder)
-        loaded = artifact.load(path)  # everything below is measured from the file
-        manifest, decoded = artifact.read(path)
+        # everything below is measured from the file (written just now: trusted to be as
+        # large as the network), and a plain load of it is checked to be within its limit
+        limit = 4 * artifact.dense_bytes(state) + manifest.limit_for(size)
+        stored, decoded, loaded = artifact.open_artifact(path, allow, limit)
+        try:
+            manifest.check(stored, str(path), size)
+        except CheckpointError:
+            log.warning("%s: its network takes %.0f times the file's size, more than "
+                        "prunelab.export.load accepts by default; load it with "
+                        "load(path, max_bytes=%d)", path, artifact.dense_bytes(state) / size, limit)
         record: dict[str, Any] = {
             "artifact": str(path),
             "encoding": enc,
@@ -172,7 +183,7 @@ def export_run(run_dir: Path, encodings: list[str], out: Path | None = None,
             "max_abs_weight_error": max(float((decoded[k].float() - v.float()).abs().max())
                                         for k, v in state.items() if v.numel()),
             "tensors": [{k: e.get(k) for k in ("name", "shape", "kind", "nnz", "positions")}
-                        for e in manifest["tensors"]],
+                        for e in stored["tensors"]],
             "finetune": tuned,
             "source_test_acc": source_acc,
             "run_test_acc": results.get("test_acc"),
@@ -192,12 +203,12 @@ def export_run(run_dir: Path, encodings: list[str], out: Path | None = None,
     return records
 
 
-def describe(path: Path) -> dict[str, Any]:
-    """A checked artifact's summary: it loads, and what it holds."""
-    artifact.load(path)  # the whole check: decodes, builds and fits the network
-    manifest, state = artifact.read(path)
+def describe(path: Path, allow: Iterable[str] = ()) -> dict[str, Any]:
+    """A checked artifact's summary: it loads (decodes, builds and fits the network), and what
+    it holds."""
+    record, state, _ = artifact.open_artifact(path, allow)
     return {"artifact": str(path), "bytes": path.stat().st_size,
-            "encoding": manifest.get("encoding"), "architecture": manifest["architecture"],
+            "encoding": record.get("encoding"), "architecture": record["architecture"],
             "params_total": sum(t.numel() for t in state.values()),
             "params_nonzero": sum(int((t != 0).sum()) for t in state.values()),
-            "metadata": manifest.get("metadata")}
+            "metadata": record.get("metadata")}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,35 @@ from prunelab.lightning_ext import FastAttributes
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
+
+# A finite run counts as diverged when its final loss is far worse than guessing (a uniform guess
+# over K classes scores ln K): above EXPLODED × ln K whatever the accuracy, or above
+# WORSE_THAN_GUESSING × ln K with an accuracy no better than chance, 1/K (see
+# docs/reliability.md, "When a run counts as diverged").
+EXPLODED = 100
+WORSE_THAN_GUESSING = 10
+
+
+def exploded(loss: float, acc: float | None, num_classes: int) -> str | None:
+    """Why a finite final cross-entropy ``loss`` (with its accuracy ``acc``) means the weights
+    blew up, or None for an honest result, however weak.
+
+    A weak or collapsed model stays near ln K (an overfitted one a few times above it, with an
+    accuracy above chance); only exploded weights put the loss a hundred times above guessing.
+    Accuracy alone is no sign: a model that predicts one class scores below 1/K on a test set
+    where that class is rarer than average.
+    """
+    if num_classes < 2 or not math.isfinite(loss):
+        return None
+    guess = math.log(num_classes)
+    if loss > EXPLODED * guess:
+        return (f"over {EXPLODED} × ln {num_classes} = {EXPLODED * guess:.4g} (a uniform guess "
+                f"scores {guess:.3g})")
+    if acc is not None and acc <= 1 / num_classes and loss > WORSE_THAN_GUESSING * guess:
+        return (f"over {WORSE_THAN_GUESSING} × ln {num_classes} = "
+                f"{WORSE_THAN_GUESSING * guess:.4g} with an accuracy of {acc:.4f}, no better "
+                f"than chance (1/{num_classes})")
+    return None
 
 
 class EpochSums(FastAttributes, nn.Module):
@@ -37,6 +67,7 @@ class EpochSums(FastAttributes, nn.Module):
         self.register_buffer("loss_sum", torch.zeros(()), persistent=False)
         self.register_buffer("correct", torch.zeros((), dtype=torch.long), persistent=False)
         self.count = 0
+        self.last_count: int | None = None  # samples of the last popped epoch, all ranks
 
     def update(self, loss: Tensor, logits: Tensor, y: Tensor) -> None:
         # In place, without torch.no_grad(): nothing here records a graph (detached loss,
@@ -58,6 +89,7 @@ class EpochSums(FastAttributes, nn.Module):
         self.correct.zero_()
         self.count = 0
         loss_sum, correct, count = stats.tolist()
+        self.last_count = int(count)
         return None if count == 0 else (loss_sum / count, correct / count)
 
 
@@ -76,7 +108,10 @@ class ClassifierSystem(FastAttributes, L.LightningModule):
     leaves it out, so the schedule follows ``max_epochs`` and the train-batch limits.
 
     A non-finite train, validation or test loss raises :class:`~prunelab.errors.DivergedError`
-    (train: checked every ``check_every`` batches and at each epoch's last batch).
+    (train: checked every ``check_every`` batches and at each epoch's last batch); so does a
+    finite final validation or test loss far worse than guessing (:func:`exploded`; for the
+    built-in cross-entropy losses, whose scale it knows). ``samples_seen`` holds each stage's
+    sample count of its last epoch (a test on ``limit_test_batches`` sees part of the set).
     """
 
     def __init__(
@@ -110,6 +145,8 @@ class ClassifierSystem(FastAttributes, L.LightningModule):
         self.train_sums = EpochSums(task == "binary")
         self.val_sums = EpochSums(task == "binary")
         self.test_sums = EpochSums(task == "binary")
+        self.samples_seen: dict[str, int] = {}
+        self._last_val: tuple[float, float, int] | None = None  # loss, accuracy, epoch
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -138,9 +175,15 @@ class ClassifierSystem(FastAttributes, L.LightningModule):
             logits = self.net(x)
         except (RuntimeError, IndexError, TypeError, ValueError) as err:
             first = str(err).strip().splitlines()[0][:200] if str(err).strip() else repr(err)
+            channels = re.search(r"to have (\d+) channels, but got (\d+) channels", first)
+            hint = ("choose a model and data set that fit (model.input_shape, data.image_size)"
+                    if channels is None else
+                    f"give the network {channels[2]} input channel(s) (model=torchvision: "
+                    f"model.net.in_channels={channels[2]}), or convert the images to "
+                    f"{channels[1]} (data.channels={channels[1]}: image folders and torchvision "
+                    "sets)")
             raise ConfigError(f"model.net ({type(self.net).__name__}) cannot take the data's "
-                              f"batches of {kind} {shape}: {first}; choose a model and data set "
-                              "that fit (model.input_shape, data.image_size)") from None
+                              f"batches of {kind} {shape}: {first}; {hint}") from None
         n, task = int(self.hparams.num_classes), self.hparams.task
         want = [shape[0], n] if task == "multiclass" else [shape[0]]
         got = list(logits.shape)
@@ -170,6 +213,12 @@ class ClassifierSystem(FastAttributes, L.LightningModule):
         loss, acc = means
         if not math.isfinite(loss):
             self._diverged(stage, loss)
+        self.samples_seen[stage] = getattr(self, f"{stage}_sums").last_count
+        # the final figures only: a loss spike in an early epoch may still recover
+        if stage == "test" or (stage == "val" and self.trainer.state.fn != "fit"):
+            self._check_final(stage, loss, acc)
+        elif stage == "val" and not self.trainer.sanity_checking:
+            self._last_val = (loss, acc, self.trainer.current_epoch)
         self.log(f"{stage}_loss", loss, prog_bar=stage != "train")
         self.log(f"{stage}_acc", acc, prog_bar=True)
 
@@ -190,13 +239,35 @@ class ClassifierSystem(FastAttributes, L.LightningModule):
         if bad:
             self._diverged("train", float(self.train_sums.loss_sum))
 
-    def _diverged(self, stage: str, loss: float) -> None:
-        epoch, step = self.trainer.current_epoch, self.trainer.global_step
-        value = f"is {loss}" if not math.isfinite(loss) else "is not finite on another rank"
+    def on_fit_end(self) -> None:
+        # every rank holds the same (reduced) figures, so every rank stops together
+        if self._last_val is not None:
+            self._check_final("val", *self._last_val)
+
+    def _check_final(self, stage: str, loss: float, acc: float, epoch: int | None = None
+                     ) -> None:
+        """:func:`exploded` on a final validation or test loss of a cross-entropy loss."""
+        builtin = (nn.CrossEntropyLoss, nn.BCEWithLogitsLoss)
+        if self.loss_fn is not None and not (isinstance(self.loss_fn, builtin)
+                                             and self.loss_fn.reduction == "mean"):
+            return  # a loss of unknown scale: only non-finite values are a sure sign
+        binary = self.hparams.task == "binary"
+        reason = exploded(loss, acc, 2 if binary else int(self.hparams.num_classes))
+        if reason:
+            self._diverged(stage, loss, reason, epoch)
+
+    def _diverged(self, stage: str, loss: float, reason: str | None = None,
+                  epoch: int | None = None) -> None:
+        epoch = self.trainer.current_epoch if epoch is None else epoch
+        step = self.trainer.global_step
+        if reason:  # finite, far worse than guessing
+            value, reason = f"is {loss:.4g}", f", {reason}"
+        else:
+            value = f"is {loss}" if not math.isfinite(loss) else "is not finite on another rank"
         raise DivergedError(
             f"training diverged: the {stage} loss {value} in epoch {epoch} (by optimizer step "
-            f"{step}); nothing this run measures would mean anything. Lower the learning rate "
-            "(model.optimizer.lr) or check the data",
+            f"{step}){reason or ''}; nothing this run measures would mean anything. Lower the "
+            "learning rate (model.optimizer.lr) or check the data",
             epoch=epoch, step=step, stage=stage,
         )
 

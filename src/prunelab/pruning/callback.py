@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from prunelab.errors import CheckpointError, ConfigError
-from prunelab.logs import get_logger
+from prunelab.logs import get_logger, say
 from prunelab.pruning import criteria as C
 from prunelab.pruning import masks as M
 from prunelab.pruning.budget import Budget
@@ -306,11 +306,11 @@ class PruningCallback(L.Callback):
         if self.verbose and trainer.is_global_zero:
             after_s = "n/a" if after is None else f"{after:.4f}"
             before_s = "n/a" if before is None else f"{before:.4f}"
-            log.info(("before training" if step.epoch == AT_INIT else f"epoch {step.epoch}")
-                     + f": pruned to {achieved['global']:.4f} (target {step.target:.4f}) "
-                     f"val_acc {before_s} -> {after_s}"
-                     + (f" (first {self.eval_batches} val batches)" if after is not None
-                        and self.eval_batches is not None else ""))
+            say(log, ("before training" if step.epoch == AT_INIT else f"epoch {step.epoch}")
+                + f": pruned to {achieved['global']:.4f} (target {step.target:.4f}) "
+                f"val_acc {before_s} -> {after_s}"
+                + (f" (first {self.eval_batches} val batches)" if after is not None
+                   and self.eval_batches is not None else ""))
 
     def _monitored(self, trainer: L.Trainer) -> float | None:
         value = metric(trainer, self.monitor)

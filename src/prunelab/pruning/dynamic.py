@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from prunelab.errors import CheckpointError, ConfigError, ResultError
-from prunelab.logs import get_logger
+from prunelab.logs import get_logger, say
 from prunelab.pruning import criteria as C
 from prunelab.pruning import masks as M
 from prunelab.pruning.criteria import dynamic as D
@@ -223,9 +223,9 @@ class DynamicSparse:
         updates = [h for h in history[1:] if h.get("epoch") == trainer.current_epoch]
         if verbose and trainer.is_global_zero:
             last = f", last fraction {updates[-1]['fraction']:.3f}" if updates else ""
-            log.info(f"epoch {trainer.current_epoch}: {self.schedule.name} at sparsity "
-                     f"{achieved:.4f} (target {self.schedule.amount:.4f}), {len(updates)} mask "
-                     f"updates{last}")
+            say(log, f"epoch {trainer.current_epoch}: {self.schedule.name} at sparsity "
+                f"{achieved:.4f} (target {self.schedule.amount:.4f}), {len(updates)} mask "
+                f"updates{last}")
 
     def state_dict(self) -> dict[str, Any]:
         s = self.schedule

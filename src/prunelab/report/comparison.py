@@ -181,6 +181,13 @@ def notes(jobs: list[Job], points: list[Point]) -> list[str]:
         ok = [j for j in jobs if j.status == "ok" and (j.model, j.data) == (model, data)]
         d_ep = sorted({j.epochs for j in ok if j.dense and j.epochs is not None})
         p_ep = sorted({j.epochs for j in ok if not j.dense and j.epochs is not None})
+        subset = [j for j in ok if j.test_subset]
+        if subset:
+            shown = "; ".join(f"{j.folder}: {j.test_subset}" for j in subset[:3])
+            out.append(f"{model}/{data}: {len(subset)} job(s) tested on part of the test set "
+                       f"({shown}{'; ...' if len(subset) > 3 else ''} test samples; "
+                       "trainer.limit_test_batches, trainer=fast): their test accuracy is an "
+                       "estimate, not comparable with a full test")
         if d_ep and p_ep and d_ep != p_ep:
             out.append(f"{model}/{data}: dense runs trained {'/'.join(map(str, d_ep))} epochs, "
                        f"pruned runs {'/'.join(map(str, p_ep))}: not like for like (pruning "

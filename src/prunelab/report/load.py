@@ -21,6 +21,7 @@ from prunelab.paths import (
     last_checkpoint,
 )
 from prunelab.report.records import Job, _num
+from prunelab.results import NUMBER_KEYS
 
 log = get_logger(__name__)
 MAX_DEPTH = 4  # job folders lie one level down (grids) or two (search-<method>/amount=<a>)
@@ -191,6 +192,13 @@ def load_job(path: Path, root: Path, prefix: str = "") -> Job:
         error = str(payload.get("error") or f"{RESULTS} has status {status!r}")
         job.error = error
     if status == "ok":
+        bad = next((k for k in sorted(NUMBER_KEYS) if not _is_number(payload.get(k))), None)
+        if bad is not None:  # "0.98" is no number: never ranked, whatever float() makes of it
+            job.status, job.error = "incomplete", (f"{RESULTS}: {bad} is {payload[bad]!r}, "
+                                                   "not a number; left out of the report")
+            log.warning("%s: %s is %r, not a number; left out of the report",
+                        path / RESULTS, bad, payload[bad])
+            return job
         job.test_acc = _num(payload.get("test_acc"))
         if job.test_acc is None or not 0.0 <= job.test_acc <= 1.0:
             # no test (trainer.limit_test_batches=0) or a damaged value: not a result to rank
@@ -207,7 +215,15 @@ def load_job(path: Path, root: Path, prefix: str = "") -> Job:
         job.macs_compact = _num(payload.get("macs_compact"), int)
         job.params_compact = _num(payload.get("params_compact"), int)
         job.exports = load_exports(path)
+        seen, total = payload.get("test_samples"), payload.get("test_samples_total")
+        if seen is not None and total and seen < total:
+            job.test_subset = f"{seen:,} of {total:,}"
     return job
+
+
+def _is_number(value: Any) -> bool:
+    """A JSON number or null (a string, a bool or a list is not)."""
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
 
 
 # per-encoding summary.csv columns: <prefix><encoding folder>, e.g. artifact_bytes_kmeans4

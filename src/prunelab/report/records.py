@@ -54,6 +54,7 @@ class Job:
     extra: str = ""  # overrides that set this job apart from the others of its kind
     # export/<encoding>/export.json records of the job's shipped artifacts, by folder name
     exports: dict[str, dict[str, Any]] = field(default_factory=dict)
+    test_subset: str = ""  # "160 of 10,000": tested on part of the test set (limit_test_batches)
 
     @property
     def dense(self) -> bool:
