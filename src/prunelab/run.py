@@ -15,7 +15,6 @@ import io
 import json
 import os
 import platform
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,15 +22,25 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Checkpoint, TQDMProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 import prunelab
 from prunelab import components
-from prunelab.compat import arguments, check_configs, check_data, without_declarations
+
+# config → objects, and a run's identity: modules of their own, used here (and from here)
+from prunelab.assembly import (  # noqa: F401
+    PIPELINE_KEYS,
+    TRAINER_GIVEN,
+    check_nodes,
+    instantiate_data,
+    instantiate_model,
+    make_callback,
+    make_loggers,
+    make_trainer,
+)
+from prunelab.compat import check_configs, check_data
 from prunelab.errors import (
     CheckpointError,
     ConfigError,
@@ -40,8 +49,14 @@ from prunelab.errors import (
     one_line,
     user_error,
 )
-from prunelab.lightning_ext import NoProfiler
-from prunelab.loading import load_checkpoint
+from prunelab.identity import (  # noqa: F401
+    Resume,
+    RunState,
+    differences,
+    resolve_ckpt,
+    result_config,
+    upgraded,
+)
 from prunelab.logs import get_logger
 from prunelab.models import network_of
 from prunelab.outputs import remove_quietly, write_error
@@ -51,11 +66,9 @@ from prunelab.paths import (
     FINAL_MODEL,
     RESULTS,
     last_checkpoint,
-    without_no_effect_keys,
 )
 from prunelab.pruning.callback import PruningCallback
 from prunelab.pruning.metrics import summarize
-from prunelab.pruning.schedules import Dense, check_fits
 from prunelab.results import Failure, Results
 from prunelab.runlock import RunLock, is_rank_zero
 
@@ -89,18 +102,6 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
             log.warning(f"taking over the lock of process {lock.taken_over.get('pid')} on "
                         f"{lock.taken_over.get('host')}, which is no longer running")
         return _run(cfg, run_dir, overrides, callbacks)
-
-
-def upgraded(cfg: DictConfig, notes: bool = True) -> DictConfig:
-    """``cfg`` in today's shape: a spelling of an earlier release (``pruning.amount=0.5``) is
-    moved to its node, with a one-line note each (:func:`prunelab.legacy.upgrade`)."""
-    from prunelab.legacy import upgrade
-
-    plain = OmegaConf.to_container(cfg, resolve=False)
-    new, moved = upgrade(plain)  # type: ignore[arg-type]
-    for note in moved if notes else ():
-        log.warning(f"deprecated: {note}")
-    return cfg if new == plain else OmegaConf.create(new)
 
 
 def _run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None,
@@ -368,106 +369,6 @@ def import_modules(names: list[str]) -> None:
                               "folder to PYTHONPATH") from None
 
 
-#: keys of the ``pruning`` node that the pipeline reads itself (not PruningCallback's)
-PIPELINE_KEYS = ("compact",)
-
-
-def make_callback(cfg: DictConfig) -> tuple[PruningCallback | None, str]:
-    """The ``pruning`` node as its callback (None for dense training), and the schedule's name.
-
-    Built (and so checked: keys, values, the pair of schedule and criterion) before any model
-    or data; the rule that the plan ends within ``trainer.max_epochs`` belongs to the command
-    line, not to the Python API.
-    """
-    node = OmegaConf.to_container(cfg.pruning, resolve=True)
-    pruner = components.build({k: v for k, v in node.items() if k not in PIPELINE_KEYS}, "pruning")
-    name = getattr(pruner.schedule, "name", "") or type(pruner.schedule).__name__
-    if not pruner.prunes:
-        return None, name
-    check_fits(pruner.plan, cfg.trainer.max_epochs)
-    return pruner, name
-
-
-#: the Trainer arguments prunelab passes itself (a ``trainer.<key>`` of these is refused)
-TRAINER_GIVEN = ("callbacks", "logger", "default_root_dir", "plugins")
-
-
-def make_trainer(cfg: DictConfig, **given: Any) -> L.Trainer:
-    """The ``trainer`` node as ``lightning.Trainer``, with prunelab's callbacks, loggers and run
-    folder (``given``): a key the Trainer does not take, or one prunelab sets, is one line."""
-    node = OmegaConf.to_container(cfg.trainer, resolve=True)
-    if node.get("profiler") is None:
-        node.pop("profiler", None)
-        given["profiler"] = NoProfiler()
-    return components.build(node, "trainer", **given)
-
-
-def check_nodes(cfg: DictConfig) -> None:
-    """Every key of the ``pruning``, ``trainer`` and logger nodes is an argument of its target
-    (one line otherwise), without building anything: the command line's check before any job."""
-    cfg = upgraded(cfg, notes=False)  # the run itself says them once
-    pruning = OmegaConf.to_container(cfg.pruning, resolve=False)
-    components.check({k: v for k, v in pruning.items() if k not in PIPELINE_KEYS}, "pruning")
-    components.check(OmegaConf.to_container(cfg.trainer, resolve=False), "trainer", TRAINER_GIVEN)
-    for key, node in OmegaConf.to_container(cfg.logger, resolve=False).items():
-        if components.is_node(node):
-            components.check(node, f"logger.{key}", ("save_dir",))
-
-
-def instantiate_model(cfg: DictConfig) -> L.LightningModule:
-    """The model section's ``_target_`` with its arguments (declarations left out)."""
-    return _built(arguments(OmegaConf.to_container(cfg.model, resolve=True)))
-
-
-def instantiate_data(cfg: DictConfig) -> L.LightningDataModule:
-    """The data section's ``_target_`` with its arguments (declarations left out)."""
-    return _built(arguments(OmegaConf.to_container(cfg.data, resolve=True)))
-
-
-def _built(section: dict[str, Any]) -> Any:
-    """``instantiate(section)``; a ConfigError the target raises stays a ConfigError (Hydra
-    wraps it in an InstantiationException, which would end as a traceback and exit 1)."""
-    try:
-        return instantiate(section)
-    except InstantiationException as err:
-        found = user_error(err)
-        if found is None:
-            raise
-        raise found from None
-
-
-def result_config(cfg: DictConfig) -> dict[str, Any]:
-    """The part of the config that determines a run's numbers (compared on resume, and with a
-    run folder's saved config); a config of an earlier release is read in today's shape."""
-    from prunelab.legacy import upgrade
-
-    new, _ = upgrade(OmegaConf.to_container(cfg, resolve=False))  # type: ignore[arg-type]
-    plain = OmegaConf.to_container(OmegaConf.create(new), resolve=True)
-    return _normalized(without_declarations(_without_descriptions(without_no_effect_keys(plain))))
-
-
-def _without_descriptions(node: Any) -> Any:
-    """The config without its ``description`` texts (help only: editing one changes no run)."""
-    if isinstance(node, dict):
-        return {k: _without_descriptions(v) for k, v in node.items() if k != "description"}
-    if isinstance(node, list):
-        return [_without_descriptions(v) for v in node]
-    return node
-
-
-_DENSE = f"{Dense.__module__}.{Dense.__qualname__}"
-
-
-def _normalized(config: dict[str, Any]) -> dict[str, Any]:
-    """The pruning node completed with its targets' defaults (a key left out and a key set to
-    its default are one run); a dense run's pruning settings are inert: left out."""
-    pruning = config.get("pruning") or {}
-    schedule = pruning.get("schedule") if isinstance(pruning, dict) else None
-    if isinstance(schedule, dict) and schedule.get("_target_") == _DENSE:
-        return {**config, "pruning": {"schedule": {"_target_": _DENSE}}}
-    return {**config, "pruning": components.canonical(pruning)}
-
-
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Write checkpoints to a temp file and rename, so a kill mid-save keeps the previous one."""
 
@@ -503,127 +404,6 @@ class LastCheckpoint(Checkpoint):
         trainer.save_checkpoint(self.path, weights_only=False)
 
 
-class RunState(L.Callback):
-    """Epoch wall times and the run's config, kept in every checkpoint.
-
-    The config lets a resume refuse a checkpoint made by a different model or pruning setup.
-    """
-
-    def __init__(self, config: dict[str, Any]) -> None:
-        self.config = config
-        self.epoch_seconds: list[float] = []
-        self._t0 = 0.0
-        self.seconds_before = 0.0  # fit time spent by earlier, interrupted processes
-        self._start = time.perf_counter()
-
-    @property
-    def fit_seconds(self) -> float:
-        """Fit time of the whole run, across resumes (up to each process's last checkpoint)."""
-        return self.seconds_before + time.perf_counter() - self._start
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._t0 = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.epoch_seconds.append(time.perf_counter() - self._t0)
-
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._start = time.perf_counter()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"config": self.config, "epoch_seconds": self.epoch_seconds,
-                "fit_seconds": self.fit_seconds}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.epoch_seconds = list(state_dict.get("epoch_seconds", []))
-        self.seconds_before = float(state_dict.get("fit_seconds", sum(self.epoch_seconds)))
-
-
-@dataclass(frozen=True)
-class Resume:
-    """The checkpoint a run resumes from: its path, the first epoch to run, its global step."""
-
-    path: str
-    epoch: int
-    step: int
-
-
-def resolve_ckpt(ckpt_path: str | None, run_dir: Path, config: dict[str, Any]) -> Resume | None:
-    """``last`` → the run dir's last.ckpt if any; a path must exist, load, and match the run.
-
-    Loaded with ``weights_only=True``: a checkpoint whose pickle would call anything is refused
-    before it runs (:func:`prunelab.loading.load_checkpoint`).
-    """
-    if ckpt_path in (None, "", "null", "none"):
-        return None
-    if ckpt_path == "last":
-        path = last_checkpoint(run_dir)
-        if not path.exists():
-            return None
-    else:
-        path = Path(ckpt_path)
-        if not path.exists():
-            raise CheckpointError(f"ckpt_path={ckpt_path} does not exist")
-    ckpt = load_checkpoint(path)
-    saved = ckpt.get("callbacks") if isinstance(ckpt, dict) else None
-    if not isinstance(saved, dict):
-        raise CheckpointError(
-            f"checkpoint {path} is corrupt or not a prunelab checkpoint (no callback state); "
-            "move it away to start fresh, or pass ckpt_path=null"
-        )
-    state = next((v for k, v in saved.items() if k.startswith("RunState")), None)
-    if state is None:
-        raise CheckpointError(f"checkpoint {path} was not written by prunelab (no run state)")
-    theirs = _normalized(without_declarations(_upgraded_state_config(state["config"])))
-    diff = differences(theirs, _normalized(config))
-    if diff:
-        shown = "; ".join(f"{k}={a!r} in the checkpoint, {b!r} now" for k, a, b in diff[:4])
-        raise CheckpointError(
-            f"checkpoint {path} belongs to a different run: {shown}; "
-            "use another run directory or pass ckpt_path=null"
-        )
-    return Resume(str(path), epoch=int(ckpt.get("epoch", -1)) + 1,
-                  step=int(ckpt.get("global_step", 0)))
-
-
-def differences(saved: dict[str, Any], now: dict[str, Any]) -> list[tuple[str, Any, Any]]:
-    """``(key, saved value, value now)`` for each key where two :func:`result_config` differ,
-    the model's and data's names first (they say the most about a mismatch). A run's identity:
-    a checkpoint (:func:`resolve_ckpt`) and a run folder (:mod:`prunelab.runfolder`) are
-    compared with it."""
-    diff = _diff(saved, now, defaults=_schema_defaults())
-    return sorted(diff, key=lambda d: (not d[0].endswith(".name"), d[0]))
-
-
-def _diff(a: Any, b: Any, prefix: str = "", defaults: Any = None) -> list[tuple[str, Any, Any]]:
-    """``a`` (the saved config) against ``b``; a key the saved one lacks is no
-    difference while it holds its schema default (an option added since keeps old runs)."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        defaults = defaults if isinstance(defaults, dict) else {}
-        out = []
-        for k in sorted(set(a) | set(b)):
-            if k not in a and k in defaults and b.get(k) == defaults[k]:
-                continue
-            out += _diff(a.get(k), b.get(k), f"{prefix}{k}.", defaults.get(k))
-        return out
-    return [] if a == b else [(prefix[:-1], a, b)]
-
-
-def _upgraded_state_config(config: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint's config (resolved; possibly of an earlier release) in today's shape."""
-    from prunelab.legacy import upgrade
-
-    new, _ = upgrade(config)
-    return OmegaConf.to_container(OmegaConf.create(new), resolve=True)  # type: ignore[return-value]
-
-
-def _schema_defaults() -> dict[str, Any]:
-    from prunelab.config import schema_node
-
-    node = schema_node()
-    return OmegaConf.to_container(node, resolve=False, throw_on_missing=False)
-
-
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     """Write via a temp file and rename, so a crash never leaves a half-written file."""
     write_bytes_atomic(path, json.dumps(payload, indent=2, default=float).encode())
@@ -654,24 +434,6 @@ def versions() -> dict[str, str]:
         "lightning": L.__version__,
         "python": platform.python_version(),
     }
-
-
-def make_loggers(cfg: DictConfig, run_dir: Path, resume: Resume | None = None) -> list:
-    """One logger per ``_target_`` node of ``logger``; each gets the run folder (``save_dir``)
-    and the resume position (``resume_epoch``, ``resume_step``) where it takes them, so curves
-    keep the epochs ``resume``'s checkpoint covers."""
-    from prunelab.components import is_node, parameters, target_of
-
-    position = {"save_dir": str(run_dir), "resume_epoch": resume.epoch if resume else 0,
-                "resume_step": resume.step if resume else 0}
-    loggers = []
-    for key, node in OmegaConf.to_container(cfg.logger, resolve=True).items():
-        if not is_node(node):
-            continue
-        params, _ = parameters(target_of(node, f"logger.{key}"))
-        given = {k: v for k, v in position.items() if k in params and k not in node}
-        loggers.append(components.build(node, f"logger.{key}", **given))
-    return loggers
 
 
 def compact_and_measure(model: L.LightningModule, example: torch.Tensor, run_dir: Path) -> dict[str, Any]:
