@@ -43,6 +43,9 @@ from typing import Any, Union, get_args, get_origin
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from prunelab.cli.help import register_resolvers
+from prunelab.outputs import check_name
+
 _SRC = Path(__file__).resolve().parent
 
 # (file under src/prunelab, qualified name) of each function whose arguments are config keys
@@ -295,7 +298,7 @@ def callback_kwargs(cfg: DictConfig, plan: Any) -> dict[str, Any]:
                     "method", "targets"}
     kwargs = {k: _plain(v) for k, v in p.items() if k not in not_callback}
     kwargs.update({k: _plain(v) for k, v in p.method.items() if k not in ("name", "description")})
-    from prunelab.pruning.schedules import DYNAMIC_KINDS  # no torch: schedules are pure
+    from prunelab.pruning.schedules import DYNAMIC_KINDS  # lazy: the package imports torch
 
     if p.schedule in DYNAMIC_KINDS:  # pruning=set / rigl: sparse from the start at amount
         kwargs.update(dynamic=p.schedule, dynamic_amount=float(p.amount))
@@ -364,8 +367,6 @@ def register(pruning: type | None = None) -> None:
     (idempotent and cheap after the first call; ``pruning`` replaces the generated pruning
     section, for tests). ``prunelab_name`` guards the sweep folder: a ``name`` that would lead
     out of ``outputs/sweeps/`` fails when Hydra builds any job's folder from it."""
-    from prunelab.outputs import check_name
-
     if "pruning" not in _stored or _stored["pruning"] is not pruning:
         ConfigStore.instance().store(name="schema", node=schema_node(pruning))
         _stored["pruning"] = pruning
@@ -375,6 +376,4 @@ def register(pruning: type | None = None) -> None:
         OmegaConf.register_new_resolver("prunelab_name", check_name)
     if not OmegaConf.has_resolver("prunelab_last_target"):
         OmegaConf.register_new_resolver("prunelab_last_target", _last_target)
-    from prunelab.cli.help import register_resolvers
-
     register_resolvers()  # ${prunelab_options:<group>} and ${prunelab_commands:} of --help

@@ -19,7 +19,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from prunelab.allowlist import ALLOW_ENV, allowed_prefixes, how_to_allow  # noqa: F401 (ALLOW_ENV: re-exported)
+from prunelab.compat import arguments
+from prunelab.config import register
 from prunelab.errors import CheckpointError, ConfigError, PrunelabError, UnsafeInputError
+from prunelab.models import NETWORK_ATTR
 from prunelab.paths import FINAL_MODEL, last_checkpoint, run_config
 
 # classes a prunelab run folder names: prunelab's networks, systems and data modules, torch's
@@ -109,8 +112,6 @@ def run_datamodule(cfg: DictConfig, data_dir: str | None = None) -> Any:
     overrides the run's."""
     from hydra.utils import instantiate
 
-    from prunelab.compat import arguments
-
     if data_dir:
         cfg.data_dir = data_dir
 
@@ -177,9 +178,6 @@ def load_finished_run(path: str | Path, allow: Iterable[str] = ()) -> tuple[nn.M
     allow-list (:func:`check_targets`) and the weights load with ``weights_only=True``.
     """
     from hydra.utils import instantiate
-
-    from prunelab.config import register
-    from prunelab.models import NETWORK_ATTR
 
     path = Path(path)
     if not path.exists():

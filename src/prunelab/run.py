@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import inspect
-import io
 import json
 import os
 import platform
@@ -31,21 +30,25 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
 import prunelab
+from prunelab.choices import closest_first
 from prunelab.compat import arguments, check_configs, check_data, without_declarations
-from prunelab.config import callback_kwargs, command_line_message, plan_kwargs
+from prunelab.config import callback_kwargs, command_line_message, plan_kwargs, schema_node
+from prunelab.data.common import test_set_size
 from prunelab.errors import (
     CheckpointError,
     ConfigError,
     DivergedError,
+    PrunelabError,
     RunInProgressError,
     one_line,
     user_error,
 )
+from prunelab.io import atomic_save, write_error, write_json
 from prunelab.lightning_ext import NoProfiler
 from prunelab.loading import load_checkpoint
+from prunelab.loggers import ResumingCSVLogger, resuming_tensorboard
 from prunelab.logs import get_logger
 from prunelab.models import network_of
-from prunelab.outputs import remove_quietly, write_error
 from prunelab.paths import (
     COMPACT_MODEL,
     FAILED,
@@ -55,10 +58,13 @@ from prunelab.paths import (
     without_no_effect_keys,
 )
 from prunelab.pruning.callback import PruningCallback
+from prunelab.pruning.compaction import compact_with_report, save_compact
+from prunelab.pruning.latency import efficiency_report
 from prunelab.pruning.metrics import summarize
 from prunelab.pruning.schedules import PruneStep, build_plan, validate_plan
 from prunelab.results import Failure, Results
 from prunelab.runlock import RunLock, is_rank_zero
+from prunelab.trackers import finished_on_error, log_results, log_start, tracker_loggers
 
 log = get_logger(__name__)
 
@@ -116,8 +122,6 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None,
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     job = build(cfg, run_dir, config, resume, callbacks)
-    from prunelab.trackers import finished_on_error, log_results
-
     with finished_on_error(job.trainer):  # logger=mlflow / wandb: a failed run ends as failed
         fit(job, resume)
         val_acc, test_metrics = run_test(job, resume)
@@ -125,7 +129,7 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None,
             save_final_model(job.model, run_dir)
         results = collect(cfg, job, val_acc, test_metrics, overrides).to_json()
         if job.trainer.is_global_zero:
-            write_json_atomic(run_dir / RESULTS, results)
+            write_json(run_dir / RESULTS, results)
             log_results(job.trainer.loggers, results)
     return results
 
@@ -171,8 +175,6 @@ def build(cfg: DictConfig, run_dir: Path, config: dict[str, Any], resume: Resume
                         logger=make_loggers(cfg, run_dir, resume) or False,
                         default_root_dir=str(run_dir), plugins=[AtomicCheckpointIO()])
     if trainer.is_global_zero:
-        from prunelab.trackers import log_start
-
         log_start(trainer.loggers, config, run_dir)
     return Job(pruner, model, datamodule, trainer, state, run_dir, bool(cfg.pruning.compact))
 
@@ -207,16 +209,13 @@ def run_test(job: Job, resume: Resume | None) -> tuple[float | None, dict[str, A
 
 def save_final_model(model: L.LightningModule, run_dir: Path) -> None:
     """``final_model.pt``: the plain network's state dict (masks folded in)."""
-    buffer = io.BytesIO()
-    torch.save(network_of(model).state_dict(), buffer)
-    write_bytes_atomic(run_dir / FINAL_MODEL, buffer.getvalue())
+    state = network_of(model).state_dict()
+    atomic_save(run_dir / FINAL_MODEL, lambda f: torch.save(state, f))
 
 
 def collect(cfg: DictConfig, job: Job, val_acc: float | None, test_metrics: dict[str, Any],
             overrides: list[str] | None) -> Results:
     """The run's :class:`Results` (with the compaction's when ``pruning.compact``)."""
-    from prunelab.data.common import test_set_size
-
     pruner, model, trainer = job.pruner, job.model, job.trainer
     example = _example_input(job.datamodule, model)
     pruned = [t.name for t in pruner.targets] if pruner is not None else None
@@ -266,8 +265,6 @@ def run_or_record_failure(cfg: DictConfig, run_dir: str | Path, overrides: list[
     In a sweep (``multirun``) an error returns None; ``on_error`` is given it (the sweep's
     exit status is derived from its jobs' errors).
     """
-    from prunelab.errors import PrunelabError
-
     try:
         result = run(cfg, run_dir, overrides)
         failed = Path(run_dir) / FAILED
@@ -296,7 +293,7 @@ def run_or_record_failure(cfg: DictConfig, run_dir: str | Path, overrides: list[
             record.epoch, record.step, record.stage = err.epoch, err.step, err.stage
         try:
             Path(run_dir).mkdir(parents=True, exist_ok=True)
-            write_json_atomic(Path(run_dir) / FAILED, record.to_json())
+            write_json(Path(run_dir) / FAILED, record.to_json())
         except PrunelabError:
             pass  # the folder itself cannot be written (full disk): the error says so
         if not multirun:
@@ -400,8 +397,6 @@ def make_callback(cfg: DictConfig, callback: type[PruningCallback] = PruningCall
 def trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
     """The ``trainer`` section as ``lightning.Trainer``'s arguments (any of them; a name that is
     none of them is one line, with the closest ones)."""
-    from prunelab.choices import closest_first
-
     args = OmegaConf.to_container(cfg.trainer, resolve=True)
     args.pop("description", None)
     valid = inspect.signature(L.Trainer).parameters
@@ -467,18 +462,13 @@ def _normalized(config: dict[str, Any]) -> dict[str, Any]:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write checkpoints to a temp file and rename, so a kill mid-save keeps the previous one."""
+    """Checkpoints through :func:`prunelab.io.atomic_save`: a kill or a power cut mid-save keeps
+    the previous one; a full disk is one line."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            super().save_checkpoint(checkpoint, tmp, storage_options)
-            os.replace(tmp, path)
-        except OSError as err:  # full disk, read-only folder: one line, no .tmp left behind
-            remove_quietly(tmp)
-            raise write_error(err, path) from None
+        if storage_options is not None:  # as TorchCheckpointIO: a local file takes none
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        atomic_save(path, lambda f: torch.save(checkpoint, f))
 
 
 class LastCheckpoint(Checkpoint):
@@ -607,33 +597,8 @@ def _diff(a: Any, b: Any, prefix: str = "", defaults: Any = None) -> list[tuple[
 
 
 def _schema_defaults() -> dict[str, Any]:
-    from prunelab.config import schema_node
-
     node = schema_node()
     return OmegaConf.to_container(node, resolve=False, throw_on_missing=False)
-
-
-def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """Write via a temp file and rename, so a crash never leaves a half-written file."""
-    write_bytes_atomic(path, json.dumps(payload, indent=2, default=float).encode())
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """``data`` to ``path`` via a temp file and rename; a failed write (full disk, read-only
-    folder) leaves no temp file and the previous ``path`` intact, and is one line (OutputError)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        remove_quietly(tmp)
-        raise write_error(err, path) from None
-    except BaseException:
-        remove_quietly(tmp)
-        raise
 
 
 def versions() -> dict[str, str]:
@@ -647,25 +612,18 @@ def versions() -> dict[str, str]:
 
 def make_loggers(cfg: DictConfig, run_dir: Path, resume: Resume | None = None) -> list:
     """CSV and TensorBoard loggers that keep the epochs ``resume``'s checkpoint covers."""
-    from prunelab.loggers import ResumingCSVLogger, resuming_tensorboard
-
     loggers = []
     if cfg.logger.csv:
         loggers.append(ResumingCSVLogger(save_dir=str(run_dir), name="", version="",
                                          resume_epoch=resume.epoch if resume else 0))
     if cfg.logger.tensorboard:
         loggers.append(resuming_tensorboard(run_dir, resume.step if resume else 0))
-    from prunelab.trackers import tracker_loggers
-
     loggers += tracker_loggers(cfg.logger, run_dir)  # logger=mlflow / wandb (rank 0 writes)
     return loggers
 
 
 def compact_and_measure(model: L.LightningModule, example: torch.Tensor, run_dir: Path) -> dict[str, Any]:
     """Remove zeroed filters/neurons, save the small model, time dense-equivalent/masked/compact."""
-    from prunelab.pruning.compaction import compact_with_report, save_compact
-    from prunelab.pruning.latency import efficiency_report
-
     net = network_of(model)
     small, _ = compact_with_report(net, example)
     save_compact(small, run_dir / COMPACT_MODEL, example,

@@ -90,7 +90,7 @@ def _hydra_meta(path: Path) -> tuple[dict[str, Any], list[str]]:
     try:
         from omegaconf import OmegaConf
 
-        from prunelab.config import register
+        from prunelab.config import register  # lazy: Hydra, for job folders only
 
         register()  # prunelab's resolvers (pruning=explicit's amount is one)
         if (hydra_dir / HYDRA_OVERRIDES).is_file():
@@ -263,7 +263,7 @@ def export_columns(jobs: Iterable[Job]) -> list[str]:
 
 
 def _encoding_order(enc: str) -> tuple:
-    from prunelab.export.codecs import ENCODINGS
+    from prunelab.export.codecs import ENCODINGS  # lazy: torch, for exported jobs only
 
     head, _, tail = enc.partition("-")
     return (ENCODINGS.index(head) if head in ENCODINGS else len(ENCODINGS), head, tail)
