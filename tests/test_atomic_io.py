@@ -106,6 +106,7 @@ def test_a_cache_that_cannot_be_saved_leaves_no_temp_file(tmp_path: Path) -> Non
 FILE_SIZE_LIMIT = """
 import resource, signal, sys
 import torch
+from prunelab.errors import OutputError
 from prunelab.io import atomic_save, atomic_write
 path = sys.argv[1]
 atomic_write(path, b"old")

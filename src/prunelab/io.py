@@ -13,8 +13,9 @@ A failure removes the temporary file and leaves ``path`` as it was. An error of 
 and the errno; anything else the writer raises propagates unchanged.
 
 Not written this way, by design: append-only logs (``progress.jsonl``, log files, the rows
-Lightning's CSV logger appends), where a cut loses at most the last line, and the run folder's
-lock file, whose identity is the lock.
+Lightning's CSV logger appends, TensorBoard's events), where a cut loses at most the last
+record, and the run folder's lock file, whose identity is the lock. Hydra writes a run's
+``.hydra/`` files itself.
 """
 
 from __future__ import annotations
@@ -37,8 +38,12 @@ def write_error(err: OSError, path: Any = None) -> OutputError:
     """One line for a failed write: the path, the errno and what to do."""
     where = path if path is not None else err.filename
     code = errno.errorcode.get(err.errno or 0, str(err.errno))
-    hint = ("free some space or choose another output folder" if err.errno in (errno.ENOSPC, errno.EDQUOT)
-            else "choose a writable output folder (hydra.run.dir= / hydra.sweep.dir=)")
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        hint = "free some space or choose another output folder"
+    elif err.errno == errno.EFBIG:
+        hint = "the file is larger than the file system or the file-size limit (ulimit -f) allows"
+    else:
+        hint = "choose a writable output folder (hydra.run.dir= / hydra.sweep.dir=)"
     return OutputError(f"cannot write {where}: [Errno {err.errno} {code}] {err.strerror or err}; {hint}")
 
 
@@ -63,6 +68,10 @@ class _Recorder:
         except OSError as err:
             self.error = self.error or err
             raise
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._file, name)
