@@ -14,8 +14,7 @@ and the errno; anything else the writer raises propagates unchanged.
 
 Not written this way, by design: append-only logs (``progress.jsonl``, log files, the rows
 Lightning's CSV logger appends, TensorBoard's events), where a cut loses at most the last
-record, and the run folder's lock file, whose identity is the lock. Hydra writes a run's
-``.hydra/`` files itself.
+record, and the run folder's lock file, whose identity is the lock.
 """
 
 from __future__ import annotations
