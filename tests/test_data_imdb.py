@@ -251,7 +251,7 @@ def test_download_failure_is_a_clear_error(tmp_path):
     with pytest.raises(DataMissingError, match="download failed: no network") as err:
         dm.setup()
     assert "\n" not in str(err.value) and "aclImdb_v1.tar.gz" in str(err.value)
-    assert not list(dm.cache_dir.glob("*.part"))
+    assert not list(dm.cache_dir.glob("*.tmp"))  # no partial download left
 
 
 def serve(monkeypatch, payload: bytes) -> list[str]:

@@ -393,15 +393,29 @@ def test_read_only_output_folder_is_one_line(tiny_data, tmp_path):
 
 
 FULL_DISK_ON_SECOND_CHECKPOINT = """
-import errno, lightning.fabric.plugins.io.torch_io as tio
-real, calls = tio._atomic_save, []
-def full_disk(checkpoint, path):
-    calls.append(path)
-    if len(calls) == 1:
-        return real(checkpoint, path)
-    open(path, "wb").write(b"half a checkpoint")  # the write got this far
-    raise OSError(errno.ENOSPC, "No space left on device", str(path))
-tio._atomic_save = full_disk
+import builtins, errno, prunelab.io
+calls = []
+class HalfFull:  # the disk fills up after the first 4 kB written
+    def __init__(self, f):
+        self.f, self.n = f, 0
+    def write(self, data):
+        if self.n > 4096:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.n += len(data)
+        return self.f.write(data)
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+    def __enter__(self):
+        return self
+    def __exit__(self, *exc):
+        self.f.close()
+def full_disk_open(path, mode="r", *args, **kwargs):
+    f = builtins.open(path, mode, *args, **kwargs)
+    if ".last.ckpt." in str(path):
+        calls.append(path)
+        return HalfFull(f) if len(calls) > 1 else f
+    return f
+prunelab.io.open = full_disk_open
 """
 
 def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tiny_data, tmp_path):
@@ -418,12 +432,13 @@ def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tiny_data, 
 def test_full_disk_while_writing_results_leaves_no_half_file(make_cfg, tmp_path, monkeypatch):
     import builtins
 
+    import prunelab.io
     import prunelab.run as pr
     from prunelab.errors import OutputError
 
     def full_disk_open(path, mode="r", *args, **kwargs):
         f = builtins.open(path, mode, *args, **kwargs)  # noqa: SIM115 (returned open, as open does)
-        if str(path).endswith("results.json.tmp"):
+        if Path(path).name.startswith(".results.json.") and str(path).endswith(".tmp"):
             f.write(b"{ half")  # the write got this far
             f.close()
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
@@ -431,7 +446,7 @@ def test_full_disk_while_writing_results_leaves_no_half_file(make_cfg, tmp_path,
 
     run_dir = tmp_path / "run"
     cfg = make_cfg(*TWO_EPOCHS)
-    monkeypatch.setattr(pr, "open", full_disk_open, raising=False)
+    monkeypatch.setattr(prunelab.io, "open", full_disk_open, raising=False)
     with pytest.raises(OutputError) as err:
         pr.run_or_record_failure(cfg, run_dir, [], multirun=False)
     message = str(err.value)

@@ -248,7 +248,7 @@ def test_garbage_checkpoint_file_is_refused(data, tmp_path):
 
 
 def test_half_written_results_are_not_taken_as_done(data, finished, tmp_path):
-    from prunelab.run import write_json_atomic
+    from prunelab.io import write_json
 
     target = tmp_path / "results.json"
 
@@ -257,7 +257,7 @@ def test_half_written_results_are_not_taken_as_done(data, finished, tmp_path):
             raise RuntimeError("crash while writing")
 
     with pytest.raises(RuntimeError):
-        write_json_atomic(target, Boom(a=1))
+        write_json(target, Boom(a=1))
     assert not target.exists()  # only the .tmp file can be left behind
     # a finished run directory that only has results.json.tmp is re-run, not skipped
     run_dir = tmp_path / "rerun"

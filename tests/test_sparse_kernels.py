@@ -105,3 +105,87 @@ def test_a_layer_switches_only_when_the_network_is_faster_beyond_the_margin(
     assert fc1.sparse == switched
     assert isinstance(net.fc1, SparseLinear) == switched
     assert fc1.model_dense_ms == dense_ms
+
+
+# ------------------------------------------------------------ ordinary nn.Module behaviour
+
+
+def sparse_layers(bias: bool = True) -> dict[str, nn.Module]:
+    torch.manual_seed(2)
+    return {"linear": SparseLinear(prune_(nn.Linear(12, 5, bias=bias), 0.2)),
+            "conv": SparseConv2d(prune_(nn.Conv2d(3, 4, 3, padding=1, bias=bias), 0.2)),
+            "conv_channels_last": SparseConv2d(prune_(nn.Conv2d(3, 4, 3, bias=bias), 0.2), True)}
+
+
+def example(kind: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    shape = (2, 12) if kind == "linear" else (2, 3, 9, 9)
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(3)).to(dtype)
+
+
+@pytest.mark.parametrize("kind", ["linear", "conv", "conv_channels_last"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_sparse_layers_have_a_state_dict_and_buffers(kind, bias):
+    layer = sparse_layers(bias)[kind]
+    names = ["weight", "bias"] if bias else ["weight"]
+    assert [n for n, _ in layer.named_buffers()] == names
+    state = layer.state_dict()
+    assert list(state) == names and state["weight"].layout == torch.sparse_csr
+    # the weights of one layer load into another (another sparsity pattern, other nnz)
+    other = sparse_layers(bias)[kind]
+    with torch.no_grad():
+        for b in other.buffers():
+            b.values().mul_(2) if b.layout == torch.sparse_csr else b.mul_(2)
+    other.load_state_dict(state)
+    torch.testing.assert_close(other(example(kind)), layer(example(kind)), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kind", ["linear", "conv", "conv_channels_last"])
+def test_sparse_layers_move_and_cast_like_any_module(kind):
+    layer = sparse_layers()[kind]
+    expected = layer(example(kind)).double()
+    assert layer.double() is layer and layer.weight.dtype == layer.bias.dtype == torch.float64
+    torch.testing.assert_close(layer(example(kind, torch.float64)), expected, rtol=1e-5, atol=1e-5)
+    layer.to(torch.float32)
+    assert layer.to("cpu") is layer and layer.weight.dtype == torch.float32
+    assert layer(example(kind)).dtype == torch.float32
+
+
+def test_a_sparsified_network_saves_and_loads_its_weights(tmp_path):
+    net, _ = sparsify(folded(masked_lenet(0.98)), torch.randn(4, 1, 28, 28), repeats=1, force=True)
+    x = torch.randn(3, 1, 28, 28)
+    torch.save(net.state_dict(), tmp_path / "w.pt")
+    again, _ = sparsify(folded(masked_lenet(0.98)), torch.randn(4, 1, 28, 28), repeats=1, force=True)
+    with torch.no_grad():
+        again.conv2.weight.values().zero_()
+    again.load_state_dict(torch.load(tmp_path / "w.pt", weights_only=True))
+    torch.testing.assert_close(again(x), net(x), rtol=0, atol=0)
+
+
+def test_threads_running_one_sparse_conv_get_their_own_im2col_memory():
+    """Each thread reuses its own scratch tensor: two threads at once, at different batch sizes,
+    both get the dense convolution's answer."""
+    import threading
+
+    torch.manual_seed(4)
+    conv = prune_(nn.Conv2d(8, 8, 3, padding=1), 0.2)
+    layer = SparseConv2d(conv)
+    inputs = [torch.randn(n, 8, 32, 32) for n in (1, 7)]
+    wanted = [conv(x).detach() for x in inputs]
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def work(i: int) -> None:
+        try:
+            start.wait()
+            for _ in range(30):
+                torch.testing.assert_close(layer(inputs[i]), wanted[i], rtol=1e-5, atol=1e-5)
+        except BaseException as err:  # reported by the main thread
+            errors.append(err)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert "_scratch" not in dict(layer.named_buffers()) and len(layer.state_dict()) == 2

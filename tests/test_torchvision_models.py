@@ -72,6 +72,6 @@ def test_run_folders_of_torchvision_models_pass_the_target_allow_list(tmp_path):
 
     ok = OmegaConf.create({"model": {"net": {"_target_": "prunelab.models.torchvision_net"}}})
     check_targets(ok, tmp_path / "config.yaml")
-    other = OmegaConf.create({"model": {"net": {"_target_": "prunelab.data.common.atomic_torch_save"}}})
+    other = OmegaConf.create({"model": {"net": {"_target_": "prunelab.io.atomic_save"}}})
     with pytest.raises(UnsafeInputError, match="not on the allow-list"):
         check_targets(other, tmp_path / "config.yaml")

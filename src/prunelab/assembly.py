@@ -97,15 +97,13 @@ def make_loggers(cfg: DictConfig, run_dir: Path, resume: Resume | None = None) -
     """One logger per ``_target_`` node of ``logger``; each gets the run folder (``save_dir``)
     and the resume position (``resume_epoch``, ``resume_step``) where it takes them, so curves
     keep the epochs ``resume``'s checkpoint covers."""
-    from prunelab.components import is_node, parameters, target_of
-
     position = {"save_dir": str(run_dir), "resume_epoch": resume.epoch if resume else 0,
                 "resume_step": resume.step if resume else 0}
     loggers = []
     for key, node in OmegaConf.to_container(cfg.logger, resolve=True).items():
-        if not is_node(node):
+        if not components.is_node(node):
             continue
-        params, _ = parameters(target_of(node, f"logger.{key}"))
+        params, _ = components.parameters(components.target_of(node, f"logger.{key}"))
         given = {k: v for k, v in position.items() if k in params and k not in node}
         loggers.append(components.build(node, f"logger.{key}", **given))
     return loggers

@@ -15,7 +15,9 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from prunelab.config import schema_node
 from prunelab.errors import ConfigError
+from prunelab.logs import check_verbosity
 
 CONFIG_NAME = "config"
 
@@ -142,7 +144,7 @@ def check_sweeper_params(loader: Any, overrides: Sequence[str], multirun: bool,
     if lines:
         check_overrides(loader, lines, config_name)
     if nodes:
-        from prunelab.run import check_nodes  # imports the targets (torch, Lightning)
+        from prunelab.run import check_nodes  # lazy: torch and Lightning (the nodes' targets)
 
         check_nodes(cfg)
 
@@ -152,8 +154,6 @@ def composition_error(err: Exception) -> ConfigError:
     line: the override, what is wrong, and for a misspelt key the valid keys, closest first."""
     from omegaconf import OmegaConf
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError
-
-    from prunelab.config import schema_node
 
     cause = err.__cause__
     key = getattr(cause, "full_key", None)
@@ -188,8 +188,6 @@ def check_command_line(conf_dir: str, argv: Sequence[str]) -> None:
         return  # Hydra's own message names the missing folder
     loader = make_loader(conf_dir, args.config_dir)
     name = args.config_name or CONFIG_NAME
-    from prunelab.logs import check_verbosity
-
     for o in args.overrides:  # also before any folder is made: verbosity=... is a choice too
         if o.startswith("verbosity=") and "," not in o:
             check_verbosity(o.partition("=")[2])

@@ -20,6 +20,10 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from prunelab.cli.help import register_resolvers
+from prunelab.outputs import check_name
+from prunelab.paths import override_key
+
 
 @dataclass
 class TrainerConf:
@@ -75,8 +79,6 @@ def _dirname(overrides: Any, exclude: Any = ()) -> str:
     one level deep, never empty. A schedule key is written ``pruning.<key>``, as before it had a
     node of its own, so ``pruning.schedule.amount=0.5`` and the older ``pruning.amount=0.5``
     name one folder (and sweeps launched by earlier releases find their jobs)."""
-    from prunelab.paths import override_key
-
     if isinstance(overrides, str):  # an override_dirname already joined
         joined = overrides
     else:
@@ -96,8 +98,6 @@ def register() -> None:
     """Make the schema and the ``prunelab_dirname`` / ``prunelab_name`` resolvers known to Hydra
     (idempotent and cheap after the first call). ``prunelab_name`` guards the sweep folder: a
     ``name`` that would lead out of ``outputs/sweeps/`` fails when Hydra builds any job's folder."""
-    from prunelab.outputs import check_name
-
     if "schema" not in _stored:
         ConfigStore.instance().store(name="schema", node=schema_node())
         _stored["schema"] = True
@@ -105,6 +105,4 @@ def register() -> None:
         OmegaConf.register_new_resolver("prunelab_dirname", _dirname)
     if not OmegaConf.has_resolver("prunelab_name"):
         OmegaConf.register_new_resolver("prunelab_name", check_name)
-    from prunelab.cli.help import register_resolvers
-
     register_resolvers()  # ${prunelab_options:<group>} and ${prunelab_commands:} of --help

@@ -23,6 +23,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from prunelab import logs
+from prunelab.cli.summary import shown_path
 from prunelab.errors import (
     EXIT_BAD_INPUT,
     EXIT_CRASH,
@@ -31,6 +33,7 @@ from prunelab.errors import (
     exit_status,
     one_line,
 )
+from prunelab.io import atomic_write
 from prunelab.logs import SUMMARY_LOGGER, get_logger
 from prunelab.paths import FAILED, RESULTS
 
@@ -168,8 +171,6 @@ def summary_lines(sweep_dir: str | Path, records: list[dict[str, Any]],
         lines.append(f"  {r.get('status')}: {r['folder']} — {r.get('error') or 'see its folder'}")
     if len(bad) > 20:
         lines.append(f"  … and {len(bad) - 20} more (see the report)")
-    from prunelab.cli.summary import shown_path
-
     lines.append(f"sweep directory: {shown_path(sweep_dir)}")
     lines.append(f"  report: python -m prunelab report {shlex.quote(shown_path(sweep_dir))}")
     if bad:
@@ -215,14 +216,11 @@ class SweepProgress(Callback):
 
     # ------------------------------------------------------------------ launching process
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from prunelab import logs
-
         with contextlib.suppress(Exception):  # a bad verbosity is reported by each job
             logs.apply(str(OmegaConf.select(config, "verbosity", default="normal")))
         self.sweep_dir = Path(config.hydra.sweep.dir)
         self.path = self.sweep_dir / PROGRESS
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text("")  # a new sweep: forget the last launch's jobs
+        atomic_write(self.path, "")  # a new sweep: forget the last launch's jobs
         self.total = count_jobs(config)
         self._shown = 0
         self._stop.clear()

@@ -20,7 +20,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from prunelab import components
 from prunelab.compat import without_declarations
+from prunelab.config import schema_node
 from prunelab.errors import CheckpointError
+from prunelab.legacy import upgrade
 from prunelab.loading import load_checkpoint
 from prunelab.logs import get_logger
 from prunelab.paths import last_checkpoint, without_no_effect_keys
@@ -32,8 +34,6 @@ log = get_logger(__name__)
 def result_config(cfg: DictConfig) -> dict[str, Any]:
     """The part of the config that determines a run's numbers (compared on resume, and with a
     run folder's saved config); a config of an earlier release is read in today's shape."""
-    from prunelab.legacy import upgrade
-
     new, _ = upgrade(OmegaConf.to_container(cfg, resolve=False))  # type: ignore[arg-type]
     plain = OmegaConf.to_container(OmegaConf.create(new), resolve=True)
     return _normalized(without_declarations(_without_descriptions(without_no_effect_keys(plain))))
@@ -169,15 +169,11 @@ def _diff(a: Any, b: Any, prefix: str = "", defaults: Any = None) -> list[tuple[
 
 def _upgraded_state_config(config: dict[str, Any]) -> dict[str, Any]:
     """A checkpoint's config (resolved; possibly of an earlier release) in today's shape."""
-    from prunelab.legacy import upgrade
-
     new, _ = upgrade(config)
     return OmegaConf.to_container(OmegaConf.create(new), resolve=True)  # type: ignore[return-value]
 
 
 def _schema_defaults() -> dict[str, Any]:
-    from prunelab.config import schema_node
-
     node = schema_node()
     return OmegaConf.to_container(node, resolve=False, throw_on_missing=False)
 
@@ -185,8 +181,6 @@ def _schema_defaults() -> dict[str, Any]:
 def upgraded(cfg: DictConfig, notes: bool = True) -> DictConfig:
     """``cfg`` in today's shape: a spelling of an earlier release (``pruning.amount=0.5``) is
     moved to its node, with a one-line note each (:func:`prunelab.legacy.upgrade`)."""
-    from prunelab.legacy import upgrade
-
     plain = OmegaConf.to_container(cfg, resolve=False)
     new, moved = upgrade(plain)  # type: ignore[arg-type]
     for note in moved if notes else ():

@@ -19,7 +19,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from prunelab.components import owner, parameters, target_of
 from prunelab.errors import ConfigError, unknown_key
+from prunelab.pruning.criteria.methods import BUILT_IN as METHODS
 
 CALLBACK = "prunelab.pruning.PruningCallback"
 TARGETS = "prunelab.pruning.targets.Targets"
@@ -47,19 +49,14 @@ def schedule_target(name: str) -> str:
 
 def method_target(name: str) -> dict[str, Any]:
     """The node of a criterion's name: its class, or ``ByName`` for one registered elsewhere."""
-    from prunelab.pruning.criteria.methods import BUILT_IN
-
-    cls = BUILT_IN.get(name)
+    cls = METHODS.get(name)
     if cls is None:
         return {"_target_": "prunelab.pruning.criteria.ByName", "criterion": name}
     return {"_target_": f"prunelab.pruning.criteria.{cls.__name__}"}
 
 
 def _keys(target: str) -> tuple[str, ...]:
-    from prunelab.components import parameters
-    from prunelab.components import target_of as _target
-
-    params, _ = parameters(_target({"_target_": target}, "pruning"))
+    params, _ = parameters(target_of({"_target_": target}, "pruning"))
     return tuple(params)
 
 
@@ -123,8 +120,6 @@ def _moved_spellings(pruning: dict[str, Any]) -> list[str]:
     for key in [k for k in SCHEDULE_KEYS if k in pruning]:
         valid = _keys(str(schedule.get("_target_")))
         if key not in valid:
-            from prunelab.components import owner, target_of
-
             name = owner(target_of(schedule, "pruning.schedule"), schedule)
             raise unknown_key(f"pruning.{key}", name, valid)
         schedule[key] = pruning.pop(key)

@@ -20,7 +20,11 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from prunelab.allowlist import ALLOW_ENV, allowed_prefixes, how_to_allow  # noqa: F401 (ALLOW_ENV: re-exported)
+from prunelab.compat import arguments
+from prunelab.config import register
 from prunelab.errors import CheckpointError, ConfigError, PrunelabError, UnsafeInputError
+from prunelab.legacy import upgrade
+from prunelab.models import NETWORK_ATTR
 from prunelab.paths import FINAL_MODEL, last_checkpoint, run_config
 
 # classes a prunelab run folder names: prunelab's networks, systems and data modules, torch's
@@ -115,8 +119,6 @@ def check_targets(cfg: DictConfig, source: Path, allow: Iterable[str] = ()) -> N
 def read_run_config(path: Path) -> DictConfig:
     """A run folder's saved ``.hydra/config.yaml``, in today's shape (one written by an earlier
     release is converted, :func:`prunelab.legacy.upgrade`); one line if it is unreadable."""
-    from prunelab.legacy import upgrade
-
     try:
         cfg = OmegaConf.load(path)
     except Exception as err:
@@ -134,8 +136,6 @@ def run_datamodule(cfg: DictConfig, data_dir: str | None = None) -> Any:
     """The data module of a run's (already checked) config, not yet prepared; ``data_dir``
     overrides the run's."""
     from hydra.utils import instantiate
-
-    from prunelab.compat import arguments
 
     if data_dir:
         cfg.data_dir = data_dir
@@ -203,9 +203,6 @@ def load_finished_run(path: str | Path, allow: Iterable[str] = ()) -> tuple[nn.M
     allow-list (:func:`check_targets`) and the weights load with ``weights_only=True``.
     """
     from hydra.utils import instantiate
-
-    from prunelab.config import register
-    from prunelab.models import NETWORK_ATTR
 
     path = Path(path)
     if not path.exists():

@@ -9,6 +9,7 @@ epochs its checkpoint covers and drops those of epochs it is about to redo; Tens
 from __future__ import annotations
 
 import csv
+import io
 import os
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
-from prunelab.outputs import remove_quietly, write_error
+from prunelab.io import atomic_write, write_error
 
 
 def _epoch(row: dict[str, str]) -> int | None:
@@ -46,16 +47,11 @@ def keep_rows_before(path: Path, epoch: int) -> list[str]:
     if not rows:
         os.unlink(path)
         return []
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=header)
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, path)
-    except OSError as err:
-        remove_quietly(tmp)
-        raise write_error(err, path) from None
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=header)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path, text.getvalue())
     return header
 
 

@@ -21,6 +21,8 @@ import sys
 import warnings
 from typing import Any
 
+from prunelab.errors import ConfigError
+
 VERBOSITIES = ("quiet", "normal", "debug")
 LOGGER = "prunelab"
 SUMMARY_LOGGER = "prunelab.summary"  # shown even when quiet: it is the run's answer
@@ -58,8 +60,6 @@ _COMPILER = ("torch._dynamo", "torch._inductor", "torch._subclasses", "torch.fx"
 
 def check_verbosity(value: Any) -> str:
     """``value`` if it is a known verbosity, else a ConfigError naming the choices."""
-    from prunelab.errors import ConfigError
-
     if value not in VERBOSITIES:
         raise ConfigError(f"verbosity={value} is not one of {', '.join(VERBOSITIES)}")
     return str(value)

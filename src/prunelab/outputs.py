@@ -1,12 +1,9 @@
-"""Where a run writes: names that stay inside ``outputs/``, folders checked before any job starts,
-and write failures (read-only folder, full disk) turned into one line naming the path and errno.
+"""Where a run writes: names that stay inside ``outputs/``, and folders checked before any job
+starts (a read-only folder or a full disk is one line, :func:`prunelab.io.write_error`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import os
 import sys
 import tempfile
 from pathlib import Path, PurePosixPath
@@ -15,7 +12,9 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from prunelab.errors import OutputError
+from prunelab.errors import OutputError, RunInProgressError
+from prunelab.io import write_error
+from prunelab.runlock import RunLock, is_rank_zero
 
 
 def check_name(name: Any) -> str:
@@ -30,15 +29,6 @@ def check_name(name: Any) -> str:
             "hydra.sweep.dir explicitly)"
         )
     return text
-
-
-def write_error(err: OSError, path: Any = None) -> OutputError:
-    """One line for a failed write: the path, the errno and what to do."""
-    where = path if path is not None else err.filename
-    code = errno.errorcode.get(err.errno or 0, str(err.errno))
-    hint = ("free some space or choose another output folder" if err.errno in (errno.ENOSPC, errno.EDQUOT)
-            else "choose a writable output folder (hydra.run.dir= / hydra.sweep.dir=)")
-    return OutputError(f"cannot write {where}: [Errno {err.errno} {code}] {err.strerror or err}; {hint}")
 
 
 def check_writable(folder: Path) -> None:
@@ -62,9 +52,6 @@ class Preflight(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check(config, "run", [])
         # a second launch of a running run: refuse before Hydra rewrites its .hydra/ files
-        from prunelab.errors import RunInProgressError
-        from prunelab.runlock import RunLock, is_rank_zero
-
         if not is_rank_zero():
             return
         try:
@@ -98,8 +85,3 @@ def _swept_names(overrides: list[str]) -> list[str]:
             names += list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.value()]
     return names
 
-
-def remove_quietly(path: Path) -> None:
-    """Remove a temp file left by a failed write; a missing file is fine."""
-    with contextlib.suppress(OSError):
-        os.unlink(path)

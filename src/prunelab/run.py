@@ -11,7 +11,6 @@ reads Hydra's globals.
 from __future__ import annotations
 
 import importlib
-import io
 import json
 import os
 import platform
@@ -41,10 +40,12 @@ from prunelab.assembly import (  # noqa: F401
     make_trainer,
 )
 from prunelab.compat import check_configs, check_data
+from prunelab.data.common import test_set_size
 from prunelab.errors import (
     CheckpointError,
     ConfigError,
     DivergedError,
+    PrunelabError,
     RunInProgressError,
     one_line,
     user_error,
@@ -57,9 +58,9 @@ from prunelab.identity import (  # noqa: F401
     result_config,
     upgraded,
 )
+from prunelab.io import atomic_save, write_error, write_json
 from prunelab.logs import get_logger
 from prunelab.models import network_of
-from prunelab.outputs import remove_quietly, write_error
 from prunelab.paths import (
     COMPACT_MODEL,
     FAILED,
@@ -68,9 +69,12 @@ from prunelab.paths import (
     last_checkpoint,
 )
 from prunelab.pruning.callback import PruningCallback
+from prunelab.pruning.compaction import compact_with_report, save_compact
+from prunelab.pruning.latency import efficiency_report
 from prunelab.pruning.metrics import summarize
 from prunelab.results import Failure, Results
 from prunelab.runlock import RunLock, is_rank_zero
+from prunelab.trackers import finished_on_error, log_results, log_start
 
 log = get_logger(__name__)
 
@@ -117,8 +121,6 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None,
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     job = build(cfg, run_dir, config, resume, callbacks)
-    from prunelab.trackers import finished_on_error, log_results
-
     with finished_on_error(job.trainer):  # logger=mlflow / wandb: a failed run ends as failed
         fit(job, resume)
         val_acc, test_metrics = run_test(job, resume)
@@ -126,7 +128,7 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None,
             save_final_model(job.model, run_dir)
         results = collect(cfg, job, val_acc, test_metrics, overrides).to_json()
         if job.trainer.is_global_zero:
-            write_json_atomic(run_dir / RESULTS, results)
+            write_json(run_dir / RESULTS, results)
             log_results(job.trainer.loggers, results)
     return results
 
@@ -173,8 +175,6 @@ def build(cfg: DictConfig, run_dir: Path, config: dict[str, Any], resume: Resume
                            logger=make_loggers(cfg, run_dir, resume) or False,
                            default_root_dir=str(run_dir), plugins=[AtomicCheckpointIO()])
     if trainer.is_global_zero:
-        from prunelab.trackers import log_start
-
         log_start(trainer.loggers, config, run_dir)
     return Job(pruner, schedule, model, datamodule, trainer, state, run_dir,
                bool(cfg.pruning.get("compact", False)))
@@ -210,16 +210,13 @@ def run_test(job: Job, resume: Resume | None) -> tuple[float | None, dict[str, A
 
 def save_final_model(model: L.LightningModule, run_dir: Path) -> None:
     """``final_model.pt``: the plain network's state dict (masks folded in)."""
-    buffer = io.BytesIO()
-    torch.save(network_of(model).state_dict(), buffer)
-    write_bytes_atomic(run_dir / FINAL_MODEL, buffer.getvalue())
+    state = network_of(model).state_dict()
+    atomic_save(run_dir / FINAL_MODEL, lambda f: torch.save(state, f))
 
 
 def collect(cfg: DictConfig, job: Job, val_acc: float | None, test_metrics: dict[str, Any],
             overrides: list[str] | None) -> Results:
     """The run's :class:`Results` (with the compaction's when ``pruning.compact``)."""
-    from prunelab.data.common import test_set_size
-
     pruner, model, trainer = job.pruner, job.model, job.trainer
     example = _example_input(job.datamodule, model)
     pruned = [t.name for t in pruner.targets] if pruner is not None else None
@@ -269,8 +266,6 @@ def run_or_record_failure(cfg: DictConfig, run_dir: str | Path, overrides: list[
     In a sweep (``multirun``) an error returns None; ``on_error`` is given it (the sweep's
     exit status is derived from its jobs' errors).
     """
-    from prunelab.errors import PrunelabError
-
     try:
         result = run(cfg, run_dir, overrides)
         failed = Path(run_dir) / FAILED
@@ -299,7 +294,7 @@ def run_or_record_failure(cfg: DictConfig, run_dir: str | Path, overrides: list[
             record.epoch, record.step, record.stage = err.epoch, err.step, err.stage
         try:
             Path(run_dir).mkdir(parents=True, exist_ok=True)
-            write_json_atomic(Path(run_dir) / FAILED, record.to_json())
+            write_json(Path(run_dir) / FAILED, record.to_json())
         except PrunelabError:
             pass  # the folder itself cannot be written (full disk): the error says so
         if not multirun:
@@ -370,18 +365,13 @@ def import_modules(names: list[str]) -> None:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write checkpoints to a temp file and rename, so a kill mid-save keeps the previous one."""
+    """Checkpoints through :func:`prunelab.io.atomic_save`: a kill or a power cut mid-save keeps
+    the previous one; a full disk is one line."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            super().save_checkpoint(checkpoint, tmp, storage_options)
-            os.replace(tmp, path)
-        except OSError as err:  # full disk, read-only folder: one line, no .tmp left behind
-            remove_quietly(tmp)
-            raise write_error(err, path) from None
+        if storage_options is not None:  # as TorchCheckpointIO: a local file takes none
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        atomic_save(path, lambda f: torch.save(checkpoint, f))
 
 
 class LastCheckpoint(Checkpoint):
@@ -404,29 +394,6 @@ class LastCheckpoint(Checkpoint):
         trainer.save_checkpoint(self.path, weights_only=False)
 
 
-def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """Write via a temp file and rename, so a crash never leaves a half-written file."""
-    write_bytes_atomic(path, json.dumps(payload, indent=2, default=float).encode())
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """``data`` to ``path`` via a temp file and rename; a failed write (full disk, read-only
-    folder) leaves no temp file and the previous ``path`` intact, and is one line (OutputError)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        remove_quietly(tmp)
-        raise write_error(err, path) from None
-    except BaseException:
-        remove_quietly(tmp)
-        raise
-
-
 def versions() -> dict[str, str]:
     return {
         "prunelab": prunelab.__version__,
@@ -438,9 +405,6 @@ def versions() -> dict[str, str]:
 
 def compact_and_measure(model: L.LightningModule, example: torch.Tensor, run_dir: Path) -> dict[str, Any]:
     """Remove zeroed filters/neurons, save the small model, time dense-equivalent/masked/compact."""
-    from prunelab.pruning.compaction import compact_with_report, save_compact
-    from prunelab.pruning.latency import efficiency_report
-
     net = network_of(model)
     small, _ = compact_with_report(net, example)
     save_compact(small, run_dir / COMPACT_MODEL, example,

@@ -22,6 +22,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, read_write
 
 from prunelab.errors import RunFolderError, one_line
+from prunelab.io import atomic_write, write_error
 from prunelab.paths import HYDRA_CONFIG, HYDRA_DIR, HYDRA_OVERRIDES, HYDRA_SETTINGS, run_config
 from prunelab.runlock import LOCK_FILE
 
@@ -40,6 +41,7 @@ def check(run_dir: str | Path, cfg: DictConfig, knob: str = "hydra.run.dir") -> 
     """Refuse ``run_dir`` if it holds another configuration's run, or files prunelab did not
     write; a new or empty folder, or the same run's folder, passes. ``knob`` is the setting
     the message tells the user to change."""
+    # lazy: torch and Lightning; the command line imports this module before it composes
     from prunelab.run import differences, result_config
 
     folder = Path(run_dir)
@@ -79,23 +81,18 @@ def save_hydra_files(run_dir: str | Path, cfg: DictConfig, hydra_cfg: DictConfig
                      overrides: list[str]) -> None:
     """``.hydra/{config,hydra,overrides}.yaml`` as Hydra writes them, each atomically; the
     config last, as it is what the folder is recognised by."""
-    from prunelab.run import write_bytes_atomic
-
     out = Path(run_dir) / HYDRA_DIR
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        from prunelab.outputs import write_error
-
         raise write_error(err, out) from None
     if hydra_cfg is not None:
         hydra_cfg = copy.deepcopy(hydra_cfg)
         with read_write(hydra_cfg), read_write(hydra_cfg.hydra):
             hydra_cfg.hydra.output_subdir = HYDRA_DIR  # where the files are, as Hydra would say
-        write_bytes_atomic(out / HYDRA_SETTINGS, OmegaConf.to_yaml(hydra_cfg).encode())
-    write_bytes_atomic(out / HYDRA_OVERRIDES,
-                       OmegaConf.to_yaml(OmegaConf.create(list(overrides))).encode())
-    write_bytes_atomic(out / HYDRA_CONFIG, OmegaConf.to_yaml(cfg).encode())
+        atomic_write(out / HYDRA_SETTINGS, OmegaConf.to_yaml(hydra_cfg))
+    atomic_write(out / HYDRA_OVERRIDES, OmegaConf.to_yaml(OmegaConf.create(list(overrides))))
+    atomic_write(out / HYDRA_CONFIG, OmegaConf.to_yaml(cfg))
 
 
 def _short(value: Any, width: int = 40) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 
 from prunelab.errors import RunInProgressError
-from prunelab.outputs import write_error
+from prunelab.io import write_error
 
 LOCK_FILE = ".prunelab.lock"
 

@@ -28,10 +28,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prunelab import confsource
+from prunelab.choices import check_overrides, make_loader
 from prunelab.errors import PrunelabError
-from prunelab.logs import get_logger
+from prunelab.io import atomic_write
+from prunelab.logs import get_logger, tame_lightning
 from prunelab.outputs import check_name
 from prunelab.paths import (
+    CONF_DIR,
     FAILED,
     HYDRA_CONFIG,
     HYDRA_DIR,
@@ -41,6 +45,7 @@ from prunelab.paths import (
     has_no_effect,
     override_key,
 )
+from prunelab.report import ReportError, load_baseline
 
 log = get_logger(__name__)
 
@@ -165,6 +170,7 @@ class Runner:
                                   "(use --method, --lo/--hi, --seeds)")
         self.overrides = list(overrides)
         self.seeds = list(seeds)
+        # lazy: torch and Lightning
         from prunelab.components import component_name
         from prunelab.run import upgraded
 
@@ -190,8 +196,6 @@ class Runner:
         from hydra.errors import HydraException
         from omegaconf.errors import OmegaConfBaseException
 
-        from prunelab import confsource
-
         try:
             with confsource.initialize(job_name="search"):
                 return compose("config", overrides=list(overrides))
@@ -205,8 +209,7 @@ class Runner:
         """A normal run in ``run_dir`` (reused if finished); None and failed.json if it fails."""
         from omegaconf import OmegaConf
 
-        from prunelab.logs import tame_lightning
-        from prunelab.run import run_or_record_failure
+        from prunelab.run import run_or_record_failure  # lazy: torch and Lightning
 
         done = run_dir / RESULTS
         if done.is_file():
@@ -220,8 +223,8 @@ class Runner:
         cfg = self.compose(overrides)
         hydra_dir = run_dir / HYDRA_DIR
         hydra_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(cfg, hydra_dir / HYDRA_CONFIG)
-        OmegaConf.save(OmegaConf.create(list(overrides)), hydra_dir / HYDRA_OVERRIDES)
+        atomic_write(hydra_dir / HYDRA_CONFIG, OmegaConf.to_yaml(cfg))
+        atomic_write(hydra_dir / HYDRA_OVERRIDES, OmegaConf.to_yaml(OmegaConf.create(list(overrides))))
         self.probes_run += 1
         log.info("run %d: %s", self.probes_run, run_dir)
         tame_lightning()  # Lightning is imported by now: one handler, the root's
@@ -236,8 +239,6 @@ class Runner:
         acc: dict[int, float] = {}
         cfg = self.compose(self.overrides)
         if self.baseline_dirs:
-            from prunelab.report import ReportError, load_baseline
-
             try:
                 base = load_baseline(self.baseline_dirs)
             except ReportError as err:
@@ -308,9 +309,6 @@ def search(methods: Sequence[str], overrides: Sequence[str] = (), delta: float =
         raise SearchError("give at least one --method")
     runner = Runner(overrides, sweep_dir, seeds, baseline)
     runner.verbosity = verbosity
-    from prunelab.choices import check_overrides, make_loader
-    from prunelab.paths import CONF_DIR
-
     loader = make_loader(CONF_DIR)
     for m in methods:  # every method name and group choice, before anything runs
         try:
@@ -340,10 +338,7 @@ def search(methods: Sequence[str], overrides: Sequence[str] = (), delta: float =
 
 
 def _write(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    tmp.replace(path)
+    atomic_write(path, json.dumps(payload, indent=2))
 
 
 if __name__ == "__main__":  # not a command: say where the command is, rather than do nothing

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from prunelab.errors import ConfigError
+from prunelab.io import atomic_write
 
 MLFLOW_RUN_ID = "mlflow_run_id.txt"
 RESULT_METRICS = ("test_acc", "test_loss", "val_acc", "sparsity_global", "params_total",
@@ -87,7 +88,7 @@ def log_start(loggers: list, config: dict[str, Any], run_dir: Path) -> None:
             _start_wandb(lg)
         lg.log_hyperparams(flat_params(config))
         if type(lg).__name__ == "MLFlowLogger":
-            (run_dir / MLFLOW_RUN_ID).write_text(lg.run_id)
+            atomic_write(run_dir / MLFLOW_RUN_ID, lg.run_id)
 
 
 def _start_wandb(lg: Any) -> None:

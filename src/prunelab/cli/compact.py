@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 from prunelab.cli.help import add_run_source_args, make_parser
 from prunelab.errors import PrunelabError
-from prunelab.logs import SUMMARY_LOGGER, get_logger
+from prunelab.io import write_json
+from prunelab.logs import SUMMARY_LOGGER, add_verbosity_args, get_logger, setup
 from prunelab.paths import COMPACT_MODEL, RESULTS, run_config
 
 if TYPE_CHECKING:  # torch loads when the command runs, not when --help lists it
@@ -46,7 +47,7 @@ def load_run(run_dir: Path, allow: Iterable[str] = ()) -> tuple[nn.Module, Any]:
     The same loading as ``prunelab evaluate`` (:func:`prunelab.loading.load_finished_run`):
     ``final_model.pt``, else ``checkpoints/last.ckpt``; allow-listed ``_target_``s only.
     """
-    from prunelab.loading import load_finished_run
+    from prunelab.loading import load_finished_run  # lazy: torch, not needed by --help
 
     if not run_dir.is_dir():
         raise RunDirError(f"{run_dir} is not a directory: give a prunelab run directory")
@@ -64,6 +65,7 @@ def example_input(cfg: Any, shape: list[int] | None = None, data_dir: str | None
 
     if shape:
         return torch.randn(*shape)
+    # lazy: torch and Lightning, not needed by --help
     from prunelab.data import example_input as from_data
     from prunelab.loading import run_datamodule
 
@@ -75,8 +77,6 @@ def _fmt(n: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from prunelab.logs import add_verbosity_args
-
     parser = make_parser(PROG, __doc__, [
         (f"{PROG} outputs/runs/<run>",
          "shrink a run pruned with ln_structured or random_structured; writes compact_model.pt2 "
@@ -98,8 +98,6 @@ def main(argv: list[str] | None = None) -> int:
                                 "for an example input (default: the run's)")
     add_verbosity_args(parser)
     args = parser.parse_args(argv)
-    from prunelab.logs import setup
-
     setup(args.verbosity)
     try:
         return _main(args)
@@ -111,10 +109,10 @@ def main(argv: list[str] | None = None) -> int:
 def _main(args: argparse.Namespace) -> int:
     import torch
 
+    # lazy: torch and Lightning, not needed by --help
     from prunelab.pruning.compaction import compact_fields, compact_with_report, save_compact
     from prunelab.pruning.latency import efficiency_report
     from prunelab.pruning.metrics import macs, param_counts
-    from prunelab.run import write_json_atomic
 
     run_dir: Path = args.run_dir
     results_path = run_dir / RESULTS
@@ -168,7 +166,7 @@ def _main(args: argparse.Namespace) -> int:
     out.append(f"  max |compact - original| on a check batch: {report.max_abs_diff:.2e}")
 
     results.update(fields)
-    write_json_atomic(results_path, results)
+    write_json(results_path, results)
     out.append(f"updated {results_path}")
     get_logger(SUMMARY_LOGGER).info("\n".join(out))
     return 0

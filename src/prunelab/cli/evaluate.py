@@ -12,16 +12,12 @@ import sys
 
 from prunelab.cli.help import add_run_source_args, make_parser
 from prunelab.errors import PrunelabError
+from prunelab.logs import add_verbosity_args, get_logger, setup
 
 PROG = "prunelab evaluate"
 
 
 def main(argv: list[str] | None = None) -> int:
-    from prunelab.evaluate import evaluate, load_plain_model
-    from prunelab.loading import run_test_loader
-    from prunelab.logs import add_verbosity_args, get_logger, setup
-    from prunelab.pruning.metrics import summarize
-
     parser = make_parser(PROG, __doc__, [
         (f"{PROG} outputs/runs/<run>",
          "test the run's final model (final_model.pt) again; prints JSON on stdout"),
@@ -36,6 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup(args.verbosity)
     log = get_logger(__name__)
+    # lazy: torch and Lightning, not needed by --help
+    from prunelab.evaluate import evaluate, load_plain_model
+    from prunelab.loading import run_test_loader
+    from prunelab.pruning.metrics import summarize
+
     try:
         log.debug("loading %s", args.path)
         net, cfg = load_plain_model(args.path, args.allow_target)

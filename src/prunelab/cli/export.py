@@ -16,15 +16,14 @@ from pathlib import Path
 
 from prunelab.cli.help import add_run_source_args, make_parser
 from prunelab.errors import PrunelabError
+from prunelab.export import codecs
+from prunelab.export.runs import DEFAULT_ENCODINGS, describe, export_run
+from prunelab.logs import add_verbosity_args, setup
 
 PROG = "prunelab export"
 
 
 def main(argv: list[str] | None = None) -> int:
-    from prunelab.export import codecs
-    from prunelab.export.runs import DEFAULT_ENCODINGS, describe, export_run
-    from prunelab.logs import add_verbosity_args, setup
-
     parser = make_parser(PROG, __doc__, [
         (f"{PROG} outputs/runs/<run>", "the default encoding (kmeans5), measured on the test set"),
         (f"{PROG} outputs/runs/<run> --encoding int8 --encoding kmeans4", "two encodings"),

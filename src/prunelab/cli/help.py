@@ -4,7 +4,7 @@
 ``${prunelab_options:<group>}`` lines this module fills in: every option Hydra's config
 repository finds for the group (a user's ``--config-dir`` and ``hydra.searchpath`` included),
 each with the ``description:`` line of its YAML file — the one place that text is kept.
-``${prunelab_commands:}`` lists the subcommands of :data:`prunelab.cli.COMMANDS`.
+``${prunelab_commands:}`` lists the subcommands of :data:`prunelab.cli.commands.COMMANDS`.
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
+from prunelab.allowlist import ALLOW_ENV
+from prunelab.cli.commands import COMMANDS, command_summary
 
 RESOLVER = "prunelab_options"
 COMMANDS_RESOLVER = "prunelab_commands"
@@ -122,9 +125,7 @@ def _options_resolver(group: str) -> str:
 
 
 def format_commands(width: int | None = None) -> str:
-    """The subcommands of :data:`prunelab.cli.COMMANDS`, one wrapped line each."""
-    from prunelab.cli import COMMANDS, command_summary
-
+    """The subcommands of :data:`prunelab.cli.commands.COMMANDS`, one wrapped line each."""
     return format_options("commands", [(n, command_summary(n)) for n in COMMANDS], width=width)
 
 
@@ -176,8 +177,6 @@ def add_run_source_args(parser: argparse.ArgumentParser,
                                              "data_dir)") -> None:
     """``--data-dir`` and ``--allow-target``: the options of every command that rebuilds a
     finished run's model and data from its saved config."""
-    from prunelab.allowlist import ALLOW_ENV
-
     parser.add_argument("--data-dir", help=data_dir_help)
     parser.add_argument("--allow-target", action="append", default=[], metavar="PREFIX",
                         help="also build classes starting with PREFIX that a run's saved config "

@@ -14,15 +14,14 @@ import sys
 from collections import defaultdict
 from collections.abc import Sequence
 
+from prunelab import report as lib
 from prunelab.cli.help import make_parser
+from prunelab.logs import SUMMARY_LOGGER, add_verbosity_args, get_logger, setup
 
 PROG = "prunelab report"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from prunelab import report as lib
-    from prunelab.logs import SUMMARY_LOGGER, add_verbosity_args, get_logger, setup
-
     parser = make_parser(PROG, __doc__, [
         (f"{PROG} outputs/sweeps/mnist_amounts",
          "summary.csv, summary.md, acc_vs_sparsity.png and acc_vs_macs.png in the sweep folder"),

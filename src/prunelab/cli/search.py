@@ -15,6 +15,9 @@ from pathlib import Path
 
 from prunelab.cli.help import make_parser
 from prunelab.errors import EXIT_NO_RESULT, PrunelabError
+from prunelab.logs import SUMMARY_LOGGER, add_verbosity_args, get_logger, setup
+from prunelab.paths import SEARCH
+from prunelab.search import search
 
 PROG = "prunelab search"
 
@@ -24,10 +27,6 @@ def _methods(values: Sequence[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from prunelab.logs import SUMMARY_LOGGER, add_verbosity_args, get_logger, setup
-    from prunelab.paths import SEARCH
-    from prunelab.search import search
-
     parser = make_parser(PROG, __doc__, [
         (f"{PROG} --method l1_unstructured global_magnitude --delta 0.5 "
          "name=mnist_search pruning=iterative pruning.schedule.step_size=null pruning.schedule.n_steps=5 "

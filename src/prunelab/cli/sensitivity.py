@@ -24,7 +24,13 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from prunelab.cli.help import add_run_source_args, make_parser
+from prunelab.components import component_name
 from prunelab.errors import ConfigError, PrunelabError
+from prunelab.evaluate import evaluate
+from prunelab.io import atomic_write, write_error
+from prunelab.loading import find_run_dir, load_finished_run, run_datamodule
+from prunelab.logs import add_verbosity_args, get_logger, setup
 from prunelab.pruning.sensitivity import (
     DEFAULT_AMOUNTS,
     SensitivityTable,
@@ -34,6 +40,7 @@ from prunelab.pruning.sensitivity import (
     check_inputs,
     derive_amounts,
 )
+from prunelab.pruning.targets import find_targets
 
 PROG = "prunelab sensitivity"
 GUIDANCE = ("prunelab prunes every targeted layer to one amount, so this is guidance: e.g.\n"
@@ -54,8 +61,6 @@ def parse_grid(text: str) -> list[float]:
 
 def val_batches(cfg: DictConfig, data_dir: str | None, n: int | None) -> list[Any]:
     """The first ``n`` (None: all) validation batches of the run's data, held in memory."""
-    from prunelab.loading import run_datamodule
-
     datamodule = run_datamodule(cfg, data_dir)
     datamodule.prepare_data()
     datamodule.setup("fit")
@@ -75,8 +80,6 @@ class _Holder(nn.Module):
 
 def default_layers(holder: nn.Module, cfg: DictConfig) -> list[str]:
     """The run's own pruning targets (its pruning.targets settings)."""
-    from prunelab.pruning.targets import find_targets
-
     targets = OmegaConf.to_container(cfg.pruning.targets, resolve=True) if (
         "pruning" in cfg and "targets" in cfg.pruning) else {}
     return [t.name for t in find_targets(holder, **_arguments(targets))]
@@ -88,8 +91,6 @@ def _arguments(node: dict) -> dict:
 
 def run_method(cfg: DictConfig) -> str:
     """The run's criterion, or magnitude for a dense run."""
-    from prunelab.components import component_name
-
     p = OmegaConf.to_container(cfg.pruning, resolve=False) if "pruning" in cfg else {}
     if component_name(p.get("schedule")) in (None, "none"):
         return "l1_unstructured"
@@ -156,23 +157,7 @@ def plot(table: SensitivityTable, path: Path | io.BytesIO, title: str) -> None:
     plt.close(fig)
 
 
-def _write(path: Path, data: str | bytes) -> None:
-    from prunelab.outputs import write_error
-
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise write_error(err, path) from None
-
-
 def main(argv: list[str] | None = None) -> int:
-    from prunelab.cli.help import add_run_source_args, make_parser
-    from prunelab.loading import find_run_dir, load_finished_run
-    from prunelab.logs import add_verbosity_args, get_logger, setup
-
     parser = make_parser(PROG, __doc__, [
         (f"{PROG} outputs/runs/<run>",
          "every targeted layer at 50 … 99 %: table, CSV and plot in the run folder"),
@@ -221,8 +206,6 @@ def main(argv: list[str] | None = None) -> int:
         log.info("measuring %d layers x %d amounts on %d validation batches of %s",
                  len(layers), len(grid), len(batches), weights)
 
-        from prunelab.evaluate import evaluate
-
         def accuracy(model: nn.Module) -> float:
             return evaluate(model.net, batches, binary)["test_acc"]
 
@@ -236,16 +219,16 @@ def main(argv: list[str] | None = None) -> int:
                   f"`{command}`; weights {weights}; {len(batches)} validation batches."]
         out.mkdir(parents=True, exist_ok=True)
         markdown = to_markdown(table, header)
-        _write(out / "sensitivity.csv", to_csv(table))
-        _write(out / "sensitivity.md", markdown)
+        atomic_write(out / "sensitivity.csv", to_csv(table))
+        atomic_write(out / "sensitivity.md", markdown)
         buf = io.BytesIO()
         plot(table, buf, f"{run_dir.name}: each layer pruned alone ({method}); {stamp}")
-        _write(out / "sensitivity.png", buf.getvalue())
+        atomic_write(out / "sensitivity.png", buf.getvalue())
         print(markdown, end="")
         if args.derive_amounts is not None:
             snippet = amounts_yaml(derive_amounts(table, args.derive_amounts),
                                    args.derive_amounts, GUIDANCE)
-            _write(out / "sensitivity_amounts.yaml", snippet)
+            atomic_write(out / "sensitivity_amounts.yaml", snippet)
             print()
             print(snippet, end="")
         log.info("wrote sensitivity.csv, sensitivity.md, sensitivity.png to %s", out)
@@ -253,8 +236,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:
-        from prunelab.outputs import write_error
-
         print(f"{PROG}: error: {write_error(err)}", file=sys.stderr)
         return 2
     return 0

@@ -19,9 +19,13 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from prunelab import hydra_callbacks, logs, runfolder
+from prunelab.choices import check_command_line
+from prunelab.cli import summary as cli_summary
 from prunelab.config import register
 from prunelab.errors import PrunelabError, RunInProgressError, exit_status, one_line, user_error
 from prunelab.paths import CONF_DIR
+from prunelab.runlock import is_rank_zero
 
 register()
 
@@ -45,10 +49,9 @@ def _app(cfg: DictConfig) -> dict[str, Any] | None:
 
 def _job(cfg: DictConfig, hc: Any, multirun: bool) -> dict[str, Any]:
     """One job: claim its folder, then run it (or find it done); what the sweep records."""
-    from prunelab import logs, runfolder
-    from prunelab.cli import summary as cli_summary
-    from prunelab.run import run_or_record_failure  # imports Lightning: tame it after
-    from prunelab.runlock import is_rank_zero
+    # lazy: torch and Lightning, which --help and composing the config do without (the
+    # logging setup below tames Lightning's once it is imported)
+    from prunelab.run import run_or_record_failure
 
     run_dir = hc.runtime.output_dir
     overrides = list(hc.overrides.task)
@@ -75,9 +78,6 @@ def _job(cfg: DictConfig, hc: Any, multirun: bool) -> dict[str, Any]:
 def main() -> None:
     """Check the group choices on the command line, then let Hydra run the job(s); a sweep
     exits with the status of its failed jobs (0 when every job succeeded)."""
-    from prunelab import hydra_callbacks
-    from prunelab.choices import check_command_line
-
     try:
         check_command_line(CONF_DIR, sys.argv[1:])
     except PrunelabError as err:

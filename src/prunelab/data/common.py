@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from prunelab.errors import ConfigError, DataMissingError
+from prunelab.io import atomic_write
 from prunelab.logs import get_logger
 
 _log = get_logger(__name__)
@@ -113,16 +114,13 @@ def cache_bytes(obj: object) -> bytes:
 
 
 def atomic_torch_save(obj: object, path: str | Path) -> None:
-    """:func:`cache_bytes` of ``obj`` through a temporary file and rename, so readers never see
-    half a file.
+    """:func:`cache_bytes` of ``obj``, written atomically (:func:`prunelab.io.atomic_write`),
+    so readers never see half a file.
 
     Several processes (DDP ranks, sweep jobs) may build the same cache at once; the last
     rename wins and every version is complete.
     """
-    path = Path(path)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(cache_bytes(obj))
-    os.replace(tmp, path)
+    atomic_write(path, cache_bytes(obj))
 
 
 def read_cache(path: str | Path) -> tuple[dict[str, Any] | None, str | None]:

@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import lightning as L
 import torch
@@ -59,6 +59,7 @@ from prunelab.data.tokens import (  # noqa: F401  (re-exported: imdb's tokenizer
     pad_flat,
 )
 from prunelab.errors import ConfigError, DataMissingError
+from prunelab.io import atomic_save
 from prunelab.logs import get_logger
 
 log = get_logger(__name__)
@@ -209,17 +210,17 @@ def read_archive(path: Path) -> dict[str, Part]:
 
 
 def download_archive(dest: Path, url: str | None = None, md5: str | None = None) -> Path:
-    """Stream ``url`` to ``dest`` through a ``.part`` file, checking the md5 of what arrived.
+    """Stream ``url`` to ``dest`` (:func:`prunelab.io.atomic_save`: a failed or wrong download
+    leaves nothing that looks like data), checking the md5 of what arrived.
 
     Defaults are read at call time (``URL``, ``ARCHIVE_MD5``) so tests can patch them.
     """
     url, md5 = url or URL, md5 or ARCHIVE_MD5
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
     digest = hashlib.md5()
     log.info("downloading %s to %s (84 MB, once) ...", url, dest)
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(part, "wb") as out:
+
+    def fetch(out: IO[bytes]) -> None:
+        with urllib.request.urlopen(url, timeout=60) as response:
             headers = getattr(response, "headers", None) or {}
             total = int(headers.get("Content-Length") or 0)
             done, shown = 0, 0
@@ -232,10 +233,8 @@ def download_archive(dest: Path, url: str | None = None, md5: str | None = None)
                     log.info("  %d %% of %.0f MB", 10 * shown, total / 1e6)
         if digest.hexdigest() != md5:
             raise ValueError(f"md5 of the download is {digest.hexdigest()}, expected {md5}")
-    except BaseException:
-        part.unlink(missing_ok=True)  # never leave half a file that looks like data
-        raise
-    os.replace(part, dest)
+
+    atomic_save(dest, fetch)
     return dest
 
 

@@ -12,7 +12,6 @@ and a dict lookup: every rule but the last is a literal replacement, and this is
 from __future__ import annotations
 
 import itertools
-import os
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -22,6 +21,8 @@ import torch
 from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers
 from tokenizers.models import WordLevel
 from torch import Tensor
+
+from prunelab.io import atomic_write
 
 PAD, UNK = "<pad>", "<unk>"
 PAD_ID, UNK_ID = 0, 1
@@ -115,9 +116,7 @@ def encode_parts(texts: dict[str, list[str]], vocab_size: int, max_len: int,
     """
     normalized = {name: [basic_english_normalize(t) for t in part] for name, part in texts.items()}
     vocab = build_vocab(normalized[vocab_part], vocab_size)
-    tmp = tokenizer_path.with_name(f"{tokenizer_path.name}.{os.getpid()}.tmp")
-    build_tokenizer(vocab).save(str(tmp))
-    os.replace(tmp, tokenizer_path)
+    atomic_write(tokenizer_path, build_tokenizer(vocab).to_str(pretty=True))
     data: dict[str, Tensor] = {"vocab_len": torch.tensor(len(vocab))}
     for name, part in normalized.items():
         flat, lengths = encode(part, vocab, max_len)

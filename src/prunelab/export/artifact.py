@@ -25,6 +25,7 @@ from torch.overrides import TorchFunctionMode
 from prunelab.allowlist import how_to_allow, is_allowed
 from prunelab.errors import CheckpointError, ConfigError, PrunelabError
 from prunelab.export import codecs, container, manifest
+from prunelab.io import atomic_write
 from prunelab.lightning_ext import tensor_factories
 
 TORCHVISION = "prunelab.models.vision.torchvision_net"
@@ -203,11 +204,7 @@ def save(net: nn.Module, path: str | Path, encoding: str, kwargs: dict[str, Any]
          metadata: dict[str, Any] | None = None, builder: str | None = None) -> int:
     """Write ``net`` as an artifact at ``path`` (atomically); return its size in bytes."""
     data = encode(net, encoding, kwargs, metadata, builder)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    atomic_write(path, data)
     return len(data)
 
 

@@ -157,7 +157,7 @@ def finetune_run_model(net: nn.Module, cfg: Any, bits: int, epochs: int, lr: flo
                        data_dir: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """A fine-tuned copy of a finished run's plain network (``net``, masks folded), trained on
     the run's own training data with the run's model settings (loss, input layout)."""
-    from prunelab.run import instantiate_data, instantiate_model
+    from prunelab.run import instantiate_data, instantiate_model  # lazy: Lightning and Hydra
 
     cfg = copy.deepcopy(cfg)
     if data_dir:

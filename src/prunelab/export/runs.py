@@ -9,6 +9,7 @@ when ``onnx`` is installed. :func:`describe` checks an artifact and summarises i
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import warnings
 from collections.abc import Iterable
@@ -19,7 +20,10 @@ import torch
 from torch import nn
 
 from prunelab.errors import CheckpointError, PrunelabError
+from prunelab.evaluate import evaluate as eval_net
 from prunelab.export import artifact, codecs, finetune, manifest
+from prunelab.io import atomic_write
+from prunelab.loading import load_finished_run, run_datamodule, run_test_loader
 from prunelab.logs import get_logger
 from prunelab.paths import (
     EXPORT_ARTIFACT,
@@ -41,8 +45,6 @@ def finished_run(run_dir: Path, allow: Iterable[str] = ()) -> tuple[Path, nn.Mod
     """(final_model.pt, the run's plain network, the run's config) of a run that finished;
     PrunelabError otherwise. The saved config is untrusted: only allow-listed classes are built
     (prunelab's own, and those under ``allow`` / $PRUNELAB_ALLOW_TARGETS)."""
-    from prunelab.loading import load_finished_run
-
     if not run_config(run_dir).exists():
         raise PrunelabError(f"{run_dir} is not a prunelab run directory (no .hydra/config.yaml)")
     final = run_dir / FINAL_MODEL
@@ -74,15 +76,12 @@ def network_builder(cfg: Any) -> str | None:
 
 
 def test_loader(cfg: Any, data_dir: str | None) -> Any:
-    from prunelab.loading import run_test_loader
-
     return run_test_loader(cfg, data_dir)
 
 
 def example_input(cfg: Any, data_dir: str | None) -> torch.Tensor:
     """One input sample for the ONNX export, from the run's data module (without a test pass)."""
-    from prunelab.data import example_input as from_data
-    from prunelab.loading import run_datamodule
+    from prunelab.data import example_input as from_data  # lazy: Lightning, for ONNX only
 
     return from_data(run_datamodule(cfg, data_dir))
 
@@ -102,10 +101,12 @@ def export_onnx(net: nn.Module, example: torch.Tensor, path: Path) -> dict[str, 
             warnings.simplefilter("ignore")
             # token ids are padded per batch: their length varies as well as the batch
             axes = {0: "batch"} if example.is_floating_point() else {0: "batch", 1: "length"}
-            torch.onnx.export(net, (example,), str(path), input_names=["input"],
+            buffer = io.BytesIO()
+            torch.onnx.export(net, (example,), buffer, input_names=["input"],
                               output_names=["logits"], dynamic_axes={"input": axes},
                               dynamo=False)
-        onnx.checker.check_model(str(path))
+        onnx.checker.check_model(buffer.getvalue())
+        atomic_write(path, buffer.getvalue())
     except Exception as err:  # optional output: never lose the artifact over it
         log.warning("ONNX export failed, skipped: %s: %s", type(err).__name__,
                     str(err).splitlines()[0][:160] if str(err) else "")
@@ -135,8 +136,6 @@ def export_run(run_dir: Path, encodings: list[str], out: Path | None = None,
     ``allow``: module prefixes of the user's own classes the run's config may name (as
     ``--allow-target``); the artifacts of such a network need the same to load.
     """
-    from prunelab.evaluate import evaluate as eval_net
-
     for enc in encodings:
         codecs.check_encoding(enc)
     finetune.check(finetune_epochs, finetune_lr)
@@ -195,7 +194,7 @@ def export_run(run_dir: Path, encodings: list[str], out: Path | None = None,
             record.update(test_acc=measured["test_acc"], test_error=1 - measured["test_acc"],
                           test_samples=measured["test_samples"])
         record["onnx"] = export_onnx(loaded, example, folder / ONNX)
-        (folder / REPORT).write_text(json.dumps(record, indent=2) + "\n")
+        atomic_write(folder / REPORT, json.dumps(record, indent=2) + "\n")
         acc = f", test_acc {record['test_acc']:.4f}" if "test_acc" in record else ""
         log.info("%s: %d bytes (%.1fx smaller than the dense state dict)%s", path, size,
                  record["ratio"], acc)

@@ -30,14 +30,55 @@ def _csr(weight2d: Tensor) -> Tensor:
         return weight2d.detach().contiguous().to_sparse_csr()
 
 
-class SparseLinear(nn.Module):
+class _Scratch:
+    """Per-thread scratch tensors of a layer, never its state: not in ``state_dict()``, not
+    moved by ``.to()``; a copy or a pickle starts empty. Per thread, so that threads running
+    one model at once never write into the same tensor."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def get(self, name: str) -> Tensor | None:
+        return getattr(self._local, name, None)
+
+    def set(self, name: str, value: Tensor) -> None:
+        setattr(self._local, name, value)
+
+    def __reduce__(self) -> tuple[type, tuple]:
+        return type(self), ()
+
+
+class _SparseLayer(nn.Module):
+    """A CSR ``weight`` (2-D) and an optional dense ``bias``, held as buffers (inference only:
+    no gradients), so ``state_dict()``, ``named_buffers()``, ``.to()`` and ``.double()`` see
+    them. Loading a state dict takes the incoming weight's sparsity pattern: ``copy_`` into a
+    CSR tensor cannot change its number of non-zeros."""
+
+    weight: Tensor
+    bias: Tensor | None
+
+    def __init__(self, weight2d: Tensor, bias: Tensor | None) -> None:
+        super().__init__()
+        self.register_buffer("weight", _csr(weight2d))
+        self.register_buffer("bias", None if bias is None else bias.detach().clone())
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str,
+                              *args: Any, **kwargs: Any) -> None:
+        key = prefix + "weight"
+        given = state_dict.get(key)
+        if isinstance(given, Tensor) and given.shape == self.weight.shape:
+            w = given.detach().clone() if given.layout == torch.sparse_csr else _csr(given)
+            self.weight = w.to(self.weight.device, self.weight.dtype)
+            state_dict = {**state_dict, key: self.weight}  # the copy below is now exact
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+class SparseLinear(_SparseLayer):
     """``nn.Linear`` with a CSR weight: ``y = x Wᵀ + b`` as ``(W xᵀ)ᵀ`` on a sparse kernel."""
 
     def __init__(self, linear: nn.Linear) -> None:
-        super().__init__()
+        super().__init__(linear.weight, linear.bias)
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.weight = _csr(linear.weight)
-        self.bias = None if linear.bias is None else linear.bias.detach().clone()
 
     def forward(self, x: Tensor) -> Tensor:
         lead = x.shape[:-1]
@@ -53,7 +94,7 @@ class SparseLinear(nn.Module):
                 f"nnz={self.weight.values().numel()}")
 
 
-class SparseConv2d(nn.Module):
+class SparseConv2d(_SparseLayer):
     """``nn.Conv2d`` (groups=1) as CSR weight ``[out, in·kh·kw]`` × im2col ``[in·kh·kw, N·oh·ow]``.
 
     The product is ``[out, N·oh·ow]``; it is returned as an NCHW view of that memory
@@ -62,25 +103,24 @@ class SparseConv2d(nn.Module):
     """
 
     def __init__(self, conv: nn.Conv2d, channels_last: bool = False) -> None:
-        super().__init__()
         if conv.groups != 1 or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
             raise ValueError("SparseConv2d supports groups=1, zero padding given as numbers")
+        super().__init__(conv.weight.reshape(conv.out_channels, -1), conv.bias)
         self.out_channels = conv.out_channels
         self.kernel_size, self.stride = conv.kernel_size, conv.stride
         self.padding, self.dilation = conv.padding, conv.dilation
-        self.weight = _csr(conv.weight.reshape(conv.out_channels, -1))
-        self.bias = None if conv.bias is None else conv.bias.detach().clone()
         self.channels_last = channels_last
         # the im2col matrix is large (in·kh·kw × N·oh·ow) and never leaves forward: reusing
-        # one buffer per thread avoids fresh pages at every call, which cost more than the
+        # one tensor per thread avoids fresh pages at every call, which cost more than the
         # copy itself (a new 15 MB tensor takes ~40 ms to fault in on a busy VM, 0.2 ms reused)
-        self._buffers = threading.local()
+        self._scratch = _Scratch()
 
-    def _cols_buffer(self, numel: int, dtype: torch.dtype) -> Tensor:
-        buf = getattr(self._buffers, "cols", None)
-        if buf is None or buf.numel() < numel or buf.dtype != dtype:
-            buf = torch.empty(numel, dtype=dtype)
-            self._buffers.cols = buf
+    def _cols_buffer(self, numel: int, like: Tensor) -> Tensor:
+        buf = self._scratch.get("cols")
+        if (buf is None or buf.numel() < numel or buf.dtype != like.dtype
+                or buf.device != like.device):
+            buf = torch.empty(numel, dtype=like.dtype, device=like.device)
+            self._scratch.set("cols", buf)
         return buf[:numel]
 
     def im2col(self, x: Tensor) -> tuple[Tensor, int, int]:
@@ -95,7 +135,7 @@ class SparseConv2d(nn.Module):
         s_n, s_c, s_h, s_w = x.stride()
         patches = x.as_strided((c, kh, kw, n, oh, ow),
                                (s_c, s_h * dh, s_w * dw, s_n, s_h * sh, s_w * sw))
-        cols = self._cols_buffer(patches.numel(), x.dtype)
+        cols = self._cols_buffer(patches.numel(), x)
         cols.view(patches.shape).copy_(patches)
         return cols.view(c * kh * kw, n * oh * ow), oh, ow
 

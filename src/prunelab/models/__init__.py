@@ -28,9 +28,9 @@ def network_of(module: nn.Module) -> nn.Module:
 
 
 def __getattr__(name: str) -> Any:
-    # the training system imports Lightning; the plain networks (and loading an exported
-    # artifact) must not need it
     if name == "ClassifierSystem":
+        # lazy: the training system imports Lightning; the plain networks (and loading an
+        # exported artifact) must not need it
         from prunelab.models.system import ClassifierSystem
 
         return ClassifierSystem

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from prunelab.errors import ConfigError
+from prunelab.pruning.criteria import ScoreContext, float_dtype, norm_order
 
 METRICS: tuple[str, ...] = ("macs", "params")
 _LAYERS = (nn.modules.conv._ConvNd, nn.Linear)
@@ -332,8 +333,6 @@ class Budget:
               ) -> tuple[dict[str, Tensor], dict[str, Any]]:
         """The step's masks (whole output units, monotone) and its cost record; ``score`` is the
         criterion's ``score(weight, ctx)``, ``progress`` this step's ``target / last target``."""
-        from prunelab.pruning.criteria import ScoreContext, float_dtype, norm_order
-
         if self.cost is None:
             raise RuntimeError("budget: the cost model is built at on_train_start; "
                                "apply_target with a budget runs inside Trainer.fit")

@@ -54,7 +54,9 @@ from torch import Tensor, nn
 from torch.nn.utils import prune as torch_prune
 
 from prunelab.errors import PrunelabError
+from prunelab.io import atomic_save
 from prunelab.lightning_ext import conv_forward, pruned_tensors
+from prunelab.pruning.metrics import macs
 
 __all__ = [
     "CompactReport",
@@ -469,7 +471,7 @@ def save_compact(model: nn.Module, path: str | os.PathLike[str],
     The file loads with ``torch.export.load(path).module()`` alone: neither prunelab nor the
     model's class is needed. ``dynamic_dims``: the dims of every input that may vary at run
     time (default the batch dim; add 1 for token sequences padded per batch). Written
-    atomically (temp file + rename). Returns the path.
+    atomically (:func:`prunelab.io.atomic_save`). Returns the path.
     """
     path = Path(path)
     inputs = _export_example(_as_tuple(example_inputs), dynamic_dims)
@@ -482,9 +484,7 @@ def save_compact(model: nn.Module, path: str | os.PathLike[str],
         program = torch.export.export(model, inputs, dynamic_shapes=dynamic)
     finally:
         model.train(was_training)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")  # export wants a .pt2 name
-    torch.export.save(program, tmp)
-    os.replace(tmp, path)
+    atomic_save(path, lambda f: torch.export.save(program, f))
     return path
 
 
@@ -498,8 +498,6 @@ def load_compact(path: str | os.PathLike[str]) -> nn.Module:
 
 def compact_fields(compact_model: nn.Module, example: Tensor) -> dict[str, int]:
     """``params_compact`` (all parameters) and ``macs_compact`` (one forward on ``example``)."""
-    from prunelab.pruning.metrics import macs
-
     params = sum(p.numel() for p in compact_model.parameters())
     return {"params_compact": int(params),
             "macs_compact": int(macs(compact_model, example)["macs_dense"])}

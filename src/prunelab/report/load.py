@@ -90,6 +90,7 @@ def _hydra_meta(path: Path) -> tuple[dict[str, Any], list[str]]:
     try:
         from omegaconf import OmegaConf
 
+        # lazy: Hydra and torch (the saved config's reader), for job folders only
         from prunelab.components import component_name
         from prunelab.config import register
         from prunelab.loading import read_run_config
@@ -267,7 +268,7 @@ def export_columns(jobs: Iterable[Job]) -> list[str]:
 
 
 def _encoding_order(enc: str) -> tuple:
-    from prunelab.export.codecs import ENCODINGS
+    from prunelab.export.codecs import ENCODINGS  # lazy: torch, for exported jobs only
 
     head, _, tail = enc.partition("-")
     return (ENCODINGS.index(head) if head in ENCODINGS else len(ENCODINGS), head, tail)

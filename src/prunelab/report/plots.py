@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+from prunelab.io import atomic_save
 from prunelab.report.records import Point, Summary, _count
 from prunelab.report.tables import _encodings, _epochs, export_mean
 
@@ -266,13 +267,13 @@ def plot(summary: Summary, out_dir: Path, note: str = "") -> list[Path]:
         for kind, stem in (("sparsity", "acc_vs_sparsity"), ("macs", "acc_vs_macs")):
             fig = plot_pair(summary, model, data, kind, note)
             path = out_dir / f"{stem}{tag}.png"
-            fig.savefig(path)
+            atomic_save(path, lambda f, fig=fig: fig.savefig(f, format="png"))
             plt.close(fig)
             files.append(path)
         if _encodings(p for p in summary.points if (p.model, p.data) == (model, data)):
             fig = plot_bytes(summary, model, data, note)
             path = out_dir / f"acc_vs_bytes{tag}.png"
-            fig.savefig(path)
+            atomic_save(path, lambda f, fig=fig: fig.savefig(f, format="png"))
             plt.close(fig)
             files.append(path)
     return files

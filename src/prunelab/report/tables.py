@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 import csv
+import io
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from prunelab.io import atomic_write
 from prunelab.report.load import _encoding_order, export_columns, export_row
 from prunelab.report.records import CSV_COLUMNS, Point, Summary, _count
 
 
 def write_csv(summary: Summary, path: Path) -> None:
     extra = export_columns(summary.jobs)
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_COLUMNS + extra)
-        w.writeheader()
-        for j in summary.jobs:
-            row = {**j.row(), **export_row(j, extra)}
-            w.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    f = io.StringIO(newline="")
+    w = csv.DictWriter(f, fieldnames=CSV_COLUMNS + extra)
+    w.writeheader()
+    for j in summary.jobs:
+        row = {**j.row(), **export_row(j, extra)}
+        w.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    atomic_write(path, f.getvalue())
 
 
 def _pct(x: float | None, digits: int = 2) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from prunelab.io import atomic_write
 from prunelab.logs import get_logger
 from prunelab.report.plots import plot
 from prunelab.report.records import ReportError, Summary
@@ -46,7 +47,7 @@ def report(sweep_dir: str | Path | Sequence[str | Path], baseline: Sequence[str 
         command += "".join(f" --baseline {shlex.quote(str(b))}" for b in baseline)
     source = " + ".join(str(r) for r in summary.sources) or summary.sweep_dir
     plots = plot(summary, out_dir, _note(source, command))
-    (out_dir / "summary.md").write_text(markdown(summary, [p.name for p in plots]))
+    atomic_write(out_dir / "summary.md", markdown(summary, [p.name for p in plots]))
     summary.files = [out_dir / "summary.csv", out_dir / "summary.md", *plots]
     return summary
 

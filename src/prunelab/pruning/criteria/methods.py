@@ -32,6 +32,7 @@ import torch
 
 from prunelab.errors import ConfigError, unknown_key
 from prunelab.pruning.criteria.registry import CRITERIA, SCOPES, Criterion, ScoreContext, get
+from prunelab.pruning.criteria.select import norm_order
 
 
 def check_scope(criterion: Criterion, scope: str | None) -> str:
@@ -163,8 +164,6 @@ class LnStructured(_Structured):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        from prunelab.pruning.criteria.select import norm_order
-
         norm_order(self.n)
 
 
