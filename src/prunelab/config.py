@@ -378,3 +378,9 @@ def register(pruning: type | None = None) -> None:
     from prunelab.cli.help import register_resolvers
 
     register_resolvers()  # ${prunelab_options:<group>} and ${prunelab_commands:} of --help
+
+
+def ensure_registered() -> None:
+    """:func:`register` for code that composes outside the Hydra app: the generated schema if
+    none is registered yet, else the one registered (a test's own pruning section stays)."""
+    register(_stored.get("pruning"))
