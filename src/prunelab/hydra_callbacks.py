@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shlex
 import threading
 from collections import Counter
 from pathlib import Path
@@ -120,10 +119,12 @@ def summary_lines(sweep_dir: str | Path, records: list[dict[str, Any]],
         lines.append(f"  {r.get('status')}: {r['folder']} — {r.get('error') or 'see its folder'}")
     if len(bad) > 20:
         lines.append(f"  … and {len(bad) - 20} more (see the report)")
+    from prunelab.cli.invocation import PATH_ENV, Invocation
     from prunelab.cli.summary import shown_path
 
     lines.append(f"sweep directory: {shown_path(sweep_dir)}")
-    lines.append(f"  report: python -m prunelab report {shlex.quote(shown_path(sweep_dir))}")
+    report = Invocation.current([PATH_ENV]).command("report", shown_path(sweep_dir))
+    lines.append(f"  report: {report}")
     if bad:
         lines.append("  relaunch the same command to retry the failed jobs (finished ones are "
                      "skipped)")

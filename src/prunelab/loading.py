@@ -108,9 +108,22 @@ def check_targets(cfg: DictConfig, source: Path, allow: Iterable[str] = ()) -> N
             raise UnsafeInputError(
                 f"{source}: {key}={target!r} is not on the allow-list (prunelab's model and data "
                 "classes, torch.optim optimizers and schedulers), so it was not run; if you trust "
-                f"this run folder, allow it with --allow-target {target.rsplit('.', 1)[0]} "
-                f"(or {ALLOW_ENV}={target.rsplit('.', 1)[0]})"
+                f"this run folder, allow it with --allow-target {allow_prefix(target)} "
+                f"(or {ALLOW_ENV}={allow_prefix(target)})"
             )
+
+
+def allow_prefix(target: str) -> str:
+    """The ``--allow-target`` prefix that admits ``target``: its module."""
+    return target.rsplit(".", 1)[0]
+
+
+def foreign_targets(cfg: DictConfig) -> list[str]:
+    """The ``--allow-target`` prefixes a run's config needs: one per module of its
+    ``_target_``s outside the built-in allow-list (a model of your own), in order, once each."""
+    prefixes = [allow_prefix(t) for _, t in _targets(OmegaConf.to_container(cfg, resolve=False))
+                if not _is_builtin_class(t)]
+    return list(dict.fromkeys(prefixes))
 
 
 def run_datamodule(cfg: DictConfig, data_dir: str | None = None) -> Any:

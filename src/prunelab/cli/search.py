@@ -24,6 +24,7 @@ def _methods(values: Sequence[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from prunelab.cli.invocation import PATH_ENV, Invocation
     from prunelab.logs import SUMMARY_LOGGER, add_verbosity_args, get_logger, setup
     from prunelab.paths import SEARCH
     from prunelab.search import search
@@ -70,6 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     lines = [f"{m}: {r['message']}" for m, r in out["methods"].items()]
     lines.append(f"wrote {Path(out['sweep_dir']) / SEARCH}")
-    lines.append(f"  report: python -m prunelab report {out['sweep_dir']}")
+    report = Invocation.current([PATH_ENV]).command("report", str(out["sweep_dir"]))
+    lines.append(f"  report: {report}")
     get_logger(SUMMARY_LOGGER).info("\n".join(lines))
     return 1 if any(r["status"] == "error" for r in out["methods"].values()) else 0

@@ -14,7 +14,6 @@ import io
 import itertools
 import os
 import platform
-import shlex
 import sys
 import time
 from collections.abc import Iterable
@@ -158,6 +157,7 @@ def _write(path: Path, data: str | bytes) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from prunelab.cli.help import add_run_source_args, make_parser
+    from prunelab.cli.invocation import Invocation
     from prunelab.loading import find_run_dir, load_finished_run
     from prunelab.logs import add_verbosity_args, get_logger, setup
 
@@ -218,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
                         n=float(cfg.pruning.method.get("n", 2.0)) if "pruning" in cfg else 2.0,
                         dim=int(cfg.pruning.method.get("dim", 0)) if "pruning" in cfg else 0,
                         seed=int(cfg.get("seed", 0)))
-        command = " ".join([PROG, *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
+        command = Invocation.current().command(
+            "sensitivity", *(sys.argv[1:] if argv is None else argv))
         stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         header = [f"# Layer sensitivity of {run_dir.name}", "",
                   f"{stamp} on {platform.node()} ({platform.machine()}, {os.cpu_count()} CPUs); "
