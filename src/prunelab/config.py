@@ -377,3 +377,9 @@ def register(pruning: type | None = None) -> None:
     if not OmegaConf.has_resolver("prunelab_last_target"):
         OmegaConf.register_new_resolver("prunelab_last_target", _last_target)
     register_resolvers()  # ${prunelab_options:<group>} and ${prunelab_commands:} of --help
+
+
+def ensure_registered() -> None:
+    """:func:`register` for code that composes outside the Hydra app: the generated schema if
+    none is registered yet, else the one registered (a test's own pruning section stays)."""
+    register(_stored.get("pruning"))

@@ -14,7 +14,6 @@ import io
 import itertools
 import os
 import platform
-import shlex
 import sys
 import time
 from collections.abc import Iterable
@@ -25,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from prunelab.cli.help import add_run_source_args, make_parser
+from prunelab.cli.invocation import Invocation
 from prunelab.errors import ConfigError, PrunelabError
 from prunelab.evaluate import evaluate
 from prunelab.io import atomic_write, write_error
@@ -202,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
                         n=float(cfg.pruning.method.get("n", 2.0)) if "pruning" in cfg else 2.0,
                         dim=int(cfg.pruning.method.get("dim", 0)) if "pruning" in cfg else 0,
                         seed=int(cfg.get("seed", 0)))
-        command = " ".join([PROG, *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
+        command = Invocation.current().command(
+            "sensitivity", *(sys.argv[1:] if argv is None else argv))
         stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         header = [f"# Layer sensitivity of {run_dir.name}", "",
                   f"{stamp} on {platform.node()} ({platform.machine()}, {os.cpu_count()} CPUs); "
