@@ -44,6 +44,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from prunelab.cli.help import register_resolvers
+from prunelab.errors import ConfigError
 from prunelab.outputs import check_name
 
 _SRC = Path(__file__).resolve().parent
@@ -337,6 +338,58 @@ def command_line_message(message: str) -> str:
     out = _arg_pattern().sub(lambda m: config_key(m.group(1)), message)
     # a group choice is written unquoted on the command line: pruning/method=taylor
     return re.sub(r"(?<![\w./=-])(pruning/method|pruning)='([\w.-]+)'", r"\1=\2", out)
+
+
+# ----------------------------------------------------------------------------- unread keys
+
+# PruningCallback arguments that only dynamic sparse training (pruning=set / rigl) reads
+DYNAMIC_KEYS: tuple[str, ...] = ("update_every", "alpha", "stop_fraction", "distribution")
+_OVERRIDE = re.compile(r"^(\+\+|\+)?([A-Za-z_][\w.]*)=(.*)$")
+
+
+def check_keys(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
+    """Refuse, in one line, a key the run would not read.
+
+    * a top-level or ``logger`` key that the schema lacks, added with ``+foo=bar`` (the model,
+      data and trainer sections are open: their classes check their own arguments);
+    * a ``pruning.*`` key given on the command line (``overrides``) that the chosen schedule
+      does not read: ``pruning=none pruning.amount=0.5``, ``pruning=iterative
+      pruning.n_steps=5`` while ``pruning.step_size`` is set. A preset's values for other
+      schedules stay allowed (``experiment=study_mnist pruning=none``), as does ``key=null``.
+    """
+    from prunelab.choices import closest_first
+    from prunelab.pruning.schedules import DYNAMIC_KINDS, plan_keys
+
+    top = [f.name for f in dataclasses.fields(schema(dataclasses.make_dataclass("P", [])))]
+    for prefix, have, valid in (("", cfg, top),
+                                ("logger.", cfg.get("logger"), [f.name for f in dataclasses.fields(LoggerConf)])):
+        extra = [k for k in (have or {}) if k not in valid]
+        if extra:
+            key = f"{prefix}{extra[0]}"
+            raise ConfigError(f"{key}={OmegaConf.select(cfg, key)}: no such key; valid, closest "
+                              f"first: {', '.join(prefix + k for k in closest_first(extra[0], valid))}")
+    p = cfg.pruning
+    kind = p.schedule
+    used = set(plan_keys(kind, step_size=p.get("step_size"), rate=p.get("rate")))
+    plan = {q.name for q in source_params(PLAN_SOURCE)}
+    for o in overrides:
+        m = _OVERRIDE.match(o)
+        if not m or not m.group(2).startswith("pruning.") or m.group(3) in ("null", "~"):
+            continue
+        key, value = m.group(2), m.group(3)
+        arg = key.split(".")[1]
+        if kind == "none" and arg not in (*PIPELINE_KEYS, "schedule"):
+            raise ConfigError(f"{key}={value}: pruning=none trains dense and reads no pruning "
+                              "key; choose a schedule (e.g. pruning=one_shot) or drop it")
+        if (arg in plan and arg not in used) or (arg in DYNAMIC_KEYS and kind not in DYNAMIC_KINDS):
+            why = ""
+            if arg == "n_steps" and "step_size" in used:
+                why = f" while pruning.step_size={p.step_size} is set (pruning.step_size=null: n_steps steps)"
+            elif arg in ("step_size", "n_steps", "initial") and "rate" in used:
+                why = f" while pruning.rate={p.rate} is set (pruning.rate=null: the iterative targets)"
+            reads = ", ".join(f"pruning.{k}" for k in sorted(used)) or "no plan key"
+            raise ConfigError(f"{key}={value}: pruning={kind} does not use it{why}; it reads "
+                              f"{reads}")
 
 
 # ----------------------------------------------------------------------------- resolvers

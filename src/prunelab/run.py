@@ -30,9 +30,16 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
 import prunelab
+from prunelab.bounds import check_run_values
 from prunelab.choices import closest_first
 from prunelab.compat import arguments, check_configs, check_data, without_declarations
-from prunelab.config import callback_kwargs, command_line_message, plan_kwargs, schema_node
+from prunelab.config import (
+    callback_kwargs,
+    check_keys,
+    command_line_message,
+    plan_kwargs,
+    schema_node,
+)
 from prunelab.data.common import test_set_size
 from prunelab.errors import (
     CheckpointError,
@@ -114,7 +121,7 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None,
          callbacks: list[L.Callback] | None) -> dict[str, Any]:
     """``run``'s work, with the run folder locked."""
     import_modules(list(cfg.imports))
-    check_config(cfg)
+    check_config(cfg, overrides)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     config = result_config(cfg)
@@ -155,12 +162,7 @@ def build(cfg: DictConfig, run_dir: Path, config: dict[str, Any], resume: Resume
     the target patterns; only then is the data prepared (a missing data set fails there,
     before any Lightning output).
     """
-    pruner = make_callback(cfg)
-    trainer_args = trainer_kwargs(cfg)
-    model = instantiate_model(cfg)
-    if pruner is not None:
-        pruner.bind(model)
-    datamodule = instantiate_data(cfg)
+    pruner, trainer_args, model, datamodule = make_objects(cfg)
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
         datamodule.prepare_data()
         check_data(cfg.model, cfg.data.name, datamodule)  # classes and shapes found in the files
@@ -171,12 +173,40 @@ def build(cfg: DictConfig, run_dir: Path, config: dict[str, Any], resume: Resume
         own.append(TQDMProgressBar(refresh_rate=max(1, int(cfg.progress_refresh_rate))))
     if trainer_args.get("profiler") is None:
         trainer_args["profiler"] = NoProfiler()
-    trainer = L.Trainer(**trainer_args, callbacks=[*own, *(callbacks or [])],
-                        logger=make_loggers(cfg, run_dir, resume) or False,
-                        default_root_dir=str(run_dir), plugins=[AtomicCheckpointIO()])
+    trainer = make_trainer(trainer_args, callbacks=[*own, *(callbacks or [])],
+                           logger=make_loggers(cfg, run_dir, resume) or False,
+                           default_root_dir=str(run_dir), plugins=[AtomicCheckpointIO()])
     if trainer.is_global_zero:
         log_start(trainer.loggers, config, run_dir)
     return Job(pruner, model, datamodule, trainer, state, run_dir, bool(cfg.pruning.compact))
+
+
+def make_objects(cfg: DictConfig) -> tuple[PruningCallback | None, dict[str, Any],
+                                           L.LightningModule, L.LightningDataModule]:
+    """The callback, the Trainer's arguments, the data module and the model (its targets
+    found), each checking its own arguments; no data is read yet. The Trainer's arguments are
+    tried on a bare Trainer (Lightning checks the accelerator, strategy and devices only when
+    one is built); the data module comes before the model, whose sizes may follow the data's
+    (``data.vocab_size``), so that a bad value is named by its own key."""
+    pruner = make_callback(cfg)
+    trainer_args = trainer_kwargs(cfg)
+    make_trainer(trainer_args, logger=False, enable_checkpointing=False)
+    datamodule = instantiate_data(cfg)
+    model = instantiate_model(cfg)
+    if pruner is not None:
+        pruner.bind(model)
+    return pruner, trainer_args, model, datamodule
+
+
+def make_trainer(trainer_args: dict[str, Any], **own: Any) -> L.Trainer:
+    """``lightning.Trainer``; an argument it refuses (``trainer.accelerator=gpu`` without one,
+    ``trainer.strategy=x``) is one line naming the section."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        return L.Trainer(**trainer_args, **own)
+    except (MisconfigurationException, ValueError, TypeError) as err:
+        raise ConfigError(f"trainer: {str(err).strip().splitlines()[0]}") from None
 
 
 def fit(job: Job, resume: Resume | None) -> None:
@@ -309,28 +339,27 @@ def run_or_record_failure(cfg: DictConfig, run_dir: str | Path, overrides: list[
 # ------------------------------------------------------------------------ check and translate
 
 
-def check_config(cfg: DictConfig) -> None:
+def check_config(cfg: DictConfig, overrides: list[str] | None = None) -> None:
     """The keys only the pipeline reads, before any data or model is touched: one line each.
 
     Everything a function takes (the schedule, the method, the targets...) is checked by that
-    function when :func:`build` calls it, not here.
+    function when :func:`build` calls it, not here. ``overrides``: the command line's, whose
+    ``pruning`` keys must be ones the schedule reads.
     """
+    check_keys(cfg, overrides or [])  # +foo=bar, pruning=none pruning.amount=0.5
     check_configs(cfg.model, cfg.data)  # the pair's declarations (input kind, classes, shape)
     check_ranges(cfg)
 
 
 def check_ranges(cfg: DictConfig) -> None:
-    """Values whose type is right but whose meaning is not: each fails with one line."""
-    epochs = cfg.trainer.max_epochs
-    if epochs is None or int(epochs) < 1:
-        raise ConfigError(
-            f"trainer.max_epochs={epochs} must be >= 1: a run trains, then tests what it trained "
-            "(to measure a finished model use python -m prunelab evaluate)"
-        )
-    if not 0 <= int(cfg.seed) < 2**32:
-        raise ConfigError(f"seed={cfg.seed} must be in [0, 2**32 - 1]")
-    if cfg.threads is not None and int(cfg.threads) < 1:
-        raise ConfigError(f"threads={cfg.threads} must be >= 1, or null for torch's default")
+    """Values whose type is right but whose meaning is not: each fails with one line (the
+    top-level, Trainer, optimizer and scheduler numbers: :mod:`prunelab.bounds`)."""
+    def plain(node: Any) -> Any:
+        return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+    model = {k: plain(cfg.model.get(k)) for k in ("optimizer", "scheduler")}
+    check_run_values({**{k: plain(v) for k, v in cfg.items() if k not in ("model", "data", "pruning")},
+                      "model": model})
     check_learning_rate(cfg)
 
 
@@ -411,24 +440,29 @@ def trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
 
 def instantiate_model(cfg: DictConfig) -> L.LightningModule:
     """The model section's ``_target_`` with its arguments (declarations left out)."""
-    return _built(arguments(OmegaConf.to_container(cfg.model, resolve=True)))
+    return _instantiate("model", arguments(OmegaConf.to_container(cfg.model, resolve=True)))
 
 
 def instantiate_data(cfg: DictConfig) -> L.LightningDataModule:
     """The data section's ``_target_`` with its arguments (declarations left out)."""
-    return _built(arguments(OmegaConf.to_container(cfg.data, resolve=True)))
+    return _instantiate("data", arguments(OmegaConf.to_container(cfg.data, resolve=True)))
 
 
-def _built(section: dict[str, Any]) -> Any:
-    """``instantiate(section)``; a ConfigError the target raises stays a ConfigError (Hydra
-    wraps it in an InstantiationException, which would end as a traceback and exit 1)."""
+def _instantiate(section: str, node: dict[str, Any]) -> Any:
+    """Hydra's ``instantiate``, whose wrapper around a constructor's error would hide a
+    one-line :class:`PrunelabError` (the error stays itself), or turn arguments the class does
+    not take into a trace (one ConfigError line naming the section instead)."""
     try:
-        return instantiate(section)
+        return instantiate(node)
     except InstantiationException as err:
         found = user_error(err)
-        if found is None:
-            raise
-        raise found from None
+        if found is not None:
+            raise found from None
+        cause = err.__cause__
+        if isinstance(cause, TypeError) and "argument" in str(cause):
+            raise ConfigError(f"{section}: {str(err).splitlines()[0].rstrip(':')} "
+                              f"{str(cause).splitlines()[0]}") from None
+        raise
 
 
 def result_config(cfg: DictConfig) -> dict[str, Any]:

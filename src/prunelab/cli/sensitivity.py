@@ -23,6 +23,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from prunelab.bounds import MAX_DROP_PTS, MAX_STEPS
 from prunelab.cli.help import add_run_source_args, make_parser
 from prunelab.cli.invocation import Invocation
 from prunelab.errors import ConfigError, PrunelabError
@@ -177,11 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     log = get_logger(__name__)
     try:
         grid = parse_grid(args.amounts)
-        if args.batches is not None and args.batches < 1:
-            raise ConfigError(f"--batches {args.batches} must be >= 1 (or left out: all)")
-        if args.derive_amounts is not None and not args.derive_amounts >= 0:
+        if args.batches is not None and not 1 <= args.batches <= MAX_STEPS:
+            raise ConfigError(f"--batches {args.batches} must be >= 1 (at most {MAX_STEPS}; "
+                              "or left out: all)")
+        if args.derive_amounts is not None and not 0 <= args.derive_amounts <= MAX_DROP_PTS:
             raise ConfigError(f"--derive-amounts {args.derive_amounts} must be a drop in "
-                              "accuracy points >= 0, e.g. 0.5")
+                              f"accuracy points >= 0 (at most {MAX_DROP_PTS:g}), e.g. 0.5")
         net, cfg, weights = load_finished_run(args.run, args.allow_target)
         run_dir = find_run_dir(Path(args.run))
         out = Path(args.out) if args.out else run_dir

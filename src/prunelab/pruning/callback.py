@@ -10,6 +10,7 @@ and the random state live in the checkpoint, and the callback knows no concrete 
 from __future__ import annotations
 
 import inspect
+import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -20,6 +21,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torch.nn.utils import prune
 
+from prunelab import bounds
 from prunelab.errors import CheckpointError, ConfigError, DivergedError, ResultError
 from prunelab.lightning_ext import MaskedInPlace, batch_index, move_param, mul_in_place, param_slot
 from prunelab.logs import get_logger, say
@@ -27,7 +29,7 @@ from prunelab.pruning import budget as B
 from prunelab.pruning import criteria as C
 from prunelab.pruning.criteria import dynamic as D
 from prunelab.pruning.schedules import AT_INIT, PruneStep, validate_plan
-from prunelab.pruning.targets import Target, find_targets
+from prunelab.pruning.targets import Target, find_targets, validate_patterns
 
 log = get_logger(__name__)
 
@@ -130,17 +132,20 @@ class PruningCallback(L.Callback):
         if self.spec is not None:
             C.check_scope(self.spec, scope)
         self.scope = scope
+        _check_norm(n)
         self.n, self.dim = n, dim
+        bounds.integer("dim", dim, -_MAX_DIMS, _MAX_DIMS - 1)  # per tensor at bind
         self.round_to = C.check_round_to(round_to, method if custom is None else None)
         self.target_args = dict(targets or {})
         valid = [k for k in inspect.signature(find_targets).parameters if k != "model"]
         unknown = sorted(set(self.target_args) - set(valid))
         if unknown:
             raise ConfigError(f"targets has unknown key(s) {unknown}; valid keys: {', '.join(valid)}")
+        validate_patterns(self.target_args.get("include") or (), self.target_args.get("exclude") or ())
         self.seed = seed
-        self.grad_batches = grad_batches
+        self.grad_batches = bounds.integer("grad_batches", grad_batches, 1, bounds.MAX_GRAD_BATCHES)
         self.rewind = rewind
-        self.rewind_epoch = rewind_epoch
+        self.rewind_epoch = bounds.integer("rewind_epoch", rewind_epoch, 0, bounds.MAX_EPOCHS)
         if rewind and self.plan and rewind_epoch > self.plan[0].epoch:
             raise ConfigError(
                 f"rewind_epoch={rewind_epoch} is after the first pruning step "
@@ -149,15 +154,15 @@ class PruningCallback(L.Callback):
         self.make_permanent = make_permanent
         self.custom = custom
         self.verbose = verbose
-        if eval_batches is not None and eval_batches < 0:
-            raise ConfigError(f"eval_batches={eval_batches} must be >= 0 or None (all batches)")
+        bounds.integer("eval_batches", eval_batches, 0, bounds.MAX_STEPS,
+                       null="all batches", hint="0: not measured")
         self.eval_batches = eval_batches
         self.monitor = monitor
         self._monitor_warned = False
         if iterations is not None and (isinstance(iterations, bool) or not isinstance(iterations, int)
-                                       or iterations < 1):
-            raise ConfigError(f"iterations={iterations!r} must be an integer >= 1 "
-                              "or None (the method's default)")
+                                       or not 1 <= iterations <= bounds.MAX_ITERATIONS):
+            raise ConfigError(f"iterations={iterations!r} must be an integer >= 1 (at most "
+                              f"{bounds.MAX_ITERATIONS}) or None (the method's default)")
         self.iterations = iterations
         if (self.spec is not None and self.spec.needs_grads
                 and any(s.epoch == AT_INIT for s in self.plan)):
@@ -230,6 +235,9 @@ class PruningCallback(L.Callback):
                         "it removes whole output filters/neurons of Conv and Linear layers; "
                         "use an unstructured method or drop Embedding from targets.types"
                     )
+            if self.spec is not None and self.spec.structured:
+                for t in targets:
+                    C.norm_dim(self.dim, getattr(t.module, t.parameter).ndim, f"parameter {t.name!r}")
             self.targets = targets
         return self.targets
 
@@ -866,6 +874,21 @@ def _loss(pl_module: nn.Module, batch: Any) -> Tensor:
         raise ConfigError(f"{type(pl_module).__name__}.training_step returned no loss tensor; the "
                           "probing pruning methods (snip, grasp) need one")
     return loss
+_MAX_DIMS = 8  # tensor dimensions a slice axis may count (the targets' own at bind)
+_MAX_NORM = 10.0  # a larger norm order underflows to 0 for weights below 1: all slices tie
+
+
+def _check_norm(n: object) -> float:
+    """The structured criteria's norm order: a number in [1, 10], inf or 'fro' (2)."""
+    try:
+        order = C.norm_order(n)
+    except ConfigError:
+        order = math.nan
+    if not (order == math.inf or 1.0 <= order <= _MAX_NORM):
+        raise ConfigError(f"n={n!r} must be a norm order in [1, {_MAX_NORM:g}], inf or 'fro'")
+    return order
+
+
 def _check_dynamic(cb: PruningCallback) -> None:
     """Refuse dynamic-sparse-training settings that cannot work, one line each."""
     kind = cb.dynamic
@@ -879,9 +902,9 @@ def _check_dynamic(cb: PruningCallback) -> None:
                           f"use method='l1_unstructured', not {cb.method!r}")
     D.check_amount(cb.dynamic_amount)
     every = cb.update_every
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-        raise ConfigError(f"update_every={every!r} must be an integer >= 1 (optimizer "
-                          "steps between mask updates)")
+    if isinstance(every, bool) or not isinstance(every, int) or not 1 <= every <= bounds.MAX_STEPS:
+        raise ConfigError(f"update_every={every!r} must be an integer >= 1 (at most "
+                          f"{bounds.MAX_STEPS}; optimizer steps between mask updates)")
     if isinstance(cb.alpha, bool) or not isinstance(cb.alpha, int | float) or not 0 < cb.alpha <= 1:
         raise ConfigError(f"alpha={cb.alpha!r} must be in (0, 1] (the first update's "
                           "fraction of active weights dropped and regrown)")

@@ -24,6 +24,7 @@ import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from prunelab.bounds import MAX_EPOCHS, MAX_PLAN_STEPS
 from prunelab.errors import ConfigError
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "iterative",
     "iterative_n_steps",
     "one_shot",
+    "plan_keys",
     "validate_plan",
 ]
 
@@ -59,7 +61,6 @@ DYNAMIC_KINDS: tuple[str, ...] = ("set", "rigl")
 
 AT_INIT = -1  # a step's epoch meaning "before the first training batch"
 _DECIMALS = 10
-_MAX_STEPS = 100_000
 
 
 def _r(x: float) -> float:
@@ -87,10 +88,24 @@ def _fraction(name: str, value: object, *, lo_open: bool = False) -> float:
     return float(value)
 
 
-def _positive_int(name: str, value: object, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ConfigError(f"pruning {name} must be an integer >= {minimum}, got {value!r}")
+def _positive_int(name: str, value: object, minimum: int = 1, maximum: int = MAX_EPOCHS) -> int:
+    if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
+            or not minimum <= value <= maximum):
+        raise ConfigError(f"pruning {name} must be an integer in [{minimum}, {maximum}], "
+                          f"got {value!r}")
     return int(value)
+
+
+def _count(name: str, value: object) -> int:
+    """A number of pruning steps, at most :data:`~prunelab.bounds.MAX_PLAN_STEPS`."""
+    return _positive_int(name, value, 1, MAX_PLAN_STEPS)
+
+
+def _too_many(what: str, steps: float) -> None:
+    """Refuse a plan of more than MAX_PLAN_STEPS steps before any list of them is built."""
+    if steps > MAX_PLAN_STEPS:
+        raise ConfigError(f"pruning {what} needs about {steps:.3g} steps, more than the "
+                          f"{MAX_PLAN_STEPS} a plan may have (one per epoch at most)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -116,6 +131,7 @@ def iterative_n_steps(*, initial: float, final: float, step_size: float) -> int:
         raise ConfigError(f"pruning step_size must be > 0, got {step_size!r}")
     if final <= initial:
         return 1
+    _too_many(f"step_size={step_size!r} from {initial!r} to {final!r}", (final - initial) / step_size)
     k = max(0, math.ceil((final - initial) / step_size - 1e-9))
     while k > 0 and iterative(k - 1, initial=initial, final=final, step_size=step_size) >= _r(
         final
@@ -137,13 +153,11 @@ def geometric_n_steps(*, rate: float, final: float) -> int:
     _fraction("rate", rate, lo_open=True)
     if final <= 0:
         return 1
+    _too_many(f"rate={rate!r} to reach {final!r}", math.log(1.0 - final) / math.log1p(-rate))
     k = max(0, math.ceil(math.log(1.0 - final) / math.log(1.0 - rate)) - 2)
     while geometric(k, rate=rate, final=final) < _r(final):
         k += 1
-        if k > _MAX_STEPS:
-            raise ConfigError(
-                f"pruning rate={rate!r} needs more than {_MAX_STEPS} steps to reach {final!r}"
-            )
+        _too_many(f"rate={rate!r} to reach {final!r}", k)
     return k + 1
 
 
@@ -153,7 +167,7 @@ def agp(step: int, *, initial: float, final: float, n_steps: int) -> float:
     ``s_0 = initial``, ``s_{n_steps-1} = final`` exactly, and ``final`` after the last step.
     """
     step = _check_step(step)
-    n_steps = _positive_int("n_steps", n_steps)
+    n_steps = _count("n_steps", n_steps)
     if n_steps == 1 or step >= n_steps - 1:
         return _r(final)
     return _r(final + (initial - final) * (1.0 - step / (n_steps - 1)) ** 3)
@@ -169,6 +183,7 @@ def _parse_steps(steps: object) -> list[tuple[int, float]]:
         steps = list(steps)  # type: ignore[call-overload]  # also an omegaconf ListConfig
     except TypeError:
         raise bad from None
+    _too_many("steps", len(steps))
     pairs: list[tuple[int, float]] = []
     for item in steps:
         try:
@@ -235,16 +250,13 @@ def _iterative_targets(
     n_steps: int | None,
 ) -> list[float]:
     if step_size is not None:
-        if isinstance(step_size, bool) or not isinstance(step_size, numbers.Real):
-            raise ConfigError(f"pruning step_size must be a number > 0, got {step_size!r}")
-        if not step_size > 0:
-            raise ConfigError(f"pruning step_size must be > 0, got {step_size!r}")
+        step_size = _fraction("step_size", step_size, lo_open=True)
         init = min(float(step_size), amount) if initial is None else _initial(kind, initial, amount)
         count = iterative_n_steps(initial=init, final=amount, step_size=step_size)
         return [iterative(k, initial=init, final=amount, step_size=step_size) for k in range(count)]
     if n_steps is None:
         raise ConfigError(f"pruning schedule {kind!r} needs step_size or n_steps, got neither")
-    count = _positive_int("n_steps", n_steps)
+    count = _count("n_steps", n_steps)
     init = amount / count if initial is None else _initial(kind, initial, amount)
     if count == 1:
         return [_r(amount)]
@@ -312,7 +324,7 @@ def build_plan(
             for k in range(geometric_n_steps(rate=rate, final=amount))
         ]
     elif kind == "agp":
-        count = _positive_int("n_steps", _need(kind, "n_steps", n_steps))
+        count = _count("n_steps", _need(kind, "n_steps", n_steps))
         init = 0.0 if initial is None else _initial(kind, initial, amount)
         targets = [agp(k, initial=init, final=amount, n_steps=count) for k in range(count)]
     else:  # iterative, lottery without rate
@@ -321,6 +333,25 @@ def build_plan(
     plan = [PruneStep(start_epoch + k * every, t) for k, t in enumerate(targets)]
     validate_plan(plan, None)
     return plan
+
+
+def plan_keys(kind: str, *, step_size: object = None, rate: object = None) -> tuple[str, ...]:
+    """The :func:`build_plan` arguments that schedule ``kind`` reads (for ``iterative`` and
+    ``lottery``, given their ``step_size`` and ``rate``); any other one has no effect on it."""
+    if kind == "none":
+        return ()
+    if kind == "explicit":  # its amount must equal the last step's target (the command line's rule)
+        return ("steps", "amount")
+    if kind == "at_init" or kind in DYNAMIC_KINDS:
+        return ("amount",)
+    if kind == "one_shot":
+        return ("amount", "start_epoch")
+    spaced = ("amount", "start_epoch", "every")
+    if kind == "geometric" or (kind == "lottery" and rate is not None):
+        return (*spaced, "rate")
+    if kind == "agp":
+        return (*spaced, "initial", "n_steps")
+    return (*spaced, "initial", "step_size" if step_size is not None else "n_steps")
 
 
 def validate_plan(plan: Sequence[PruneStep], max_epochs: int | None) -> None:

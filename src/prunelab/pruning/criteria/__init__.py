@@ -23,6 +23,7 @@ from collections.abc import Mapping
 import torch
 from torch.nn.utils import prune as torch_prune
 
+from prunelab.bounds import MAX_WIDTH
 from prunelab.errors import ConfigError
 from prunelab.pruning.criteria import at_init as _at_init  # noqa: F401  (registers)
 from prunelab.pruning.criteria import lamp as _lamp  # noqa: F401  (registers)
@@ -94,8 +95,10 @@ def check_round_to(round_to: object, method: str | None = None) -> int | None:
     """``round_to`` as a positive int (or None); ConfigError for a bad value or an unstructured method."""
     if round_to is None:
         return None
-    if isinstance(round_to, bool) or not isinstance(round_to, numbers.Integral) or round_to < 1:
-        raise ConfigError(f"round_to={round_to!r} must be a positive integer, or None (off)")
+    if (isinstance(round_to, bool) or not isinstance(round_to, numbers.Integral)
+            or not 1 <= round_to <= MAX_WIDTH):
+        raise ConfigError(f"round_to={round_to!r} must be a positive integer (at most "
+                          f"{MAX_WIDTH}), or None (off)")
     if method is not None and not get(method).structured:
         structured = ", ".join(m for m, c in CRITERIA.items() if c.structured)
         raise ConfigError(f"round_to={round_to!r} applies to structured methods ({structured}), "
