@@ -4,6 +4,10 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
+# the tests run in a random order (pytest-randomly), its seed printed at the end;
+# make test SEED=<that seed> repeats an order
+SEED ?=
+ORDER := -p randomly $(if $(SEED),--randomly-seed=$(SEED))
 
 $(BIN)/prunelab: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -17,10 +21,10 @@ run: install
 	$(BIN)/python -m prunelab model=cnn pruning=iterative $(ARGS)
 
 test: install
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" $(ORDER)
 
 test-all: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(ORDER)
 
 lint: install
 	$(BIN)/ruff check .

@@ -8,13 +8,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from hydra import compose
 from omegaconf import DictConfig
 
 sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-from prunelab.config import register  # noqa: E402
+from prunelab import confsource  # noqa: E402
 
 from fakedata import write_fake_imdb, write_fake_mnist  # noqa: E402
 
@@ -22,7 +22,6 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 SHARED_DATA = Path(os.environ.get("PRUNELAB_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
-register()
 
 # Settings that make the real configs run in seconds on tiny data.
 TINY = [
@@ -44,11 +43,13 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def make_cfg(tiny_data: Path) -> Callable[..., DictConfig]:
-    """Compose the real config with ``overrides`` on top of the tiny-data settings."""
+    """Compose the real config with ``overrides`` on top of the tiny-data settings, the way
+    prunelab composes outside its Hydra app (:func:`prunelab.confsource.initialize`, which
+    registers the schema: no test registers it for the others)."""
 
     def _make(*overrides: str, tiny: bool = True) -> DictConfig:
         extra = [*TINY, f"data_dir={tiny_data}"] if tiny else []
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        with confsource.initialize():
             return compose("config", overrides=[*extra, *overrides])
 
     return _make
@@ -58,3 +59,13 @@ def shared_data_or_skip() -> Path:
     if not (SHARED_DATA / "MNIST").exists():
         pytest.skip(f"full data sets not found at {SHARED_DATA} (set PRUNELAB_SHARED_DATA)")
     return SHARED_DATA
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter,
+                            config: pytest.Config) -> None:
+    """The random order's seed, also under -q (pytest-randomly prints it only in the header),
+    so that an order that fails can be repeated."""
+    if config.pluginmanager.hasplugin("randomly"):
+        seed = config.getoption("randomly_seed", None)
+        terminalreporter.write_line(f"random test order: repeat it with -p randomly "
+                                    f"--randomly-seed={seed} (make test SEED={seed})")

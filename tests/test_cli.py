@@ -65,7 +65,9 @@ def test_run_summary_shows_the_numbers_of_results_json(finished) -> None:
     assert "run directory: run " in out
     assert "python -m prunelab evaluate run " in out
     assert "python -m prunelab report run " in out
-    assert "python -m prunelab pruning=one_shot pruning.schedule.start_epoch=0 trainer=fast" in out
+    # the same Hydra settings (hydra.run.dir) as the run, so it resumes that run
+    assert f"python -m prunelab hydra.run.dir={run_dir} pruning=one_shot pruning.schedule.start_epoch=0 " \
+        "trainer=fast" in out
 
 
 def test_a_run_done_already_shows_its_stored_results(finished, tiny_data: Path) -> None:

@@ -22,7 +22,7 @@ import pytest
 import torch
 from inprocess import prunelab_in_process
 
-from conftest import CONF, TINY
+from conftest import TINY
 
 # ---------------------------------------------------------------- helpers
 
@@ -94,13 +94,14 @@ TWO_EPOCHS = [*RUN, "trainer.max_epochs=2"]
 @pytest.fixture(scope="module")
 def finished(tiny_data, tmp_path_factory) -> Path:
     """A short finished lottery run (history, rewind weights and RNG state in its checkpoint)."""
-    from hydra import compose, initialize_config_dir
+    from hydra import compose
     from omegaconf import OmegaConf
 
+    from prunelab import confsource
     from prunelab.run import run
 
     run_dir = tmp_path_factory.mktemp("finished") / "run"
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+    with confsource.initialize():
         cfg = compose("config", overrides=[
             *TINY, f"data_dir={tiny_data}", "pruning=lottery", "pruning.schedule.rate=0.3",
             "pruning.schedule.amount=0.6", "trainer=fast", "trainer.max_epochs=3"])

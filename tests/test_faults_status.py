@@ -221,11 +221,11 @@ def test_a_correct_step_passes_the_check(method):
 
 
 @pytest.mark.parametrize("override,needle", [
-    ("trainer.max_epochs=0", "trainer.max_epochs=0 must be >= 1"),
-    ("trainer.max_epochs=-1", "trainer.max_epochs=-1 must be >= 1"),
-    ("seed=-1", "seed=-1 must be in"),
-    ("threads=-1", "threads=-1 must be >= 1"),
-    ("threads=0", "threads=0 must be >= 1"),
+    ("trainer.max_epochs=0", "trainer.max_epochs=0: must be an integer in [1, "),
+    ("trainer.max_epochs=-1", "trainer.max_epochs=-1: must be an integer in [1, "),
+    ("seed=-1", "seed=-1: must be an integer in [0, "),
+    ("threads=-1", "threads=-1: must be an integer in [1, "),
+    ("threads=0", "threads=0: must be an integer in [1, "),
     ('pruning.targets.include=["re:net.(fc"]',
      "pruning.targets.include pattern 're:net.(fc' is not a valid regular expression"),
     ("pruning.targets.exclude=[re:*conv]",

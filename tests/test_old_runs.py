@@ -84,16 +84,16 @@ def test_an_old_run_resumes_with_today_s_spellings_and_refuses_another_setting(t
     from prunelab.errors import CheckpointError
     from prunelab.run import resolve_ckpt, result_config, upgraded
 
-    from conftest import CONF
-
     def config(*changes: str) -> dict:
-        from hydra import compose, initialize_config_dir
+        from hydra import compose
+
+        from prunelab import confsource
 
         new = [o.replace("pruning.amount", "pruning.schedule.amount")
                 .replace("pruning.n_steps", "pruning.schedule.n_steps")
                 .replace("pruning.start_epoch", "pruning.schedule.start_epoch")
                for o in saved_overrides(OLD / "agp")]
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        with confsource.initialize():
             cfg = compose("config", overrides=[*new, f"data_dir={tiny_data}", *changes])
         return result_config(upgraded(cfg))
 

@@ -32,8 +32,9 @@ def test_own_model_without_a_data_set_asks_for_one_in_one_line():
 def test_own_model_composes_and_instantiates(tiny_data, tmp_path):
     import sys
 
-    from hydra import compose, initialize_config_dir
+    from hydra import compose
 
+    from prunelab import confsource
     from prunelab.run import check_config, instantiate_model
 
     from fakedata import fake_text_records, write_text_csv
@@ -41,7 +42,7 @@ def test_own_model_composes_and_instantiates(tiny_data, tmp_path):
     write_text_csv(tmp_path / "reviews" / "train.csv", fake_text_records(40))
     sys.path.insert(0, str(ROOT / "examples" / "own_model"))
     try:
-        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        with confsource.initialize():
             cfg = compose("config", overrides=[
                 "model=mymlp", "data=mycsv", f"data_dir={tmp_path}",
                 f"hydra.searchpath=[file://{USER_CONF}]"])

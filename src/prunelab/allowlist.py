@@ -27,7 +27,12 @@ def is_allowed(target: str, extra: Iterable[str] = ()) -> bool:
     return bool(prefixes) and target.startswith(prefixes)
 
 
+def allow_prefix(target: str) -> str:
+    """The ``--allow-target`` prefix that admits ``target``: its module."""
+    return target.rsplit(".", 1)[0]
+
+
 def how_to_allow(target: str) -> str:
     """The end of a refusal: how to allow ``target``'s module if it is trusted."""
-    module = target.rsplit(".", 1)[0]
+    module = allow_prefix(target)
     return f"--allow-target {module} (or {ALLOW_ENV}={module})"

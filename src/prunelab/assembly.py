@@ -9,35 +9,67 @@ job starts.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
 from prunelab import components
+from prunelab.choices import closest_first
 from prunelab.compat import arguments
-from prunelab.errors import user_error
+from prunelab.config import schema_keys
+from prunelab.errors import ConfigError, user_error
 from prunelab.identity import Resume, upgraded
 from prunelab.lightning_ext import NoProfiler
+from prunelab.paths import override_key
 from prunelab.pruning.callback import PruningCallback
 from prunelab.pruning.schedules import check_fits
 
 #: keys of the ``pruning`` node that the pipeline reads itself (not PruningCallback's)
 PIPELINE_KEYS = ("compact",)
+#: the Trainer arguments prunelab passes itself (a ``trainer.<key>`` of these is refused)
+TRAINER_GIVEN = ("callbacks", "logger", "default_root_dir", "plugins")
 
 
-def make_callback(cfg: DictConfig) -> tuple[PruningCallback | None, str]:
+def pruning_node(cfg: DictConfig, overrides: Sequence[str] | None = None,
+                 resolve: bool = True) -> dict[str, Any]:
+    """The ``pruning`` node as the callback takes it: without the pipeline's keys, and its
+    schedule without the keys a preset set for another schedule.
+
+    ``experiment=study_mnist pruning=none`` (the study's dense baseline) or ``... pruning=agp``
+    keep the preset's schedule values where the chosen schedule takes them (``n_steps``,
+    ``start_epoch``); the others, written for the preset's own schedule, are left out, and a
+    ``null`` is the schedule's default. A key typed on the command line (``overrides``) is
+    never left out: one the schedule does not take is refused when the node is built. With no
+    ``overrides`` (a config composed in Python) nothing is left out.
+    """
+    node = OmegaConf.to_container(cfg.pruning, resolve=resolve)
+    node = {k: v for k, v in node.items() if k not in PIPELINE_KEYS}
+    schedule = node.get("schedule")
+    if overrides is None or not components.is_node(schedule):
+        return node
+    typed = {override_key(o) for o in overrides}
+    params, open_ = components.parameters(components.target_of(schedule, "pruning.schedule"))
+    node["schedule"] = {k: v for k, v in schedule.items()
+                        if k == "_target_" or f"pruning.schedule.{k}" in typed
+                        or f"pruning.{k}" in typed or (v is not None and (k in params or open_))}
+    return node
+
+
+def make_callback(cfg: DictConfig, overrides: Sequence[str] | None = None
+                  ) -> tuple[PruningCallback | None, str]:
     """The ``pruning`` node as its callback (None for dense training), and the schedule's name.
 
     Built (and so checked: keys, values, the pair of schedule and criterion) before any model
     or data; the rule that the plan ends within ``trainer.max_epochs`` belongs to the command
     line, not to the Python API.
     """
-    node = OmegaConf.to_container(cfg.pruning, resolve=True)
-    pruner = components.build({k: v for k, v in node.items() if k not in PIPELINE_KEYS}, "pruning")
+    pruner = components.build(pruning_node(cfg, overrides), "pruning")
     name = getattr(pruner.schedule, "name", "") or type(pruner.schedule).__name__
     if not pruner.prunes:
         return None, name
@@ -45,52 +77,88 @@ def make_callback(cfg: DictConfig) -> tuple[PruningCallback | None, str]:
     return pruner, name
 
 
-#: the Trainer arguments prunelab passes itself (a ``trainer.<key>`` of these is refused)
-TRAINER_GIVEN = ("callbacks", "logger", "default_root_dir", "plugins")
-
-
 def make_trainer(cfg: DictConfig, **given: Any) -> L.Trainer:
     """The ``trainer`` node as ``lightning.Trainer``, with prunelab's callbacks, loggers and run
-    folder (``given``): a key the Trainer does not take, or one prunelab sets, is one line."""
+    folder (``given``): a key the Trainer does not take, or one prunelab sets, is one line, and
+    so is a value Lightning refuses (``trainer.accelerator=gpu`` without one)."""
     node = OmegaConf.to_container(cfg.trainer, resolve=True)
     if node.get("profiler") is None:
         node.pop("profiler", None)
         given["profiler"] = NoProfiler()
-    return components.build(node, "trainer", **given)
+    try:
+        return components.build(node, "trainer", **given)
+    except (MisconfigurationException, ValueError, TypeError) as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(f"trainer: {str(err).strip().splitlines()[0]}") from None
 
 
-def check_nodes(cfg: DictConfig) -> None:
-    """Every key of the ``pruning``, ``trainer`` and logger nodes is an argument of its target
-    (one line otherwise), without building anything: the command line's check before any job."""
+def make_objects(cfg: DictConfig, overrides: Sequence[str] | None = None
+                 ) -> tuple[PruningCallback | None, str, L.LightningModule, L.LightningDataModule]:
+    """The callback (and its schedule's name), the data module and the model (its targets
+    found), each checking its own arguments; no data is read yet. The Trainer's node is tried
+    on a bare Trainer (Lightning checks the accelerator, strategy and devices only when one is
+    built); the data module comes before the model, whose sizes may follow the data's
+    (``data.vocab_size``), so that a bad value is named by its own key."""
+    pruner, schedule = make_callback(cfg, overrides)
+    make_trainer(cfg, logger=False, enable_checkpointing=False)
+    datamodule = instantiate_data(cfg)
+    model = instantiate_model(cfg)
+    if pruner is not None:
+        try:
+            pruner.bind(model)
+        except ConfigError as err:  # targets.include ... matches nothing: the node's key
+            raise components.located(err, "pruning", ("targets",)) from None
+    return pruner, schedule, model, datamodule
+
+
+def check_nodes(cfg: DictConfig, overrides: Sequence[str] | None = None) -> None:
+    """Every key is one its node takes, without building anything (the command line's check
+    before any job): the top-level keys (``+foo=bar`` adds one the run would not read), every
+    key of the ``pruning`` and ``trainer`` nodes (an argument of its ``_target_``), and every
+    entry of ``logger`` (a logger node, or its ``description``)."""
+    top = schema_keys()
+    extra = [k for k in cfg if k not in top and k != "hydra"]  # hydra: Hydra's own settings
+    if extra:
+        raise ConfigError(f"{extra[0]}={cfg[extra[0]]}: no such key; valid, closest first: "
+                          f"{', '.join(closest_first(str(extra[0]), top))}")
     cfg = upgraded(cfg, notes=False)  # the run itself says them once
-    pruning = OmegaConf.to_container(cfg.pruning, resolve=False)
-    components.check({k: v for k, v in pruning.items() if k not in PIPELINE_KEYS}, "pruning")
+    components.check(pruning_node(cfg, overrides, resolve=False), "pruning")
     components.check(OmegaConf.to_container(cfg.trainer, resolve=False), "trainer", TRAINER_GIVEN)
     for key, node in OmegaConf.to_container(cfg.logger, resolve=False).items():
         if components.is_node(node):
             components.check(node, f"logger.{key}", ("save_dir",))
+        elif key not in components.DECLARATIONS:
+            raise ConfigError(f"logger.{key}={node!r}: not a logger; each entry of logger is a "
+                              "node with a _target_ (choose them with logger=default|csv|none|"
+                              "mlflow|wandb)")
 
 
 def instantiate_model(cfg: DictConfig) -> L.LightningModule:
     """The model section's ``_target_`` with its arguments (declarations left out)."""
-    return _built(arguments(OmegaConf.to_container(cfg.model, resolve=True)))
+    return _instantiate("model", arguments(OmegaConf.to_container(cfg.model, resolve=True)))
 
 
 def instantiate_data(cfg: DictConfig) -> L.LightningDataModule:
     """The data section's ``_target_`` with its arguments (declarations left out)."""
-    return _built(arguments(OmegaConf.to_container(cfg.data, resolve=True)))
+    return _instantiate("data", arguments(OmegaConf.to_container(cfg.data, resolve=True)))
 
 
-def _built(section: dict[str, Any]) -> Any:
-    """``instantiate(section)``; a ConfigError the target raises stays a ConfigError (Hydra
-    wraps it in an InstantiationException, which would end as a traceback and exit 1)."""
+def _instantiate(section: str, node: dict[str, Any]) -> Any:
+    """Hydra's ``instantiate``, whose wrapper around a constructor's error would hide a
+    one-line :class:`PrunelabError` (the error stays itself), or turn arguments the class does
+    not take into a trace (one ConfigError line naming the section instead)."""
     try:
-        return instantiate(section)
+        return instantiate(node)
     except InstantiationException as err:
         found = user_error(err)
-        if found is None:
-            raise
-        raise found from None
+        if found is not None:
+            raise found from None
+        cause = err.__cause__
+        if isinstance(cause, TypeError) and "argument" in str(cause):
+            raise ConfigError(f"{section}: {str(err).splitlines()[0].rstrip(':')} "
+                              f"{str(cause).splitlines()[0]}") from None
+        raise
 
 
 def make_loggers(cfg: DictConfig, run_dir: Path, resume: Resume | None = None) -> list:

@@ -40,9 +40,15 @@ def make_loader(conf_dir: str, config_dir: str | None = None) -> Any:
     """Hydra's config loader over prunelab's search path, as ``hydra.main`` builds it.
 
     ``conf_dir`` is a folder or a search-path entry (``pkg://prunelab.conf`` in a wheel).
+    The configs extend the stored schema, so it is registered first, as for any composition
+    outside the Hydra app (:func:`prunelab.confsource.initialize`).
     """
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from hydra._internal.utils import create_config_search_path
+
+    from prunelab.config import ensure_registered
+
+    ensure_registered()
 
     source = conf_dir if "://" in conf_dir else f"file://{conf_dir}"
     search_path = create_config_search_path(source)

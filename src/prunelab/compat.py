@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from prunelab import bounds
 from prunelab.errors import ConfigError
 
 # keys of a model or data section that are no constructor argument: declarations, and
@@ -51,6 +52,11 @@ def _shape(value: Any) -> list[int] | None:
 def check_configs(model: Any, data: Any) -> None:
     """Refuse a model/data pair whose declarations disagree (one line, both names)."""
     m, d = model.get("name", "?"), data.get("name", "?")
+    for side, node in (("model", model), ("data", data)):  # numbers, before int() reads them
+        if node.get("num_classes") is not None:
+            bounds.integer(f"{side}.num_classes", node.get("num_classes"), 1, bounds.MAX_CLASSES)
+        for i, size in enumerate(node.get("input_shape") or []):
+            bounds.integer(f"{side}.input_shape.{i}", size, 1, bounds.MAX_IMAGE_SIDE)
     pair = f"model={m} cannot train on data={d}"
     compatible = list(model.get("datasets") or [])
     if compatible and d not in compatible:
@@ -95,7 +101,8 @@ def check_channels(model: Any, data_name: str, data_shape: list[int] | None,
     """
     net = model.get("net")
     want = net.get("in_channels") if hasattr(net, "get") else None
-    if want is None or data_shape is None or len(data_shape) != 3 or int(want) == data_shape[0]:
+    if (want is None or not bounds.is_int(want)  # not a count: the network's own check says so
+            or data_shape is None or len(data_shape) != 3 or int(want) == data_shape[0]):
         return
     have, want = data_shape[0], int(want)
     fix = f"set model.net.in_channels={have}"

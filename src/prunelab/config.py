@@ -106,3 +106,8 @@ def register() -> None:
     if not OmegaConf.has_resolver("prunelab_name"):
         OmegaConf.register_new_resolver("prunelab_name", check_name)
     register_resolvers()  # ${prunelab_options:<group>} and ${prunelab_commands:} of --help
+
+
+def ensure_registered() -> None:
+    """:func:`register` for code that composes outside the Hydra app (idempotent)."""
+    register()

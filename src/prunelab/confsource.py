@@ -38,9 +38,16 @@ def search_path() -> str:
 
 
 def initialize(job_name: str = "prunelab") -> AbstractContextManager:
-    """Hydra's ``initialize_config_*`` for prunelab's configs, for ``compose`` outside the app."""
+    """Hydra's ``initialize_config_*`` for prunelab's configs, for ``compose`` outside the app.
+
+    It registers the schema and resolvers first (:func:`prunelab.config.register`): the configs
+    extend the stored ``schema`` node, so a ``compose`` in a process that never started the
+    Hydra app would otherwise fail with "Could not load 'schema'"."""
     from hydra import initialize_config_dir, initialize_config_module
 
+    from prunelab.config import ensure_registered
+
+    ensure_registered()
     conf = checkout_dir()
     if conf is not None:
         return initialize_config_dir(config_dir=str(conf), version_base="1.3", job_name=job_name)

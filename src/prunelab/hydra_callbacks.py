@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shlex
 import threading
 from collections import Counter
 from pathlib import Path
@@ -24,6 +23,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from prunelab import logs
+from prunelab.cli.invocation import PATH_ENV, Invocation
 from prunelab.cli.summary import shown_path
 from prunelab.errors import (
     EXIT_BAD_INPUT,
@@ -172,7 +172,8 @@ def summary_lines(sweep_dir: str | Path, records: list[dict[str, Any]],
     if len(bad) > 20:
         lines.append(f"  … and {len(bad) - 20} more (see the report)")
     lines.append(f"sweep directory: {shown_path(sweep_dir)}")
-    lines.append(f"  report: python -m prunelab report {shlex.quote(shown_path(sweep_dir))}")
+    report = Invocation.current([PATH_ENV]).command("report", shown_path(sweep_dir))
+    lines.append(f"  report: {report}")
     if bad:
         lines.append("  relaunch the same command to retry the failed jobs (finished ones are "
                      "skipped)")

@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from prunelab.allowlist import ALLOW_ENV, allowed_prefixes, how_to_allow  # noqa: F401 (ALLOW_ENV: re-exported)
+from prunelab.allowlist import ALLOW_ENV, allow_prefix, allowed_prefixes, how_to_allow  # noqa: F401 (ALLOW_ENV: re-exported)
 from prunelab.compat import arguments
 from prunelab.config import register
 from prunelab.errors import CheckpointError, ConfigError, PrunelabError, UnsafeInputError
@@ -130,6 +130,14 @@ def read_run_config(path: Path) -> DictConfig:
     except PrunelabError as err:
         raise ConfigError(f"{path}: {err}") from None
     return OmegaConf.create(new)
+
+
+def foreign_targets(cfg: DictConfig) -> list[str]:
+    """The ``--allow-target`` prefixes a run's config needs: one per module of its
+    ``_target_``s outside the built-in allow-list (a model of your own), in order, once each."""
+    prefixes = [allow_prefix(t) for _, t in _targets(OmegaConf.to_container(cfg, resolve=False))
+                if not _is_builtin_class(t)]
+    return list(dict.fromkeys(prefixes))
 
 
 def run_datamodule(cfg: DictConfig, data_dir: str | None = None) -> Any:

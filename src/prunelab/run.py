@@ -23,10 +23,9 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Checkpoint, TQDMProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 import prunelab
-from prunelab import components
 
 # config → objects, and a run's identity: modules of their own, used here (and from here)
 from prunelab.assembly import (  # noqa: F401
@@ -37,8 +36,10 @@ from prunelab.assembly import (  # noqa: F401
     instantiate_model,
     make_callback,
     make_loggers,
+    make_objects,
     make_trainer,
 )
+from prunelab.bounds import check_run_values
 from prunelab.compat import check_configs, check_data
 from prunelab.data.common import test_set_size
 from prunelab.errors import (
@@ -113,14 +114,14 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None,
     """``run``'s work, with the run folder locked."""
     import_modules(list(cfg.imports))
     check_config(cfg)
-    check_nodes(cfg)  # every key of the pruning, trainer and logger nodes, before any work
+    check_nodes(cfg, overrides)  # every key of the top level, pruning, trainer, loggers
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     config = result_config(cfg)
     resume = resolve_ckpt(cfg.ckpt_path, run_dir, config)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
-    job = build(cfg, run_dir, config, resume, callbacks)
+    job = build(cfg, run_dir, config, resume, callbacks, overrides)
     with finished_on_error(job.trainer):  # logger=mlflow / wandb: a failed run ends as failed
         fit(job, resume)
         val_acc, test_metrics = run_test(job, resume)
@@ -148,21 +149,14 @@ class Job:
 
 
 def build(cfg: DictConfig, run_dir: Path, config: dict[str, Any], resume: Resume | None,
-          callbacks: list[L.Callback] | None = None) -> Job:
+          callbacks: list[L.Callback] | None = None, overrides: list[str] | None = None) -> Job:
     """Config → objects, cheapest first, so bad input fails before any data is read.
 
     The callback checks the plan, method, scope and options; binding it to the model checks
     the target patterns; only then is the data prepared (a missing data set fails there,
     before any Lightning output).
     """
-    pruner, schedule = make_callback(cfg)
-    model = instantiate_model(cfg)
-    if pruner is not None:
-        try:
-            pruner.bind(model)
-        except ConfigError as err:  # targets.include ... matches nothing: the node's key
-            raise components.located(err, "pruning", ("targets",)) from None
-    datamodule = instantiate_data(cfg)
+    pruner, schedule, model, datamodule = make_objects(cfg, overrides)
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
         datamodule.prepare_data()
         check_data(cfg.model, cfg.data.name, datamodule)  # classes and shapes found in the files
@@ -321,17 +315,14 @@ def check_config(cfg: DictConfig) -> None:
 
 
 def check_ranges(cfg: DictConfig) -> None:
-    """Values whose type is right but whose meaning is not: each fails with one line."""
-    epochs = cfg.trainer.max_epochs
-    if epochs is None or int(epochs) < 1:
-        raise ConfigError(
-            f"trainer.max_epochs={epochs} must be >= 1: a run trains, then tests what it trained "
-            "(to measure a finished model use python -m prunelab evaluate)"
-        )
-    if not 0 <= int(cfg.seed) < 2**32:
-        raise ConfigError(f"seed={cfg.seed} must be in [0, 2**32 - 1]")
-    if cfg.threads is not None and int(cfg.threads) < 1:
-        raise ConfigError(f"threads={cfg.threads} must be >= 1, or null for torch's default")
+    """Values whose type is right but whose meaning is not: each fails with one line (the
+    top-level, Trainer, optimizer and scheduler numbers: :mod:`prunelab.bounds`)."""
+    def plain(node: Any) -> Any:
+        return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+    model = {k: plain(cfg.model.get(k)) for k in ("optimizer", "scheduler")}
+    check_run_values({**{k: plain(v) for k, v in cfg.items() if k not in ("model", "data", "pruning")},
+                      "model": model})
     check_learning_rate(cfg)
 
 

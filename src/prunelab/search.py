@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from prunelab import confsource
+from prunelab.bounds import MAX_DROP_PTS, MAX_SEARCH_ITERS, MAX_SEED, MAX_SEEDS
 from prunelab.choices import check_overrides, make_loader
 from prunelab.errors import PrunelabError
 from prunelab.io import atomic_write
@@ -301,10 +302,16 @@ def search(methods: Sequence[str], overrides: Sequence[str] = (), delta: float =
     """Run the bisection for each method; write and return ``<sweep dir>/search.json``."""
     if not 0.0 <= lo < hi < 1.0:
         raise SearchError(f"need 0 <= --lo < --hi < 1, got lo={lo:g} hi={hi:g}")
-    if not (math.isfinite(delta) and delta >= 0):
-        raise SearchError(f"--delta must be a finite number of accuracy points >= 0, got {delta:g}")
-    if iters < 0:
-        raise SearchError(f"--iters must be >= 0, got {iters}")
+    if not (math.isfinite(delta) and 0 <= delta <= MAX_DROP_PTS):
+        raise SearchError(f"--delta must be a finite number of accuracy points in "
+                          f"[0, {MAX_DROP_PTS:g}], got {delta:g}")
+    if not 0 <= iters <= MAX_SEARCH_ITERS:
+        raise SearchError(f"--iters must be in [0, {MAX_SEARCH_ITERS}] (each one is a training "
+                          f"run), got {iters}")
+    bad = next((s for s in seeds if not 0 <= s <= MAX_SEED), None)
+    if bad is not None or len(seeds) > MAX_SEEDS:
+        raise SearchError(f"--seeds: give at most {MAX_SEEDS} seeds in [0, {MAX_SEED}]"
+                          + (f", got {bad}" if bad is not None else f", got {len(seeds)}"))
     if not methods:
         raise SearchError("give at least one --method")
     runner = Runner(overrides, sweep_dir, seeds, baseline)

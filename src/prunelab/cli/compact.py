@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import warnings
 from collections.abc import Iterable
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prunelab.cli.help import add_run_source_args, make_parser
-from prunelab.errors import PrunelabError
+from prunelab.errors import ConfigError, PrunelabError
 from prunelab.io import write_json
 from prunelab.logs import SUMMARY_LOGGER, add_verbosity_args, get_logger, setup
 from prunelab.paths import COMPACT_MODEL, RESULTS, run_config
@@ -106,6 +107,35 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def int_list(flag: str, text: str, lo: int, hi: int, most: int) -> list[int]:
+    """``"1,64"`` → [1, 64], each an integer in [lo, hi], at most ``most`` of them."""
+    words = [w.strip() for w in str(text).split(",")]
+    if not 1 <= len(words) <= most or not all(w.lstrip("-").isdigit() for w in words):
+        raise ConfigError(f"{flag} {text}: give 1 to {most} integers separated by commas")
+    values = [int(w) for w in words]
+    bad = next((v for v in values if not lo <= v <= hi), None)
+    if bad is not None:
+        raise ConfigError(f"{flag} {text}: {bad} is not in [{lo}, {hi}]")
+    return values
+
+
+def check_args(args: argparse.Namespace) -> tuple[list[int] | None, tuple[int, ...]]:
+    """The flags, checked before anything is loaded: (input shape, batch sizes)."""
+    from prunelab.bounds import MAX_BATCH_SIZE, MAX_GRID, MAX_IMAGE_SIDE, MAX_PARAMS, MAX_RUN_TIME
+
+    if not (math.isfinite(args.min_run_time) and 0 < args.min_run_time <= MAX_RUN_TIME):
+        raise ConfigError(f"--min-run-time {args.min_run_time:g}: give seconds in "
+                          f"(0, {MAX_RUN_TIME:g}]")
+    sizes = tuple(int_list("--batch-sizes", args.batch_sizes, 1, MAX_BATCH_SIZE, MAX_GRID))
+    shape = None
+    if args.input_shape:
+        shape = int_list("--input-shape", args.input_shape, 1, MAX_IMAGE_SIDE, 8)
+        if math.prod(shape) > MAX_PARAMS:
+            raise ConfigError(f"--input-shape {args.input_shape}: {math.prod(shape):.3g} "
+                              f"values, more than {MAX_PARAMS:.3g}")
+    return shape, sizes
+
+
 def _main(args: argparse.Namespace) -> int:
     import torch
 
@@ -114,6 +144,7 @@ def _main(args: argparse.Namespace) -> int:
     from prunelab.pruning.latency import efficiency_report
     from prunelab.pruning.metrics import macs, param_counts
 
+    shape, sizes = check_args(args)
     run_dir: Path = args.run_dir
     results_path = run_dir / RESULTS
     net, cfg = load_run(run_dir, args.allow_target)
@@ -123,8 +154,15 @@ def _main(args: argparse.Namespace) -> int:
         results = json.loads(results_path.read_text())
     except (OSError, ValueError) as err:
         raise RunDirError(f"{results_path} is unreadable ({type(err).__name__})") from None
-    shape = [int(s) for s in args.input_shape.split(",")] if args.input_shape else None
     example = example_input(cfg, shape, args.data_dir)
+    if shape is not None:
+        try:
+            with torch.no_grad():
+                net.eval()(example)
+        except RuntimeError as err:
+            raise ConfigError(f"--input-shape {args.input_shape} does not fit the network "
+                              f"({str(err).strip().splitlines()[0][:200]}); give the shape of "
+                              "one input batch, e.g. 1,1,28,28") from None
     log.info("removing the zeroed filters and neurons of %s", run_dir)
 
     with warnings.catch_warnings(record=True) as caught:
@@ -142,7 +180,6 @@ def _main(args: argparse.Namespace) -> int:
     fields: dict[str, Any] = dict(after)
     fields["compact_layers"] = {k: list(v) for k, v in report.layers.items()}
     if not args.no_latency:
-        sizes = tuple(int(b) for b in args.batch_sizes.split(","))
         log.info("timing the dense, masked and compact models at batch sizes %s",
                  ", ".join(map(str, sizes)))
         fields.update(efficiency_report(None, net, example, batch_sizes=sizes,

@@ -9,16 +9,38 @@ The library is :mod:`prunelab.report` (``report``, ``replot``, ``summarize``).
 
 from __future__ import annotations
 
+import argparse
 import math
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
+from pathlib import Path
 
 from prunelab import report as lib
+from prunelab.bounds import MAX_DROP_PTS
 from prunelab.cli.help import make_parser
 from prunelab.logs import SUMMARY_LOGGER, add_verbosity_args, get_logger, setup
 
 PROG = "prunelab report"
+
+
+def check_args(args: argparse.Namespace) -> str | None:
+    """What is wrong with the flags (one line), before any file is read or written."""
+    if not (math.isfinite(args.delta) and 0 <= args.delta <= MAX_DROP_PTS):
+        return (f"--delta must be a finite number of accuracy points in [0, {MAX_DROP_PTS:g}], "
+                f"got {args.delta:g}")
+    if args.out is not None and Path(args.out).exists() and not Path(args.out).is_dir():
+        return f"--out {args.out} is a file: give a folder (it is created when missing)"
+    if args.from_csv is not None and Path(args.from_csv).is_file():
+        try:
+            Path(args.from_csv).read_bytes().decode("utf-8-sig")
+        except UnicodeDecodeError as err:
+            return (f"--from-csv {args.from_csv}: not a text file (byte 0x"
+                    f"{err.object[err.start]:02x} at offset {err.start} is not UTF-8); give a "
+                    "summary.csv written by prunelab report")
+        except OSError as err:
+            return f"--from-csv {args.from_csv}: cannot be read ({err.strerror or err})"
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -54,10 +76,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if (not args.sweep_dir) == (args.from_csv is None):
         parser.error("give a sweep folder or --from-csv FILE (one of the two)")
     setup(args.verbosity)
-    if not (math.isfinite(args.delta) and args.delta >= 0):
-        print(f"{PROG}: error: --delta must be a finite number of accuracy points >= 0, "
-              f"got {args.delta:g}", file=sys.stderr)
+    problem = check_args(args)
+    if problem:
+        print(f"{PROG}: error: {problem}", file=sys.stderr)
         return 2
+    from prunelab.outputs import write_error
+
     try:
         if args.from_csv:
             s = lib.replot(args.from_csv, args.out, args.delta)
@@ -66,6 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                            skip_missing=args.skip_missing)
     except lib.ReportError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # the output folder cannot be made or written
+        print(f"{PROG}: error: {write_error(err)}", file=sys.stderr)
         return 2
     counts: dict[str, int] = defaultdict(int)
     for j in s.jobs:

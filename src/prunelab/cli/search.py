@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from prunelab.cli.help import make_parser
+from prunelab.cli.invocation import PATH_ENV, Invocation
 from prunelab.errors import EXIT_NO_RESULT, PrunelabError
 from prunelab.logs import SUMMARY_LOGGER, add_verbosity_args, get_logger, setup
 from prunelab.paths import SEARCH
@@ -69,7 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return err.exit_code
     lines = [f"{m}: {r['message']}" for m, r in out["methods"].items()]
     lines.append(f"wrote {Path(out['sweep_dir']) / SEARCH}")
-    lines.append(f"  report: python -m prunelab report {out['sweep_dir']}")
+    report = Invocation.current([PATH_ENV]).command("report", str(out["sweep_dir"]))
+    lines.append(f"  report: {report}")
     get_logger(SUMMARY_LOGGER).info("\n".join(lines))
     # a probe run without a valid result leaves its method unanswered
     return EXIT_NO_RESULT if any(r["status"] == "error" for r in out["methods"].values()) else 0

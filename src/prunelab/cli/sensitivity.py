@@ -14,7 +14,6 @@ import io
 import itertools
 import os
 import platform
-import shlex
 import sys
 import time
 from collections.abc import Iterable
@@ -24,7 +23,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from prunelab.bounds import MAX_DROP_PTS, MAX_STEPS
 from prunelab.cli.help import add_run_source_args, make_parser
+from prunelab.cli.invocation import Invocation
 from prunelab.components import component_name
 from prunelab.errors import ConfigError, PrunelabError
 from prunelab.evaluate import evaluate
@@ -188,11 +189,12 @@ def main(argv: list[str] | None = None) -> int:
     log = get_logger(__name__)
     try:
         grid = parse_grid(args.amounts)
-        if args.batches is not None and args.batches < 1:
-            raise ConfigError(f"--batches {args.batches} must be >= 1 (or left out: all)")
-        if args.derive_amounts is not None and not args.derive_amounts >= 0:
+        if args.batches is not None and not 1 <= args.batches <= MAX_STEPS:
+            raise ConfigError(f"--batches {args.batches} must be >= 1 (at most {MAX_STEPS}; "
+                              "or left out: all)")
+        if args.derive_amounts is not None and not 0 <= args.derive_amounts <= MAX_DROP_PTS:
             raise ConfigError(f"--derive-amounts {args.derive_amounts} must be a drop in "
-                              "accuracy points >= 0, e.g. 0.5")
+                              f"accuracy points >= 0 (at most {MAX_DROP_PTS:g}), e.g. 0.5")
         net, cfg, weights = load_finished_run(args.run, args.allow_target)
         run_dir = find_run_dir(Path(args.run))
         out = Path(args.out) if args.out else run_dir
@@ -212,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         table = analyze(holder, accuracy, layers, grid, method=method,
                         n=float(method_knob(cfg, "n", 2.0)), dim=int(method_knob(cfg, "dim", 0)),
                         seed=int(cfg.get("seed", 0)))
-        command = " ".join([PROG, *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
+        command = Invocation.current().command(
+            "sensitivity", *(sys.argv[1:] if argv is None else argv))
         stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         header = [f"# Layer sensitivity of {run_dir.name}", "",
                   f"{stamp} on {platform.node()} ({platform.machine()}, {os.cpu_count()} CPUs); "

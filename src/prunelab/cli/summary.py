@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import io
 import os
-import shlex
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from prunelab.cli.invocation import DATA_ENV, ENV_KEYS, Invocation, allow_target_args
 from prunelab.logs import SUMMARY_LOGGER, get_logger
 from prunelab.paths import RESULTS, last_checkpoint
 
@@ -22,6 +22,8 @@ log = get_logger(SUMMARY_LOGGER)
 # how the run came about, decided before it started (see :func:`run_state`)
 FRESH, RESUMED, DONE_ALREADY = "finished", "resumed and finished", "done already (not repeated)"
 STRUCTURED = {"ln_structured", "random_structured"}
+# under the commands, not after one: a pasted line must be the command alone
+RESUME_NOTE = "(resume / repeat continues an interrupted run; delete results.json to train again)"
 
 
 def run_state(run_dir: str | Path, ckpt_path: Any = "last") -> str:
@@ -122,17 +124,24 @@ def rows(results: dict[str, Any], state: str = FRESH) -> list[tuple[str, str]]:
 
 
 def next_commands(results: dict[str, Any], run_dir: str | Path,
-                  overrides: Sequence[str] | None = None) -> list[tuple[str, str]]:
-    """What a user types next: evaluate, report, compact (structured runs), resume."""
-    d = shlex.quote(shown_path(run_dir))
-    cmds = [("evaluate", f"python -m prunelab evaluate {d}"),
-            ("report", f"python -m prunelab report {d}")]
+                  overrides: Sequence[str] | None = None,
+                  invocation: Invocation | None = None) -> list[tuple[str, str]]:
+    """What a user types next: evaluate, report, compact (structured runs), export, resume;
+    each written the way this run was started (:mod:`prunelab.cli.invocation`), so it runs as
+    printed."""
+    ov = overrides if overrides is not None else results.get("overrides") or []
+    # PRUNELAB_DATA is the run's data folder only when data_dir was not given
+    given = any(str(o).startswith("data_dir=") for o in ov)
+    inv = invocation or Invocation.current([k for k in ENV_KEYS
+                                            if not (given and k == DATA_ENV)])
+    d = shown_path(run_dir)
+    allow = allow_target_args(run_dir)  # the tools that rebuild the run's model need them
+    cmds = [("evaluate", inv.command("evaluate", d, *allow)),
+            ("report", inv.command("report", d))]
     if results.get("method") in STRUCTURED and results.get("params_compact") is None:
-        cmds.append(("compact", f"python -m prunelab compact {d}"))
-    ov = " ".join(shlex.quote(o) for o in (overrides if overrides is not None
-                                           else results.get("overrides") or []))
-    cmds.append(("resume / repeat", f"python -m prunelab {ov}".rstrip()
-                 + "   (resumes if interrupted; delete results.json to train again)"))
+        cmds.append(("compact", inv.command("compact", d, *allow)))
+    cmds.append(("export", inv.command("export", d, *allow)))
+    cmds.append(("resume / repeat", inv.train(ov)))
     return cmds
 
 
@@ -158,6 +167,7 @@ def render(results: dict[str, Any], run_dir: str | Path, overrides: Sequence[str
     lines.append(f"run directory: {shown_path(run_dir)}")
     lines += [f"  {label + ':':<17} {cmd}" for label, cmd in next_commands(results, run_dir,
                                                                          overrides)]
+    lines.append(f"  {'':<17} {RESUME_NOTE}")
     return "\n".join(lines)
 
 

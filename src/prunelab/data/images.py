@@ -22,6 +22,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from prunelab import bounds
 from prunelab.data.common import (
     SplitLoaders,
     TensorBatchLoader,
@@ -72,9 +73,14 @@ def _load_image(path: str) -> Any:
     everything RGB), else converted to RGB; ``data.channels`` converts further."""
     from PIL import Image
 
-    with open(path, "rb") as f:
-        image = Image.open(f)
-        image.load()
+    try:
+        with open(path, "rb") as f:
+            image = Image.open(f)
+            image.load()
+    except (OSError, SyntaxError, ValueError) as err:  # PIL's errors for damaged files
+        raise DataMissingError(f"{path} is not a readable image ({type(err).__name__}: "
+                               f"{str(err).strip().splitlines()[0] if str(err).strip() else '?'}); "
+                               "replace or remove it") from None
     return image if image.mode in ("L", "RGB") else image.convert("RGB")
 
 
@@ -93,12 +99,19 @@ class ImageTensorsDataModule(SplitLoaders, L.LightningDataModule):
                  image_size: Sequence[int] | None = None, channels: int | None = None,
                  cache_dir: str | None = None, cache_root: str | Path = ".") -> None:
         super().__init__()
-        for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size),
-                            ("num_classes", num_classes)):
-            if int(value) < 1:
-                raise ConfigError(f"data.{name} must be >= 1, got {value}")
-        if channels is not None and int(channels) not in (1, 3):
+        bounds.integer("data.batch_size", batch_size, 1, bounds.MAX_BATCH_SIZE)
+        bounds.integer("data.eval_batch_size", eval_batch_size, 1, bounds.MAX_BATCH_SIZE)
+        bounds.integer("data.num_classes", num_classes, 1, bounds.MAX_CLASSES)
+        bounds.count_or_fraction("data.val_size", val_size)
+        bounds.count_or_fraction("data.test_size", test_size, empty=False)  # no test: no result
+        bounds.integer("data.seed", seed, 0, bounds.MAX_SEED)
+        if channels is not None and (not bounds.is_int(channels) or channels not in (1, 3)):
             raise ConfigError(f"data.channels={channels} must be 1, 3 or null (as stored)")
+        for i, side in enumerate(image_size or []):
+            bounds.integer(f"data.image_size.{i}", side, 1, bounds.MAX_IMAGE_SIDE)
+        for key, values in (("mean", mean), ("std", std)):
+            for i, v in enumerate(values or []):
+                bounds.number(f"data.{key}.{i}", v, 0.0, lo_open=key == "std")
         self.num_classes = int(num_classes)
         self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size)
         self.val_size, self.test_size, self.seed = val_size, test_size, int(seed)

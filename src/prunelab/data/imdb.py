@@ -33,6 +33,7 @@ import torch
 from tokenizers import Tokenizer
 from torch import Tensor
 
+from prunelab import bounds
 from prunelab.data.common import (
     SplitLoaders,
     TensorBatchLoader,
@@ -298,18 +299,14 @@ class IMDBDataModule(SplitLoaders, L.LightningDataModule):
         num_classes: int = 2,
     ) -> None:
         super().__init__()
-        if int(num_classes) != 2:
+        if num_classes != 2:
             raise ConfigError(f"data.num_classes={num_classes}: IMDB has 2 classes (pos, neg)")
-        for name, value in (
-            ("batch_size", batch_size),
-            ("eval_batch_size", eval_batch_size),
-            ("vocab_size", vocab_size),
-            ("max_len", max_len),
-        ):
-            if int(value) < 1:
-                raise ConfigError(f"data.{name} must be >= 1, got {value}")
-        if int(val_size) < 0:
-            raise ConfigError(f"data.val_size must be >= 0, got {val_size}")
+        bounds.integer("data.batch_size", batch_size, 1, bounds.MAX_BATCH_SIZE)
+        bounds.integer("data.eval_batch_size", eval_batch_size, 1, bounds.MAX_BATCH_SIZE)
+        bounds.integer("data.vocab_size", vocab_size, 1, bounds.MAX_VOCAB)
+        bounds.integer("data.max_len", max_len, 1, bounds.MAX_LEN)
+        bounds.integer("data.val_size", val_size, 0, bounds.MAX_SAMPLES)
+        bounds.integer("data.seed", seed, 0, bounds.MAX_SEED)
         self.save_hyperparameters()
         self.data_dir = Path(data_dir).expanduser()
         self.batch_size = int(batch_size)

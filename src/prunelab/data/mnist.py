@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from prunelab import bounds
 from prunelab.data.common import (
     TensorBatchLoader,
     cache_key,
@@ -142,15 +143,14 @@ class MNISTDataModule(L.LightningDataModule):
         num_classes: int = NUM_CLASSES,
     ) -> None:
         super().__init__()
-        if int(num_classes) != NUM_CLASSES:
+        if num_classes != NUM_CLASSES:
             raise ConfigError(f"data.num_classes={num_classes}: MNIST has {NUM_CLASSES} classes")
-        for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
-            if int(value) < 1:
-                raise ConfigError(f"data.{name} must be >= 1, got {value}")
-        if int(val_size) < 0:
-            raise ConfigError(f"data.val_size must be >= 0, got {val_size}")
-        if normalize_std <= 0:
-            raise ConfigError(f"data.normalize_std must be > 0, got {normalize_std}")
+        bounds.integer("data.batch_size", batch_size, 1, bounds.MAX_BATCH_SIZE)
+        bounds.integer("data.eval_batch_size", eval_batch_size, 1, bounds.MAX_BATCH_SIZE)
+        bounds.integer("data.val_size", val_size, 0, bounds.MAX_SAMPLES)
+        bounds.integer("data.seed", seed, 0, bounds.MAX_SEED)
+        bounds.number("data.normalize_mean", normalize_mean, -1.0, 1.0)
+        bounds.number("data.normalize_std", normalize_std, 0.0, lo_open=True)
         self.save_hyperparameters()
         self.data_dir = Path(data_dir).expanduser()
         self.batch_size = int(batch_size)

@@ -21,6 +21,7 @@ from typing import Any
 import lightning as L
 from torch import Tensor
 
+from prunelab import bounds
 from prunelab.data.common import (
     SplitLoaders,
     TensorBatchLoader,
@@ -51,9 +52,33 @@ def read_records(path: Path, text_field: str, label_field: str) -> tuple[list[st
     if not path.is_file():
         raise DataMissingError(f"{path} not found (a {kind.upper()} file of {text_field!r} and "
                                f"{label_field!r} records)")
+    try:
+        return _read_records(path, kind, text_field, label_field)
+    except UnicodeDecodeError:
+        raise _not_utf8(path) from None
+
+
+def _not_utf8(path: Path) -> DataMissingError:
+    """One line naming the file, the line and byte that are not UTF-8, and what to do."""
+    raw = path.read_bytes()
+    try:
+        raw.decode("utf-8-sig")
+        where = ""
+    except UnicodeDecodeError as full:  # its offsets count from the file's start
+        line = raw.count(b"\n", 0, full.start) + 1
+        where = f" (line {line}: byte 0x{raw[full.start]:02x})"
+    return DataMissingError(
+        f"{path} is not UTF-8 text{where}: prunelab reads text files as UTF-8; convert it, e.g. "
+        f"iconv -f latin1 -t utf-8 {path.name} > {path.stem}.utf8{path.suffix} (for a file "
+        "written in Latin-1 / Windows-1252)")
+
+
+def _read_records(path: Path, kind: str, text_field: str,
+                  label_field: str) -> tuple[list[str], list[Any]]:
     texts: list[str] = []
     labels: list[Any] = []
-    with open(path, encoding="utf-8", newline="") as f:
+    # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") is not part of the first column's name
+    with open(path, encoding="utf-8-sig", newline="") as f:
         if kind == "jsonl":
             rows: Any = (_json_line(path, n, line) for n, line in enumerate(f, 1) if line.strip())
         else:
@@ -112,11 +137,14 @@ class TextFilesDataModule(SplitLoaders, L.LightningDataModule):
         cache_dir: str | None = None,
     ) -> None:
         super().__init__()
-        for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size),
-                            ("vocab_size", vocab_size), ("max_len", max_len),
-                            ("num_classes", num_classes)):
-            if int(value) < 1:
-                raise ConfigError(f"data.{name} must be >= 1, got {value}")
+        bounds.integer("data.batch_size", batch_size, 1, bounds.MAX_BATCH_SIZE)
+        bounds.integer("data.eval_batch_size", eval_batch_size, 1, bounds.MAX_BATCH_SIZE)
+        bounds.integer("data.vocab_size", vocab_size, 1, bounds.MAX_VOCAB)
+        bounds.integer("data.max_len", max_len, 1, bounds.MAX_LEN)
+        bounds.integer("data.num_classes", num_classes, 1, bounds.MAX_CLASSES)
+        bounds.count_or_fraction("data.val_size", val_size)
+        bounds.count_or_fraction("data.test_size", test_size, empty=False)  # no test: no result
+        bounds.integer("data.seed", seed, 0, bounds.MAX_SEED)
         self.train_path = Path(train).expanduser()
         self.test_path = Path(test).expanduser() if test else None
         self.num_classes = int(num_classes)

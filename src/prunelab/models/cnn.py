@@ -4,6 +4,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from prunelab import bounds
+
 
 class LeNet(nn.Module):
     """conv 1→20 5x5, pool, conv 20→50 5x5, pool, fc 800→500, fc 500→10; returns logits.
@@ -16,6 +18,8 @@ class LeNet(nn.Module):
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10) -> None:
         super().__init__()
+        in_channels = bounds.integer("model.net.in_channels", in_channels, 1, bounds.MAX_WIDTH)
+        num_classes = bounds.integer("model.net.num_classes", num_classes, 1, bounds.MAX_CLASSES)
         self.conv1 = nn.Conv2d(in_channels, 20, 5, 1)
         self.conv2 = nn.Conv2d(20, 50, 5, 1)
         self.fc1 = nn.Linear(4 * 4 * 50, 500)

@@ -93,6 +93,35 @@ class EpochSums(FastAttributes, nn.Module):
         return None if count == 0 else (loss_sum / count, correct / count)
 
 
+def check_factories(optimizer: OptimizerFactory, scheduler: SchedulerFactory | None) -> None:
+    """Build the optimizer and the scheduler once, on a stand-in parameter: torch checks most
+    of their arguments (``nesterov`` without momentum, ``pct_start``, an unknown keyword) only
+    when they are built, at the start of fit. A refusal is one line naming the section."""
+    try:
+        stand_in = optimizer([nn.Parameter(torch.zeros(1))])
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"model.optimizer: {_first_line(err)}") from None
+    if scheduler is None:
+        return
+    func = getattr(scheduler, "func", scheduler)
+    kwargs: dict[str, Any] = {}
+    try:
+        if ("total_steps" in inspect.signature(func).parameters
+                and "total_steps" not in getattr(scheduler, "keywords", {})):
+            kwargs["total_steps"] = 100  # the run's own count comes from the Trainer
+    except (TypeError, ValueError):  # no signature to read: build it as given
+        pass
+    try:
+        scheduler(stand_in, **kwargs)
+    except (ValueError, TypeError, ZeroDivisionError) as err:
+        raise ConfigError(f"model.scheduler: {_first_line(err)}") from None
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 class ClassifierSystem(FastAttributes, L.LightningModule):
     """Trains ``net`` on (inputs, labels) batches; ``task`` is "multiclass" or "binary".
 
@@ -140,6 +169,7 @@ class ClassifierSystem(FastAttributes, L.LightningModule):
         self.check_every = int(check_every)
         self.loss_fn = loss
         self._checked = False  # the first batch's shapes (see _first_logits)
+        check_factories(optimizer, scheduler)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.train_sums = EpochSums(task == "binary")

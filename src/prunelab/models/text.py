@@ -3,6 +3,9 @@
 import torch
 from torch import Tensor, nn
 
+from prunelab import bounds
+from prunelab.errors import ConfigError
+
 PAD_ID = 0
 NUM_SPECIALS = 2  # <pad>=0, <unk>=1
 
@@ -17,6 +20,15 @@ class TextClassifier(nn.Module):
 
     def __init__(self, vocab_size: int = 10_000, embed_dim: int = 100, hidden: int = 200) -> None:
         super().__init__()
+        bounds.integer("model.net.vocab_size", vocab_size, 1, bounds.MAX_VOCAB)
+        bounds.integer("model.net.embed_dim", embed_dim, 1, bounds.MAX_WIDTH)
+        bounds.integer("model.net.hidden", hidden, 1, bounds.MAX_WIDTH)
+        params = (vocab_size + NUM_SPECIALS) * embed_dim + (embed_dim + 2) * hidden
+        if params > bounds.MAX_PARAMS:  # refused before torch allocates it
+            raise ConfigError(f"model.net.vocab_size={vocab_size} x embed_dim={embed_dim} (+ "
+                              f"hidden={hidden}) makes {params:.3g} parameters, more than "
+                              f"{bounds.MAX_PARAMS:.3g}: make them smaller")
+        vocab_size, embed_dim, hidden = int(vocab_size), int(embed_dim), int(hidden)
         self.embedding = nn.Embedding(vocab_size + NUM_SPECIALS, embed_dim, padding_idx=PAD_ID)
         self.fc1 = nn.Linear(embed_dim, hidden)
         self.fc2 = nn.Linear(hidden, 1)

@@ -13,6 +13,7 @@ import difflib
 
 from torch import nn
 
+from prunelab import bounds
 from prunelab.errors import ConfigError
 
 
@@ -33,9 +34,8 @@ def torchvision_net(arch: str, num_classes: int = 10, in_channels: int = 3,
         close = difflib.get_close_matches(arch, archs, 5, 0.5) or archs[:10]
         raise ConfigError(f"model.arch={arch!r} is not a torchvision classification model; "
                           f"closest: {', '.join(close)}")
-    if int(num_classes) < 1 or int(in_channels) < 1:
-        raise ConfigError(f"model.num_classes={num_classes} and model.net.in_channels="
-                          f"{in_channels} must be >= 1")
+    num_classes = bounds.integer("model.num_classes", num_classes, 1, bounds.MAX_CLASSES)
+    in_channels = bounds.integer("model.net.in_channels", in_channels, 1, bounds.MAX_WIDTH)
     net = models.get_model(arch, weights=weights, num_classes=int(num_classes))
     if int(in_channels) != 3:
         _set_in_channels(net, int(in_channels))

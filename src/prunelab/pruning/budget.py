@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from prunelab.bounds import MAX_COST
 from prunelab.errors import ConfigError
 from prunelab.pruning.criteria import ScoreContext, float_dtype, norm_order
 
@@ -217,8 +218,9 @@ def check_budget(budget: Mapping[str, Any] | None) -> tuple[str, int] | None:
         raise ConfigError(f"the budget sets both {' and '.join(sorted(given))}; set one of "
                           f"{' or '.join('budget.' + m for m in METRICS)}")
     (metric, value), = given.items()
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"budget.{metric}={value!r} must be a positive integer")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_COST:
+        raise ConfigError(f"budget.{metric}={value!r} must be a positive integer (at most "
+                          f"{MAX_COST:.0e})")
     return metric, int(value)
 
 

@@ -26,6 +26,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torch.nn.utils import prune
 
+from prunelab import bounds
 from prunelab.errors import CheckpointError, ConfigError
 from prunelab.logs import get_logger, say
 from prunelab.pruning import criteria as C
@@ -107,14 +108,14 @@ class PruningCallback(L.Callback):
         self.custom = custom
         self.target_spec = Targets.of(targets)
         self.seed = seed
-        self.rewind, self.rewind_epoch = rewind, rewind_epoch
+        self.rewind = rewind
+        self.rewind_epoch = bounds.integer("rewind_epoch", rewind_epoch, 0, bounds.MAX_EPOCHS)
         if rewind and self.plan and rewind_epoch > self.plan[0].epoch:
             raise ConfigError(f"rewind_epoch={rewind_epoch} is after the first pruning step (end "
                               f"of epoch {self.plan[0].epoch}); it must be <= {self.plan[0].epoch}")
         self.make_permanent, self.verbose, self.monitor = make_permanent, verbose, monitor
-        if eval_batches is not None and (isinstance(eval_batches, bool) or eval_batches < 0):
-            raise ConfigError(f"eval_batches={eval_batches} must be >= 0 or None (all batches)")
-        self.eval_batches = eval_batches
+        self.eval_batches = bounds.integer("eval_batches", eval_batches, 0, bounds.MAX_STEPS,
+                                           null="all batches", hint="0: not measured")
         if custom is None and self.method.needs_grads and any(s.epoch == AT_INIT for s in self.plan):
             raise ConfigError(
                 f"pruning method {self.method.name!r} gathers its gradients during training "
@@ -171,6 +172,9 @@ class PruningCallback(L.Callback):
             else:
                 targets = self.target_spec.find(pl_module)
             if self.custom is None and self.method.structured:
+                for t in targets:  # the slice axis against each tensor's own dimensions
+                    C.norm_dim(self.method.dim, getattr(t.module, t.parameter).ndim,
+                               f"parameter {t.name!r}")
                 bad = [t.name for t in targets if isinstance(t.module, nn.Embedding)]
                 if bad:
                     raise ConfigError(

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from prunelab import bounds
 from prunelab.errors import CheckpointError, ConfigError, ResultError
 from prunelab.logs import get_logger, say
 from prunelab.pruning import criteria as C
@@ -52,9 +53,9 @@ class DynamicSchedule(Schedule):
     def __post_init__(self) -> None:
         D.check_amount(self.amount)
         if (isinstance(self.update_every, bool) or not isinstance(self.update_every, numbers.Integral)
-                or self.update_every < 1):
-            raise ConfigError(f"update_every={self.update_every!r} must be an integer >= 1 "
-                              "(optimizer steps between mask updates)")
+                or not 1 <= self.update_every <= bounds.MAX_STEPS):
+            raise ConfigError(f"update_every={self.update_every!r} must be an integer >= 1 (at "
+                              f"most {bounds.MAX_STEPS}; optimizer steps between mask updates)")
         for key, value, why in (("alpha", self.alpha, "the first update's fraction of active "
                                  "weights dropped and regrown"),
                                 ("stop_fraction", self.stop_fraction,

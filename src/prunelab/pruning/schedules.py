@@ -31,37 +31,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from prunelab.bounds import MAX_EPOCHS, MAX_PLAN_STEPS
 from prunelab.errors import ConfigError, unknown_key
-
-__all__ = [
-    "AGP",
-    "AT_INIT",
-    "BUILT_IN",
-    "KINDS",
-    "AtInit",
-    "Dense",
-    "Explicit",
-    "Geometric",
-    "Iterative",
-    "Lottery",
-    "OneShot",
-    "PruneStep",
-    "Schedule",
-    "agp",
-    "build_plan",
-    "check_fits",
-    "explicit",
-    "geometric",
-    "geometric_n_steps",
-    "iterative",
-    "iterative_n_steps",
-    "one_shot",
-    "validate_plan",
-]
 
 AT_INIT = -1  # a step's epoch meaning "before the first training batch"
 _DECIMALS = 10
-_MAX_STEPS = 100_000
 
 
 def _r(x: float) -> float:
@@ -89,10 +63,23 @@ def _fraction(name: str, value: object, *, lo_open: bool = False) -> float:
     return float(value)
 
 
-def _int(name: str, value: object, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ConfigError(f"{name}={value!r} must be an integer >= {minimum}")
+def _int(name: str, value: object, minimum: int = 1, maximum: int = MAX_EPOCHS) -> int:
+    if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
+            or not minimum <= value <= maximum):
+        raise ConfigError(f"{name}={value!r} must be an integer in [{minimum}, {maximum}]")
     return int(value)
+
+
+def _count(name: str, value: object) -> int:
+    """A number of pruning steps, at most :data:`~prunelab.bounds.MAX_PLAN_STEPS`."""
+    return _int(name, value, 1, MAX_PLAN_STEPS)
+
+
+def _too_many(what: str, steps: float) -> None:
+    """Refuse a plan of more than MAX_PLAN_STEPS steps before any list of them is built."""
+    if steps > MAX_PLAN_STEPS:
+        raise ConfigError(f"{what} needs about {steps:.3g} steps, more than the "
+                          f"{MAX_PLAN_STEPS} a plan may have (one per epoch at most)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -118,6 +105,7 @@ def iterative_n_steps(*, initial: float, final: float, step_size: float) -> int:
         raise ConfigError(f"step_size={step_size!r} must be > 0")
     if final <= initial:
         return 1
+    _too_many(f"step_size={step_size!r} from {initial!r} to {final!r}", (final - initial) / step_size)
     k = max(0, math.ceil((final - initial) / step_size - 1e-9))
     while k > 0 and iterative(k - 1, initial=initial, final=final, step_size=step_size) >= _r(
         final
@@ -139,11 +127,11 @@ def geometric_n_steps(*, rate: float, final: float) -> int:
     _fraction("rate", rate, lo_open=True)
     if final <= 0:
         return 1
+    _too_many(f"rate={rate!r} to reach {final!r}", math.log(1.0 - final) / math.log1p(-rate))
     k = max(0, math.ceil(math.log(1.0 - final) / math.log(1.0 - rate)) - 2)
     while geometric(k, rate=rate, final=final) < _r(final):
         k += 1
-        if k > _MAX_STEPS:
-            raise ConfigError(f"rate={rate!r} needs more than {_MAX_STEPS} steps to reach {final!r}")
+        _too_many(f"rate={rate!r} to reach {final!r}", k)
     return k + 1
 
 
@@ -153,7 +141,7 @@ def agp(step: int, *, initial: float, final: float, n_steps: int) -> float:
     ``s_0 = initial``, ``s_{n_steps-1} = final`` exactly, and ``final`` after the last step.
     """
     step = _check_step(step)
-    n_steps = _int("n_steps", n_steps)
+    n_steps = _count("n_steps", n_steps)
     if n_steps == 1 or step >= n_steps - 1:
         return _r(final)
     return _r(final + (initial - final) * (1.0 - step / (n_steps - 1)) ** 3)
@@ -167,6 +155,7 @@ def _parse_steps(steps: object) -> tuple[tuple[int, float], ...]:
         steps = list(steps)  # type: ignore[call-overload]  # also an omegaconf ListConfig
     except TypeError:
         raise bad from None
+    _too_many("steps", len(steps))
     pairs: list[tuple[int, float]] = []
     for item in steps:
         try:
@@ -346,13 +335,15 @@ class Iterative(_Spaced):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.step_size is not None:
-            if (isinstance(self.step_size, bool) or not isinstance(self.step_size, numbers.Real)
-                    or not self.step_size > 0):
-                raise ConfigError(f"step_size={self.step_size!r} must be a number > 0")
+            _fraction("step_size", self.step_size, lo_open=True)
+            if self.n_steps is not None:
+                raise ConfigError(f"n_steps={self.n_steps!r} has no effect while "
+                                  f"step_size={self.step_size!r} is set (step_size=null: n_steps "
+                                  "evenly spaced steps)")
         elif self.n_steps is None:
             raise ConfigError(f"{self.name} needs step_size or n_steps, got neither")
         else:
-            _int("n_steps", self.n_steps)
+            _count("n_steps", self.n_steps)
         if self.initial is not None:
             self._initial(self.initial)
 
@@ -393,11 +384,13 @@ class AGP(_Spaced):
 
     name: ClassVar[str] = "agp"
     n_steps: int
-    initial: float = 0.0
+    initial: float | None = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _int("n_steps", self.n_steps)
+        _count("n_steps", self.n_steps)
+        if self.initial is None:  # null: the default
+            object.__setattr__(self, "initial", 0.0)
         self._initial(self.initial)
 
     def targets(self) -> list[float]:
@@ -424,6 +417,12 @@ class Lottery(_Spaced):
                          **common)
 
     def __post_init__(self) -> None:
+        if self.rate is not None:
+            ignored = [f"{k}={v!r}" for k, v in (("initial", self.initial),
+                       ("step_size", self.step_size), ("n_steps", self.n_steps)) if v is not None]
+            if ignored:
+                raise ConfigError(f"{ignored[0]} has no effect while rate={self.rate!r} is set "
+                                  "(rate=null: the iterative targets)")
         self._delegate()  # its checks
 
     def targets(self) -> list[float]:

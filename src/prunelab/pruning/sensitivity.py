@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from prunelab.bounds import MAX_GRID
 from prunelab.errors import ConfigError
 from prunelab.pruning import criteria as C
 
@@ -74,6 +75,8 @@ def check_grid(amounts: Iterable[object]) -> list[float]:
         out.append(round(float(a), 10))
     if not out:
         raise ConfigError("the amount grid is empty; give fractions in (0, 1), e.g. 0.5,0.7,0.9,0.99")
+    if len(set(out)) > MAX_GRID:  # each amount is one pass over the validation batches per layer
+        raise ConfigError(f"the amount grid has {len(set(out))} amounts, more than {MAX_GRID}")
     return sorted(set(out))
 
 

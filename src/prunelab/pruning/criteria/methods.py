@@ -24,12 +24,14 @@ Your own criterion with a knob of its own is one subclass (see ``examples/own_cr
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 
+from prunelab import bounds
 from prunelab.errors import ConfigError, unknown_key
 from prunelab.pruning.criteria.registry import CRITERIA, SCOPES, Criterion, ScoreContext, get
 from prunelab.pruning.criteria.select import norm_order
@@ -52,8 +54,10 @@ def check_round_to(round_to: object, method: str | None = None) -> int | None:
     """``round_to`` as a positive int (or None); ConfigError for a bad value or an unstructured method."""
     if round_to is None:
         return None
-    if isinstance(round_to, bool) or not isinstance(round_to, numbers.Integral) or round_to < 1:
-        raise ConfigError(f"round_to={round_to!r} must be a positive integer, or None (off)")
+    if (isinstance(round_to, bool) or not isinstance(round_to, numbers.Integral)
+            or not 1 <= round_to <= bounds.MAX_WIDTH):
+        raise ConfigError(f"round_to={round_to!r} must be a positive integer (at most "
+                          f"{bounds.MAX_WIDTH}), or None (off)")
     if method is not None and not get(method).structured:
         structured = ", ".join(m for m, c in CRITERIA.items() if c.structured)
         raise ConfigError(f"round_to={round_to!r} applies to structured methods ({structured}), "
@@ -61,10 +65,19 @@ def check_round_to(round_to: object, method: str | None = None) -> int | None:
     return int(round_to)
 
 
-def _count(key: str, value: object, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ConfigError(f"{key}={value!r} must be an integer >= {minimum}")
-    return int(value)
+_MAX_DIMS = 8  # tensor dimensions a slice axis may count (each target's own at bind)
+_MAX_NORM = 10.0  # a larger norm order underflows to 0 for weights below 1: all slices tie
+
+
+def check_norm(n: object) -> float:
+    """A structured criterion's norm order: a number in [1, 10], inf or 'fro' (2)."""
+    try:
+        order = norm_order(n)
+    except ConfigError:
+        order = math.nan
+    if not (order == math.inf or 1.0 <= order <= _MAX_NORM):
+        raise ConfigError(f"n={n!r} must be a norm order in [1, {_MAX_NORM:g}], inf or 'fro'")
+    return order
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -150,8 +163,8 @@ class _Structured(Method):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if isinstance(self.dim, bool) or not isinstance(self.dim, numbers.Integral):
-            raise ConfigError(f"dim={self.dim!r} must be an integer (the slice axis)")
+        # each tensor's own dimensions at bind
+        object.__setattr__(self, "dim", bounds.integer("dim", self.dim, -_MAX_DIMS, _MAX_DIMS - 1))
         check_round_to(self.round_to)
 
 
@@ -164,7 +177,7 @@ class LnStructured(_Structured):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        norm_order(self.n)
+        check_norm(self.n)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -182,7 +195,8 @@ class _FromGradients(Method):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _count("grad_batches", self.grad_batches)
+        object.__setattr__(self, "grad_batches", bounds.integer(
+            "grad_batches", self.grad_batches, 1, bounds.MAX_GRAD_BATCHES))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -225,9 +239,9 @@ class SynFlow(Method):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.iterations is not None and (isinstance(self.iterations, bool) or not isinstance(
-                self.iterations, numbers.Integral) or self.iterations < 1):
-            raise ConfigError(f"iterations={self.iterations!r} must be an integer >= 1 "
-                              "or None (the method's default)")
+                self.iterations, numbers.Integral) or not 1 <= self.iterations <= bounds.MAX_ITERATIONS):
+            raise ConfigError(f"iterations={self.iterations!r} must be an integer >= 1 (at most "
+                              f"{bounds.MAX_ITERATIONS}) or None (the method's default)")
 
     @property
     def steps_per_step(self) -> int:
@@ -249,7 +263,7 @@ class ByName(Method):
         super().__post_init__()
         spec = self.spec
         check_round_to(self.round_to, self.criterion)
-        _count("grad_batches", self.grad_batches)
+        bounds.integer("grad_batches", self.grad_batches, 1, bounds.MAX_GRAD_BATCHES)
         if not spec.structured and (self.n != 2.0 or self.dim != 0):
             raise ConfigError(f"n={self.n!r} / dim={self.dim!r} apply to structured methods, not "
                               f"method={self.criterion!r}")
