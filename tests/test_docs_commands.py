@@ -150,6 +150,17 @@ def test_every_command_block_is_marked() -> None:
     assert not problems, "\n".join(problems)
 
 
+def test_a_new_unmarked_block_is_found(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text("Text.\n\n```bash\nprunelab report x\n```\n\n<!-- doctest: skip why -->\n"
+                    "```\n$ python -m prunelab --help\n```\n\n```python\nprint(1)\n```\n"
+                    "<!-- doctest: run -->\n\nText.\n")
+    doc = D.parse(page, tmp_path)
+    assert [(b.line, b.is_command, b.marker) for b in doc.blocks] == [
+        (3, True, None), (8, True, D.Marker("skip", reason="why")), (12, False, None)]
+    assert doc.stray_markers == ["page.md:15"]
+
+
 def test_marker_parsing_and_command_rewriting() -> None:
     assert D.parse_marker("fast slow sweep:outputs/sweeps/a pruning.amount=0.3") == D.Marker(
         "fast", True, ("pruning.amount=0.3",), ("outputs/sweeps/a",))

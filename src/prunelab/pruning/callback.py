@@ -631,6 +631,7 @@ class PruningCallback(L.Callback):
                 for name, m in masks.items():
                     n, zeros = m.numel(), int((m == 0).sum())
                     tol = n // m.shape[self.dim] if self.spec.structured and m.ndim > 1 else 1
+                    tol *= self.round_to or 1  # keeps a multiple of round_to: up to that many fewer
                     if abs(zeros - target * n) > tol:
                         raise ResultError(
                             f"pruning step to {target:.4f} left {name} with {zeros} of {n} "
