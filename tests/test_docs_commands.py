@@ -307,10 +307,6 @@ def test_printed_next_command_runs(own_run, sandbox: Sandbox, label: str) -> Non
     folder, cmds = own_run
     env = {k: v for k, v in sandbox.env.items() if k != "PYTHONPATH"}
     proc = run_as_printed(cmds[label], folder, env)
-    if (label == "export" and proc.returncode == 2
-            and "unrecognized arguments: --allow-target" in proc.stderr):
-        pytest.skip("prunelab export of a model of your own (--allow-target) is not in this "
-                    "branch yet; it runs once that change is merged")
     assert proc.returncode == 0, f"{cmds[label]}\n{proc.stderr[-4000:]}"
 
 

@@ -44,7 +44,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from prunelab.cli.help import register_resolvers
-from prunelab.errors import ConfigError
+from prunelab.errors import ConfigError, closest_first
 from prunelab.outputs import check_name
 
 _SRC = Path(__file__).resolve().parent
@@ -357,7 +357,7 @@ def check_keys(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
       pruning.n_steps=5`` while ``pruning.step_size`` is set. A preset's values for other
       schedules stay allowed (``experiment=study_mnist pruning=none``), as does ``key=null``.
     """
-    from prunelab.choices import closest_first
+    # lazy: the prunelab.pruning package imports Lightning; composing a config must not
     from prunelab.pruning.schedules import DYNAMIC_KINDS, plan_keys
 
     top = [f.name for f in dataclasses.fields(schema(dataclasses.make_dataclass("P", [])))]

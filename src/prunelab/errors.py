@@ -8,6 +8,9 @@ result (:class:`ResultError`).
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 EXIT_OK = 0
 EXIT_CRASH = 1  # an exception that is not a PrunelabError: a bug, shown with its traceback
 EXIT_BAD_INPUT = 2
@@ -98,3 +101,10 @@ def one_line(err: BaseException) -> str:
     """``err``'s message as the one line an entry point prints (its first line)."""
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
+
+
+def closest_first(value: str, options: Iterable[str]) -> list[str]:
+    """All ``options``, the most similar to ``value`` first (difflib's ratio; ties by name):
+    the order in which a refusal lists the valid names."""
+    opts = sorted(set(options))
+    return sorted(opts, key=lambda o: -difflib.SequenceMatcher(None, value, o).ratio())

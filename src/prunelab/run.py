@@ -31,7 +31,6 @@ from omegaconf import DictConfig, OmegaConf
 
 import prunelab
 from prunelab.bounds import check_run_values
-from prunelab.choices import closest_first
 from prunelab.compat import arguments, check_configs, check_data, without_declarations
 from prunelab.config import (
     callback_kwargs,
@@ -47,6 +46,7 @@ from prunelab.errors import (
     DivergedError,
     PrunelabError,
     RunInProgressError,
+    closest_first,
     one_line,
     user_error,
 )
