@@ -70,8 +70,12 @@ def test_run_summary_shows_the_numbers_of_results_json(finished) -> None:
         "trainer=fast" in out
 
 
-def test_a_run_done_already_shows_its_stored_results(finished, tiny_data: Path) -> None:
-    run_dir, _ = finished
+def test_a_run_done_already_shows_its_stored_results(finished, tiny_data: Path,
+                                                     tmp_path: Path) -> None:
+    import shutil
+
+    run_dir = tmp_path / "run"  # a copy: the other tests read the shared run's results.json
+    shutil.copytree(finished[0], run_dir)
     stored = json.loads((run_dir / "results.json").read_text())
     stored["test_acc"] = 0.123456  # the summary must come from the file, not from a new test
     (run_dir / "results.json").write_text(json.dumps(stored))

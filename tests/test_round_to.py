@@ -77,3 +77,21 @@ def test_config_reaches_the_callback_and_is_checked_before_training(make_cfg):
     with pytest.raises(ConfigError, match=r"^pruning.method.round_to=0 must be a positive integer"):
         make_callback(make_cfg("pruning=one_shot", "pruning/method=ln_structured",
                                "pruning.method.round_to=0"))
+
+
+def test_the_callbacks_step_check_allows_the_rounding():
+    """A first step of 10 % keeps 18 of 20 filters, rounded up to all 20 with round_to=8: the
+    step is short of its target by the rounding, not wrong (the documented command
+    ``pruning=iterative pruning/method=ln_structured pruning.method.round_to=8`` stopped here)."""
+    from torch import nn
+
+    from prunelab.pruning import PruningCallback
+    from prunelab.pruning.criteria import LnStructured
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 20, 5), nn.Flatten(), nn.Linear(20 * 4 * 4, 10))
+    cb = PruningCallback([(0, 0.1)], method=LnStructured(round_to=8))
+    cb.bind(net)
+    for target in (0.1, 0.5, 0.9):
+        cb.apply_target(target)
+        assert kept(net[0].weight_mask) in (8, 16, 20), target

@@ -20,10 +20,9 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
 from prunelab import components
-from prunelab.choices import closest_first
 from prunelab.compat import arguments
 from prunelab.config import schema_keys
-from prunelab.errors import ConfigError, user_error
+from prunelab.errors import ConfigError, closest_first, user_error
 from prunelab.identity import Resume, upgraded
 from prunelab.lightning_ext import NoProfiler
 from prunelab.paths import override_key

@@ -15,17 +15,11 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from prunelab.config import schema_node
-from prunelab.errors import ConfigError
+from prunelab.config import ensure_registered, schema_node
+from prunelab.errors import ConfigError, closest_first
 from prunelab.logs import check_verbosity
 
 CONFIG_NAME = "config"
-
-
-def closest_first(value: str, options: Iterable[str]) -> list[str]:
-    """All ``options``, the most similar to ``value`` first (difflib's ratio; ties by name)."""
-    opts = sorted(set(options))
-    return sorted(opts, key=lambda o: -difflib.SequenceMatcher(None, value, o).ratio())
 
 
 def unknown_choice(group: str, value: str, options: Iterable[str]) -> ConfigError:
@@ -46,7 +40,6 @@ def make_loader(conf_dir: str, config_dir: str | None = None) -> Any:
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from hydra._internal.utils import create_config_search_path
 
-    from prunelab.config import ensure_registered
 
     ensure_registered()
 

@@ -22,7 +22,6 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from prunelab.cli.help import register_resolvers
 from prunelab.outputs import check_name
-from prunelab.paths import override_key
 
 
 @dataclass
@@ -82,8 +81,10 @@ def _dirname(overrides: Any, exclude: Any = ()) -> str:
     if isinstance(overrides, str):  # an override_dirname already joined
         joined = overrides
     else:
+        # an override's key as Hydra's key_or_group: ``+trainer.x=1`` → ``trainer.x``
         lines = sorted(re.sub(r"^([+~]*)pruning\.schedule\.", r"\1pruning.", str(o))
-                       for o in overrides if override_key(str(o)) not in set(exclude or ()))
+                       for o in overrides
+                       if str(o).split("=", 1)[0].lstrip("+~") not in set(exclude or ()))
         joined = ",".join(lines)
     name = re.sub(r"[/\\]", ".", joined) or "defaults"
     if len(name) > 200:  # keep file-system limits without letting two jobs share a folder

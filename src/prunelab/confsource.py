@@ -45,6 +45,7 @@ def initialize(job_name: str = "prunelab") -> AbstractContextManager:
     Hydra app would otherwise fail with "Could not load 'schema'"."""
     from hydra import initialize_config_dir, initialize_config_module
 
+    # lazy: prunelab.config imports prunelab.paths, which imports this module (a cycle)
     from prunelab.config import ensure_registered
 
     ensure_registered()

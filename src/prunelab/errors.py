@@ -9,7 +9,7 @@ result (:class:`ResultError`).
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 EXIT_OK = 0
 EXIT_CRASH = 1  # an exception that is not a PrunelabError: a bug, shown with its traceback
@@ -108,8 +108,13 @@ def unknown_key(key: str, owner: str, valid: Sequence[str]) -> ConfigError:
     agp; valid: amount, initial, n_steps, start_epoch, every`` (a long list: the 8 closest)."""
     valid = list(valid)
     if len(valid) > 8:
-        leaf = key.rsplit(".", 1)[-1]
-        ranked = sorted(valid, key=lambda v: -difflib.SequenceMatcher(None, leaf, v).ratio())
-        listed = ", ".join(ranked[:8]) + ", ..."
+        listed = ", ".join(closest_first(key.rsplit(".", 1)[-1], valid)[:8]) + ", ..."
         return ConfigError(f"{key}: not a key of {owner}; valid, closest first: {listed}")
     return ConfigError(f"{key}: not a key of {owner}; valid: {', '.join(valid) or '(none)'}")
+
+
+def closest_first(value: str, options: Iterable[str]) -> list[str]:
+    """All ``options``, the most similar to ``value`` first (difflib's ratio; ties by name):
+    the order in which a refusal lists the valid names."""
+    opts = sorted(set(options))
+    return sorted(opts, key=lambda o: -difflib.SequenceMatcher(None, value, o).ratio())

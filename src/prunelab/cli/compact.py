@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from prunelab.bounds import MAX_BATCH_SIZE, MAX_GRID, MAX_IMAGE_SIDE, MAX_PARAMS, MAX_RUN_TIME
 from prunelab.cli.help import add_run_source_args, make_parser
 from prunelab.errors import ConfigError, PrunelabError
 from prunelab.io import write_json
@@ -121,7 +122,6 @@ def int_list(flag: str, text: str, lo: int, hi: int, most: int) -> list[int]:
 
 def check_args(args: argparse.Namespace) -> tuple[list[int] | None, tuple[int, ...]]:
     """The flags, checked before anything is loaded: (input shape, batch sizes)."""
-    from prunelab.bounds import MAX_BATCH_SIZE, MAX_GRID, MAX_IMAGE_SIDE, MAX_PARAMS, MAX_RUN_TIME
 
     if not (math.isfinite(args.min_run_time) and 0 < args.min_run_time <= MAX_RUN_TIME):
         raise ConfigError(f"--min-run-time {args.min_run_time:g}: give seconds in "

@@ -19,6 +19,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from prunelab import confsource
+from prunelab.paths import run_config
+
 PATH_ENV = "PYTHONPATH"  # where your own modules (and prunelab itself, from a checkout) are
 DATA_ENV = "PRUNELAB_DATA"  # the default data_dir (conf/config.yaml)
 #: environment variables that change what a prunelab command imports or reads
@@ -69,8 +72,6 @@ def app_args() -> tuple[str, ...]:
 
     if not HydraConfig.initialized():
         return ()
-    from prunelab import confsource
-
     hc = HydraConfig.get()
     out: list[str] = []
     for source in hc.runtime.config_sources:
@@ -114,8 +115,8 @@ def allow_target_args(run_dir: str | Path) -> list[str]:
     built-in allow-list (:func:`prunelab.loading.foreign_targets`); none when it has no config."""
     from omegaconf import OmegaConf
 
+    # lazy: prunelab.loading imports torch, which --help and a sweep's set-up do without
     from prunelab.loading import foreign_targets
-    from prunelab.paths import run_config
 
     path = run_config(Path(run_dir))
     try:

@@ -19,6 +19,7 @@ from pathlib import Path
 from prunelab import report as lib
 from prunelab.bounds import MAX_DROP_PTS
 from prunelab.cli.help import make_parser
+from prunelab.io import write_error
 from prunelab.logs import SUMMARY_LOGGER, add_verbosity_args, get_logger, setup
 
 PROG = "prunelab report"
@@ -80,7 +81,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problem:
         print(f"{PROG}: error: {problem}", file=sys.stderr)
         return 2
-    from prunelab.outputs import write_error
 
     try:
         if args.from_csv:

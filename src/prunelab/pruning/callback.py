@@ -358,7 +358,7 @@ class PruningCallback(L.Callback):
             M.apply_mask(t, masks[t.name])
         m = self.method
         M.verify(self.targets, masks, target, scope=m.scope if check_counts else None,
-                 structured_dim=m.dim if m.structured else None, what=m.name)
+                 structured_dim=m.dim if m.structured else None, what=m.name, round_to=m.round_to)
         self.mask_digest = M.digest(self.targets)
 
     def _sub_targets(self, target: float) -> list[float]:

@@ -186,12 +186,14 @@ def check_finite(targets: Sequence[Target], target: float, epoch: int | None = N
 
 
 def verify(targets: Sequence[Target], masks: Mapping[str, Tensor], target: float,
-           scope: str | None = None, structured_dim: int | None = None, what: str = "") -> None:
+           scope: str | None = None, structured_dim: int | None = None, what: str = "",
+           round_to: int | None = None) -> None:
     """The step reached its target and every masked weight is exactly zero.
 
     ``scope`` ``"global"``: within one weight over all targets; ``"layer"``: within one weight
-    per tensor (one slice along ``structured_dim`` for structured methods); ``None``: the counts
-    are not checked (a custom method or a budget sets them itself).
+    per tensor (one slice along ``structured_dim`` for structured methods, ``round_to`` slices
+    when the kept ones are a multiple of it); ``None``: the counts are not checked (a custom
+    method or a budget sets them itself).
     """
     if scope == "global":
         zeros = sum(int((m == 0).sum()) for m in masks.values())
@@ -203,6 +205,7 @@ def verify(targets: Sequence[Target], masks: Mapping[str, Tensor], target: float
         for name, m in masks.items():
             n, zeros = m.numel(), int((m == 0).sum())
             tol = n // m.shape[structured_dim] if structured_dim is not None and m.ndim > 1 else 1
+            tol *= round_to or 1  # a multiple of round_to is kept: up to that many slices fewer
             if abs(zeros - target * n) > tol:
                 raise ResultError(f"pruning step to {target:.4f} left {name} with {zeros} of {n} "
                                   f"weights masked ({zeros / n:.4f}), not {target * n:.0f} "
