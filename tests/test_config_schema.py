@@ -206,3 +206,16 @@ def test_schedules_and_methods_are_frozen_dataclasses():
 
     for cls in [*SCHEDULES.values(), *METHODS.values()]:
         assert dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen, cls
+
+
+def test_the_command_line_check_keeps_a_preset_s_keys_for_its_own_schedule():
+    """``experiment=study_mnist pruning=none`` (the study's dense baseline) passes the check
+    before any job; the same key typed on the command line does not."""
+    from prunelab.choices import check_command_line
+    from prunelab.paths import CONF_DIR
+
+    check_command_line(CONF_DIR, ["experiment=study_mnist", "pruning=none"])
+    check_command_line(CONF_DIR, ["experiment=study_mnist", "pruning=agp", "pruning.schedule.initial=0.6"])
+    with pytest.raises(ConfigError, match="^pruning.schedule.n_steps: not a key of none"):
+        check_command_line(CONF_DIR, ["experiment=study_mnist", "pruning=none",
+                                      "pruning.schedule.n_steps=3"])

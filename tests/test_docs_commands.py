@@ -320,7 +320,8 @@ from prunelab.paths import CONF_DIR
 check_command_line(CONF_DIR, ["pruning=one_shot", "pruning/method=global_magnitude"])
 with confsource.initialize():
     cfg = compose("config", overrides=["pruning=one_shot", "pruning/method=global_magnitude"])
-print(cfg.pruning.schedule, cfg.pruning.method.name)
+from prunelab.components import component_name
+print(component_name(cfg.pruning.schedule), component_name(cfg.pruning.method))
 """
 
 

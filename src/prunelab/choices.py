@@ -145,7 +145,7 @@ def check_sweeper_params(loader: Any, overrides: Sequence[str], multirun: bool,
     if nodes:
         from prunelab.run import check_nodes  # lazy: torch and Lightning (the nodes' targets)
 
-        check_nodes(cfg)
+        check_nodes(cfg, first)  # first: the keys typed on the command line
 
 
 def composition_error(err: Exception) -> ConfigError:

@@ -134,9 +134,11 @@ def read_run_config(path: Path) -> DictConfig:
 
 def foreign_targets(cfg: DictConfig) -> list[str]:
     """The ``--allow-target`` prefixes a run's config needs: one per module of its
-    ``_target_``s outside the built-in allow-list (a model of your own), in order, once each."""
-    prefixes = [allow_prefix(t) for _, t in _targets(OmegaConf.to_container(cfg, resolve=False))
-                if not _is_builtin_class(t)]
+    ``_target_``s outside the built-in allow-list (a model of your own) in the sections that
+    are built (:data:`BUILT_SECTIONS`), in order, once each."""
+    plain = OmegaConf.to_container(cfg, resolve=False)
+    built = {k: plain[k] for k in BUILT_SECTIONS if isinstance(plain, dict) and k in plain}
+    prefixes = [allow_prefix(t) for _, t in _targets(built) if not _is_builtin_class(t)]
     return list(dict.fromkeys(prefixes))
 
 
