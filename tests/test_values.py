@@ -19,12 +19,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from hydra import compose
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from omegaconf.nodes import FloatNode, IntegerNode
 
+from prunelab import confsource
 from prunelab.config import DYNAMIC_KEYS, MAPPING_KEYS, command_line_message, schema_node
 from prunelab.errors import ConfigError, PrunelabError
 
@@ -67,7 +68,7 @@ def options(group: str) -> list[str]:
 
 
 def compose_cfg(data_dir: Path, overrides: list[str]) -> DictConfig:
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+    with confsource.initialize():  # registers the schema, as the command line does
         return compose("config", overrides=[f"data_dir={data_dir}", "logger=csv", *overrides])
 
 
