@@ -428,3 +428,10 @@ def test_sensitivity_grid_has_a_bound():
 
     with pytest.raises(ConfigError, match="more than 1000"):
         parse_grid(",".join(str(i / 10**5) for i in range(1, 2000)))
+
+
+def test_export_finetune_epochs_have_a_bound():
+    from prunelab.export.finetune import check
+
+    with pytest.raises(ConfigError, match="--finetune-epochs must be a whole number >= 0"):
+        check(10**12, 0.01)
