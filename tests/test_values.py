@@ -234,7 +234,7 @@ def test_documented_meanings_are_documented():
 ONE_LINE = [
     # a count without a bound used to grow memory at ~70 MB/s
     (["pruning=iterative", "pruning.step_size=null", "pruning.n_steps=1000000000"],
-     "pruning n_steps must be an integer in [1, 10000], got 1000000000"),
+     "pruning.n_steps=1000000000 must be an integer in [1, 10000]"),
     (["pruning=iterative", "pruning.step_size=0.000000001"], "more than the 10000 a plan may have"),
     (["pruning=geometric", "pruning.rate=0.000000001"], "more than the 10000 a plan may have"),
     # accepted and ignored
@@ -429,3 +429,10 @@ def test_sensitivity_grid_has_a_bound():
 
     with pytest.raises(ConfigError, match="more than 1000"):
         parse_grid(",".join(str(i / 10**5) for i in range(1, 2000)))
+
+
+def test_export_finetune_epochs_have_a_bound():
+    from prunelab.export.finetune import check
+
+    with pytest.raises(ConfigError, match="--finetune-epochs must be a whole number >= 0"):
+        check(10**12, 0.01)

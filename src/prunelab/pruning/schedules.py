@@ -91,8 +91,7 @@ def _fraction(name: str, value: object, *, lo_open: bool = False) -> float:
 def _positive_int(name: str, value: object, minimum: int = 1, maximum: int = MAX_EPOCHS) -> int:
     if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
             or not minimum <= value <= maximum):
-        raise ConfigError(f"pruning {name} must be an integer in [{minimum}, {maximum}], "
-                          f"got {value!r}")
+        raise ConfigError(f"{name}={value!r} must be an integer in [{minimum}, {maximum}]")
     return int(value)
 
 
