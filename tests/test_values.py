@@ -19,13 +19,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from hydra import compose
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from omegaconf.nodes import FloatNode, IntegerNode
 
-from prunelab import components
+from prunelab import components, confsource
 from prunelab.config import schema_node
 from prunelab.errors import ConfigError, PrunelabError
 
@@ -68,10 +68,7 @@ def options(group: str) -> list[str]:
 
 
 def compose_cfg(data_dir: Path, overrides: list[str]) -> DictConfig:
-    from prunelab.config import ensure_registered
-
-    ensure_registered()  # the schema, whatever ran before
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+    with confsource.initialize():  # registers the schema, as the command line does
         return compose("config", overrides=[f"data_dir={data_dir}", "logger=csv", *overrides])
 
 
@@ -472,3 +469,10 @@ def test_sensitivity_grid_has_a_bound():
 
     with pytest.raises(ConfigError, match="more than 1000"):
         parse_grid(",".join(str(i / 10**5) for i in range(1, 2000)))
+
+
+def test_export_finetune_epochs_have_a_bound():
+    from prunelab.export.finetune import check
+
+    with pytest.raises(ConfigError, match="--finetune-epochs must be a whole number >= 0"):
+        check(10**12, 0.01)

@@ -183,7 +183,7 @@ TRAINER: dict[str, Check] = {
     "limit_predict_batches": _batches,
     "check_val_every_n_epoch": _int(1, MAX_EPOCHS, null="validate by val_check_interval"),
     "accumulate_grad_batches": _int(1, MAX_GRAD_BATCHES),
-    "gradient_clip_val": lambda k, v: number(k, v, 0.0, lo_open=True, null="no clipping"),
+    "gradient_clip_val": lambda k, v: number(k, v, 0.0, null="no clipping"),
 }
 #: keyword arguments of torch optimizers and LR schedulers (torch lets nan through)
 OPTIMIZER: dict[str, Check] = {
@@ -221,18 +221,25 @@ def check_section(prefix: str, node: Mapping[str, Any] | None, rules: Mapping[st
             check(f"{prefix}{key}", value)
 
 
+def _plain(node: Any) -> Any:
+    """A config node as plain containers, interpolations resolved."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
 def check_run_values(cfg: Mapping[str, Any]) -> None:
     """The top-level, ``trainer``, ``model.optimizer`` and ``model.scheduler`` numbers of a
-    run's config (plain containers, interpolations resolved).
+    run's config.
 
     Also any float key of the optimizer and scheduler without a rule must be finite: torch
     takes nan without complaint and trains to nan.
     """
-    check_section("", cfg, TOP)
-    check_section("trainer.", cfg.get("trainer"), TRAINER)
+    check_section("", {k: cfg.get(k) for k in TOP if k in cfg}, TOP)
+    check_section("trainer.", _plain(cfg.get("trainer")), TRAINER)
     model = cfg.get("model") or {}
     for name, rules in (("optimizer", OPTIMIZER), ("scheduler", SCHEDULER)):
-        node = model.get(name)
+        node = _plain(model.get(name))
         if not isinstance(node, Mapping):
             continue
         check_section(f"model.{name}.", node, rules)

@@ -101,8 +101,10 @@ def check_channels(model: Any, data_name: str, data_shape: list[int] | None,
     """
     net = model.get("net")
     want = net.get("in_channels") if hasattr(net, "get") else None
-    if (want is None or not bounds.is_int(want)  # not a count: the network's own check says so
-            or data_shape is None or len(data_shape) != 3 or int(want) == data_shape[0]):
+    if want is None or data_shape is None or len(data_shape) != 3:
+        return
+    want = bounds.integer("model.net.in_channels", want, 1, bounds.MAX_WIDTH)
+    if want == data_shape[0]:
         return
     have, want = data_shape[0], int(want)
     fix = f"set model.net.in_channels={have}"

@@ -23,7 +23,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Checkpoint, TQDMProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 import prunelab
 
@@ -152,8 +152,8 @@ def build(cfg: DictConfig, run_dir: Path, config: dict[str, Any], resume: Resume
           callbacks: list[L.Callback] | None = None, overrides: list[str] | None = None) -> Job:
     """Config → objects, cheapest first, so bad input fails before any data is read.
 
-    The callback checks the plan, method, scope and options; binding it to the model checks
-    the target patterns; only then is the data prepared (a missing data set fails there,
+    :func:`make_objects` builds (and so checks) the callback, the Trainer's arguments, the data
+    module and the model; only then is the data prepared (a missing data set fails there,
     before any Lightning output).
     """
     pruner, schedule, model, datamodule = make_objects(cfg, overrides)
@@ -317,12 +317,7 @@ def check_config(cfg: DictConfig) -> None:
 def check_ranges(cfg: DictConfig) -> None:
     """Values whose type is right but whose meaning is not: each fails with one line (the
     top-level, Trainer, optimizer and scheduler numbers: :mod:`prunelab.bounds`)."""
-    def plain(node: Any) -> Any:
-        return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
-
-    model = {k: plain(cfg.model.get(k)) for k in ("optimizer", "scheduler")}
-    check_run_values({**{k: plain(v) for k, v in cfg.items() if k not in ("model", "data", "pruning")},
-                      "model": model})
+    check_run_values(cfg)
     check_learning_rate(cfg)
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from prunelab.bounds import MAX_EPOCHS
 from prunelab.errors import ConfigError
 from prunelab.export import codecs
 from prunelab.logs import get_logger
@@ -62,9 +63,9 @@ class SharedTensor:
 
 def check(epochs: int, lr: float) -> None:
     """ConfigError naming the bad value unless epochs >= 0 and the learning rate is > 0."""
-    if not isinstance(epochs, int) or epochs < 0:
-        raise ConfigError(f"--finetune-epochs must be a whole number >= 0 (0: no fine-tuning), "
-                          f"got {epochs}")
+    if not isinstance(epochs, int) or not 0 <= epochs <= MAX_EPOCHS:
+        raise ConfigError(f"--finetune-epochs must be a whole number >= 0 (0: no fine-tuning; "
+                          f"at most {MAX_EPOCHS}), got {epochs}")
     if not (math.isfinite(lr) and lr > 0):
         raise ConfigError(f"the fine-tuning learning rate must be a number > 0, got {lr}")
 

@@ -96,7 +96,10 @@ class EpochSums(FastAttributes, nn.Module):
 def check_factories(optimizer: OptimizerFactory, scheduler: SchedulerFactory | None) -> None:
     """Build the optimizer and the scheduler once, on a stand-in parameter: torch checks most
     of their arguments (``nesterov`` without momentum, ``pct_start``, an unknown keyword) only
-    when they are built, at the start of fit. A refusal is one line naming the section."""
+    when they are built, at the start of fit. A refusal is one line naming the section.
+    (No optimizer: a system built to evaluate only.)"""
+    if optimizer is None:
+        return
     try:
         stand_in = optimizer([nn.Parameter(torch.zeros(1))])
     except (ValueError, TypeError) as err:
