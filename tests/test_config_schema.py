@@ -87,10 +87,10 @@ def test_a_missing_required_key_is_one_line(make_cfg):
 
 @pytest.mark.parametrize("override,message", [
     ("pruning.schedule.amount=abc", "pruning.schedule.amount='abc' must be a fraction in [0, 1)"),
-    ("pruning.schedule.n_steps=0", "pruning.schedule.n_steps=0 must be an integer >= 1"),
+    ("pruning.schedule.n_steps=0", "pruning.schedule.n_steps=0 must be an integer in [1, 10000]"),
     ("pruning.method.scope=everywhere", "pruning.method.scope='everywhere' is not a pruning scope"),
     ("pruning.rewind_epoch=9", "pruning.rewind_epoch=9 is after the first pruning step"),
-    ("pruning.eval_batches=-1", "pruning.eval_batches=-1 must be >= 0"),
+    ("pruning.eval_batches=-1", "pruning.eval_batches=-1: must be an integer in [0, "),
     ("pruning.targets.types=[Conv9d]", "pruning.targets.types has unknown module type(s) ['Conv9d']"),
 ])
 def test_a_bad_value_is_refused_by_the_object_that_takes_it(make_cfg, override, message):
