@@ -315,10 +315,10 @@ def test_explicit_schedule_reports_the_amount_it_reached(make_cfg, tmp_path):
 
 
 def test_explicit_schedule_refuses_an_amount_it_would_ignore(make_cfg, tmp_path):
-    cfg = make_cfg("pruning=explicit", "pruning.schedule.steps=[[0,0.3],[1,0.5]]",
-                   "pruning.schedule.amount=0.9")
+    typed = ["pruning=explicit", "pruning.schedule.steps=[[0,0.3],[1,0.5]]",
+             "pruning.schedule.amount=0.9"]
     with pytest.raises(ConfigError, match=r"^pruning.schedule.amount: not a key of explicit; valid: steps$"):
-        run(cfg, tmp_path / "run", [])
+        run(make_cfg(*typed), tmp_path / "run", typed)  # typed on the command line, as run gets it
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 

@@ -89,6 +89,9 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
 
     A run whose results.json exists is not repeated: its results are returned as they are.
     ``callbacks`` are added to prunelab's own (instrumentation, early stopping, benchmarks).
+    ``overrides``: the command line's, recorded in results.json; given, a preset's schedule key
+    that the chosen schedule does not take is left out, one typed there never is
+    (:func:`prunelab.assembly.pruning_node`); None: every key is checked as composed.
     """
     run_dir = Path(run_dir)
     try:
