@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from prunelab import bounds
 from prunelab.errors import ConfigError, DataMissingError
 from prunelab.io import atomic_write
 from prunelab.logs import get_logger
@@ -175,6 +176,18 @@ def load_or_build(path: str | Path, build: Callable[[], dict[str, Any]], what: s
 
 
 # --------------------------------------------------------------------------- labels
+
+
+def check_file_data_args(batch_size: Any, eval_batch_size: Any, num_classes: Any, val_size: Any,
+                         test_size: Any, seed: Any) -> None:
+    """The arguments every data module over the user's own files takes, each in its range
+    (:mod:`prunelab.bounds`), before any file is read."""
+    bounds.integer("data.batch_size", batch_size, 1, bounds.MAX_BATCH_SIZE)
+    bounds.integer("data.eval_batch_size", eval_batch_size, 1, bounds.MAX_BATCH_SIZE)
+    bounds.integer("data.num_classes", num_classes, 1, bounds.MAX_CLASSES)
+    bounds.count_or_fraction("data.val_size", val_size)
+    bounds.count_or_fraction("data.test_size", test_size, empty=False)  # no test: no result
+    bounds.integer("data.seed", seed, 0, bounds.MAX_SEED)
 
 
 def require_classes(labels: Tensor | Iterable[Any], source: str,

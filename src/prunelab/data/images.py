@@ -27,6 +27,7 @@ from prunelab.data.common import (
     SplitLoaders,
     TensorBatchLoader,
     cache_key,
+    check_file_data_args,
     file_identity,
     load_or_build,
     require_classes,
@@ -99,12 +100,7 @@ class ImageTensorsDataModule(SplitLoaders, L.LightningDataModule):
                  image_size: Sequence[int] | None = None, channels: int | None = None,
                  cache_dir: str | None = None, cache_root: str | Path = ".") -> None:
         super().__init__()
-        bounds.integer("data.batch_size", batch_size, 1, bounds.MAX_BATCH_SIZE)
-        bounds.integer("data.eval_batch_size", eval_batch_size, 1, bounds.MAX_BATCH_SIZE)
-        bounds.integer("data.num_classes", num_classes, 1, bounds.MAX_CLASSES)
-        bounds.count_or_fraction("data.val_size", val_size)
-        bounds.count_or_fraction("data.test_size", test_size, empty=False)  # no test: no result
-        bounds.integer("data.seed", seed, 0, bounds.MAX_SEED)
+        check_file_data_args(batch_size, eval_batch_size, num_classes, val_size, test_size, seed)
         if channels is not None and (not bounds.is_int(channels) or channels not in (1, 3)):
             raise ConfigError(f"data.channels={channels} must be 1, 3 or null (as stored)")
         for i, side in enumerate(image_size or []):

@@ -26,6 +26,7 @@ from prunelab.data.common import (
     SplitLoaders,
     TensorBatchLoader,
     cache_key,
+    check_file_data_args,
     file_identity,
     load_or_build,
     require_classes,
@@ -137,14 +138,9 @@ class TextFilesDataModule(SplitLoaders, L.LightningDataModule):
         cache_dir: str | None = None,
     ) -> None:
         super().__init__()
-        bounds.integer("data.batch_size", batch_size, 1, bounds.MAX_BATCH_SIZE)
-        bounds.integer("data.eval_batch_size", eval_batch_size, 1, bounds.MAX_BATCH_SIZE)
+        check_file_data_args(batch_size, eval_batch_size, num_classes, val_size, test_size, seed)
         bounds.integer("data.vocab_size", vocab_size, 1, bounds.MAX_VOCAB)
         bounds.integer("data.max_len", max_len, 1, bounds.MAX_LEN)
-        bounds.integer("data.num_classes", num_classes, 1, bounds.MAX_CLASSES)
-        bounds.count_or_fraction("data.val_size", val_size)
-        bounds.count_or_fraction("data.test_size", test_size, empty=False)  # no test: no result
-        bounds.integer("data.seed", seed, 0, bounds.MAX_SEED)
         self.train_path = Path(train).expanduser()
         self.test_path = Path(test).expanduser() if test else None
         self.num_classes = int(num_classes)
