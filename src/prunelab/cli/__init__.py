@@ -11,12 +11,15 @@ Library code lives outside this package (:mod:`prunelab.report`, :mod:`prunelab.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
 from prunelab.cli.commands import COMMANDS, command_module, command_summary
 
-__all__ = ["COMMANDS", "command_module", "command_summary", "main"]
+__all__ = ["COMMANDS", "EXIT_BROKEN_PIPE", "command_module", "command_summary", "main"]
+
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a command whose reader closed
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -26,9 +29,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     ``--shell-completion`` ...) reach it untouched.
     """
     args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] in COMMANDS:
-        sys.exit(command_module(args[0]).main(args[1:]))
-    # lazy: the training app imports Hydra and registers its config, which no subcommand needs
-    from prunelab.cli.train import main as train
+    try:
+        try:
+            if args and args[0] in COMMANDS:
+                sys.exit(command_module(args[0]).main(args[1:]))
+            # lazy: the training app imports Hydra and registers its config, which no
+            # subcommand needs
+            from prunelab.cli.train import main as train
 
-    train()
+            train()
+        finally:
+            sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's shutdown
+    except BrokenPipeError:
+        # the reader went away (``prunelab ... | head``): stop quietly, as ``cat`` does, with
+        # the shell's status for SIGPIPE; nothing more can be printed to it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(EXIT_BROKEN_PIPE)
