@@ -163,6 +163,17 @@ def test_bad_verbosity_is_one_line(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- names that exist
 
 
+def test_two_hydra_modes_at_once_are_one_line(tmp_path) -> None:
+    """``-m --cfg hydra``: Hydra's ValueError traceback before; one line and exit 2 now."""
+    proc = subprocess.run([sys.executable, "-m", "prunelab", "-m", "--cfg", "hydra"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines() == [
+        "prunelab: error: -m/--multirun and --cfg given together; use one of --run, "
+        "-m/--multirun, --cfg, --info, --shell-completion at a time"]
+    assert not (tmp_path / "outputs").exists()
+
+
 @pytest.mark.parametrize("args, bad, first", [
     (["experiment=imdb_99_9"], "experiment=imdb_99_9", None),
     (["-m", "seed=0,1", "experiment=study_mnist,study_mnsit"], "experiment=study_mnsit",

@@ -178,9 +178,20 @@ def hydra_args(argv: Sequence[str]) -> Any:
     return args
 
 
+def check_one_mode(args: Any) -> None:
+    """Hydra runs one mode at a time; it says so with a traceback, here it is one line."""
+    given = [flag for flag, on in (("--run", args.run), ("-m/--multirun", args.multirun),
+                                   ("--cfg", args.cfg), ("--info", args.info),
+                                   ("--shell-completion", args.shell_completion)) if on]
+    if len(given) > 1:
+        raise ConfigError(f"{' and '.join(given)} given together; use one of --run, "
+                          "-m/--multirun, --cfg, --info, --shell-completion at a time")
+
+
 def check_command_line(conf_dir: str, argv: Sequence[str]) -> None:
     """The pre-flight check of ``python -m prunelab ...``: raise ConfigError on a bad choice."""
     args = hydra_args(argv)
+    check_one_mode(args)
     if args.shell_completion or args.info:
         return
     if args.config_dir is not None and not os.path.isdir(args.config_dir):
