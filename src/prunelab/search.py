@@ -50,6 +50,7 @@ from prunelab.report import ReportError, load_baseline
 
 log = get_logger(__name__)
 
+DEFAULT_SCHEDULE = "pruning=one_shot"  # the probes' schedule when the command line names none
 DECIMALS = 4  # probe amounts are rounded to this, so folder names stay short and reusable
 # overrides that do not change a run's numbers: ignored when deciding whether a probe is reusable
 
@@ -177,6 +178,12 @@ class Runner:
 
         cfg = upgraded(self.compose(self.overrides), notes=False)
         schedule = component_name(cfg.pruning.get("schedule"))
+        if schedule == "none" and not any(o.startswith("pruning=") for o in overrides):
+            # nothing chose a schedule: the simplest one answers "how far can I prune?"
+            self.overrides = [DEFAULT_SCHEDULE, *self.overrides]
+            log.info("no pruning= given: each probe prunes with %s", DEFAULT_SCHEDULE)
+            cfg = upgraded(self.compose(self.overrides), notes=False)
+            schedule = component_name(cfg.pruning.get("schedule"))
         if schedule == "none":
             raise SearchError("the search needs a pruning schedule among the overrides, e.g. "
                               "pruning=one_shot, or pruning=iterative pruning.schedule.step_size=null "
@@ -339,8 +346,7 @@ def search(methods: Sequence[str], overrides: Sequence[str] = (), delta: float =
         r["message"] = message(m, r, delta, lo, hi)
         out["methods"][m] = r
         out["baseline"]["test_acc"] = {str(k): v for k, v in runner.dense().items()}
-        log.info(f"{m}: {r['message']}")
-        _write(path, out)
+        _write(path, out)  # the answers are printed once, by the caller (prunelab search)
     return out
 
 
