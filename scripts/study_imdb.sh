@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The IMDB pruning study of the README (experiment=study_imdb), and the reference articles'
+# The IMDB pruning study of docs/results/ (experiment=study_imdb), and the reference articles'
 # own recipes (experiment=seed_imdb, experiment=seed_mnist).
 set -euo pipefail
 cd "$(dirname "$0")/.."

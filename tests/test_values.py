@@ -35,27 +35,27 @@ VALUES = ("0", "-1", "nan", "1e12", "1000000000000")
 
 # Values that are accepted, each with the page (and a phrase of it) that says what it means.
 # Anything else that is accepted fails the test: give it a check, or a documented meaning here.
-RANGES = ("docs/configuration.md", "Valid values")
+RANGES = ("docs/guide/configuration.md", "Valid values")
 DOCUMENTED: dict[str, dict[str, tuple[str, str]]] = {
     "seed": {"0": RANGES},
     "data.seed": {"0": RANGES},
-    "data.val_size": {"0": ("docs/reliability.md", "No validation data (`data.val_size=0`)")},
+    "data.val_size": {"0": ("docs/guide/reliability.md", "No validation data (`data.val_size=0`)")},
     "model.optimizer.lr": dict.fromkeys(("1e12", "1000000000000"), (
-        "docs/reliability.md", "e.g. `model.optimizer.lr=1e6`")),
+        "docs/guide/reliability.md", "e.g. `model.optimizer.lr=1e6`")),
     "model.optimizer.weight_decay": {"0": RANGES, **dict.fromkeys(("1e12", "1000000000000"), (
-        "docs/configuration.md", "too large a learning rate or weight decay diverges"))},
+        "docs/guide/configuration.md", "too large a learning rate or weight decay diverges"))},
     "pruning.schedule.amount": {"0": RANGES},
     "pruning.schedule.initial": {"0": RANGES},
     "pruning.schedule.start_epoch": {"0": RANGES},
-    "pruning.rewind_epoch": {"0": ("docs/configuration.md", "0 = initial weights")},
-    "pruning.eval_batches": {"0": ("docs/configuration.md", "(null: all, 0: none)")},
-    "pruning.method.dim": {"0": ("docs/configuration.md", "0: output filters/neurons"),
-                           "-1": ("docs/configuration.md", "negative: from the last axis")},
-    "trainer.devices": {"-1": ("docs/configuration.md", "`trainer.devices=-1`")},
-    "trainer.num_sanity_val_steps": {"0": ("docs/configuration.md", "`num_sanity_val_steps`"),
-                                     "-1": ("docs/configuration.md", "`num_sanity_val_steps`")},
-    "trainer.limit_val_batches": {"0": ("docs/reliability.md", "`limit_val_batches`")},
-    "trainer.limit_test_batches": {"0": ("docs/reliability.md", "`trainer.limit_test_batches=0`")},
+    "pruning.rewind_epoch": {"0": ("docs/guide/configuration.md", "0 = initial weights")},
+    "pruning.eval_batches": {"0": ("docs/guide/configuration.md", "(null: all, 0: none)")},
+    "pruning.method.dim": {"0": ("docs/guide/configuration.md", "0: output filters/neurons"),
+                           "-1": ("docs/guide/configuration.md", "negative: from the last axis")},
+    "trainer.devices": {"-1": ("docs/guide/configuration.md", "`trainer.devices=-1`")},
+    "trainer.num_sanity_val_steps": {"0": ("docs/guide/configuration.md", "`num_sanity_val_steps`"),
+                                     "-1": ("docs/guide/configuration.md", "`num_sanity_val_steps`")},
+    "trainer.limit_val_batches": {"0": ("docs/guide/reliability.md", "`limit_val_batches`")},
+    "trainer.limit_test_batches": {"0": ("docs/guide/reliability.md", "`trainer.limit_test_batches=0`")},
 }
 # options composed with a setting that only makes the case faster (the keys stay the same)
 FASTER = {("model", "torchvision"): ["model.arch=squeezenet1_1"]}

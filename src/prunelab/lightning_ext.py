@@ -72,9 +72,9 @@ class FastAttributes:
     """Plain attribute assignment on an ``nn.Module`` without its registry checks.
 
     ``nn.Module.__setattr__`` looks a name up in the parameters, buffers and submodules on every
-    assignment (about 2.6 µs); Lightning assigns ``_current_fx_name`` twice per hook call, some 40
-    times a batch. For a name already held as a plain attribute, and a value that is neither a
-    tensor nor a module, ``nn.Module`` would end in ``object.__setattr__`` anyway (relies on:
+    assignment; Lightning assigns ``_current_fx_name`` twice per hook call, some 40 times a batch
+    (the cost: docs/results/README.md). For a name already held as a plain attribute, and a
+    value that is neither a tensor nor a module, ``nn.Module`` would end in ``object.__setattr__`` anyway (relies on:
     :data:`FAST_ATTRIBUTES`; fallback: ``nn.Module``'s own assignment).
     """
 
@@ -115,10 +115,10 @@ def _no_profiler_class() -> type:
         """Lightning's default profiler, without its per-call context manager.
 
         Lightning wraps every hook call (about 40 a batch) in ``profiler.profile(name)``, a
-        generator-based context manager even when nothing is profiled: ~55 µs a batch in all (a
-        4-5 % share of Lightning's per-batch overhead here). One shared ``nullcontext`` does the
-        same nothing. ``+trainer.profiler=simple`` (or any profiler) replaces it. Relies on:
-        ``FAST_PROFILER``; fallback: the pass-through profiler's own ``profile``.
+        generator-based context manager even when nothing is profiled (its cost per batch:
+        docs/results/README.md). One shared ``nullcontext`` does the same nothing.
+        ``+trainer.profiler=simple`` (or any profiler) replaces it. Relies on: ``FAST_PROFILER``;
+        fallback: the pass-through profiler's own ``profile``.
         """
 
         _null = nullcontext()
@@ -259,7 +259,7 @@ class MaskedInPlace(prune.CustomFromMask):
     """torch's ``custom_from_mask`` without its per-forward multiply.
 
     torch recomputes ``weight = weight_orig * weight_mask`` before every forward, which costs a
-    multiply forward and another backward per pruned tensor, every step (4 % of a LeNet step),
+    multiply forward and another backward per pruned tensor, every step (docs/results/README.md),
     and loses a channels_last weight's layout when a dim has size 1. Here ``weight_orig`` itself
     holds the zeros: the pruning callback masks it in place whenever a mask is set or loaded and
     after every optimizer step (as OpenLTH does), so the forward can use it as it is. ``weight``

@@ -368,7 +368,7 @@ class LastCheckpoint(Checkpoint):
 
     Why not ``ModelCheckpoint``: Lightning calls every hook of every callback on every batch,
     and ModelCheckpoint's hooks run per-batch checks and rebuild its state key (a dict repr) at
-    each call, about 0.06 ms a batch; one rolling file at epoch ends is all a run needs. Being a
+    each call (docs/results/README.md); one rolling file at epoch ends is all a run needs. Being a
     ``Checkpoint``, it runs after the other callbacks' and the module's epoch-end hooks.
     """
 

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         (f"{PROG} outputs/runs/<run>/export/kmeans5/model.plx", "check an artifact"),
         (f"{PROG} outputs/runs/<run> --allow-target mylab.",
          "a run of your own network (a class of the mylab package)"),
-    ], reference="docs/export.md")
+    ], reference="docs/guide/export.md")
     parser.add_argument("path", help="a finished run directory (or an artifact file to check)")
     parser.add_argument("--encoding", action="append", metavar="E",
                         help=f"repeatable; one of {', '.join(codecs.ENCODINGS)}, or 'all' "

@@ -111,7 +111,7 @@ def _options_resolver(group: str) -> str:
 
     if not HydraConfig.initialized():
         # Hydra also dereferences the template while it merges the config of every launch and
-        # compose (before HydraConfig is set); listing every group there cost ~1 s each time.
+        # compose (before HydraConfig is set), where listing every group would slow each one.
         # The help text itself is rendered after HydraConfig is set (Hydra's app_help).
         return ""
     hc = HydraConfig.get()
@@ -152,7 +152,7 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 
 
 def make_parser(prog: str, doc: str, examples: Sequence[tuple[str, str]],
-                reference: str = "docs/cli.md and README.md") -> argparse.ArgumentParser:
+                reference: str = "docs/guide/cli.md and README.md") -> argparse.ArgumentParser:
     """An argparse parser in prunelab's style: what it does, options, examples, where to read more.
 
     ``prog`` is the command as typed (``prunelab report``); ``doc`` is the command's description

@@ -3,7 +3,7 @@
 The subcommands that are not Hydra jobs (``prunelab report`` ...) are dispatched before this
 module is reached; see :mod:`prunelab.cli`.
 
-Exit status (``docs/cli.md``): a run's is its error's (:func:`prunelab.errors.exit_status`); a
+Exit status (``docs/guide/cli.md``): a run's is its error's (:func:`prunelab.errors.exit_status`); a
 sweep runs all its jobs, then exits with the status its jobs' errors give
 (:func:`prunelab.hydra_callbacks.sweep_status`). A prunelab error raised anywhere in a job ends
 as one line, never as Hydra's "Error executing job" and exit 1.
