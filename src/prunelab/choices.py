@@ -17,7 +17,7 @@ from typing import Any
 
 from prunelab.config import ensure_registered, schema_node
 from prunelab.errors import ConfigError, closest_first
-from prunelab.logs import check_verbosity
+from prunelab.messages import check_verbosity
 
 CONFIG_NAME = "config"
 

@@ -33,7 +33,7 @@ from prunelab.bounds import MAX_DROP_PTS, MAX_SEARCH_ITERS, MAX_SEED, MAX_SEEDS
 from prunelab.choices import check_overrides, make_loader
 from prunelab.errors import PrunelabError
 from prunelab.io import atomic_write
-from prunelab.logs import get_logger, tame_lightning
+from prunelab.messages import get_logger, tame_lightning
 from prunelab.outputs import check_name
 from prunelab.paths import (
     CONF_DIR,

@@ -19,7 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from prunelab import hydra_callbacks, logs, runfolder
+from prunelab import hydra_callbacks, messages, runfolder
 from prunelab.choices import check_command_line
 from prunelab.cli import summary as cli_summary
 from prunelab.config import register
@@ -60,7 +60,7 @@ def _job(cfg: DictConfig, hc: Any, multirun: bool) -> dict[str, Any]:
         # refused (prunelab.runfolder); its .hydra/ files are written only after the check
         runfolder.claim(run_dir, cfg, HydraConfig.instance().cfg, overrides,
                         "hydra.sweep.dir" if multirun else "hydra.run.dir")
-    logs.apply(cfg.verbosity)
+    messages.apply(cfg.verbosity)
     if cfg.verbosity == "quiet":
         cfg.trainer.enable_progress_bar = False
     state = cli_summary.run_state(run_dir, cfg.ckpt_path)

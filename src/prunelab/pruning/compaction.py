@@ -54,8 +54,8 @@ from torch import Tensor, nn
 from torch.nn.utils import prune as torch_prune
 
 from prunelab.errors import PrunelabError
+from prunelab.internals import conv_forward, pruned_tensors
 from prunelab.io import atomic_save
-from prunelab.lightning_ext import conv_forward, pruned_tensors
 from prunelab.pruning.metrics import macs
 
 __all__ = [

@@ -4,7 +4,7 @@ Each workaround below buys speed or exactness that the public API does not offer
 it relies on, was measured on **torch 2.14.1 and lightning 2.6.6**, detects at import whether
 the internal is still there and behaves as assumed, and otherwise falls back to a public-API
 path that gives the same results (only slower, or, for :func:`batch_index`, a documented
-broader choice). ``tests/test_lightning_ext.py`` fails loudly when an upgrade changes what a
+broader choice). ``tests/test_internals.py`` fails loudly when an upgrade changes what a
 workaround relies on, so the fallback never switches on unnoticed.
 
 =========================  =========================================  ==========================

@@ -148,12 +148,12 @@ def dict_config(verbosity: str = "normal", logfile: str | None = None) -> dict[s
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {
-            "console": {"()": "prunelab.logs.ConsoleFormatter"},
+            "console": {"()": "prunelab.messages.ConsoleFormatter"},
             "file": {"format": "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"},
         },
         "filters": {
-            "ads": {"()": "prunelab.logs.DropAds"},
-            "console_level": {"()": "prunelab.logs.ConsoleLevel", "verbosity": verbosity},
+            "ads": {"()": "prunelab.messages.DropAds"},
+            "console_level": {"()": "prunelab.messages.ConsoleLevel", "verbosity": verbosity},
         },
         "handlers": handlers,
         "root": {"level": "INFO", "handlers": list(handlers)},
