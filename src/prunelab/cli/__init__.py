@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from prunelab.cli.commands import COMMANDS, command_module, command_summary
+from prunelab.renamed import UNTIL
 
-__all__ = ["COMMANDS", "command_module", "command_summary", "main"]
+__all__ = ["COMMANDS", "command_module", "command_summary", "main", "old_module_form"]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -32,3 +34,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     from prunelab.cli.train import main as train
 
     train()
+
+
+def old_module_form(command: str) -> NoReturn:
+    """``python -m prunelab.<command> ...``, the command line of 0.1: one deprecation line, then
+    ``prunelab <command> ...`` with the same arguments."""
+    print(f"warning: deprecated: python -m prunelab.{command} is now python -m prunelab {command} "
+          f"(the old form {UNTIL})", file=sys.stderr)
+    main([command, *sys.argv[1:]])
+    sys.exit(0)  # main exits with the command's status; this line is never reached

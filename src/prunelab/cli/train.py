@@ -79,10 +79,12 @@ def main() -> None:
     """Check the group choices on the command line, then let Hydra run the job(s); a sweep
     exits with the status of its failed jobs (0 when every job succeeded)."""
     try:
-        check_command_line(CONF_DIR, sys.argv[1:])
+        renamed = check_command_line(CONF_DIR, sys.argv[1:])
     except PrunelabError as err:
         print(f"prunelab: error: {one_line(err)}", file=sys.stderr)
         sys.exit(err.exit_code)
+    for note in renamed:  # once per command, not once per job of a sweep
+        print(f"warning: deprecated: {note}", file=sys.stderr)
     hydra_callbacks.last_sweep_status = None
     _app()
     if hydra_callbacks.last_sweep_status:
