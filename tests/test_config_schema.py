@@ -61,7 +61,7 @@ def test_a_new_callback_argument_is_a_config_key(make_cfg):
                                          "prunelab.pruning.targets.Targets; valid: types, include"),
     (["pruning=none", "pruning.schedule.amount=0.5"], "pruning.schedule.amount: not a key of none; "
                                                       "valid: (none)"),
-    (["logger.csv.flush=3"], "logger.csv.flush: not a key of prunelab.loggers.csv_logger; valid: "
+    (["logger.csv.flush=3"], "logger.csv.flush: not a key of prunelab.curves.csv_logger; valid: "
                              "resume_epoch"),
     (["pruning=one_shot", "pruning.schedule._target_=prunelab.pruning.schedules.Nope"],
      "pruning.schedule._target_='prunelab.pruning.schedules.Nope' cannot be imported"),

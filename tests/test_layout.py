@@ -12,7 +12,7 @@ import re
 from fnmatch import fnmatch
 from pathlib import Path
 
-from test_import_graph import PACKAGE, graph, module_names
+from test_import_graph import PACKAGE, SCRIPT, graph, module_names
 
 from conftest import ROOT
 
@@ -70,10 +70,12 @@ def layer_table(text: str) -> list[list[str]]:
 def layer_of(path: str, rows: list[list[str]]) -> int | None:
     """The row whose patterns match ``path`` (``cli/*`` holds ``cli/__init__`` and every module
     under ``cli/``)."""
+    for i, patterns in enumerate(rows):  # a module named in a row wins over a ``pkg/*``
+        if path in patterns:
+            return i
     for i, patterns in enumerate(rows):
-        for p in patterns:
-            if path == p or (p.endswith("/*") and fnmatch(path, p[:-2] + "/*")):
-                return i
+        if any(p.endswith("/*") and fnmatch(path, p[:-2] + "/*") for p in patterns):
+            return i
     return None
 
 
@@ -85,7 +87,9 @@ def layer_problems(text: str) -> list[str]:
     problems = [f"{path_of(m)}: in no row of the layer table" for m, i in sorted(layer.items())
                 if i is None]
     for m, targets in sorted(graph(modules).items()):
-        for t in sorted(targets):
+        for t, where in sorted(targets.items()):
+            if all(function == SCRIPT for _, function in where):
+                continue  # ``if __name__ == "__main__":`` runs as a command: the top layer
             if None not in (layer[m], layer[t]) and layer[t] > layer[m]:
                 problems.append(f"{path_of(m)} (layer {layer[m] + 1}) imports {path_of(t)} "
                                 f"(layer {layer[t] + 1})")

@@ -3,7 +3,7 @@
 Any Lightning ``Logger`` (or a function that returns one) works. prunelab passes the run folder
 as ``save_dir``, and ``resume_epoch`` / ``resume_step`` (the position a resumed run starts
 from) to a logger that takes them, so it can drop what the interrupted run wrote after that
-point (as ``prunelab.loggers`` does for ``metrics.csv``). ``conf/logger/jsonl.yaml`` names it.
+point (as ``prunelab.curves`` does for ``metrics.csv``). ``conf/logger/jsonl.yaml`` names it.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ from prunelab.bounds import MAX_DROP_PTS, MAX_SEARCH_ITERS, MAX_SEED, MAX_SEEDS
 from prunelab.choices import check_overrides, make_loader
 from prunelab.errors import PrunelabError
 from prunelab.io import atomic_write
-from prunelab.logs import get_logger, tame_lightning
+from prunelab.messages import get_logger, tame_lightning
 from prunelab.outputs import check_name
 from prunelab.paths import (
     CONF_DIR,
@@ -324,12 +324,15 @@ def search(methods: Sequence[str], overrides: Sequence[str] = (), delta: float =
     runner = Runner(overrides, sweep_dir, seeds, baseline)
     runner.verbosity = verbosity
     loader = make_loader(CONF_DIR)
+    renamed: list[str] = []
     for m in methods:  # every method name and group choice, before anything runs
         try:
-            check_overrides(loader, [*runner.overrides, f"pruning/method={m}"])
+            renamed += check_overrides(loader, [*runner.overrides, f"pruning/method={m}"])
         except PrunelabError as err:
             raise SearchError(f"bad overrides: {err}") from None
         runner.compose([*runner.overrides, f"pruning/method={m}"])
+    for note in dict.fromkeys(renamed):  # experiment=seed_mnist ...: once each
+        log.warning(f"deprecated: {note}")
     per_method = (2 + iters) * len(runner._seeds())
     log.info("searching %d method(s): at most %d probe runs each (%d seed(s)), plus the dense "
              "baseline; folders under %s", len(methods), per_method, len(runner._seeds()),
@@ -354,9 +357,7 @@ def _write(path: Path, payload: dict[str, Any]) -> None:
     atomic_write(path, json.dumps(payload, indent=2))
 
 
-if __name__ == "__main__":  # not a command: say where the command is, rather than do nothing
-    import sys
+if __name__ == "__main__":  # ``python -m prunelab.search``, the command line of 0.1
+    from prunelab.cli import old_module_form
 
-    print("python -m prunelab.search: error: a library module, not a command; the command is "
-          "python -m prunelab search ...", file=sys.stderr)
-    sys.exit(2)
+    old_module_form("search")

@@ -18,7 +18,7 @@ from prunelab.cli.help import add_run_source_args, make_parser
 from prunelab.errors import PrunelabError
 from prunelab.export import codecs
 from prunelab.export.runs import DEFAULT_ENCODINGS, describe, export_run
-from prunelab.logs import add_verbosity_args, setup
+from prunelab.messages import add_verbosity_args, setup
 
 PROG = "prunelab export"
 

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from prunelab.allowlist import ALLOW_ENV
 from prunelab.cli.commands import COMMANDS, command_summary
+from prunelab.renamed import current
 
 RESOLVER = "prunelab_options"
 COMMANDS_RESOLVER = "prunelab_commands"
@@ -73,7 +74,8 @@ def _first_comment(path: Path) -> str:
 
 def options_with_descriptions(group: str, loader: Any = None, config_name: str = "config",
                               overrides: Sequence[str] = ()) -> list[tuple[str, str]]:
-    """(option, description) for every option of ``group`` in the config search path."""
+    """(option, description) for every option of ``group`` in the config search path (the
+    earlier names of renamed options left out)."""
     from hydra.core.object_type import ObjectType
 
     if loader is None:
@@ -81,7 +83,7 @@ def options_with_descriptions(group: str, loader: Any = None, config_name: str =
 
         loader = GlobalHydra.instance().config_loader()
     _, repo = loader._parse_overrides_and_create_caching_repo(config_name, list(overrides))
-    names = repo.get_group_options(group, ObjectType.CONFIG)
+    names = current(group, repo.get_group_options(group, ObjectType.CONFIG))
     return [(n, describe(repo, group, n)) for n in names]
 
 

@@ -61,7 +61,7 @@ from prunelab.data.tokens import (  # noqa: F401  (re-exported: imdb's tokenizer
 )
 from prunelab.errors import ConfigError, DataMissingError
 from prunelab.io import atomic_save
-from prunelab.logs import get_logger
+from prunelab.messages import get_logger
 
 log = get_logger(__name__)
 

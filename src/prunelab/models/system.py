@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from prunelab.errors import ConfigError, DivergedError
-from prunelab.lightning_ext import FastAttributes
+from prunelab.internals import FastAttributes
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]

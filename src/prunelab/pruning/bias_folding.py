@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from prunelab.lightning_ext import conv_forward
+from prunelab.internals import conv_forward
 
 __all__ = ["check_batch", "flatten", "fold_group", "is_root", "output_layers", "zero_units"]
 

@@ -43,8 +43,8 @@ from torch import Tensor, nn
 from torch.nn.utils import prune as torch_prune
 
 from prunelab.errors import PrunelabError
+from prunelab.internals import pruned_tensors
 from prunelab.io import atomic_save
-from prunelab.lightning_ext import pruned_tensors
 from prunelab.pruning.bias_folding import (
     check_batch,
     flatten,
