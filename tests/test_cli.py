@@ -439,3 +439,15 @@ def test_composing_a_config_does_not_list_every_groups_options(make_cfg, monkeyp
     monkeypatch.setattr(help_, "options_with_descriptions", lambda *a, **k: calls.append(a) or [])
     assert make_cfg("pruning=iterative").pruning.schedule._target_.endswith("Iterative")
     assert calls == []
+
+
+@pytest.mark.parametrize("width", [70, 80, 110])
+def test_help_descriptions_wrap_without_splitting_words(width: int) -> None:
+    """A narrow terminal (COLUMNS=80, as under pytest-xdist) wraps between words, never inside
+    "fine-tune", so every description reads back whole."""
+    from prunelab.cli.help import format_options
+
+    desc = "prune to the amount once (after epoch 2 by default), then fine-tune the survivors"
+    text = format_options("pruning", [("one_shot", desc)], width=width)
+    assert "fine-\n" not in text
+    assert " ".join(text.split()) == f"one_shot {desc}"

@@ -101,7 +101,9 @@ def format_options(group: str, items: list[tuple[str, str]], chosen: str | None 
         head = f"  {mark} {name:<{col}}"
         if len(name) >= col:
             head += " "
-        body = textwrap.wrap(desc or "(no description)", width=max(width - len(head), 30)) or [""]
+        # never split "fine-tune" at its hyphen: a description stays greppable at any width
+        body = textwrap.wrap(desc or "(no description)", width=max(width - len(head), 30),
+                             break_on_hyphens=False) or [""]
         lines.append(head + body[0])
         lines += [" " * len(head) + b for b in body[1:]]
     return "\n".join(lines)
