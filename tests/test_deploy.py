@@ -151,7 +151,8 @@ def quantized_run(tiny_data, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def exported(quantized_run) -> Path:
-    assert cli.main([str(quantized_run), "--format", ",".join(FORMATS)]) == 0
+    # the .plx encodings go in the same list
+    assert cli.main([str(quantized_run), "--format", ",".join((*FORMATS, "int8"))]) == 0
     return quantized_run
 
 
@@ -186,6 +187,8 @@ def test_each_format_is_written_measured_and_recorded(exported):
         else:  # fp32: the run's own network, to float rounding
             assert rec["agreement"] == 1.0 and rec["max_abs_diff"] < 1e-4
             assert rec["test_acc"] == rec["source_test_acc"]
+    plx = json.loads((exported / "export" / "int8" / "export.json").read_text())
+    assert plx["format"] == plx["encoding"] == "int8" and plx["artifact"].endswith("model.plx")
     rec = json.loads((exported / "export" / "executorch-int8" / "export.json").read_text())
     assert "the run" in rec["quantized_by"]  # the run's own int8 model, not a new one
     assert rec["agreement"] == 1.0  # XNNPACK's integer kernels, same int8 model

@@ -192,6 +192,7 @@ def export_run(run_dir: Path, encodings: list[str], out: Path | None = None,
                         "load(path, max_bytes=%d)", path, artifact.dense_bytes(state) / size, limit)
         record: dict[str, Any] = {
             "artifact": str(path),
+            "format": enc,  # as every export.json: the name given to --format / --encoding
             "encoding": enc,
             "artifact_bytes": size,
             "dense_bytes": artifact.dense_bytes(state),
