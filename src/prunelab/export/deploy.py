@@ -94,7 +94,7 @@ def onnx_bytes(net: nn.Module, example: Tensor) -> bytes:
         onnx.checker.check_model(buffer.getvalue())
     except Exception as err:  # the exporter's errors are pages long: the first line says it
         raise PrunelabError(f"{type(net).__name__} cannot be exported to ONNX "
-                            f"({type(err).__name__}: {pt2e._first_line(err)})") from None
+                            f"({type(err).__name__}: {pt2e.first_line(err)})") from None
     return buffer.getvalue()
 
 
@@ -193,7 +193,7 @@ def pte_bytes(model: nn.Module, example: Tensor) -> bytes:
         return edge.to_executorch().buffer
     except Exception as err:
         raise PrunelabError(f"{type(model).__name__} cannot be lowered to ExecuTorch "
-                            f"({type(err).__name__}: {pt2e._first_line(err)})") from None
+                            f"({type(err).__name__}: {pt2e.first_line(err)})") from None
 
 
 def write_executorch(source: Source, path: Path) -> Written:

@@ -21,7 +21,7 @@ from torch import Tensor
 from prunelab.errors import CheckpointError, PrunelabError
 from prunelab.logs import get_logger
 from prunelab.quantize.pt2e import INSTALL as EXECUTORCH_INSTALL
-from prunelab.quantize.pt2e import import_quietly, missing_packages
+from prunelab.quantize.pt2e import first_line, import_quietly, missing_packages
 
 log = get_logger(__name__)
 
@@ -125,7 +125,7 @@ def _reason(buffer: io.StringIO, err: BaseException) -> str:
              and "cpuinfo" not in ln]
     if lines:
         return lines[0].split("] ", 1)[-1][:200]
-    return f"{type(err).__name__}: {_first_line(err)}"
+    return f"{type(err).__name__}: {first_line(err)}"
 
 
 def _pte_method(path: Path) -> Any:
@@ -227,10 +227,5 @@ def _onnx_nodes(path: Path) -> list[Any]:
 
 def _not_loadable(path: Path, runtime: str, err: BaseException) -> CheckpointError:
     return CheckpointError(f"{path} does not load in {runtime} (damaged, truncated or not a "
-                           f"model file: {type(err).__name__}: {_first_line(err)}); export it "
+                           f"model file: {type(err).__name__}: {first_line(err)}); export it "
                            "again")
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0][:200] if text else type(err).__name__

@@ -12,6 +12,7 @@ Nothing prunelab writes here is a quantiser of its own: torchao observes, rounds
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import io
 import logging
@@ -92,8 +93,6 @@ def trace_example(example: Tensor, batch: int = 2) -> Tensor:
 
 def plain_copy(net: nn.Module) -> nn.Module:
     """A CPU copy of ``net`` in the default memory format (a run may train channels_last)."""
-    import copy
-
     out = copy.deepcopy(net).cpu()
     for p in out.parameters():
         p.data = p.data.contiguous()
@@ -111,7 +110,7 @@ def capture(net: nn.Module, example: Tensor, train: bool = False) -> torch.fx.Gr
         return torch.export.export(net, (x,), dynamic_shapes=dynamic_shapes(x)).module()
     except Exception as err:  # torch's export errors are pages long: the first line says it
         raise ConfigError(f"{type(net).__name__} cannot be captured by torch.export for int8 "
-                          f"quantisation ({type(err).__name__}: {_first_line(err)})") from None
+                          f"quantisation ({type(err).__name__}: {first_line(err)})") from None
 
 
 def xnnpack_quantizer(per_channel: bool = True, qat: bool = False) -> Any:
@@ -201,7 +200,7 @@ def export_program(model: nn.Module, example: Tensor, max_batch: int | None = No
         return torch.export.export(model, (x,), dynamic_shapes=dynamic_shapes(x, max_batch))
     except Exception as err:
         raise ConfigError(f"{type(model).__name__} cannot be exported by torch.export "
-                          f"({type(err).__name__}: {_first_line(err)})") from None
+                          f"({type(err).__name__}: {first_line(err)})") from None
 
 
 def save_program(model: nn.Module, path: str | Path, example: Tensor) -> Path:
@@ -227,12 +226,13 @@ def load_program(path: str | Path) -> Any:
         return torch.export.load(io.BytesIO(data))
     except Exception as err:
         raise CheckpointError(f"{path} is not a readable torch.export program (damaged, or not "
-                              f"written by prunelab: {type(err).__name__}: {_first_line(err)}); "
+                              f"written by prunelab: {type(err).__name__}: {first_line(err)}); "
                               "run the quantisation again") from None
     finally:
         quiet.setLevel(level)
 
 
-def _first_line(err: BaseException) -> str:
+def first_line(err: BaseException) -> str:
+    """An exception's first line (at most 200 characters), or its type's name."""
     text = str(err).strip()
     return text.splitlines()[0][:200] if text else type(err).__name__
