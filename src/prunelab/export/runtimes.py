@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from prunelab.errors import CheckpointError, PrunelabError
-from prunelab.logs import get_logger
+from prunelab.messages import get_logger
 from prunelab.quantize.pt2e import INSTALL as EXECUTORCH_INSTALL
 from prunelab.quantize.pt2e import first_line, import_quietly, missing_packages
 

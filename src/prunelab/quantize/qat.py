@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from prunelab.errors import ConfigError, DivergedError
-from prunelab.logs import get_logger
+from prunelab.messages import get_logger
 from prunelab.models import NETWORK_ATTR, network_of
 from prunelab.quantize.pt2e import capture, import_extra, plain_copy, xnnpack_quantizer
 

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 from prunelab import bounds
 from prunelab.errors import PrunelabError
 from prunelab.evaluate import evaluate
-from prunelab.logs import get_logger
+from prunelab.messages import get_logger
 from prunelab.models import network_of
 from prunelab.paths import QUANTIZED_MODEL
 from prunelab.quantize import pt2e, qat

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from prunelab.io import atomic_write
-from prunelab.logs import get_logger
+from prunelab.messages import get_logger
 from prunelab.report.plots import plot
 from prunelab.report.records import ReportError, Summary
 from prunelab.report.summary import _roots, summarize, summarize_csv
