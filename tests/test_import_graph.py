@@ -125,6 +125,10 @@ def test_prunelab_modules_import_each_other_without_a_cycle() -> None:
     modules = module_names()
     edges = graph(modules)
     assert sum(len(v) for v in edges.values()) > 100  # the scan sees the imports
+    # an ``if __name__ == "__main__":`` block runs only as ``python -m``, in a module object of
+    # its own (``__main__``): its imports cannot close a cycle of the package's modules
+    edges = {m: {t: w for t, w in ts.items() if any(f != SCRIPT for _, f in w)}
+             for m, ts in edges.items()}
     cycle = find_cycle(edges)
     assert cycle is None, "import cycle: " + _describe(cycle, edges)
 

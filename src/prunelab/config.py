@@ -42,6 +42,7 @@ class Config:
     trainer: TrainerConf = field(default_factory=TrainerConf)
     logger: Any = field(default_factory=dict)  # a node per logger (prunelab.curves)
     pruning: Any = field(default_factory=dict)  # the PruningCallback's node
+    quantize: Any = field(default_factory=dict)  # the quantize stage's node (prunelab.quantize)
     seed: int = 0
     data_dir: str = "data"
     ckpt_path: str | None = "last"
@@ -54,7 +55,7 @@ class Config:
 
 
 #: the nodes whose keys their targets check (open at compose time)
-OPEN_NODES = ("trainer", "logger", "pruning")
+OPEN_NODES = ("trainer", "logger", "pruning", "quantize")
 
 
 def schema_node() -> DictConfig:
