@@ -286,3 +286,55 @@ def test_a_sweeps_progress_lines_stay_out_of_the_running_jobs_log(tmp_path):
         for h in root.handlers:
             h.close()
         root.handlers[:], root.level = saved
+
+
+def _job_folder(root: Path, name: str, cfg, results: dict | None = None,
+                failed: dict | None = None) -> None:
+    from omegaconf import OmegaConf
+
+    d = root / name
+    (d / ".hydra").mkdir(parents=True)
+    OmegaConf.save(cfg, d / ".hydra" / "config.yaml")
+    if results is not None:
+        base = {"status": "ok", "model": "cnn", "data": "mnist", "schedule": "one_shot",
+                "method": "l1_unstructured", "amount": 0.5, "seed": 0, "test_acc": 0.9,
+                "sparsity_global": 0.5, "params_nonzero": 1000, "macs_dense": 2_000_000,
+                "overrides": [f"pruning.schedule.amount={name}"]}
+        (d / "results.json").write_text(json.dumps({**base, **results}))
+    if failed is not None:
+        (d / "failed.json").write_text(json.dumps(failed))
+
+
+@pytest.mark.parametrize("objectives", [["val_acc:max", "macs_effective:min"], ["val_acc:max"]])
+def test_report_lists_the_front_and_marks_trials_without_values(make_cfg, tmp_path, objectives):
+    """Job folders written by hand: the front (or, with one objective and a study in the
+    folder, the best trial) is the one worked out here; failed, diverged and value-less trials
+    are listed as such."""
+    from prunelab import report as R
+
+    cfg = make_cfg("pruning=one_shot", f"objectives=[{','.join(objectives)}]")
+    sweep = tmp_path / "sweep"
+    vals = {"a": (0.98, 500_000), "b": (0.97, 600_000), "c": (0.99, 900_000)}
+    for name, (acc, macs) in vals.items():
+        _job_folder(sweep, name, cfg, {"val_acc": acc, "macs_effective": macs})
+    _job_folder(sweep, "d", cfg, failed={"status": "diverged", "error": "loss is nan",
+                                         "error_type": "DivergedError", "overrides": []})
+    _job_folder(sweep, "e", cfg, {"val_acc": None, "macs_effective": 400_000})
+    (sweep / "optuna.db").write_bytes(b"")  # a study's folder
+    # b: beaten by a (more accurate and cheaper); e: no val_acc; with one objective only c
+    expected = ["a", "c"] if len(objectives) == 2 else ["c"]
+
+    s = R.report(sweep)
+    assert [j.folder for j in s.front.front] == expected
+    assert sorted((j.folder, j.status) for j in s.front.unscored) == [("d", "diverged"),
+                                                                       ("e", "ok")]
+    md = (sweep / "summary.md").read_text()
+    head = "## Pareto front" if len(objectives) == 2 else "## Best trial"
+    section = md.split(head)[1].split("## Failed")[0]
+    assert "Trials without values: 1 diverged, 1 no value." in section
+    assert "| d | diverged | DivergedError: loss is nan |" in section
+    rows = [line for line in section.splitlines() if "`pruning.schedule.amount=" in line]
+    assert [r.split("`pruning.schedule.amount=")[1][0] for r in rows] == expected
+    assert (sweep / "pareto.png").exists() == (len(objectives) == 2)
+    csv_rows = (sweep / "pareto.csv").read_text().splitlines()[1:]
+    assert sorted(r.split(",")[0] for r in csv_rows if r.split(",")[2] == "1") == expected

@@ -49,7 +49,7 @@ from prunelab.io import atomic_write
 from prunelab.logs import SWEEP_LOGGERS, get_logger
 from prunelab.objectives import Objective, parse
 from prunelab.paths import OPTUNA_RESULTS
-from prunelab.report.records import _count
+from prunelab.report.pareto import shown_value
 
 log = get_logger(SWEEP_LOGGERS[1])
 
@@ -94,6 +94,10 @@ class StudySweeper(OptunaSweeperImpl):
 
     # ------------------------------------------------------------------------------------
     def _sweep(self, arguments: list[str]) -> None:
+        if len(self.objectives) > 1 and isinstance(self.sampler, optuna.samplers.CmaEsSampler):
+            raise ConfigError(
+                f"hydra/sweeper/sampler=cmaes optimises one objective, objectives names "
+                f"{len(self.objectives)}: choose nsgaii, motpe, tpe or random")
         space, fixed = self._space(arguments)
         study = self._study()
         trials = study.get_trials(deepcopy=False)
@@ -266,12 +270,9 @@ class StudySweeper(OptunaSweeperImpl):
 
 
 def describe(objectives: Sequence[Objective], values: Sequence[float]) -> str:
-    """``val_acc 98.76 %, macs_effective 312k``."""
-    parts = []
-    for o, v in zip(objectives, values, strict=True):
-        shown = f"{100 * v:.2f} %" if o.key.endswith("_acc") else _count(v)
-        parts.append(f"{o.key} {shown}")
-    return ", ".join(parts)
+    """``val_acc 98.76 %, macs_effective 312k``, as the report shows them."""
+    return ", ".join(f"{o.key} {shown_value(o, v, ' %')}"
+                     for o, v in zip(objectives, values, strict=True))
 
 
 def check_direction(direction: Any, objectives: Sequence[Objective]) -> None:

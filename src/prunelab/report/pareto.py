@@ -60,8 +60,8 @@ class Front:
         (a cost); the first two objectives otherwise."""
         objs = self.objectives
         y = next((o for o in objs if o.direction == "max"), objs[0])
-        x = next((o for o in objs if o is not y and o.direction == "min"),
-                 next(o for o in objs if o is not y))
+        others = [o for o in objs if o is not y] or [y]  # one objective: no plot, one axis
+        x = next((o for o in others if o.direction == "min"), others[0])
         return x, y
 
 
