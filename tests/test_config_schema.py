@@ -61,7 +61,7 @@ def test_a_new_callback_argument_is_a_config_key(make_cfg):
                                          "prunelab.pruning.targets.Targets; valid: types, include"),
     (["pruning=none", "pruning.schedule.amount=0.5"], "pruning.schedule.amount: not a key of none; "
                                                       "valid: (none)"),
-    (["logger.csv.flush=3"], "logger.csv.flush: not a key of prunelab.loggers.csv_logger; valid: "
+    (["logger.csv.flush=3"], "logger.csv.flush: not a key of prunelab.curves.csv_logger; valid: "
                              "resume_epoch"),
     (["pruning=one_shot", "pruning.schedule._target_=prunelab.pruning.schedules.Nope"],
      "pruning.schedule._target_='prunelab.pruning.schedules.Nope' cannot be imported"),
@@ -119,7 +119,7 @@ def test_every_key_of_every_built_in_component_is_documented():
     from prunelab.pruning.schedules import BUILT_IN as SCHEDULES
     from prunelab.pruning.targets import Targets
 
-    doc = (ROOT / "docs" / "configuration.md").read_text()
+    doc = (ROOT / "docs" / "guide" / "configuration.md").read_text()
     keys = {f"pruning.{k}" for k in components.parameters(PruningCallback)[0]
             if k not in ("schedule", "method", "targets", "custom")}
     keys |= {f"pruning.targets.{k}" for k in components.parameters(Targets)[0]}
@@ -128,7 +128,7 @@ def test_every_key_of_every_built_in_component_is_documented():
     for cls in METHODS.values():
         keys |= {f"pruning.method.{k}" for k in components.parameters(cls)[0]}
     missing = sorted(k for k in keys if f"`{k}`" not in doc)
-    assert not missing, f"docs/configuration.md does not document {missing}"
+    assert not missing, f"docs/guide/configuration.md does not document {missing}"
 
 
 def test_canonical_completes_nodes_with_their_defaults():

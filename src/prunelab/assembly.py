@@ -2,7 +2,7 @@
 
 Each is a ``_target_`` node built by :mod:`prunelab.components` (the pruning, trainer and
 logger nodes, keys checked against their targets) or by ``hydra.utils.instantiate`` (model and
-data, their declarations left out, :func:`prunelab.compat.arguments`). :func:`check_nodes` is
+data, their declarations left out, :func:`prunelab.pairing.arguments`). :func:`check_nodes` is
 the check of every key before anything is built, which the command line also makes before any
 job starts.
 """
@@ -20,11 +20,11 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
 from prunelab import components
-from prunelab.compat import arguments
 from prunelab.config import schema_keys
 from prunelab.errors import ConfigError, closest_first, user_error
 from prunelab.identity import Resume, upgraded
-from prunelab.lightning_ext import NoProfiler
+from prunelab.internals import NoProfiler
+from prunelab.pairing import arguments
 from prunelab.paths import override_key
 from prunelab.pruning.callback import PruningCallback
 from prunelab.pruning.schedules import check_fits

@@ -40,7 +40,7 @@ class Config:
     model: Any = MISSING
     data: Any = MISSING
     trainer: TrainerConf = field(default_factory=TrainerConf)
-    logger: Any = field(default_factory=dict)  # a node per logger (prunelab.loggers)
+    logger: Any = field(default_factory=dict)  # a node per logger (prunelab.curves)
     pruning: Any = field(default_factory=dict)  # the PruningCallback's node
     seed: int = 0
     data_dir: str = "data"
@@ -48,7 +48,7 @@ class Config:
     name: str = "default"
     threads: int | None = None
     progress_refresh_rate: int = 20
-    verbosity: str = "normal"  # quiet | normal | debug (prunelab.logs)
+    verbosity: str = "normal"  # quiet | normal | debug (prunelab.messages)
     description: str = ""  # an experiment preset's one line for --help
     imports: list[str] = field(default_factory=list)  # modules to import first
     # what a sweeper optimises (prunelab.objectives): numeric keys of results.json, :max or :min

@@ -22,7 +22,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from prunelab import logs
+from prunelab import messages
 from prunelab.cli.invocation import PATH_ENV, Invocation
 from prunelab.cli.summary import shown_path
 from prunelab.errors import (
@@ -34,7 +34,7 @@ from prunelab.errors import (
     one_line,
 )
 from prunelab.io import atomic_write
-from prunelab.logs import SUMMARY_LOGGER, SWEEP_LOGGERS, get_logger
+from prunelab.messages import SUMMARY_LOGGER, SWEEP_LOGGERS, get_logger
 from prunelab.paths import FAILED, RESULTS
 
 PROGRESS = Path(".prunelab_progress.jsonl")  # a file: sweep folders hold only job folders
@@ -222,7 +222,7 @@ class SweepProgress(Callback):
     # ------------------------------------------------------------------ launching process
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         with contextlib.suppress(Exception):  # a bad verbosity is reported by each job
-            logs.apply(str(OmegaConf.select(config, "verbosity", default="normal")))
+            messages.apply(str(OmegaConf.select(config, "verbosity", default="normal")))
         self.sweep_dir = Path(config.hydra.sweep.dir)
         self.path = self.sweep_dir / PROGRESS
         atomic_write(self.path, "")  # a new sweep: forget the last launch's jobs

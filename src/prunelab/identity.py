@@ -19,12 +19,12 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from prunelab import components
-from prunelab.compat import without_declarations
 from prunelab.config import schema_node
 from prunelab.errors import CheckpointError
 from prunelab.legacy import upgrade
 from prunelab.loading import load_checkpoint
-from prunelab.logs import get_logger
+from prunelab.messages import get_logger
+from prunelab.pairing import without_declarations
 from prunelab.paths import last_checkpoint, without_no_effect_keys
 from prunelab.pruning.schedules import Dense
 

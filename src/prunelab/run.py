@@ -40,7 +40,6 @@ from prunelab.assembly import (  # noqa: F401
     make_trainer,
 )
 from prunelab.bounds import check_run_values
-from prunelab.compat import check_configs, check_data
 from prunelab.data.common import test_set_size
 from prunelab.errors import (
     CheckpointError,
@@ -60,8 +59,9 @@ from prunelab.identity import (  # noqa: F401
     upgraded,
 )
 from prunelab.io import atomic_save, write_error, write_json
-from prunelab.logs import get_logger
+from prunelab.messages import get_logger
 from prunelab.models import network_of
+from prunelab.pairing import check_configs, check_data
 from prunelab.paths import (
     COMPACT_MODEL,
     FAILED,
@@ -368,7 +368,7 @@ class LastCheckpoint(Checkpoint):
 
     Why not ``ModelCheckpoint``: Lightning calls every hook of every callback on every batch,
     and ModelCheckpoint's hooks run per-batch checks and rebuild its state key (a dict repr) at
-    each call, about 0.06 ms a batch; one rolling file at epoch ends is all a run needs. Being a
+    each call (docs/results/README.md); one rolling file at epoch ends is all a run needs. Being a
     ``Checkpoint``, it runs after the other callbacks' and the module's epoch-end hooks.
     """
 

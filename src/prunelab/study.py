@@ -46,7 +46,7 @@ from prunelab.bounds import MAX_STEPS, MAX_THREADS, integer, number
 from prunelab.errors import ConfigError, PrunelabError, one_line
 from prunelab.hydra_callbacks import job_record
 from prunelab.io import atomic_write
-from prunelab.logs import SWEEP_LOGGERS, get_logger
+from prunelab.messages import SWEEP_LOGGERS, get_logger
 from prunelab.objectives import Objective, parse
 from prunelab.paths import OPTUNA_RESULTS
 from prunelab.report.pareto import shown_value

@@ -18,7 +18,7 @@ from prunelab.cli.help import add_run_source_args, make_parser
 from prunelab.errors import PrunelabError
 from prunelab.export import codecs
 from prunelab.export.runs import DEFAULT_ENCODINGS, describe, export_run
-from prunelab.logs import add_verbosity_args, setup
+from prunelab.messages import add_verbosity_args, setup
 
 PROG = "prunelab export"
 
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         (f"{PROG} outputs/runs/<run>/export/kmeans5/model.plx", "check an artifact"),
         (f"{PROG} outputs/runs/<run> --allow-target mylab.",
          "a run of your own network (a class of the mylab package)"),
-    ], reference="docs/export.md")
+    ], reference="docs/guide/export.md")
     parser.add_argument("path", help="a finished run directory (or an artifact file to check)")
     parser.add_argument("--encoding", action="append", metavar="E",
                         help=f"repeatable; one of {', '.join(codecs.ENCODINGS)}, or 'all' "

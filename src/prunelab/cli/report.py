@@ -20,7 +20,7 @@ from prunelab import report as lib
 from prunelab.bounds import MAX_DROP_PTS
 from prunelab.cli.help import make_parser
 from prunelab.io import write_error
-from prunelab.logs import SUMMARY_LOGGER, add_verbosity_args, get_logger, setup
+from prunelab.messages import SUMMARY_LOGGER, add_verbosity_args, get_logger, setup
 
 PROG = "prunelab report"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from prunelab.cli.invocation import DATA_ENV, ENV_KEYS, Invocation, allow_target_args
-from prunelab.logs import SUMMARY_LOGGER, get_logger
+from prunelab.messages import SUMMARY_LOGGER, get_logger
 from prunelab.paths import RESULTS, last_checkpoint
 
 log = get_logger(SUMMARY_LOGGER)

@@ -3,7 +3,7 @@
 The subcommands that are not Hydra jobs (``prunelab report`` ...) are dispatched before this
 module is reached; see :mod:`prunelab.cli`.
 
-Exit status (``docs/cli.md``): a run's is its error's (:func:`prunelab.errors.exit_status`); a
+Exit status (``docs/guide/cli.md``): a run's is its error's (:func:`prunelab.errors.exit_status`); a
 sweep runs all its jobs, then exits with the status its jobs' errors give
 (:func:`prunelab.hydra_callbacks.sweep_status`). A prunelab error raised anywhere in a job ends
 as one line, never as Hydra's "Error executing job" and exit 1.
@@ -19,7 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from prunelab import hydra_callbacks, logs, runfolder
+from prunelab import hydra_callbacks, messages, runfolder
 from prunelab.choices import check_command_line
 from prunelab.cli import summary as cli_summary
 from prunelab.config import register
@@ -67,7 +67,7 @@ def _job(cfg: DictConfig, hc: Any, multirun: bool) -> JobResult:
         # refused (prunelab.runfolder); its .hydra/ files are written only after the check
         runfolder.claim(run_dir, cfg, HydraConfig.instance().cfg, overrides,
                         "hydra.sweep.dir" if multirun else "hydra.run.dir")
-    logs.apply(cfg.verbosity)
+    messages.apply(cfg.verbosity)
     if cfg.verbosity == "quiet":
         cfg.trainer.enable_progress_bar = False
     state = cli_summary.run_state(run_dir, cfg.ckpt_path)
@@ -88,10 +88,12 @@ def main() -> None:
     """Check the group choices on the command line, then let Hydra run the job(s); a sweep
     exits with the status of its failed jobs (0 when every job succeeded)."""
     try:
-        check_command_line(CONF_DIR, sys.argv[1:])
+        renamed = check_command_line(CONF_DIR, sys.argv[1:])
     except PrunelabError as err:
         print(f"prunelab: error: {one_line(err)}", file=sys.stderr)
         sys.exit(err.exit_code)
+    for note in renamed:  # once per command, not once per job of a sweep
+        print(f"warning: deprecated: {note}", file=sys.stderr)
     hydra_callbacks.last_sweep_status = None
     _app()
     if hydra_callbacks.last_sweep_status:

@@ -24,7 +24,7 @@ from prunelab.evaluate import evaluate as eval_net
 from prunelab.export import artifact, codecs, finetune, manifest
 from prunelab.io import atomic_write
 from prunelab.loading import load_finished_run, run_datamodule, run_test_loader
-from prunelab.logs import get_logger
+from prunelab.messages import get_logger
 from prunelab.paths import (
     EXPORT_ARTIFACT,
     EXPORT_DIR,

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from prunelab.logs import get_logger
+from prunelab.messages import get_logger
 from prunelab.objectives import value_of
 from prunelab.paths import (
     EXPORT_DIR,

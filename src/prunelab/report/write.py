@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from prunelab.io import atomic_write
-from prunelab.logs import get_logger
+from prunelab.messages import get_logger
 from prunelab.report import pareto
 from prunelab.report.load import load_jobs
 from prunelab.report.plots import plot
