@@ -18,6 +18,7 @@ from typing import Any
 from prunelab.config import ensure_registered, schema_node
 from prunelab.errors import ConfigError, closest_first
 from prunelab.messages import check_verbosity
+from prunelab.objectives import parse as parse_objectives
 from prunelab.renamed import current, option_note
 
 CONFIG_NAME = "config"
@@ -121,11 +122,12 @@ def check_model_has_data(loader: Any, overrides: Sequence[str],
 
 def check_sweeper_params(loader: Any, overrides: Sequence[str], multirun: bool,
                          config_name: str = CONFIG_NAME, nodes: bool = False) -> None:
-    """The group values of a preset's ``hydra.sweeper.params`` (e.g. a method list) exist;
+    """The group values of a preset's ``hydra.sweeper.params`` (e.g. a method list) exist and
+    the ``objectives`` are numeric keys of results.json;
     with ``nodes``, also every key of the first job's ``_target_`` nodes
     (:func:`prunelab.run.check_nodes`), so a misspelt key stops a sweep before its first job."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.core.override_parser.types import Glob
+    from hydra.core.override_parser.types import Glob, IntervalSweep
     from hydra.errors import HydraException
     from hydra.types import RunMode
     from omegaconf import OmegaConf
@@ -136,6 +138,9 @@ def check_sweeper_params(loader: Any, overrides: Sequence[str], multirun: bool,
         if o.is_sweep_override():
             if isinstance(o.value(), Glob):
                 continue  # its matches exist by definition
+            if isinstance(o.value(), IntervalSweep):  # an Optuna search space: its lower end
+                first.append(f"{o.get_key_element()}={o.value().start}")
+                continue
             vals = list(o.sweep_string_iterator())
             if vals:
                 first.append(f"{o.get_key_element()}={vals[0]}")
@@ -146,6 +151,9 @@ def check_sweeper_params(loader: Any, overrides: Sequence[str], multirun: bool,
                                         RunMode.MULTIRUN if multirun else RunMode.RUN)
     except HydraException as err:
         raise composition_error(err) from None
+    objectives = OmegaConf.select(cfg, "objectives", default=None)
+    if objectives is not None:  # what a sweeper optimises: one line before any job
+        parse_objectives(objectives)
     params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
     lines = [f"{k}={v}" for k, v in params.items()]
     if lines:

@@ -52,6 +52,8 @@ class Config:
     verbosity: str = "normal"  # quiet | normal | debug (prunelab.messages)
     description: str = ""  # an experiment preset's one line for --help
     imports: list[str] = field(default_factory=list)  # modules to import first
+    # what a sweeper optimises (prunelab.objectives): numeric keys of results.json, :max or :min
+    objectives: list[str] = field(default_factory=lambda: ["val_acc:max"])
 
 
 #: the nodes whose keys their targets check (open at compose time)

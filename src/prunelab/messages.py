@@ -122,6 +122,20 @@ class DropAds(logging.Filter):
         return not _ADS.search(record.getMessage())
 
 
+#: loggers of the launching process of a sweep: its progress and its study's lines
+SWEEP_LOGGERS = ("prunelab.sweep", "prunelab.study")
+
+
+class JobOnly(logging.Filter):
+    """A job's run.log holds the job's own lines, not the sweep's: with the basic launcher
+    the jobs run in the launching process, whose progress thread logs through the running
+    job's handlers; a progress line written before the job claimed its folder made the folder
+    look like someone else's (a run.log, no .hydra/) and the job was refused."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.name.startswith(SWEEP_LOGGERS)
+
+
 class ConsoleLevel(logging.Filter):
     """The console's share of the records under a verbosity (the log file gets more)."""
 

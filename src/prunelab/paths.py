@@ -14,6 +14,8 @@ from prunelab import confsource
 RESULTS = "results.json"  # a finished run's numbers, written atomically at the end
 FAILED = "failed.json"  # instead of results.json when the run failed or diverged
 SEARCH = "search.json"  # a bisection search's answers, in its sweep folder
+OPTUNA_DB = "optuna.db"  # an Optuna study's storage (SQLite), in its sweep folder
+OPTUNA_RESULTS = "optimization_results.yaml"  # the study's best trials, as Hydra's plugin writes
 FINAL_MODEL = "final_model.pt"  # the plain network's state dict, masks folded in
 COMPACT_MODEL = "compact_model.pt2"  # torch.export program of the compacted network
 QUANTIZED_MODEL = "quantized_model.pt2"  # quantize=ptq|qat: torch.export program of the int8 model
@@ -47,6 +49,7 @@ NO_EFFECT_KEYS: tuple[str, ...] = (
     "trainer.enable_model_summary",
     "data.data_dir",
     "data.cache_dir",
+    "objectives",
 )
 # launcher settings decide where and how jobs run, never what they compute
 LAUNCHER_KEYS: tuple[str, ...] = ("hydra/launcher", "hydra.launcher")

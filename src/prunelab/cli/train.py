@@ -24,14 +24,20 @@ from prunelab.choices import check_command_line
 from prunelab.cli import summary as cli_summary
 from prunelab.config import register
 from prunelab.errors import PrunelabError, RunInProgressError, exit_status, one_line, user_error
+from prunelab.objectives import JobResult, job_values
+from prunelab.objectives import parse as parse_objectives
 from prunelab.paths import CONF_DIR
 from prunelab.runlock import is_rank_zero
+from prunelab.study_config import register_optuna_sweeper
 
 register()
+register_optuna_sweeper()  # hydra/sweeper=optuna: prunelab's (prunelab.study_config)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
-def _app(cfg: DictConfig) -> dict[str, Any] | None:
+def _app(cfg: DictConfig) -> JobResult:
+    """One job; returns the values of the config's ``objectives`` (what a sweeper such as
+    Optuna's optimises) with, as ``.record``, how the job ended (what the sweep summary reads)."""
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
     try:
@@ -41,18 +47,19 @@ def _app(cfg: DictConfig) -> dict[str, Any] | None:
         if found is None:
             raise  # a bug: Hydra shows its traceback (exit status 1)
         if multirun:  # the job failed before it ran: the sweep goes on and names it
-            return {"state": None, "status": "failed", "exit": found.exit_code,
-                    "error": f"{type(found).__name__}: {one_line(found)}"}
+            return JobResult.of([], {"state": None, "status": "failed", "exit": found.exit_code,
+                                     "error": f"{type(found).__name__}: {one_line(found)}"})
         print(f"prunelab: error: {one_line(found)}", file=sys.stderr)
         sys.exit(found.exit_code)
 
 
-def _job(cfg: DictConfig, hc: Any, multirun: bool) -> dict[str, Any]:
+def _job(cfg: DictConfig, hc: Any, multirun: bool) -> JobResult:
     """One job: claim its folder, then run it (or find it done); what the sweep records."""
     # lazy: torch and Lightning, which --help and composing the config do without (the
     # logging setup below tames Lightning's once it is imported)
     from prunelab.run import run_or_record_failure
 
+    objectives = parse_objectives(cfg.objectives)
     run_dir = hc.runtime.output_dir
     overrides = list(hc.overrides.task)
     if is_rank_zero():  # DDP's other ranks re-run this command in rank 0's folder
@@ -69,10 +76,12 @@ def _job(cfg: DictConfig, hc: Any, multirun: bool) -> dict[str, Any]:
     if not multirun:
         cli_summary.show(cli_summary.stored_results(run_dir, results), run_dir, overrides, state)
     if errors and isinstance(errors[0], RunInProgressError):
-        return {"state": "in progress elsewhere", "status": "in progress elsewhere",
-                "exit": exit_status(errors[0]), "error": one_line(errors[0])}
-    return {"state": state, "status": None if results is None else results.get("status"),
-            "exit": exit_status(errors[0]) if errors else 0}
+        return JobResult.of([], {"state": "in progress elsewhere",
+                                 "status": "in progress elsewhere",
+                                 "exit": exit_status(errors[0]), "error": one_line(errors[0])})
+    return JobResult.of(job_values(objectives, results), {
+        "state": state, "status": None if results is None else results.get("status"),
+        "exit": exit_status(errors[0]) if errors else 0})
 
 
 def main() -> None:
