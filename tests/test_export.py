@@ -5,16 +5,15 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import struct
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort  # the dev extra: the ONNX checks run, never skip
+import plxfiles
 import pytest
 import torch
-import zstandard
 from inprocess import prunelab_in_process
 
 from prunelab.cli import export as cli
@@ -157,12 +156,9 @@ def test_torchvision_network_roundtrips_through_its_builder(tmp_path, make_cfg, 
     with pytest.raises(ConfigError, match="cannot export a torchvision.models"):
         save(net, tmp_path / "other.plx", "fp32", kwargs)  # no builder: its class is foreign
     # a file asking the builder for a weight set: loading never downloads one
-    data, unzstd = path.read_bytes(), zstandard.ZstdDecompressor().decompress
-    body = data[container.HEADER_BYTES:]
-    m_len = struct.unpack_from("<I", data, 10)[0]  # the header's manifest length
-    record, payload = json.loads(unzstd(body[:m_len])), unzstd(body[m_len:])
+    record, payload, version = plxfiles.parts(path.read_bytes())
     record["architecture"]["kwargs"]["weights"] = "DEFAULT"
-    path.write_bytes(container.pack(record, payload))
+    path.write_bytes(plxfiles.repack(record, payload, version))
 
     def no_download(*args, **kwargs):
         raise AssertionError("a load fetched a weight set")
@@ -373,6 +369,42 @@ def test_cli_writes_the_onnx_beside_the_artifact_without_a_test_pass(finished_ru
     rec = json.loads((out / "int8" / "export.json").read_text())
     assert "test_acc" not in rec
     assert rec["onnx"]["bytes"] == (out / "int8" / "model.onnx").stat().st_size
+
+
+def test_cli_default_chooses_the_encoding_by_validation_accuracy(finished_run, capsys):
+    """No --encoding: kmeans5, kmeans6 or kmeans8, whichever is the smallest file at least as
+    accurate as the run on its validation split; export.json says which and why."""
+    out = finished_run.parent / "default_out"
+    assert cli.main([str(finished_run), "--out", str(out)]) == 0
+    (folder,) = [p for p in out.iterdir() if p.is_dir()]
+    rec = json.loads((folder / "export.json").read_text())
+    chosen = rec["chosen"]
+    assert rec["encoding"] == folder.name == chosen["encoding"]
+    assert [c["encoding"] for c in chosen["candidates"]] == ["kmeans5", "kmeans6", "kmeans8"]
+    assert chosen["val_samples"] == 40 and chosen["reference_val_acc"] is not None
+    fits = [c for c in chosen["candidates"] if c["val_acc"] >= chosen["reference_val_acc"]]
+    if fits:
+        assert rec["encoding"] == min(fits, key=lambda c: c["bytes"])["encoding"]
+    else:
+        assert rec["encoding"] == max(chosen["candidates"], key=lambda c: c["val_acc"])["encoding"]
+    size = {c["encoding"]: c["bytes"] for c in chosen["candidates"]}[rec["encoding"]]
+    assert rec["artifact_bytes"] == size == (folder / "model.plx").stat().st_size
+    assert "default encoding: " + rec["encoding"] in capsys.readouterr().err
+
+
+def test_cli_writes_8_bit_biases_and_folds_dead_units(finished_run):
+    out = finished_run.parent / "small_out"
+    assert cli.main([str(finished_run), "--encoding", "kmeans3", "--biases", "int8",
+                     "--dead-units", "fold", "--out", str(out)]) == 0
+    rec = json.loads((out / "kmeans3-b8" / "export.json").read_text())
+    assert rec["biases"] == "int8" and rec["dead_units"]["mode"] == "fold"
+    assert rec["dead_units"]["kept"] is None
+    assert {t["name"]: t["values"] for t in rec["tensors"]}["fc1.bias"] == "int8"
+    plain = out / "plain"
+    assert cli.main([str(finished_run), "--encoding", "kmeans3", "--dead-units", "keep",
+                     "--out", str(plain)]) == 0
+    assert rec["artifact_bytes"] < json.loads(
+        (plain / "kmeans3" / "export.json").read_text())["artifact_bytes"] - 1000
 
 
 def test_cli_refuses_negative_finetune_epochs_before_writing(finished_run, capsys):

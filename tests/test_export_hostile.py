@@ -20,6 +20,7 @@ import tracemalloc
 import zlib
 from pathlib import Path
 
+import plxfiles
 import pytest
 import torch
 import zstandard
@@ -49,13 +50,14 @@ def zero_frame(n: int) -> bytes:
 
 
 def craft(manifest: dict, payload: bytes = b"", payload_frame: bytes | None = None,
-          manifest_frame: bytes | None = None) -> bytes:
-    """An artifact with a valid header and CRC around whatever it is given."""
+          manifest_frame: bytes | None = None, version: int = 1) -> bytes:
+    """An artifact with a valid header and CRC around whatever it is given (version 1: its
+    manifest names each section's offset; version 2: ``payload_frame`` is the streams' frames)."""
     z = zstandard.ZstdCompressor()
     m = manifest_frame if manifest_frame is not None else z.compress(json.dumps(manifest).encode())
     p = payload_frame if payload_frame is not None else z.compress(payload)
     crc = zlib.crc32(p, zlib.crc32(m))
-    return struct.pack("<8sHIII", container.MAGIC, container.VERSION, len(m), len(p), crc) + m + p
+    return struct.pack("<8sHIII", container.MAGIC, version, len(m), len(p), crc) + m + p
 
 
 def manifest(cls: str, tensors: list[dict], **kwargs) -> dict:
@@ -114,7 +116,23 @@ HOSTILE = {
     "model bomb with matching tensors": lambda: craft(
         manifest(TEXT, [sparse("embedding.weight", [40_000_002, 100], 0, "index", [0, 0], [0, 0])],
                  vocab_size=40_000_000)),
+    # version 2: a values stream of 40 bytes whose 131 KB frame expands to 4 GiB
+    "v2 stream bomb": lambda: craft(
+        {**manifest(LENET, [{"name": "fc2.bias", "shape": [10], "dtype": "float32",
+                             "kind": "raw"}]), "frames": [0, 0, len(zero_frame(4 * G))]},
+        payload_frame=zero_frame(4 * G), version=2),
+    # version 2: 4 G entries of 1-D float, every one non-zero, 16 bytes of values present
+    "v2 dense vector without values": lambda: v2_values(
+        [{"name": "x", "shape": [1 << 32], "dtype": "float32", "kind": "sparse",
+          "nnz": 1 << 32, "positions": "all", "width": 0, "values": "fp32"}], bytes(16)),
 }
+
+
+def v2_values(tensors: list[dict], values: bytes) -> bytes:
+    """A version-2 LeNet file whose values stream holds ``values`` (the other streams empty)."""
+    frame = zstandard.ZstdCompressor().compress(values)
+    return craft({**manifest(LENET, tensors), "frames": [0, 0, len(frame)]},
+                 payload_frame=frame, version=2)
 
 
 @pytest.mark.parametrize("case", list(HOSTILE))
@@ -197,30 +215,31 @@ def test_a_hostile_file_can_be_loaded_with_an_explicit_limit(tmp_path):
         load(path, max_bytes=100 * MB)  # within the limit now, and then checked as any file
 
 
-def _manifest_frame(data: bytes) -> bytes:
-    m_len = struct.unpack_from("<I", data, 10)[0]
-    return data[22: 22 + m_len]
-
-
-def _payload_frame(data: bytes) -> bytes:
-    return data[22 + struct.unpack_from("<I", data, 10)[0]:]
-
-
 # ---------------------------------------------------------------------------- fuzzing
 
-def small_artifacts() -> dict[str, bytes]:
-    """A tiny text network in each value encoding, with every position coding in it."""
+def small_artifacts(version: int = 2) -> dict[str, bytes]:
+    """A tiny text network in each value encoding, with every position coding in it (and, in
+    version 2, sparse biases; int8 ones in the int8 file)."""
     torch.manual_seed(0)
     net = TextClassifier(vocab_size=50, embed_dim=8, hidden=6)
     with torch.no_grad():
         net.embedding.weight.mul_(torch.rand_like(net.embedding.weight) > 0.5)  # bitmask
         net.fc1.weight.mul_(torch.rand_like(net.fc1.weight) > 0.95)  # index
+        net.fc1.bias[:3] = 0  # a sparse vector
     kwargs = {"vocab_size": 50, "embed_dim": 8, "hidden": 6}  # fc2.weight: no zeros ('all')
-    return {enc: encode(net, enc, kwargs) for enc in ("fp32", "int8", "kmeans3")}
+    if version == 1:
+        return {enc: plxfiles.encode_v1(net, enc, kwargs) for enc in ("fp32", "int8", "kmeans3")}
+    return {enc: encode(net, enc, kwargs, biases="int8" if enc == "int8" else "fp32")
+            for enc in ("fp32", "int8", "kmeans3")}
+
+
+def both_versions() -> list[bytes]:
+    """:func:`small_artifacts` in format version 2 (written today) and 1 (read still)."""
+    return [*small_artifacts(2).values(), *small_artifacts(1).values()]
 
 
 def test_truncated_or_flipped_files_are_always_a_checkpoint_error():
-    for data in small_artifacts().values():
+    for data in both_versions():
         cuts = sorted({*range(0, 40), *range(40, len(data), 5), len(data) - 1})
         flips = range(0, len(data), 3)
         for damaged in ([data[:n] for n in cuts]
@@ -259,7 +278,8 @@ def _mutate(record: dict, payload: bytearray, rng: random.Random) -> None:
     elif what < 0.75 and isinstance(kwargs, dict):
         kwargs[rng.choice([*kwargs, "extra"])] = rng.choice(NASTY)
     elif what < 0.8:
-        record[rng.choice(["tensors", "architecture", "dense_bytes", "encoding"])] = rng.choice(NASTY)
+        record[rng.choice(["tensors", "architecture", "dense_bytes", "encoding",
+                           "frames"])] = rng.choice(NASTY)
     elif what < 0.85 and len(entries) > 1:  # two tensors' sections swapped
         a, b = rng.sample(entries, 2)
         for key in ("data", "pos"):
@@ -277,15 +297,17 @@ def test_manifests_and_payloads_edited_with_valid_checksums_never_crash():
     rng = random.Random(0)
     outcomes = {"loaded": 0, "refused": 0}
     tracemalloc.start()
-    for data in small_artifacts().values():
-        record0 = json.loads(zstandard.ZstdDecompressor().decompress(_manifest_frame(data)))
-        payload0 = zstandard.ZstdDecompressor().decompress(_payload_frame(data))
+    for data in both_versions():
+        record0, payload0, version = plxfiles.parts(data)
+        sizes = plxfiles.stream_sizes(record0, len(data)) if version == 2 else None
         for case in range(200):
             record, payload = json.loads(json.dumps(record0)), bytearray(payload0)
             for _ in range(rng.randint(1, 3)):
                 _mutate(record, payload, rng)
+            frames = record.get("frames") if record.get("frames") != record0.get("frames") else None
             try:
-                from_bytes(craft(record, bytes(payload)), "edited.plx")
+                from_bytes(plxfiles.repack(record, bytes(payload), version, sizes, frames),
+                           "edited.plx")
                 outcomes["loaded"] += 1
             except CheckpointError as err:
                 assert str(err).startswith("edited.plx") and "\n" not in str(err), (case, err)
@@ -295,5 +317,5 @@ def test_manifests_and_payloads_edited_with_valid_checksums_never_crash():
                 pytest.fail(f"edit #{case} raised {type(err).__name__}: {err}\n{record}")
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    assert outcomes["loaded"] > 20 and outcomes["refused"] > 300, outcomes
+    assert outcomes["loaded"] > 40 and outcomes["refused"] > 500, outcomes
     assert peak < 100 * MB, f"{peak / MB:.0f} MB"

@@ -11,14 +11,14 @@ import sys
 from pathlib import Path
 
 import onnxruntime as ort  # the dev extra: the ONNX checks run, never skip
+import plxfiles
 import pytest
 import torch
-import zstandard
 from inprocess import prunelab_in_process
 
 from prunelab.cli import compact, evaluate, export, sensitivity
 from prunelab.errors import CheckpointError
-from prunelab.export import ENCODINGS, container, encode, load
+from prunelab.export import ENCODINGS, encode, load
 
 from conftest import ROOT
 from fakedata import fake_text_records, write_text_csv
@@ -83,11 +83,9 @@ def test_own_network_in_every_encoding_and_onnx(own_run, capsys, monkeypatch):
     assert loaded.keys() == run_state.keys()
     assert all(torch.equal(loaded[k], run_state[k]) for k in run_state)
     # what rebuilds it: the class path, once, and the run's constructor arguments
-    data = (out / "fp32" / "model.plx").read_bytes()
-    m_len = int.from_bytes(data[10:14], "little")
-    text = zstandard.ZstdDecompressor().decompress(data[container.HEADER_BYTES:][:m_len]).decode()
-    assert text.count(CLASS) == 1
-    assert json.loads(text)["architecture"] == {
+    record = plxfiles.parts((out / "fp32" / "model.plx").read_bytes())[0]
+    assert json.dumps(record).count(CLASS) == 1
+    assert record["architecture"] == {
         "class": CLASS, "kwargs": {"vocab_size": 1000, "num_classes": 2, "embed_dim": 32,
                                    "hidden": 64}}
     capsys.readouterr()
@@ -111,12 +109,10 @@ def test_an_allowed_prefix_reaches_only_what_is_defined_under_it(own_run, tmp_pa
     net.load_state_dict(state)
     data = encode(net, "fp32", {"vocab_size": 1000, "num_classes": 2, "embed_dim": 32,
                                 "hidden": 64})
-    body = data[container.HEADER_BYTES:]
-    m_len = int.from_bytes(data[10:14], "little")
-    record = json.loads(zstandard.ZstdDecompressor().decompress(body[:m_len]))
+    record, payload, version = plxfiles.parts(data)
     record["architecture"]["class"] = "mylab.nets.Tensor"
     path = tmp_path / "imported.plx"
-    path.write_bytes(container.pack(record, zstandard.ZstdDecompressor().decompress(body[m_len:])))
+    path.write_bytes(plxfiles.repack(record, payload, version))
     with pytest.raises(CheckpointError, match="not a class or function defined there .*torch.Tensor"):
         load(path, allow=["mylab."])
 

@@ -154,16 +154,21 @@ def _first_line(err: BaseException) -> str:
 
 
 def encode(net: nn.Module, encoding: str, kwargs: dict[str, Any] | None = None,
-           metadata: dict[str, Any] | None = None, builder: str | None = None) -> bytes:
-    """The artifact's bytes for ``net`` (masks must already be folded into the weights).
+           metadata: dict[str, Any] | None = None, builder: str | None = None,
+           biases: str = "fp32") -> bytes:
+    """The artifact's bytes for ``net`` (masks must already be folded into the weights), in
+    format version 2.
 
     ``kwargs`` are the network's constructor arguments (plain JSON data); ``metadata`` is any
     JSON-serialisable record kept in the manifest (source run, accuracy ...); ``builder`` names
-    the function that built ``net`` when that is not its class (:data:`TORCHVISION`). Any
-    network whose class (or builder) can be imported by its path and rebuilt from ``kwargs``
-    can be stored; this is checked here, by rebuilding it.
+    the function that built ``net`` when that is not its class (:data:`TORCHVISION`);
+    ``biases``: how one-dimensional float tensors store their non-zeros
+    (:data:`prunelab.export.codecs.VECTOR_CODINGS`: ``fp32`` exactly, ``int8`` per tensor).
+    Any network whose class (or builder) can be imported by its path and rebuilt from
+    ``kwargs`` can be stored; this is checked here, by rebuilding it.
     """
     codecs.check_encoding(encoding)
+    codecs.check_vectors(biases)
     path = builder or class_path(net)
     kwargs = dict(kwargs or {})
     _plain(kwargs, "kwargs")
@@ -187,8 +192,15 @@ def encode(net: nn.Module, encoding: str, kwargs: dict[str, Any] | None = None,
     if misfit:
         raise ConfigError(f"cannot export a {path}: {path}(**{kwargs}) builds a different "
                           f"network ({misfit}); pass the arguments the network was built with")
-    sections = codecs.Sections()
-    tensors = [codecs.encode_tensor(name, t, encoding, sections) for name, t in state.items()]
+    streams = [bytearray() for _ in container.STREAMS]
+    tensors = []
+    for name, t in state.items():
+        entry, sections = codecs.encode_tensor(name, t, encoding, biases)
+        # in the order the reader lays them out (manifest.check), which it derives from the entry
+        for key, length in codecs.layout(entry, container.VERSION).lengths.items():
+            assert len(sections[key]) == length, (name, key)
+            streams[codecs.stream_of(key, entry)] += sections[key]
+        tensors.append(entry)
     record = {
         "format": "prunelab-export",
         "encoding": encoding,
@@ -197,26 +209,31 @@ def encode(net: nn.Module, encoding: str, kwargs: dict[str, Any] | None = None,
         "tensors": tensors,
         "metadata": metadata or {},
     }
-    return container.pack(record, sections.tobytes())
+    return container.pack_streams(record, [bytes(b) for b in streams])
 
 
 def save(net: nn.Module, path: str | Path, encoding: str, kwargs: dict[str, Any] | None = None,
-         metadata: dict[str, Any] | None = None, builder: str | None = None) -> int:
-    """Write ``net`` as an artifact at ``path`` (atomically); return its size in bytes."""
-    data = encode(net, encoding, kwargs, metadata, builder)
+         metadata: dict[str, Any] | None = None, builder: str | None = None,
+         biases: str = "fp32") -> int:
+    """Write ``net`` as an artifact at ``path`` (atomically, see :func:`encode`); return its
+    size in bytes."""
+    data = encode(net, encoding, kwargs, metadata, builder, biases)
     atomic_write(path, data)
     return len(data)
 
 
-def _decode(record: dict[str, Any], frame: memoryview, name: str, file_bytes: int,
-            max_bytes: int | None) -> dict[str, torch.Tensor]:
+def _decode(record: dict[str, Any], frame: memoryview, version: int, name: str,
+            file_bytes: int, max_bytes: int | None) -> dict[str, torch.Tensor]:
     """The checked manifest's tensors: sizes first (nothing allocated), then the payload."""
-    plan = manifest.check(record, name, file_bytes, max_bytes)
-    size = container.frame_size(frame, name, "payload")
-    if size != plan.payload_bytes:
-        raise CheckpointError(f"{name} is corrupt: its payload declares {size:,} bytes; its "
-                              f"tensors account for {plan.payload_bytes:,}")
-    payload = container.decompress(frame, size, name, "payload")
+    plan = manifest.check(record, name, file_bytes, max_bytes, version)
+    if plan.frames is not None and plan.stream_bytes is not None:
+        payload = container.decompress_streams(frame, plan.frames, plan.stream_bytes, name)
+    else:
+        size = container.frame_size(frame, name, "payload")
+        if size != plan.payload_bytes:
+            raise CheckpointError(f"{name} is corrupt: its payload declares {size:,} bytes; its "
+                                  f"tensors account for {plan.payload_bytes:,}")
+        payload = container.decompress(frame, size, name, "payload")
     state = {}
     for label, entry, lay in plan.entries:
         try:
@@ -235,8 +252,8 @@ def decode(data: bytes, name: str = "artifact", max_bytes: int | None = None
     limit_for` the data's size, 4096 times it or 64 MiB); a file declaring more is refused
     before anything is allocated.
     """
-    record, frame = container.unpack(data, name)
-    return record, _decode(record, frame, name, len(data), max_bytes)
+    record, frame, version = container.unpack(data, name)
+    return record, _decode(record, frame, version, name, len(data), max_bytes)
 
 
 def _read(path: str | Path) -> bytes:
@@ -305,9 +322,9 @@ def from_bytes(data: bytes, name: str = "artifact", allow: Iterable[str] = (),
                ) -> tuple[dict[str, Any], dict[str, torch.Tensor], nn.Module]:
     """(manifest, state dict, network) of an artifact's bytes: the allow-list is checked
     before anything is decoded, the tensors before the network is built."""
-    record, frame = container.unpack(data, name)
+    record, frame, version = container.unpack(data, name)
     arch, kwargs = network(record.get("architecture"), name, allow)
-    state = _decode(record, frame, name, len(data), max_bytes)
+    state = _decode(record, frame, version, name, len(data), max_bytes)
     return record, state, build(arch, kwargs, state, name)
 
 

@@ -18,9 +18,19 @@ A weight tensor (a float tensor of two or more dimensions) is stored as
     tensor that already holds at most ``2**b`` distinct non-zeros (a fine-tuned codebook,
     :mod:`prunelab.export.finetune`) keeps them exactly.
 
-Every other tensor (biases, buffers, integer tensors) is stored exactly as it is.
+A one-dimensional float tensor (a bias, a normalisation layer's parameters and statistics) is
+stored the same way in format version 2, so the zeros of dead units cost a bit or less, with its
+values in float32, exactly (:data:`VECTOR_CODINGS` ``fp32``, the default), or as per-tensor
+affine 8-bit codes (``int8``). Every other tensor (integer buffers, scalars) is stored exactly
+as it is.
+
 Codes are stored one per byte and left to zstd's entropy coder (Huffman over bytes), which
 comes within a few percent of the codes' entropy, below ``b`` bits when the clusters are uneven.
+Version 2 gathers each kind of section into its own stream (positions, codes, float values:
+:data:`prunelab.export.container.STREAMS`), compressed as one zstd frame each, so that one
+entropy table is not shared by unlike bytes; its sections lie in a fixed order (:func:`layout`
+gives their lengths), so the manifest names no offsets. Version 1 (one frame; every section's offset in the manifest) is
+read as before.
 """
 
 from __future__ import annotations
@@ -36,6 +46,9 @@ import zstandard
 from prunelab.errors import ConfigError
 
 ENCODINGS = ("fp32", "int8", *(f"kmeans{b}" for b in range(8, 0, -1)))
+#: how a version-2 file stores the values of one-dimensional float tensors (biases ...)
+VECTOR_CODINGS = ("fp32", "int8")
+
 DTYPES = {  # torch dtype name → numpy dtype of the stored bytes (little-endian)
     "float32": "<f4", "float64": "<f8", "float16": "<f2", "int64": "<i8", "int32": "<i4",
     "int16": "<i2", "int8": "i1", "uint8": "u1", "bool": "?",
@@ -54,26 +67,33 @@ def kmeans_bits(encoding: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def check_vectors(coding: str) -> str:
+    if coding not in VECTOR_CODINGS:
+        raise ConfigError(f"unknown coding of biases {coding!r}; valid: {', '.join(VECTOR_CODINGS)}")
+    return coding
+
+
 def is_weight(tensor: torch.Tensor) -> bool:
     """Tensors that get a sparse, quantised coding: float matrices and kernels."""
     return tensor.is_floating_point() and tensor.dim() >= 2
 
 
-class Sections:
-    """Raw byte sections of the payload, appended in order; entries refer to (offset, length)."""
+def is_vector(tensor: torch.Tensor) -> bool:
+    """One-dimensional float tensors (biases, normalisation parameters and statistics): sparse,
+    with exact or 8-bit values, in format version 2."""
+    return tensor.is_floating_point() and tensor.dim() == 1
 
-    def __init__(self) -> None:
-        self.parts: list[bytes] = []
-        self.size = 0
 
-    def add(self, data: bytes) -> list[int]:
-        self.parts.append(data)
-        ref = [self.size, len(data)]
-        self.size += len(data)
-        return ref
-
-    def tobytes(self) -> bytes:
-        return b"".join(self.parts)
+def stream_of(section: str, entry: dict[str, Any]) -> int:
+    """The version-2 stream (index into :data:`~prunelab.export.container.STREAMS`) that holds
+    an entry's ``section``."""
+    if section == "pos":
+        return 0
+    values = entry.get("values")
+    if (section == "data" and entry.get("kind") == "sparse" and isinstance(values, str)
+            and values.startswith("kmeans")):
+        return 1
+    return 2
 
 
 # ---------------------------------------------------------------------------- positions
@@ -101,8 +121,7 @@ def encode_positions(mask: np.ndarray) -> tuple[str, bytes, int]:
     gaps = np.diff(idx, prepend=-1) - 1
     width = max(1, (int(gaps.max()).bit_length() + 7) // 8) if len(gaps) else 1
     index = shuffle(gaps, width)
-    z = zstandard.ZstdCompressor(level=19)
-    if len(z.compress(index)) <= len(z.compress(bitmask)):
+    if _zlen(index) <= _zlen(bitmask):
         return "index", index, width
     return "bitmask", bitmask, 0
 
@@ -126,7 +145,54 @@ def decode_positions(coding: str, data: bytes, numel: int, nnz: int, width: int)
     return idx
 
 
+def _zlen(data: bytes) -> int:
+    return len(zstandard.ZstdCompressor(level=19).compress(data))
+
+
+def encode_sub(mask: np.ndarray) -> tuple[dict[str, Any], bytes]:
+    """(entry fields, bytes) of the ``sub`` coding of an n-D (n >= 2) boolean mask: which
+    indices of dim 0 and of dim 1 hold any non-zero (two bitmasks), then the flat positions
+    inside the sub-tensor they select (:func:`encode_positions`). Pruning that empties whole
+    rows and columns (dead units, structured pruning) leaves a smaller, denser sub-tensor."""
+    m = mask.reshape(mask.shape[0], mask.shape[1], -1)
+    rows, cols = m.any(axis=(1, 2)), m.any(axis=(0, 2))
+    inner, data, width = encode_positions(m[rows][:, cols].reshape(-1))
+    fields = {"rows": int(rows.sum()), "cols": int(cols.sum()), "inner": inner, "width": width}
+    return fields, np.packbits(rows).tobytes() + np.packbits(cols).tobytes() + data
+
+
+def sub_lengths(shape: list[int] | tuple[int, ...]) -> tuple[int, int, int]:
+    """(bytes of the dim-0 bitmask, of the dim-1 bitmask, entries per (row, column) pair)."""
+    rest = 1
+    for d in shape[2:]:
+        rest *= d
+    return (shape[0] + 7) // 8, (shape[1] + 7) // 8, rest
+
+
+def decode_sub(data: bytes, shape: tuple[int, ...], nnz: int, rows: int, cols: int,
+               inner: str, width: int) -> np.ndarray:
+    """Flat int64 indices of the non-zeros of a ``sub``-coded tensor (sizes already checked)."""
+    a, b, rest = sub_lengths(shape)
+    row_idx = np.flatnonzero(np.unpackbits(np.frombuffer(data[:a], np.uint8), count=shape[0]))
+    col_idx = np.flatnonzero(np.unpackbits(np.frombuffer(data[a: a + b], np.uint8),
+                                           count=shape[1]))
+    if len(row_idx) != rows or len(col_idx) != cols:
+        raise ValueError("the sub-tensor's rows or columns do not match their count")
+    sub = decode_positions(inner, data[a + b:], rows * cols * rest, nnz, width)
+    if not nnz:
+        return sub
+    i, rem = np.divmod(sub, cols * rest)
+    j, k = np.divmod(rem, rest)
+    return row_idx[i] * (shape[1] * rest) + col_idx[j] * rest + k
+
+
 # ---------------------------------------------------------------------------- values
+
+def int8_channels(shape: list[int] | tuple[int, ...]) -> int:
+    """How many (lo, scale) pairs an ``int8`` tensor has: one per output channel (dim 0) of a
+    weight, one for a one-dimensional tensor."""
+    return shape[0] if len(shape) >= 2 else 1
+
 
 def quantize_int8(values: np.ndarray, channel: np.ndarray, channels: int
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -190,33 +256,47 @@ def nearest(values: np.ndarray, sorted_centers: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------------------- tensors
 
-def encode_tensor(name: str, tensor: torch.Tensor, encoding: str, out: Sections) -> dict[str, Any]:
-    """Append the tensor's sections to ``out``; return its manifest entry."""
+def encode_tensor(name: str, tensor: torch.Tensor, encoding: str, vectors: str | None = None
+                  ) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """(manifest entry, its sections' bytes by name) of one tensor.
+
+    Weights (:func:`is_weight`) get positions and ``encoding``'s values; with ``vectors`` (one of
+    :data:`VECTOR_CODINGS`: format version 2) one-dimensional float tensors get positions and
+    values in that coding; without it (version 1) they, and every other tensor, are raw bytes.
+    """
     t = tensor.detach().cpu()
     dtype = str(t.dtype).removeprefix("torch.")
     if dtype not in DTYPES:
         raise ConfigError(f"tensor {name} has dtype {dtype}, which the export does not store; "
                           f"supported: {', '.join(DTYPES)}")
     entry: dict[str, Any] = {"name": name, "shape": list(t.shape), "dtype": dtype}
-    if not is_weight(t) or t.numel() == 0:
+    sparse = is_weight(t) or (vectors is not None and is_vector(t))
+    if not sparse or t.numel() == 0:
         entry["kind"] = "raw"
-        entry["data"] = out.add(np.ascontiguousarray(t.numpy()).astype(DTYPES[dtype]).tobytes())
-        return entry
+        return entry, {"data": np.ascontiguousarray(t.numpy()).astype(DTYPES[dtype]).tobytes()}
+    if not is_weight(t):
+        encoding = vectors
     flat = t.reshape(-1).to(torch.float32).numpy()
     mask = flat != 0
     coding, pos, width = encode_positions(mask)
     idx = np.flatnonzero(mask)
     values = flat[idx]
-    entry.update(kind="sparse", nnz=int(len(idx)), positions=coding, width=width,
-                 pos=out.add(pos), values=encoding)
+    entry.update(kind="sparse", nnz=int(len(idx)), positions=coding, width=width)
+    if vectors is not None and t.dim() >= 2 and coding != "all":  # version 2: rows and columns
+        fields, sub = encode_sub(mask.reshape(t.shape))
+        if _zlen(sub) < _zlen(pos):
+            entry.update(positions="sub", **fields)
+            pos = sub
+    entry["values"] = encoding
+    sections = {"pos": pos}
     if encoding == "fp32":
-        entry["data"] = out.add(shuffle(values.view(np.uint32), 4))
+        sections["data"] = shuffle(values.view(np.uint32), 4)
     elif encoding == "int8":
-        channels = t.shape[0]
+        channels = int8_channels(t.shape)
         channel = idx // (t.numel() // channels)
         codes, lo, scale = quantize_int8(values, channel, channels)
-        entry.update(data=out.add(codes.tobytes()), lo=out.add(lo.astype("<f4").tobytes()),
-                     scale=out.add(scale.astype("<f4").tobytes()))
+        sections.update(data=codes.tobytes(), lo=lo.astype("<f4").tobytes(),
+                        scale=scale.astype("<f4").tobytes())
     else:
         bits = kmeans_bits(encoding)
         distinct = np.unique(values)
@@ -224,9 +304,9 @@ def encode_tensor(name: str, tensor: torch.Tensor, encoding: str, out: Sections)
             codebook, codes = distinct, np.searchsorted(distinct, values).astype(np.uint8)
         else:
             codebook, codes = kmeans_1d(values, 2 ** bits)
-        entry.update(bits=bits, k=int(len(codebook)), data=out.add(codes.tobytes()),
-                     codebook=out.add(codebook.astype("<f4").tobytes()))
-    return entry
+        entry.update(bits=bits, k=int(len(codebook)))
+        sections.update(data=codes.tobytes(), codebook=codebook.astype("<f4").tobytes())
+    return entry, sections
 
 
 # ---------------------------------------------------------------------------- reading
@@ -238,11 +318,14 @@ MAX_DIMS = 32
 @dataclass(frozen=True)
 class Layout:
     """What a manifest entry claims, checked for consistency: its shape, element count, dense
-    bytes, and each payload section's (offset, length) with the length the entry implies."""
+    bytes, the length of each payload section the entry implies (in the order a version-2
+    payload lays them out), and each section's (offset, length): from the entry in version 1,
+    assigned by :func:`prunelab.export.manifest.check` in version 2."""
 
     shape: tuple[int, ...]
     numel: int
     dense_bytes: int
+    lengths: dict[str, int]
     sections: dict[str, tuple[int, int]]
 
 
@@ -273,10 +356,10 @@ def _ref(entry: dict[str, Any], key: str, length: int) -> tuple[int, int]:
     return ref[0], ref[1]
 
 
-def layout(entry: Any) -> Layout:
-    """The checked :class:`Layout` of a manifest entry, from the entry alone (nothing is
-    allocated: the section lengths follow from the shape, dtype, coding and non-zero count);
-    ValueError naming the first inconsistency."""
+def layout(entry: Any, version: int = 1) -> Layout:
+    """The checked :class:`Layout` of a manifest entry of a format-``version`` file, from the
+    entry alone (nothing is allocated: the section lengths follow from the shape, dtype, coding
+    and non-zero count); ValueError naming the first inconsistency."""
     if not isinstance(entry, dict):
         raise ValueError(f"an entry is {type(entry).__name__}, not an object")
     dtype = _choice(entry, "dtype", tuple(DTYPES))
@@ -290,32 +373,52 @@ def layout(entry: Any) -> Layout:
     itemsize = np.dtype(DTYPES[dtype]).itemsize
     kind = _choice(entry, "kind", ("raw", "sparse"))
     if kind == "raw":
-        sections = {"data": _ref(entry, "data", numel * itemsize)}
-        return Layout(tuple(shape), numel, numel * itemsize, sections)
-    if dtype not in FLOAT_DTYPES or len(shape) < 2:
-        raise ValueError(f"a sparse entry of dtype {dtype} and {len(shape)} dimension(s)")
-    nnz = _int(entry, "nnz", 0, numel)
-    coding = _choice(entry, "positions", ("all", "bitmask", "index"))
+        lengths = {"data": numel * itemsize}
+    else:
+        lengths = _sparse_lengths(entry, dtype, shape, numel, version)
+    sections = ({key: _ref(entry, key, n) for key, n in lengths.items()} if version == 1
+                else {})
+    return Layout(tuple(shape), numel, numel * itemsize, lengths, sections)
+
+
+def _positions_length(entry: dict[str, Any], coding: str, numel: int, nnz: int) -> int:
+    """The bytes of a flat position coding of ``nnz`` of ``numel`` entries."""
+    if nnz > numel:
+        raise ValueError(f"{nnz} non-zeros in {numel} entries")
     if coding == "all" and nnz != numel:
         raise ValueError(f"positions 'all' with {nnz} of {numel} entries")
     width = _int(entry, "width", 1, 8) if coding == "index" else 0
-    pos = {"all": 0, "bitmask": (numel + 7) // 8, "index": width * nnz}[coding]
-    sections = {"pos": _ref(entry, "pos", pos)}
+    return {"all": 0, "bitmask": (numel + 7) // 8, "index": width * nnz}[coding]
+
+
+def _sparse_lengths(entry: dict[str, Any], dtype: str, shape: list[int], numel: int,
+                    version: int) -> dict[str, int]:
+    """The bytes of each section of a sparse entry (version 1: weights only; 2: vectors too)."""
+    if dtype not in FLOAT_DTYPES or len(shape) < (2 if version == 1 else 1):
+        raise ValueError(f"a sparse entry of dtype {dtype} and {len(shape)} dimension(s)")
+    nnz = _int(entry, "nnz", 0, numel)
+    flat = ("all", "bitmask", "index")
+    coding = _choice(entry, "positions",
+                     flat + (("sub",) if version >= 2 and len(shape) >= 2 else ()))
+    if coding == "sub":
+        a, b, rest = sub_lengths(shape)
+        rows, cols = _int(entry, "rows", 0, shape[0]), _int(entry, "cols", 0, shape[1])
+        inner = _choice(entry, "inner", flat)
+        lengths = {"pos": a + b + _positions_length(entry, inner, rows * cols * rest, nnz)}
+    else:
+        lengths = {"pos": _positions_length(entry, coding, numel, nnz)}
     enc = _choice(entry, "values", ENCODINGS)
     if enc == "fp32":
-        sections["data"] = _ref(entry, "data", 4 * nnz)
+        lengths["data"] = 4 * nnz
     elif enc == "int8":
-        sections["data"] = _ref(entry, "data", nnz)
-        sections["lo"] = _ref(entry, "lo", 4 * shape[0])
-        sections["scale"] = _ref(entry, "scale", 4 * shape[0])
+        channels = int8_channels(shape)
+        lengths.update(data=nnz, lo=4 * channels, scale=4 * channels)
     else:
         bits = kmeans_bits(enc)
         if _int(entry, "bits", 1, 8) != bits:
             raise ValueError(f"bits={entry['bits']} for values {enc}")
-        k = _int(entry, "k", 0, 2 ** bits)
-        sections["data"] = _ref(entry, "data", nnz)
-        sections["codebook"] = _ref(entry, "codebook", 4 * k)
-    return Layout(tuple(shape), numel, numel * itemsize, sections)
+        lengths.update(data=nnz, codebook=4 * _int(entry, "k", 0, 2 ** bits))
+    return lengths
 
 
 def _array(payload: bytes, section: tuple[int, int], dtype: str) -> np.ndarray:
@@ -339,14 +442,18 @@ def decode_tensor(entry: dict[str, Any], payload: bytes, lay: Layout | None = No
         return torch.from_numpy(arr).reshape(shape)
     nnz = entry["nnz"]
     off, length = sec["pos"]
-    idx = decode_positions(entry["positions"], payload[off: off + length], numel, nnz,
-                           entry.get("width", 0))
+    if entry["positions"] == "sub":
+        idx = decode_sub(payload[off: off + length], shape, nnz, entry["rows"], entry["cols"],
+                         entry["inner"], entry.get("width", 0))
+    else:
+        idx = decode_positions(entry["positions"], payload[off: off + length], numel, nnz,
+                               entry.get("width", 0))
     enc = entry["values"]
     if enc == "fp32":
         off, length = sec["data"]
         values = unshuffle(payload[off: off + length], 4, nnz).astype(np.uint32).view(np.float32)
     elif enc == "int8":
-        channel = idx // (numel // shape[0]) if nnz else idx
+        channel = idx // (numel // int8_channels(shape)) if nnz else idx
         values = dequantize_int8(_array(payload, sec["data"], "u1"), channel,
                                  _array(payload, sec["lo"], "<f4"),
                                  _array(payload, sec["scale"], "<f4"))

@@ -23,7 +23,17 @@ from torch import nn
 
 from prunelab.errors import CheckpointError, PrunelabError
 from prunelab.evaluate import evaluate as eval_net
-from prunelab.export import artifact, codecs, deploy, finetune, manifest, runtimes
+from prunelab.export import (
+    artifact,
+    choice,
+    codecs,
+    container,
+    deadunits,
+    deploy,
+    finetune,
+    manifest,
+    runtimes,
+)
 from prunelab.io import atomic_write, write_json
 from prunelab.loading import load_finished_run, run_datamodule, run_test_loader
 from prunelab.messages import get_logger
@@ -41,10 +51,10 @@ from prunelab.paths import (
 
 log = get_logger(__name__)
 
-DEFAULT_ENCODINGS = ("kmeans5",)
+DEFAULT_ENCODINGS = (choice.AUTO,)
 ARTIFACT, REPORT, ONNX = EXPORT_ARTIFACT, EXPORT_REPORT, EXPORT_ONNX  # names in each folder
 #: every name ``prunelab export --format`` takes: the .plx encodings, then the deployable formats
-FORMATS = (*codecs.ENCODINGS, *deploy.FORMATS)
+FORMATS = (*codecs.ENCODINGS, choice.AUTO, *deploy.FORMATS)
 #: each deployable format's file in its folder
 DEPLOY_FILE = {deploy.ONNX: EXPORT_ONNX, deploy.ONNX_INT8: EXPORT_ONNX,
                deploy.EXECUTORCH: EXPORT_PTE, deploy.EXECUTORCH_INT8: EXPORT_PTE}
@@ -144,16 +154,23 @@ def export_onnx(net: nn.Module, example: torch.Tensor, path: Path) -> dict[str, 
 def export_run(run_dir: Path, encodings: list[str], out: Path | None = None,
                data_dir: str | None = None, evaluate: bool = True,
                finetune_epochs: int = 0, finetune_lr: float = finetune.LR,
-               allow: Iterable[str] = ()) -> list[dict[str, Any]]:
+               allow: Iterable[str] = (), biases: str = "fp32",
+               dead_units: str = deadunits.DEFAULT) -> list[dict[str, Any]]:
     """Export a finished run in each encoding; return the export.json records.
 
-    With ``finetune_epochs`` > 0 the ``kmeans<b>`` encodings are fine-tuned first (trained
-    quantisation, :mod:`prunelab.export.finetune`) and written to ``<encoding>-ft<N>/``.
-    ``allow``: module prefixes of the user's own classes the run's config may name (as
-    ``--allow-target``); the artifacts of such a network need the same to load.
+    ``auto`` (:mod:`prunelab.export.choice`) writes the candidate encoding chosen by validation
+    accuracy, into that encoding's folder. With ``finetune_epochs`` > 0 the ``kmeans<b>``
+    encodings are fine-tuned first (trained quantisation, :mod:`prunelab.export.finetune`) and
+    written to ``<encoding>-ft<N>/``; ``biases`` ``int8`` stores one-dimensional tensors in 8
+    bits, into ``...-b8/``. ``dead_units``: what happens to units that cannot change the
+    output (:mod:`prunelab.export.deadunits`), once, before any of that. ``allow``: module
+    prefixes of the user's own classes the run's config may name (as ``--allow-target``); the
+    artifacts of such a network need the same to load.
     """
     for enc in encodings:
         check_format(enc)
+    codecs.check_vectors(biases)
+    deadunits.check_mode(dead_units)
     formats = [e for e in encodings if e in deploy.FORMATS]
     encodings = [e for e in encodings if e not in deploy.FORMATS]
     for fmt in formats:
@@ -168,30 +185,57 @@ def export_run(run_dir: Path, encodings: list[str], out: Path | None = None,
     source_acc = eval_net(net, loader, binary)["test_acc"] if loader is not None else None
     # the ONNX file's example input: a test sample, or the data module's own without a test pass
     example = next(iter(loader))[0][:1] if loader is not None else example_input(cfg, data_dir)
-    state = net.state_dict()
+    base, dead = deadunits.strip(net, example, dead_units)
+    if dead.kept:
+        log.warning("dead units kept as trained: %s", dead.kept)
+    elif dead.params_removed:
+        log.info("dead units: %d non-zero parameters zeroed (%s), outputs unchanged (largest "
+                 "difference %.3g)", dead.params_removed, ", ".join(
+                     f"{name}: {counts}" for name, counts in dead.layers.items()),
+                 dead.max_abs_output_diff)
+    state = base.state_dict()
+    root = out or run_dir / EXPORT_DIR
+
+    def metadata(tuned: dict[str, Any] | None) -> dict[str, Any]:
+        # what the file is, in a few bytes (its run and folder are in export.json beside it)
+        acc = results.get("test_acc")
+        return {"model": cfg.model.name, "data": cfg.data.name,
+                "method": results.get("method"), "amount": results.get("amount"),
+                "run_test_acc": round(acc, 6) if isinstance(acc, float) else acc,
+                **({"finetune": {k: tuned[k] for k in ("epochs", "lr")}} if tuned else {})}
+
+    def prepare(enc: str) -> tuple[nn.Module, dict[str, Any] | None, Path, bytes]:
+        shipped, tuned, folder = finetune.for_encoding(
+            base, cfg, enc, finetune_epochs, finetune_lr, data_dir, root / enc)
+        if biases != "fp32":
+            folder = folder.with_name(f"{folder.name}-b8")
+        data = artifact.encode(shipped, enc, kwargs, metadata(tuned), builder, biases)
+        return shipped, tuned, folder, data
+
     records = []
     for enc in encodings:
-        shipped, tuned, folder = finetune.for_encoding(
-            net, cfg, enc, finetune_epochs, finetune_lr, data_dir, (out or run_dir / EXPORT_DIR) / enc)
+        chosen = None
+        if enc == choice.AUTO:
+            enc, (_, tuned, folder, data), chosen = choose_default(
+                prepare, base, cfg, data_dir, evaluate, binary, allow)
+        else:
+            _, tuned, folder, data = prepare(enc)
         path = folder / ARTIFACT
-        size = artifact.save(shipped, path, enc, kwargs, metadata={
-            "run": str(run_dir.resolve()), "model": cfg.model.name, "data": cfg.data.name,
-            "method": results.get("method"), "amount": results.get("amount"),
-            "run_test_acc": results.get("test_acc"),
-            **({"finetune": {k: tuned[k] for k in ("epochs", "lr")}} if tuned else {})},
-            builder=builder)
+        atomic_write(path, data)
+        size = len(data)
         # everything below is measured from the file (written just now: trusted to be as
         # large as the network), and a plain load of it is checked to be within its limit
         limit = 4 * artifact.dense_bytes(state) + manifest.limit_for(size)
         stored, decoded, loaded = artifact.open_artifact(path, allow, limit)
         try:
-            manifest.check(stored, str(path), size)
+            manifest.check(stored, str(path), size, version=container.VERSION)
         except CheckpointError:
             log.warning("%s: its network takes %.0f times the file's size, more than "
                         "prunelab.export.load accepts by default; load it with "
                         "load(path, max_bytes=%d)", path, artifact.dense_bytes(state) / size, limit)
         record: dict[str, Any] = {
             "artifact": str(path),
+            "run": str(run_dir.resolve()),
             "format": enc,  # as every export.json: the name given to --format / --encoding
             "encoding": enc,
             "artifact_bytes": size,
@@ -202,7 +246,11 @@ def export_run(run_dir: Path, encodings: list[str], out: Path | None = None,
             "params_nonzero": sum(int((t != 0).sum()) for t in decoded.values()),
             "max_abs_weight_error": max(float((decoded[k].float() - v.float()).abs().max())
                                         for k, v in state.items() if v.numel()),
-            "tensors": [{k: e.get(k) for k in ("name", "shape", "kind", "nnz", "positions")}
+            "biases": biases,
+            "dead_units": dead.record(),
+            "chosen": chosen,
+            "tensors": [{k: e.get(k) for k in ("name", "shape", "kind", "nnz", "positions",
+                                               "values")}
                         for e in stored["tensors"]],
             "finetune": tuned,
             "source_test_acc": source_acc,
@@ -227,6 +275,40 @@ def export_run(run_dir: Path, encodings: list[str], out: Path | None = None,
             records.append(export_format(fmt, source, (out or run_dir / EXPORT_DIR) / fmt,
                                          loader, binary, results, cfg, data_dir))
     return records
+
+
+def choose_default(prepare: Any, base: nn.Module, cfg: Any, data_dir: str | None,
+                   evaluate: bool, binary: bool, allow: Iterable[str]
+                   ) -> tuple[str, Any, dict[str, Any]]:
+    """(the encoding ``auto`` chose, what ``prepare`` made of it, the choice's record): each
+    candidate encoded, decoded and measured on the run's validation split (without
+    ``evaluate``: nothing measured, the first candidate)."""
+    val = val_loader(cfg, data_dir) if evaluate else None
+    reference = samples = None
+    if val is not None:
+        measured = eval_net(base, val, binary)
+        reference, samples = measured["test_acc"], measured["test_samples"]
+    candidates = []
+    for enc in choice.CANDIDATES:
+        prepared = prepare(enc)
+        acc = None
+        if val is not None:
+            limit = 4 * artifact.dense_bytes(base.state_dict()) + manifest.limit_for(0)
+            _, _, decoded = artifact.from_bytes(prepared[3], enc, allow, limit)
+            acc = eval_net(decoded, val, binary)["test_acc"]
+        candidates.append(choice.Candidate(enc, len(prepared[3]), acc, prepared))
+    chosen, reason = choice.choose(candidates, reference)
+    log.info("default encoding: %s, %s", chosen.encoding, reason)
+    return chosen.encoding, chosen.payload, choice.record(chosen, reason, candidates, reference,
+                                                          samples)
+
+
+def val_loader(cfg: Any, data_dir: str | None) -> Any:
+    """The validation loader of a run's config (the split the run chose on, never the test)."""
+    datamodule = run_datamodule(cfg, data_dir)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return datamodule.val_dataloader()
 
 
 def train_inputs(cfg: Any, data_dir: str | None) -> Iterable[torch.Tensor]:
