@@ -392,6 +392,17 @@ def test_cli_default_chooses_the_encoding_by_validation_accuracy(finished_run, c
     assert "default encoding: " + rec["encoding"] in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--max-bytes", "10"], "--max-bytes must be a whole number of bytes >= 22, got 10"),
+    (["--encoding", "kmeans4", "--max-bytes", "3450"], "give it with --encoding auto"),
+])
+def test_cli_refuses_a_byte_budget_it_cannot_apply(finished_run, capsys, args, message):
+    out = finished_run.parent / "budget_out"
+    assert cli.main([str(finished_run), *args, "--out", str(out)]) == 2
+    assert message in one_error_line(capsys)
+    assert not out.exists()
+
+
 def test_cli_writes_8_bit_biases_and_folds_dead_units(finished_run):
     out = finished_run.parent / "small_out"
     assert cli.main([str(finished_run), "--encoding", "kmeans3", "--biases", "int8",

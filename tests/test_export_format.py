@@ -273,3 +273,40 @@ def test_without_an_accurate_enough_file_the_most_accurate_is_chosen():
 def test_without_measurements_the_first_candidate_is_chosen():
     k5, k6 = Candidate("kmeans5", 100, None), Candidate("kmeans6", 90, None)
     assert choose([k5, k6], reference=None)[0] is k5
+
+
+def test_under_a_byte_budget_the_most_accurate_file_within_it_is_chosen():
+    k4, k3, k2 = (Candidate("kmeans4", 3600, 0.990), Candidate("kmeans3", 3300, 0.989),
+                  Candidate("kmeans2", 3000, 0.989))
+    chosen, why = choose([k4, k3, k2], reference=0.988, max_bytes=3450)
+    assert chosen is k2 and "most accurate file within 3,450 bytes" in why  # smaller of equals
+    assert choose([k4, k3, k2], reference=0.988, max_bytes=4000)[0] is k4
+    assert choose([k4, k3], reference=None, max_bytes=3450)[0] is k3  # unmeasured: the largest
+    chosen, why = choose([k4, k3], reference=0.988, max_bytes=1000)
+    assert chosen is k3 and why == "no file within 1,000 bytes: the smallest"
+
+
+def test_zeroing_that_would_change_an_output_keeps_the_network(monkeypatch):
+    """The final check is the guard: made stricter than any change (a negative tolerance, as
+    if zeroing had moved the outputs), the network is kept as trained, and why is said."""
+    monkeypatch.setattr(deadunits, "TOLERANCE", -1.0)
+    net = dead_lenet()
+    kept, report = deadunits.strip(net, torch.randn(1, 1, 28, 28), "zero")
+    assert kept is net and report.kept.startswith("the outputs would change by 0")
+    assert all(torch.equal(v, dead_lenet().state_dict()[k]) for k, v in net.state_dict().items())
+
+
+def test_a_network_the_dependency_graph_cannot_trace_is_exported_as_trained(monkeypatch):
+    """Torch-Pruning fails on some graphs (a channel shuffle divides by zero): the export goes
+    on with the network as trained, and says why."""
+    import torch_pruning as tp
+
+    def fail(*args, **kwargs):
+        raise ZeroDivisionError("integer division or modulo by zero")
+
+    monkeypatch.setattr(tp.DependencyGraph, "build_dependency", fail)
+    net = dead_lenet()
+    kept, report = deadunits.strip(net, torch.randn(1, 1, 28, 28))
+    assert kept is net and report.params_removed == 0
+    assert report.kept == ("its dependency graph cannot be built or used (ZeroDivisionError: "
+                           "integer division or modulo by zero)")

@@ -60,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="units that cannot change the output: zero their weights and "
                              "biases (default), also fold non-zero constants into the next "
                              "layer's biases (fold), or keep them as trained")
+    parser.add_argument("--max-bytes", type=int, metavar="N",
+                        help=f"with --encoding {choice.AUTO}: the most accurate (on the "
+                             f"validation split) of {', '.join(choice.BUDGET_CANDIDATES)} "
+                             "whose file takes at most N bytes")
     add_run_source_args(parser)
     add_verbosity_args(parser)
     args = parser.parse_args(argv)
@@ -82,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         encodings = list(dict.fromkeys([*encodings, *formats]))
         export_run(path, encodings, Path(args.out) if args.out else None, args.data_dir,
                    evaluate=not args.no_eval, finetune_epochs=args.finetune_epochs,
-                   allow=args.allow_target, biases=args.biases, dead_units=args.dead_units)
+                   allow=args.allow_target, biases=args.biases, dead_units=args.dead_units,
+                   max_bytes=args.max_bytes)
     except PrunelabError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2

@@ -219,27 +219,45 @@ def _constants(dg: Any, work: nn.Module, module: nn.Module, consumers: list[_Con
 
 def strip(net: nn.Module, example: Tensor, mode: str = DEFAULT) -> tuple[nn.Module, Report]:
     """(a copy of ``net`` with its dead units zeroed, what was done); ``net`` itself when
-    ``mode`` is ``keep``, when nothing is dead, or when the check batch's outputs would change
-    beyond float rounding (then :attr:`Report.kept` says why). ``net`` holds plain weights
-    (masks folded); ``example`` is one input batch (any size)."""
-    import torch_pruning as tp  # lazy: the dependency graph, for exports that strip only
-
+    ``mode`` is ``keep``, when nothing is dead, or when the dependency graph cannot be built or
+    the check batch's outputs would change beyond float rounding (then :attr:`Report.kept`
+    says why). ``net`` holds plain weights (masks folded); ``example`` is one input batch."""
     report = Report(check_mode(mode))
     if mode == "keep":
         return net, report
     work = copy.deepcopy(net).eval()
+    for p in work.parameters():  # the output layers are found through autograd
+        p.requires_grad_(True)
     keys = {k: tuple(v.shape) for k, v in work.state_dict().items()}
-    inputs = (example,)
-    check = check_batch(inputs)
+    check = check_batch((example,))
     with torch.no_grad():
         reference = [t.detach().clone() for t in flatten(work(*check))]
+    try:
+        _zero_dead(work, (example,), check, report, mode == "fold")
+    except Exception as err:  # an op the dependency graph cannot trace: export as trained
+        report.kept = (f"its dependency graph cannot be built or used ({type(err).__name__}: "
+                       f"{str(err).splitlines()[0][:120] if str(err) else ''})")
+        return net, report
+    if not report.params_removed:
+        return net, report
+    reason = _compare(reference, work, check, keys, report)
+    if reason is not None:
+        report.kept = reason
+        return net, report
+    return work, report
+
+
+def _zero_dead(work: nn.Module, inputs: tuple[Tensor, ...], check: tuple[Tensor, ...],
+               report: Report, fold: bool) -> None:
+    """Zero ``work``'s dead units in place, until nothing changes; count them in ``report``."""
+    import torch_pruning as tp  # lazy: the dependency graph, for exports that strip only
+
     protected = output_layers(work, inputs)
     dg = tp.DependencyGraph().build_dependency(work, example_inputs=inputs, verbose=False)
     names = {m: n for n, m in work.named_modules()}
     roots = {m: _consumers(dg, m) for m in work.modules()
              if is_root(m) and m not in protected and m in dg.module2node}
     roots = {m: c for m, c in roots.items() if c is not None}
-    fold = mode == "fold"
     changed = True
     while changed:
         changed = False
@@ -257,17 +275,6 @@ def strip(net: nn.Module, example: Tensor, mode: str = DEFAULT) -> tuple[nn.Modu
                 report.count(names[module], "constant", len(zero))
                 report.count(names[module], "folded", len(folded))
                 changed = True
-    for p in work.parameters():
-        p.requires_grad_(False)
-    if not report.params_removed:
-        return net, report
-    reason = _compare(reference, work, check, keys, report)
-    if reason is not None:
-        report.kept = reason
-        return net, report
-    for p in work.parameters():
-        p.requires_grad_(True)
-    return work, report
 
 
 def _compare(reference: list[Tensor], work: nn.Module, check: tuple[Tensor, ...],

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunelab.errors import CheckpointError, PrunelabError
+from prunelab.errors import CheckpointError, ConfigError, PrunelabError
 from prunelab.evaluate import evaluate as eval_net
 from prunelab.export import (
     artifact,
@@ -155,11 +155,13 @@ def export_run(run_dir: Path, encodings: list[str], out: Path | None = None,
                data_dir: str | None = None, evaluate: bool = True,
                finetune_epochs: int = 0, finetune_lr: float = finetune.LR,
                allow: Iterable[str] = (), biases: str = "fp32",
-               dead_units: str = deadunits.DEFAULT) -> list[dict[str, Any]]:
+               dead_units: str = deadunits.DEFAULT,
+               max_bytes: int | None = None) -> list[dict[str, Any]]:
     """Export a finished run in each encoding; return the export.json records.
 
     ``auto`` (:mod:`prunelab.export.choice`) writes the candidate encoding chosen by validation
-    accuracy, into that encoding's folder. With ``finetune_epochs`` > 0 the ``kmeans<b>``
+    accuracy, into that encoding's folder; with ``max_bytes``, among the smaller codings'
+    files within that size. With ``finetune_epochs`` > 0 the ``kmeans<b>``
     encodings are fine-tuned first (trained quantisation, :mod:`prunelab.export.finetune`) and
     written to ``<encoding>-ft<N>/``; ``biases`` ``int8`` stores one-dimensional tensors in 8
     bits, into ``...-b8/``. ``dead_units``: what happens to units that cannot change the
@@ -171,6 +173,13 @@ def export_run(run_dir: Path, encodings: list[str], out: Path | None = None,
         check_format(enc)
     codecs.check_vectors(biases)
     deadunits.check_mode(dead_units)
+    if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int)
+                                  or max_bytes < container.HEADER_BYTES):
+        raise ConfigError(f"--max-bytes must be a whole number of bytes >= "
+                          f"{container.HEADER_BYTES}, got {max_bytes}")
+    if max_bytes is not None and choice.AUTO not in encodings:
+        raise ConfigError(f"--max-bytes chooses among encodings: give it with --encoding "
+                          f"{choice.AUTO} (the default), not {', '.join(encodings)}")
     formats = [e for e in encodings if e in deploy.FORMATS]
     encodings = [e for e in encodings if e not in deploy.FORMATS]
     for fmt in formats:
@@ -217,7 +226,7 @@ def export_run(run_dir: Path, encodings: list[str], out: Path | None = None,
         chosen = None
         if enc == choice.AUTO:
             enc, (_, tuned, folder, data), chosen = choose_default(
-                prepare, base, cfg, data_dir, evaluate, binary, allow)
+                prepare, base, cfg, data_dir, evaluate, binary, allow, max_bytes)
         else:
             _, tuned, folder, data = prepare(enc)
         path = folder / ARTIFACT
@@ -278,18 +287,19 @@ def export_run(run_dir: Path, encodings: list[str], out: Path | None = None,
 
 
 def choose_default(prepare: Any, base: nn.Module, cfg: Any, data_dir: str | None,
-                   evaluate: bool, binary: bool, allow: Iterable[str]
-                   ) -> tuple[str, Any, dict[str, Any]]:
+                   evaluate: bool, binary: bool, allow: Iterable[str],
+                   max_bytes: int | None = None) -> tuple[str, Any, dict[str, Any]]:
     """(the encoding ``auto`` chose, what ``prepare`` made of it, the choice's record): each
     candidate encoded, decoded and measured on the run's validation split (without
-    ``evaluate``: nothing measured, the first candidate)."""
+    ``evaluate``: nothing measured, the first candidate); with ``max_bytes`` the smaller
+    codings compete, within that size."""
     val = val_loader(cfg, data_dir) if evaluate else None
     reference = samples = None
     if val is not None:
         measured = eval_net(base, val, binary)
         reference, samples = measured["test_acc"], measured["test_samples"]
     candidates = []
-    for enc in choice.CANDIDATES:
+    for enc in choice.CANDIDATES if max_bytes is None else choice.BUDGET_CANDIDATES:
         prepared = prepare(enc)
         acc = None
         if val is not None:
@@ -297,10 +307,11 @@ def choose_default(prepare: Any, base: nn.Module, cfg: Any, data_dir: str | None
             _, _, decoded = artifact.from_bytes(prepared[3], enc, allow, limit)
             acc = eval_net(decoded, val, binary)["test_acc"]
         candidates.append(choice.Candidate(enc, len(prepared[3]), acc, prepared))
-    chosen, reason = choice.choose(candidates, reference)
-    log.info("default encoding: %s, %s", chosen.encoding, reason)
+    chosen, reason = choice.choose(candidates, reference, max_bytes)
+    (log.warning if max_bytes is not None and chosen.bytes > max_bytes else log.info)(
+        "default encoding: %s, %s", chosen.encoding, reason)
     return chosen.encoding, chosen.payload, choice.record(chosen, reason, candidates, reference,
-                                                          samples)
+                                                          samples, max_bytes)
 
 
 def val_loader(cfg: Any, data_dir: str | None) -> Any:
