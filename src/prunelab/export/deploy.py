@@ -133,7 +133,7 @@ def write_onnx_int8(source: Source, path: Path) -> Written:
         _first(source.calibration(), CALIBRATION_BATCHES), "input")
     with tempfile.TemporaryDirectory() as tmp:
         fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-        fp32.write_bytes(onnx_bytes(source.net, source.example))
+        atomic_write(fp32, onnx_bytes(source.net, source.example))
         root = logging.getLogger()
         level = root.level  # quantize_static logs a pre-processing tip on the root logger
         root.setLevel(max(level, logging.ERROR))
