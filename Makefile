@@ -4,7 +4,8 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
-# the tests run in a random order (pytest-randomly), its seed printed at the end;
+# the tests run on both cores (pytest-xdist) in a random order (pytest-randomly), its seed
+# printed at the end;
 # make test SEED=<that seed> repeats an order
 SEED ?=
 ORDER := -p randomly $(if $(SEED),--randomly-seed=$(SEED))
@@ -21,7 +22,7 @@ run: install
 	$(BIN)/python -m prunelab model=cnn pruning=iterative $(ARGS)
 
 test: install
-	$(BIN)/python -m pytest -q -m "not slow" $(ORDER)
+	$(BIN)/python -m pytest -q -m "not slow" -n 2 $(ORDER)
 
 test-all: install
 	$(BIN)/python -m pytest -q $(ORDER)

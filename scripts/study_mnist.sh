@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The MNIST pruning study of the README's results section (experiment=study_mnist: 8 epochs of
+# The MNIST pruning study of docs/results/ (experiment=study_mnist: 8 epochs of
 # one-cycle SGD, 5 pruning steps at the ends of epochs 2-6 rising linearly to the target, 1
 # fine-tuning epoch): dense baselines; global magnitude, layer-wise L1 and random unstructured.
 # Relaunching resumes: finished jobs are skipped, interrupted ones continue from last.ckpt.

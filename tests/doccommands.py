@@ -1,4 +1,5 @@
-"""The shell commands of README.md and docs/ as test cases (docs/testing.md, "Documented commands").
+"""The shell commands of README.md and docs/ as test cases (docs/design/testing.md,
+"Documented commands").
 
 A fenced code block is a *command block* when its language is a shell's (``bash``, ``sh``,
 ``shell``, ``console``, ``zsh``) or, unlabelled, when a line of it starts with ``$ `` or

@@ -170,7 +170,7 @@ def _final_model(path: Path) -> None:
 
 
 def _metrics_csv(path: Path) -> None:
-    from prunelab.loggers import keep_rows_before
+    from prunelab.curves import keep_rows_before
 
     path.write_text("epoch,loss\n0,1.0\n1,0.5\n")
     keep_rows_before(path, 1)

@@ -61,7 +61,7 @@ def test_a_new_callback_argument_is_a_config_key(make_cfg):
                                          "prunelab.pruning.targets.Targets; valid: types, include"),
     (["pruning=none", "pruning.schedule.amount=0.5"], "pruning.schedule.amount: not a key of none; "
                                                       "valid: (none)"),
-    (["logger.csv.flush=3"], "logger.csv.flush: not a key of prunelab.loggers.csv_logger; valid: "
+    (["logger.csv.flush=3"], "logger.csv.flush: not a key of prunelab.curves.csv_logger; valid: "
                              "resume_epoch"),
     (["pruning=one_shot", "pruning.schedule._target_=prunelab.pruning.schedules.Nope"],
      "pruning.schedule._target_='prunelab.pruning.schedules.Nope' cannot be imported"),
@@ -119,7 +119,7 @@ def test_every_key_of_every_built_in_component_is_documented():
     from prunelab.pruning.schedules import BUILT_IN as SCHEDULES
     from prunelab.pruning.targets import Targets
 
-    doc = (ROOT / "docs" / "configuration.md").read_text()
+    doc = (ROOT / "docs" / "guide" / "configuration.md").read_text()
     keys = {f"pruning.{k}" for k in components.parameters(PruningCallback)[0]
             if k not in ("schedule", "method", "targets", "custom")}
     keys |= {f"pruning.targets.{k}" for k in components.parameters(Targets)[0]}
@@ -128,7 +128,7 @@ def test_every_key_of_every_built_in_component_is_documented():
     for cls in METHODS.values():
         keys |= {f"pruning.method.{k}" for k in components.parameters(cls)[0]}
     missing = sorted(k for k in keys if f"`{k}`" not in doc)
-    assert not missing, f"docs/configuration.md does not document {missing}"
+    assert not missing, f"docs/guide/configuration.md does not document {missing}"
 
 
 def test_canonical_completes_nodes_with_their_defaults():
@@ -168,7 +168,7 @@ def test_library_code_does_not_print():
     """Messages go through the ``prunelab`` logger; only command-line modules print."""
     src = ROOT / "src" / "prunelab"
     cli = {"__main__.py", "evaluate.py", "compact.py", "report.py", "search.py", "cli_summary.py",
-           "outputs.py", "export/__main__.py"}
+           "outputs.py", "study.py", "export/__main__.py"}
     printing = [str(p.relative_to(src)) for p in src.rglob("*.py")
                 if re.search(r"(?<![\w.])print\(", p.read_text())]
     library = [p for p in printing if p not in cli and Path(p).parts[0] != "cli"]

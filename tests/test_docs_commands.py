@@ -1,7 +1,7 @@
 """Every documented command runs as printed, in a real process; so do the commands a run prints.
 
 The command blocks of README.md and docs/ (``tests/doccommands.py``; markers and placeholders
-in docs/testing.md) run as bash scripts in a sandbox checkout with tiny data, each in fresh
+in docs/design/testing.md) run as bash scripts in a sandbox checkout with tiny data, each in fresh
 processes: the console script ``prunelab`` or ``python -m prunelab``, exactly as a user types
 them. A run of a model of your own (``--config-dir``, ``PYTHONPATH``) prints its next commands;
 each is run as printed.
@@ -129,7 +129,7 @@ def doc_sweep(sandbox: Sandbox) -> str:
 
 
 def test_every_command_block_is_marked() -> None:
-    """A new command block must say whether and how it runs (docs/testing.md)."""
+    """A new command block must say whether and how it runs (docs/design/testing.md)."""
     problems = []
     for doc in DOCS:
         problems += [f"{s}: a doctest marker with no fenced block under it"
@@ -140,7 +140,7 @@ def test_every_command_block_is_marked() -> None:
             elif b.is_command and b.marker is None:
                 problems.append(f"{b.where}: a command block without a marker: put "
                                 "<!-- doctest: run|fast|skip REASON --> on the line before it "
-                                "(docs/testing.md)")
+                                "(docs/design/testing.md)")
             elif b.marker is not None and b.marker.mode != "skip":
                 values = dict.fromkeys(("run", "ckpt", "sweep", "data"), "x")
                 try:
@@ -274,7 +274,7 @@ def run_as_printed(command: str, cwd: Path, env: dict[str, str]) -> subprocess.C
 
 @pytest.fixture(scope="module")
 def own_run(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory):
-    """examples/own_model's run as docs/own_model.md types it (``PYTHONPATH=$PWD prunelab
+    """examples/own_model's run as docs/guide/own_model.md types it (``PYTHONPATH=$PWD prunelab
     --config-dir conf ...``), structured so that compact is among its next commands."""
     folder = sandbox.root / "examples" / "own_model"
     data = tmp_path_factory.mktemp("own_data")

@@ -123,3 +123,51 @@ def test_anchors_follow_github_rules():
     text = "# Real speed: compaction\n## The `PruningCallback` on your model\n## Notes\n## Notes\n"
     assert anchors(text) == {"real-speed-compaction", "the-pruningcallback-on-your-model",
                              "notes", "notes-1"}
+
+
+# ------------------------------------------------------------------ docs paths named in text
+
+#: where a docs page is named in plain text: messages, docstrings, comments, configs, scripts
+PATH_MENTION = re.compile(r"(?<![\w/.-])docs/\w[\w./-]*?\.md\b")
+MENTION_ROOTS = ("src", "conf", "tests", "scripts", "benchmarks", "examples", "docs")
+MENTION_SUFFIXES = {".py", ".yaml", ".yml", ".sh", ".md", ".toml", ".txt"}
+
+
+def files_naming_docs(root: Path = ROOT) -> list[Path]:
+    files = [p for p in root.iterdir() if p.is_file() and p.suffix in MENTION_SUFFIXES | {""}]
+    for sub in MENTION_ROOTS:
+        files += [p for p in (root / sub).rglob("*")
+                  if p.is_file() and p.suffix in MENTION_SUFFIXES and "__pycache__" not in p.parts]
+    return sorted(files)
+
+
+def missing_docs_paths(path: Path, root: Path = ROOT) -> list[str]:
+    """``docs/....md`` paths named in ``path``'s text (relative to the checkout) that do not
+    exist, as ``file:line: path``."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        return []
+    bad = []
+    for n, line in enumerate(text.splitlines(), 1):
+        for m in PATH_MENTION.finditer(line):
+            if not (root / m.group(0)).is_file():
+                bad.append(f"{path.relative_to(root).as_posix()}:{n}: {m.group(0)}")
+    return bad
+
+
+def test_every_docs_path_named_in_code_configs_and_docs_exists():
+    """A message, docstring, comment or page that names ``docs/x.md`` names a page that is
+    there (a moved page leaves no stale name behind)."""
+    here = Path(__file__).resolve()
+    bad = [b for f in files_naming_docs() if f != here for b in missing_docs_paths(f)]
+    assert not bad, "docs paths that do not exist:\n" + "\n".join(bad)
+
+
+def test_the_mention_check_finds_a_moved_page(tmp_path: Path):
+    (tmp_path / "docs" / "guide").mkdir(parents=True)
+    (tmp_path / "docs" / "guide" / "cli.md").write_text("# CLI\n")
+    src = tmp_path / "mod.py"
+    src.write_text('"""Exit statuses: docs/guide/cli.md."""\n# see docs/cli.md, "Exit status"\n'
+                   'OUT = "mydocs/x.md"\n')
+    assert missing_docs_paths(src, tmp_path) == ["mod.py:2: docs/cli.md"]

@@ -146,3 +146,19 @@ def test_run_takes_extra_callbacks_and_a_configured_profiler(make_cfg, tmp_path,
     assert spy.checkpoints == [LastCheckpoint.__name__]  # no ModelCheckpoint added by Lightning
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["epoch"] == 1 and ckpt["global_step"] == spy.global_step > 0  # after the last epoch
+
+
+@pytest.mark.parametrize("args", [["--help"]])
+def test_a_closed_output_pipe_ends_quietly(args, tmp_path):
+    """``prunelab ... | head`` whose reader has gone: no traceback, the shell's SIGPIPE status."""
+    from prunelab.cli import EXIT_BROKEN_PIPE
+
+    read, write = os.pipe()
+    os.close(read)  # the reader went away before anything was written
+    try:
+        proc = subprocess.run([sys.executable, "-m", "prunelab", *args], cwd=tmp_path,
+                              stdout=write, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write)
+    assert proc.stderr == ""
+    assert proc.returncode == EXIT_BROKEN_PIPE

@@ -25,7 +25,6 @@ from torch import nn
 
 from prunelab import report as R
 from prunelab.cli import summary
-from prunelab.compat import check_configs, check_data
 from prunelab.data import (
     ImageFolderDataModule,
     IMDBDataModule,
@@ -35,6 +34,7 @@ from prunelab.data import (
 from prunelab.data import imdb as imdb_module
 from prunelab.errors import ConfigError, DataMissingError, DivergedError
 from prunelab.models.system import ClassifierSystem
+from prunelab.pairing import check_configs, check_data
 from prunelab.run import FAILED, RESULTS, instantiate_model, run, run_or_record_failure
 
 from conftest import ROOT

@@ -297,7 +297,7 @@ def test_second_launch_of_a_running_run_is_refused(tiny_data, tmp_path):
                              stderr=subprocess.STDOUT, text=True)
     try:
         for line in first.stdout:
-            if "[prunelab] epoch 0:" in line:  # training, lock held
+            if "epoch 0: pruned" in line:  # training, lock held
                 break
         second = cli(*args, cwd=tmp_path)
         still_running = first.poll() is None

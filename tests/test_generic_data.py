@@ -6,9 +6,9 @@ import pytest
 import torch
 from tokenizers import Tokenizer
 
-from prunelab.compat import check_configs, check_data
 from prunelab.data import ImageFolderDataModule, TextFilesDataModule, TorchvisionDataModule
 from prunelab.errors import ConfigError, DataMissingError
+from prunelab.pairing import check_configs, check_data
 from prunelab.run import check_config, instantiate_data, instantiate_model, run
 
 from fakedata import (

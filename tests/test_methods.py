@@ -32,7 +32,7 @@ class M:
 
     @staticmethod
     def ln_structured(w, amount, n=2, dim=0, mask=None):
-        return C.mask("ln_structured", w, amount, n=n, dim=dim, mask=mask)
+        return C.mask("ln_structured", w, amount, norm=n, dim=dim, mask=mask)
 
     @staticmethod
     def random_structured(w, amount, dim=0, mask=None, generator=None):

@@ -46,7 +46,7 @@ def test_an_old_config_converts_to_today_s_nodes():
     assert pruning["_target_"] == "prunelab.pruning.PruningCallback" and "budget" not in pruning
     assert "rate" not in pruning and "update_every" not in pruning  # inert in an agp run
     assert new["trainer"]["_target_"] == "lightning.Trainer"
-    assert new["logger"]["csv"] == {"_target_": "prunelab.loggers.csv_logger"}
+    assert new["logger"]["csv"] == {"_target_": "prunelab.curves.csv_logger"}
     assert "tensorboard" not in new["logger"]  # was false
     assert upgrade(new) == (new, [])  # today's shape is left as it is
 
@@ -59,7 +59,7 @@ def test_an_old_dense_config_and_an_unknown_criterion_convert():
     new = upgrade(old)[0]["pruning"]
     assert new["schedule"] == {"_target_": "prunelab.pruning.schedules.Explicit", "steps": [[0, 0.5]]}
     assert new["method"] == {"_target_": "prunelab.pruning.criteria.ByName", "criterion": "my_own",
-                             "n": 2.0, "round_to": 4}
+                             "norm": 2.0, "round_to": 4}  # n: the norm order's earlier name
 
 
 def test_an_interrupted_old_run_resumes_with_its_own_command(tiny_data, tmp_path):

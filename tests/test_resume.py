@@ -147,7 +147,7 @@ def test_curves_survive_repeated_kills(data, tmp_path):
     run_to_end([*args, f"hydra.run.dir={straight}"], tmp_path)
     killed = tmp_path / "killed"
     for epoch in (0, 1, 2):
-        run_and_kill([*args, f"hydra.run.dir={killed}"], tmp_path, marker=f"[prunelab] epoch {epoch}:")
+        run_and_kill([*args, f"hydra.run.dir={killed}"], tmp_path, marker=f"epoch {epoch}: pruned")
     run_to_end([*args, f"hydra.run.dir={killed}"], tmp_path)
     assert metric_rows(killed) == metric_rows(straight)
     for tag in ("val_acc", "train_loss", "sparsity/global"):

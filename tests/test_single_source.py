@@ -12,7 +12,7 @@ SRC = ROOT / "src" / "prunelab"
 RUN_FOLDER_NAMES = {paths.RESULTS, paths.FAILED, paths.SEARCH, paths.FINAL_MODEL,
                     paths.COMPACT_MODEL, paths.CHECKPOINT_DIR, paths.LAST_CHECKPOINT,
                     paths.HYDRA_DIR, paths.HYDRA_OVERRIDES, paths.EXPORT_ARTIFACT,
-                    paths.EXPORT_REPORT, paths.EXPORT_ONNX}
+                    paths.EXPORT_REPORT, paths.EXPORT_ONNX, paths.OPTUNA_DB, paths.OPTUNA_RESULTS}
 # report.py's owner switches it to prunelab.paths; remove this entry when that lands
 KNOWN: dict[str, set[str]] = {}
 

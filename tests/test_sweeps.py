@@ -256,13 +256,24 @@ def test_search_end_to_end_reuses_probes(tiny_data: Path, tmp_path: Path,
 
 
 def test_search_rejects_bad_arguments(capsys: pytest.CaptureFixture) -> None:
-    assert search_cli.main(["--method", "l1_unstructured", "trainer=fast"]) == 2  # no pruning schedule
+    assert search_cli.main(["--method", "l1_unstructured", "pruning=none"]) == 2  # nothing to search
     assert "needs a pruning schedule" in capsys.readouterr().err
     assert search_cli.main(["--method", "l1_unstructured", "--lo", "0.9", "--hi", "0.5",
                    "pruning=one_shot"]) == 2
     assert search_cli.main(["--method", "nope", "pruning=one_shot"]) == 2
     assert "bad overrides" in capsys.readouterr().err
     assert search_cli.main(["--method", "l1_unstructured", "pruning=one_shot", "pruning.schedule.amount=0.3"]) == 2
+
+
+def test_search_without_a_schedule_probes_one_shot() -> None:
+    """No pruning= typed: the probes prune with one_shot (before: refused), and say so."""
+    from prunelab.components import component_name
+    from prunelab.search import DEFAULT_SCHEDULE, Runner
+
+    runner = Runner(["trainer=fast"], None, [])
+    assert runner.overrides == [DEFAULT_SCHEDULE, "trainer=fast"]
+    cfg = runner.compose([*runner.overrides, "pruning/method=l1_unstructured"])
+    assert component_name(cfg.pruning.schedule) == "one_shot"
 
 
 def test_mnist_sweep_presets_are_valid(make_cfg) -> None:

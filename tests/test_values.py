@@ -35,27 +35,27 @@ VALUES = ("0", "-1", "nan", "1e12", "1000000000000")
 
 # Values that are accepted, each with the page (and a phrase of it) that says what it means.
 # Anything else that is accepted fails the test: give it a check, or a documented meaning here.
-RANGES = ("docs/configuration.md", "Valid values")
+RANGES = ("docs/guide/configuration.md", "Valid values")
 DOCUMENTED: dict[str, dict[str, tuple[str, str]]] = {
     "seed": {"0": RANGES},
     "data.seed": {"0": RANGES},
-    "data.val_size": {"0": ("docs/reliability.md", "No validation data (`data.val_size=0`)")},
+    "data.val_size": {"0": ("docs/guide/reliability.md", "No validation data (`data.val_size=0`)")},
     "model.optimizer.lr": dict.fromkeys(("1e12", "1000000000000"), (
-        "docs/reliability.md", "e.g. `model.optimizer.lr=1e6`")),
+        "docs/guide/reliability.md", "e.g. `model.optimizer.lr=1e6`")),
     "model.optimizer.weight_decay": {"0": RANGES, **dict.fromkeys(("1e12", "1000000000000"), (
-        "docs/configuration.md", "too large a learning rate or weight decay diverges"))},
+        "docs/guide/configuration.md", "too large a learning rate or weight decay diverges"))},
     "pruning.schedule.amount": {"0": RANGES},
     "pruning.schedule.initial": {"0": RANGES},
     "pruning.schedule.start_epoch": {"0": RANGES},
-    "pruning.rewind_epoch": {"0": ("docs/configuration.md", "0 = initial weights")},
-    "pruning.eval_batches": {"0": ("docs/configuration.md", "(null: all, 0: none)")},
-    "pruning.method.dim": {"0": ("docs/configuration.md", "0: output filters/neurons"),
-                           "-1": ("docs/configuration.md", "negative: from the last axis")},
-    "trainer.devices": {"-1": ("docs/configuration.md", "`trainer.devices=-1`")},
-    "trainer.num_sanity_val_steps": {"0": ("docs/configuration.md", "`num_sanity_val_steps`"),
-                                     "-1": ("docs/configuration.md", "`num_sanity_val_steps`")},
-    "trainer.limit_val_batches": {"0": ("docs/reliability.md", "`limit_val_batches`")},
-    "trainer.limit_test_batches": {"0": ("docs/reliability.md", "`trainer.limit_test_batches=0`")},
+    "pruning.rewind_epoch": {"0": ("docs/guide/configuration.md", "0 = initial weights")},
+    "pruning.eval_batches": {"0": ("docs/guide/configuration.md", "(null: all, 0: none)")},
+    "pruning.method.dim": {"0": ("docs/guide/configuration.md", "0: output filters/neurons"),
+                           "-1": ("docs/guide/configuration.md", "negative: from the last axis")},
+    "trainer.devices": {"-1": ("docs/guide/configuration.md", "`trainer.devices=-1`")},
+    "trainer.num_sanity_val_steps": {"0": ("docs/guide/configuration.md", "`num_sanity_val_steps`"),
+                                     "-1": ("docs/guide/configuration.md", "`num_sanity_val_steps`")},
+    "trainer.limit_val_batches": {"0": ("docs/guide/reliability.md", "`limit_val_batches`")},
+    "trainer.limit_test_batches": {"0": ("docs/guide/reliability.md", "`trainer.limit_test_batches=0`")},
 }
 # options composed with a setting that only makes the case faster (the keys stay the same)
 FASTER = {("model", "torchvision"): ["model.arch=squeezenet1_1"]}
@@ -239,7 +239,7 @@ def test_every_numeric_key_is_refused_in_one_line_or_documented(every_base, tiny
                 "trainer.limit_train_batches", "model.optimizer.lr", "model.net.embed_dim",
                 "data.batch_size", "data.val_size", "data.vocab_size", "data.max_len",
                 "pruning.schedule.n_steps", "pruning.schedule.step_size", "pruning.schedule.every",
-                "pruning.schedule.update_every", "pruning.budget.macs", "pruning.method.n",
+                "pruning.schedule.update_every", "pruning.budget.macs", "pruning.method.norm",
                 "pruning.method.grad_batches", "pruning.method.iterations"):
         assert key in keys, key
     assert tried > 500
@@ -273,8 +273,8 @@ ONE_LINE = [
     (["+logger.foo=1"], "logger.foo=1: not a logger"),
     (["progress_refresh_rate=-1"], "progress_refresh_rate=-1: must be an integer in [1, "),
     (["trainer.precision=banana"], "trainer.precision='banana': not a precision Lightning knows"),
-    (["pruning=one_shot", "pruning/method=ln_structured", "pruning.method.n=nan"],
-     "pruning.method.n=nan"),
+    (["pruning=one_shot", "pruning/method=ln_structured", "pruning.method.norm=nan"],
+     "pruning.method.norm=nan"),
     (["pruning=one_shot", "pruning/method=taylor", "pruning.method.grad_batches=0"],
      "pruning.method.grad_batches=0: must be an integer in [1, 1000]"),
     (["model.optimizer.lr=-0.1"], "model.optimizer.lr=-0.1: must be a finite number in (0, inf)"),
@@ -364,10 +364,10 @@ def test_callback_and_criterion_counts_have_bounds():
                          (lambda: PruningCallback([(0, 0.5)], eval_batches=10**12),
                           "eval_batches=1000000000000"),
                          (lambda: PruningCallback([(0, 0.5)], rewind_epoch=-1), "rewind_epoch=-1"),
-                         (lambda: C.LnStructured(n=math.nan),
-                          "n=nan must be a norm order in [1, 10], inf or 'fro'"),
-                         (lambda: C.LnStructured(n=1e12), "n=1000000000000.0 must be a norm order"),
-                         (lambda: C.LnStructured(n=-1), "n=-1 must be a norm order"),
+                         (lambda: C.LnStructured(norm=math.nan),
+                          "norm=nan must be a norm order in [1, 10], inf or 'fro'"),
+                         (lambda: C.LnStructured(norm=1e12), "norm=1000000000000.0 must be a norm order"),
+                         (lambda: C.LnStructured(norm=-1), "norm=-1 must be a norm order"),
                          (lambda: C.LnStructured(dim=10**12), "dim=1000000000000"),
                          (lambda: PruningCallback([(0, 0.5)], method="ln_structured",
                                                   budget={"macs": 10**12}),

@@ -2,7 +2,7 @@
 
 Each is a ``_target_`` node built by :mod:`prunelab.components` (the pruning, trainer and
 logger nodes, keys checked against their targets) or by ``hydra.utils.instantiate`` (model and
-data, their declarations left out, :func:`prunelab.compat.arguments`). :func:`check_nodes` is
+data, their declarations left out, :func:`prunelab.pairing.arguments`). :func:`check_nodes` is
 the check of every key before anything is built, which the command line also makes before any
 job starts.
 """
@@ -20,14 +20,15 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
 from prunelab import components
-from prunelab.compat import arguments
 from prunelab.config import schema_keys
 from prunelab.errors import ConfigError, closest_first, user_error
 from prunelab.identity import Resume, upgraded
-from prunelab.lightning_ext import NoProfiler
+from prunelab.internals import NoProfiler
+from prunelab.pairing import arguments
 from prunelab.paths import override_key
 from prunelab.pruning.callback import PruningCallback
 from prunelab.pruning.schedules import check_fits
+from prunelab.quantize.stage import NoQuantization
 
 #: keys of the ``pruning`` node that the pipeline reads itself (not PruningCallback's)
 PIPELINE_KEYS = ("compact",)
@@ -74,6 +75,19 @@ def make_callback(cfg: DictConfig, overrides: Sequence[str] | None = None
         return None, name
     check_fits(pruner.plan, cfg.trainer.max_epochs)
     return pruner, name
+
+
+def make_quantization(cfg: DictConfig) -> NoQuantization:
+    """The ``quantize`` node as its stage (``quantize=none`` when a config has none): built, and
+    so checked (its keys, its values, the optional extra it needs), before any data is read."""
+    node = quantize_node(cfg)
+    return components.build(node, "quantize") if components.is_node(node) else NoQuantization()
+
+
+def quantize_node(cfg: DictConfig, resolve: bool = True) -> Any:
+    """The ``quantize`` node as plain data (None in a config of an earlier release)."""
+    node = cfg.get("quantize")
+    return OmegaConf.to_container(node, resolve=resolve) if isinstance(node, DictConfig) else None
 
 
 def make_trainer(cfg: DictConfig, **given: Any) -> L.Trainer:
@@ -124,6 +138,8 @@ def check_nodes(cfg: DictConfig, overrides: Sequence[str] | None = None) -> None
     cfg = upgraded(cfg, notes=False)  # the run itself says them once
     components.check(pruning_node(cfg, overrides, resolve=False), "pruning")
     components.check(OmegaConf.to_container(cfg.trainer, resolve=False), "trainer", TRAINER_GIVEN)
+    if components.is_node(quantize := quantize_node(cfg, resolve=False)):
+        components.check(quantize, "quantize")
     for key, node in OmegaConf.to_container(cfg.logger, resolve=False).items():
         if components.is_node(node):
             components.check(node, f"logger.{key}", ("save_dir",))

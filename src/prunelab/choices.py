@@ -17,13 +17,15 @@ from typing import Any
 
 from prunelab.config import ensure_registered, schema_node
 from prunelab.errors import ConfigError, closest_first
-from prunelab.logs import check_verbosity
+from prunelab.messages import check_verbosity
+from prunelab.objectives import parse as parse_objectives
+from prunelab.renamed import current, option_note
 
 CONFIG_NAME = "config"
 
 
 def unknown_choice(group: str, value: str, options: Iterable[str]) -> ConfigError:
-    opts = closest_first(value, options)
+    opts = closest_first(value, current(group, list(options)))
     hint = f" (did you mean {opts[0]}?)" if opts and difflib.get_close_matches(value, opts, 1) else ""
     listed = ", ".join(opts) if opts else "(none)"
     return ConfigError(f"{group}={value}: no such option in group '{group}'{hint}; "
@@ -67,8 +69,10 @@ def _values(override: Any, options: Sequence[str]) -> list[str]:
     return [override.get_value_element_as_str()]
 
 
-def check_overrides(loader: Any, overrides: Sequence[str], config_name: str = CONFIG_NAME) -> None:
-    """Raise ConfigError for the first group override whose value is no option of its group."""
+def check_overrides(loader: Any, overrides: Sequence[str], config_name: str = CONFIG_NAME
+                    ) -> list[str]:
+    """Raise ConfigError for the first group override whose value is no option of its group;
+    return a deprecation line for each value that is the earlier name of a renamed option."""
     from hydra.core.object_type import ObjectType
     from hydra.errors import HydraException
 
@@ -76,6 +80,7 @@ def check_overrides(loader: Any, overrides: Sequence[str], config_name: str = CO
         parsed, repo = loader._parse_overrides_and_create_caching_repo(config_name, list(overrides))
     except HydraException as err:  # a malformed override: Hydra words it itself
         raise ConfigError(str(err).strip().splitlines()[0]) from None
+    notes: list[str] = []
     for o in parsed:
         if o.is_delete():
             continue
@@ -86,6 +91,10 @@ def check_overrides(loader: Any, overrides: Sequence[str], config_name: str = CO
         for value in _values(o, options):
             if value not in options and value != "null":
                 raise unknown_choice(group, value, options)
+            note = option_note(group, value)
+            if note is not None and note not in notes:
+                notes.append(note)
+    return notes
 
 
 def check_model_has_data(loader: Any, overrides: Sequence[str],
@@ -113,11 +122,12 @@ def check_model_has_data(loader: Any, overrides: Sequence[str],
 
 def check_sweeper_params(loader: Any, overrides: Sequence[str], multirun: bool,
                          config_name: str = CONFIG_NAME, nodes: bool = False) -> None:
-    """The group values of a preset's ``hydra.sweeper.params`` (e.g. a method list) exist;
+    """The group values of a preset's ``hydra.sweeper.params`` (e.g. a method list) exist and
+    the ``objectives`` are numeric keys of results.json;
     with ``nodes``, also every key of the first job's ``_target_`` nodes
     (:func:`prunelab.run.check_nodes`), so a misspelt key stops a sweep before its first job."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.core.override_parser.types import Glob
+    from hydra.core.override_parser.types import Glob, IntervalSweep
     from hydra.errors import HydraException
     from hydra.types import RunMode
     from omegaconf import OmegaConf
@@ -128,6 +138,9 @@ def check_sweeper_params(loader: Any, overrides: Sequence[str], multirun: bool,
         if o.is_sweep_override():
             if isinstance(o.value(), Glob):
                 continue  # its matches exist by definition
+            if isinstance(o.value(), IntervalSweep):  # an Optuna search space: its lower end
+                first.append(f"{o.get_key_element()}={o.value().start}")
+                continue
             vals = list(o.sweep_string_iterator())
             if vals:
                 first.append(f"{o.get_key_element()}={vals[0]}")
@@ -138,6 +151,9 @@ def check_sweeper_params(loader: Any, overrides: Sequence[str], multirun: bool,
                                         RunMode.MULTIRUN if multirun else RunMode.RUN)
     except HydraException as err:
         raise composition_error(err) from None
+    objectives = OmegaConf.select(cfg, "objectives", default=None)
+    if objectives is not None:  # what a sweeper optimises: one line before any job
+        parse_objectives(objectives)
     params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
     lines = [f"{k}={v}" for k, v in params.items()]
     if lines:
@@ -178,20 +194,33 @@ def hydra_args(argv: Sequence[str]) -> Any:
     return args
 
 
-def check_command_line(conf_dir: str, argv: Sequence[str]) -> None:
-    """The pre-flight check of ``python -m prunelab ...``: raise ConfigError on a bad choice."""
+def check_one_mode(args: Any) -> None:
+    """Hydra runs one mode at a time; it says so with a traceback, here it is one line."""
+    given = [flag for flag, on in (("--run", args.run), ("-m/--multirun", args.multirun),
+                                   ("--cfg", args.cfg), ("--info", args.info),
+                                   ("--shell-completion", args.shell_completion)) if on]
+    if len(given) > 1:
+        raise ConfigError(f"{' and '.join(given)} given together; use one of --run, "
+                          "-m/--multirun, --cfg, --info, --shell-completion at a time")
+
+
+def check_command_line(conf_dir: str, argv: Sequence[str]) -> list[str]:
+    """The pre-flight check of ``python -m prunelab ...``: raise ConfigError on a bad choice;
+    return the deprecation lines of renamed options (:data:`prunelab.renamed.OPTIONS`)."""
     args = hydra_args(argv)
+    check_one_mode(args)
     if args.shell_completion or args.info:
-        return
+        return []
     if args.config_dir is not None and not os.path.isdir(args.config_dir):
-        return  # Hydra's own message names the missing folder
+        return []  # Hydra's own message names the missing folder
     loader = make_loader(conf_dir, args.config_dir)
     name = args.config_name or CONFIG_NAME
     for o in args.overrides:  # also before any folder is made: verbosity=... is a choice too
         if o.startswith("verbosity=") and "," not in o:
             check_verbosity(o.partition("=")[2])
-    check_overrides(loader, args.overrides, name)
+    notes = check_overrides(loader, args.overrides, name)
     check_model_has_data(loader, args.overrides, name)
     # the nodes' keys too, unless only help or the config is asked for
     check_sweeper_params(loader, args.overrides, bool(args.multirun), name,
                          nodes=not (args.help or args.hydra_help or args.cfg))
+    return notes

@@ -137,7 +137,7 @@ def located(err: PrunelabError, path: str, keys: tuple[str, ...]) -> PrunelabErr
     message = str(err)
     if any(message.startswith((f"{k}=", f"{k}:", f"{k} ", f"{k}.")) for k in keys):
         new = f"{path}.{message}"
-    elif message.startswith(f"{path}.") or message.startswith(f"{path}:"):
+    elif message.startswith((f"{path}.", f"{path}:", f"{path}=")):  # placed there already
         new = message
     else:
         new = f"{path}: {message}"

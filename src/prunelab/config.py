@@ -40,21 +40,24 @@ class Config:
     model: Any = MISSING
     data: Any = MISSING
     trainer: TrainerConf = field(default_factory=TrainerConf)
-    logger: Any = field(default_factory=dict)  # a node per logger (prunelab.loggers)
+    logger: Any = field(default_factory=dict)  # a node per logger (prunelab.curves)
     pruning: Any = field(default_factory=dict)  # the PruningCallback's node
+    quantize: Any = field(default_factory=dict)  # the quantize stage's node (prunelab.quantize)
     seed: int = 0
     data_dir: str = "data"
     ckpt_path: str | None = "last"
     name: str = "default"
     threads: int | None = None
     progress_refresh_rate: int = 20
-    verbosity: str = "normal"  # quiet | normal | debug (prunelab.logs)
+    verbosity: str = "normal"  # quiet | normal | debug (prunelab.messages)
     description: str = ""  # an experiment preset's one line for --help
     imports: list[str] = field(default_factory=list)  # modules to import first
+    # what a sweeper optimises (prunelab.objectives): numeric keys of results.json, :max or :min
+    objectives: list[str] = field(default_factory=lambda: ["val_acc:max"])
 
 
 #: the nodes whose keys their targets check (open at compose time)
-OPEN_NODES = ("trainer", "logger", "pruning")
+OPEN_NODES = ("trainer", "logger", "pruning", "quantize")
 
 
 def schema_node() -> DictConfig:

@@ -1,6 +1,6 @@
 """User-facing errors: one clear line, printed without a traceback by the entry points.
 
-Every command's exit status comes from here (the table in ``docs/cli.md``): 0 everything asked
+Every command's exit status comes from here (the table in ``docs/guide/cli.md``): 0 everything asked
 for succeeded; 1 an unexpected error (a bug: Python's or Hydra's traceback is shown); 2 bad
 input, wherever it is found (:class:`PrunelabError`); 3 a run that did not produce a valid
 result (:class:`ResultError`).

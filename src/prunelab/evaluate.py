@@ -38,9 +38,7 @@ def evaluate(net: nn.Module, loader: Any, binary: bool) -> dict[str, float]:
     return {"test_acc": correct / max(total, 1), "test_samples": total}
 
 
-if __name__ == "__main__":  # not a command: say where the command is, rather than do nothing
-    import sys
+if __name__ == "__main__":  # ``python -m prunelab.evaluate``, the command line of 0.1
+    from prunelab.cli import old_module_form
 
-    print("python -m prunelab.evaluate: error: a library module, not a command; the command is "
-          "python -m prunelab evaluate ...", file=sys.stderr)
-    sys.exit(2)
+    old_module_form("evaluate")

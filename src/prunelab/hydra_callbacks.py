@@ -22,7 +22,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from prunelab import logs
+from prunelab import messages
 from prunelab.cli.invocation import PATH_ENV, Invocation
 from prunelab.cli.summary import shown_path
 from prunelab.errors import (
@@ -34,11 +34,11 @@ from prunelab.errors import (
     one_line,
 )
 from prunelab.io import atomic_write
-from prunelab.logs import SUMMARY_LOGGER, get_logger
+from prunelab.messages import SUMMARY_LOGGER, SWEEP_LOGGERS, get_logger
 from prunelab.paths import FAILED, RESULTS
 
 PROGRESS = Path(".prunelab_progress.jsonl")  # a file: sweep folders hold only job folders
-log = get_logger("prunelab.sweep")
+log = get_logger(SWEEP_LOGGERS[0])
 summary_log = get_logger(SUMMARY_LOGGER)
 #: the exit status of the last sweep this process launched (set when it ends; None before), for
 #: the entry point to exit with (prunelab.cli.train.main)
@@ -80,6 +80,7 @@ def job_record(config: DictConfig, value: Any = None,
         folder = out_dir.relative_to(Path(config.hydra.sweep.dir)).as_posix()
     except ValueError:
         folder = out_dir.name
+    value = getattr(value, "record", value)  # prunelab's task function: a JobResult
     value = value if isinstance(value, dict) else {}
     rec: dict[str, Any] = {"folder": folder, "state": value.get("state")}
     if value.get("error"):
@@ -153,7 +154,7 @@ def progress_line(k: int, total: int | None, rec: dict[str, Any]) -> str:
 
 
 def summary_lines(sweep_dir: str | Path, records: list[dict[str, Any]],
-                  total: int | None) -> list[str]:
+                  total: int | None, study: bool = False) -> list[str]:
     """The end-of-sweep summary: counts by outcome, the jobs that went wrong, what to run next."""
     counts = Counter(kind(r) for r in records)
     n = total if total is not None else len(records)
@@ -174,7 +175,10 @@ def summary_lines(sweep_dir: str | Path, records: list[dict[str, Any]],
     lines.append(f"sweep directory: {shown_path(sweep_dir)}")
     report = Invocation.current([PATH_ENV]).command("report", shown_path(sweep_dir))
     lines.append(f"  report: {report}")
-    if bad:
+    if bad and study:  # an Optuna study (prunelab.study): a failed trial is a finished one
+        lines.append("  relaunch the same command to continue the study (its failed trials "
+                     "stay failed; interrupted ones resume)")
+    elif bad:
         lines.append("  relaunch the same command to retry the failed jobs (finished ones are "
                      "skipped)")
     return lines
@@ -218,7 +222,7 @@ class SweepProgress(Callback):
     # ------------------------------------------------------------------ launching process
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         with contextlib.suppress(Exception):  # a bad verbosity is reported by each job
-            logs.apply(str(OmegaConf.select(config, "verbosity", default="normal")))
+            messages.apply(str(OmegaConf.select(config, "verbosity", default="normal")))
         self.sweep_dir = Path(config.hydra.sweep.dir)
         self.path = self.sweep_dir / PROGRESS
         atomic_write(self.path, "")  # a new sweep: forget the last launch's jobs
@@ -247,7 +251,8 @@ class SweepProgress(Callback):
             self._thread.join(timeout=5)
         records = self._flush()
         last_sweep_status = sweep_status(records, self.total)
-        summary_log.info("\n".join(summary_lines(self.sweep_dir, records, self.total)))
+        study = "optuna" in str(OmegaConf.select(config, "hydra.sweeper._target_", default=""))
+        summary_log.info("\n".join(summary_lines(self.sweep_dir, records, self.total, study)))
 
     # ------------------------------------------------------------------ each job
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:

@@ -19,14 +19,15 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from prunelab import components
-from prunelab.compat import without_declarations
 from prunelab.config import schema_node
 from prunelab.errors import CheckpointError
 from prunelab.legacy import upgrade
 from prunelab.loading import load_checkpoint
-from prunelab.logs import get_logger
+from prunelab.messages import get_logger
+from prunelab.pairing import without_declarations
 from prunelab.paths import last_checkpoint, without_no_effect_keys
 from prunelab.pruning.schedules import Dense
+from prunelab.quantize.stage import NoQuantization
 
 log = get_logger(__name__)
 
@@ -49,11 +50,18 @@ def _without_descriptions(node: Any) -> Any:
 
 
 _DENSE = f"{Dense.__module__}.{Dense.__qualname__}"
+_NO_QUANTIZATION = ("prunelab.quantize.NoQuantization",
+                    f"{NoQuantization.__module__}.{NoQuantization.__qualname__}")
 
 
 def _normalized(config: dict[str, Any]) -> dict[str, Any]:
-    """The pruning node completed with its targets' defaults (a key left out and a key set to
-    its default are one run); a dense run's pruning settings are inert: left out."""
+    """The pruning and quantize nodes completed with their targets' defaults (a key left out
+    and a key set to its default are one run); a dense run's pruning settings are inert: left
+    out; so is ``quantize=none`` (a run of a release before the stage existed is the same run)."""
+    quantize = config.get("quantize")
+    config = {k: v for k, v in config.items() if k != "quantize"}
+    if isinstance(quantize, dict) and quantize.get("_target_") not in _NO_QUANTIZATION:
+        config["quantize"] = components.canonical(quantize)
     pruning = config.get("pruning") or {}
     schedule = pruning.get("schedule") if isinstance(pruning, dict) else None
     if isinstance(schedule, dict) and schedule.get("_target_") == _DENSE:

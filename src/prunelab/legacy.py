@@ -3,7 +3,8 @@
 Up to prunelab 0.1 the ``pruning`` section was one flat namespace (``pruning.schedule: agp``,
 ``pruning.amount``, ``pruning.round_to``, ``pruning.method.name`` ...) and ``logger`` held
 switches (``csv: true``). Today ``pruning`` is the callback's ``_target_`` node with the
-schedule, the criterion and the targets as nodes of their own, and each logger is a node.
+schedule, the criterion and the targets as nodes of their own, and each logger is a node; a
+criterion's key may have a new name (``pruning.method.n``, the norm order, is ``.norm``).
 
 :func:`upgrade` turns the old shape into the new one; it is applied wherever a config is read
 that may be old: a run folder's ``.hydra/config.yaml`` (evaluate, compact, export, report,
@@ -36,7 +37,9 @@ SCHEDULE_KEYS = ("amount", "start_epoch", "every", "initial", "step_size", "n_st
                  "steps", "update_every", "alpha", "stop_fraction", "distribution")
 #: the old flat ``pruning.<key>`` that are a criterion's keys today (``pruning.method.<key>``)
 METHOD_KEYS = ("round_to",)
-LOGGERS = {"csv": "prunelab.loggers.csv_logger", "tensorboard": "prunelab.loggers.tensorboard_logger",
+#: a criterion's keys renamed since: old → new (``pruning.method.n`` is the norm order)
+RENAMED_METHOD_KEYS = {"n": "norm"}
+LOGGERS = {"csv": "prunelab.curves.csv_logger", "tensorboard": "prunelab.curves.tensorboard_logger",
            "mlflow": "prunelab.trackers.mlflow_logger", "wandb": "prunelab.trackers.wandb_logger"}
 
 
@@ -88,7 +91,7 @@ def _old_pruning(old: dict[str, Any]) -> dict[str, Any]:
     for key in _keys(target):
         if old.get(key) is not None and not (name == "explicit" and key == "amount"):
             schedule[key] = old[key]
-    method_old = dict(old.get("method") or {})
+    method_old = {RENAMED_METHOD_KEYS.get(k, k): v for k, v in dict(old.get("method") or {}).items()}
     method = {**method_target(str(method_old.get("name", "l1_unstructured"))),
               **({"description": method_old["description"]} if "description" in method_old else {})}
     taken = _keys(method["_target_"])
@@ -130,12 +133,15 @@ def _moved_spellings(pruning: dict[str, Any]) -> list[str]:
         name = str(method.pop("name"))
         new = method_target(name)
         taken = _keys(new["_target_"])
-        kept = {k: v for k, v in method.items() if k in taken or k == "description"}
+        kept = {k: v for k, v in method.items()
+                if k in taken or k == "description" or RENAMED_METHOD_KEYS.get(k) in taken}
         method.clear()
         method.update(new, **kept)
         notes.append(f"pruning.method.name={name} is now pruning/method={name} (or, for a "
                      "criterion of your own, pruning.method._target_=...; the old spelling works "
                      "until the next release)")
+    if isinstance(method, dict) and "_target_" in method:
+        notes += _renamed_method_keys(method)
     for key in [k for k in METHOD_KEYS if k in pruning]:
         if isinstance(method, dict):
             valid = _keys(str(method.get("_target_")))
@@ -147,6 +153,18 @@ def _moved_spellings(pruning: dict[str, Any]) -> list[str]:
                 method[key] = value
             notes.append(f"pruning.{key} is now pruning.method.{key} (the old spelling works "
                          "until the next release)")
+    return notes
+
+
+def _renamed_method_keys(method: dict[str, Any]) -> list[str]:
+    """A criterion's key under its earlier name, renamed (in place) where the criterion takes
+    the new one; elsewhere it is left for the key check to refuse."""
+    notes = []
+    for old, new in RENAMED_METHOD_KEYS.items():
+        if old in method and new in _keys(str(method.get("_target_"))):
+            method[new] = method.pop(old)
+            notes.append(f"pruning.method.{old} is now pruning.method.{new} (the old spelling "
+                         "works until the next release)")
     return notes
 
 

@@ -20,11 +20,11 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from prunelab.allowlist import ALLOW_ENV, allow_prefix, allowed_prefixes, how_to_allow  # noqa: F401 (ALLOW_ENV: re-exported)
-from prunelab.compat import arguments
 from prunelab.config import register
 from prunelab.errors import CheckpointError, ConfigError, PrunelabError, UnsafeInputError
 from prunelab.legacy import upgrade
 from prunelab.models import NETWORK_ATTR
+from prunelab.pairing import arguments
 from prunelab.paths import FINAL_MODEL, last_checkpoint, run_config
 
 # classes a prunelab run folder names: prunelab's networks, systems and data modules, torch's

@@ -14,8 +14,11 @@ from prunelab import confsource
 RESULTS = "results.json"  # a finished run's numbers, written atomically at the end
 FAILED = "failed.json"  # instead of results.json when the run failed or diverged
 SEARCH = "search.json"  # a bisection search's answers, in its sweep folder
+OPTUNA_DB = "optuna.db"  # an Optuna study's storage (SQLite), in its sweep folder
+OPTUNA_RESULTS = "optimization_results.yaml"  # the study's best trials, as Hydra's plugin writes
 FINAL_MODEL = "final_model.pt"  # the plain network's state dict, masks folded in
 COMPACT_MODEL = "compact_model.pt2"  # torch.export program of the compacted network
+QUANTIZED_MODEL = "quantized_model.pt2"  # quantize=ptq|qat: torch.export program of the int8 model
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
 HYDRA_DIR = ".hydra"  # Hydra's composed config and overrides
@@ -26,7 +29,8 @@ HYDRA_SETTINGS = "hydra.yaml"  # in HYDRA_DIR: Hydra's own settings for the run
 EXPORT_DIR = "export"
 EXPORT_ARTIFACT = "model.plx"  # the compressed, self-contained model
 EXPORT_REPORT = "export.json"  # its size, ratio, encoding and measured accuracy
-EXPORT_ONNX = "model.onnx"  # the decoded network for other runtimes
+EXPORT_ONNX = "model.onnx"  # the decoded network for other runtimes; also formats onnx, onnx-int8
+EXPORT_PTE = "model.pte"  # formats executorch, executorch-int8: the ExecuTorch program
 # the checkout's conf/ folder, or pkg://prunelab.conf in an installed wheel (prunelab.confsource)
 CONF_DIR = confsource.config_path()
 
@@ -45,6 +49,7 @@ NO_EFFECT_KEYS: tuple[str, ...] = (
     "trainer.enable_model_summary",
     "data.data_dir",
     "data.cache_dir",
+    "objectives",
 )
 # launcher settings decide where and how jobs run, never what they compute
 LAUNCHER_KEYS: tuple[str, ...] = ("hydra/launcher", "hydra.launcher")

@@ -58,6 +58,12 @@ class Results:
     # "reached": M <= N, "dense": the dense network's cost}. A budget run is described by its
     # budget, not by ``amount``.
     budget: dict[str, Any] | None = field(default=None, metadata=_OPTIONAL)
+    # quantize=ptq|qat (prunelab.quantize): what the stage did ({"method", "file", "seconds",
+    # "calibration_batches" | "qat": {...}}), and the int8 model's accuracy on the test batches
+    # test_acc was measured on
+    quantize: dict[str, Any] | None = field(default=None, metadata=_OPTIONAL)
+    int8_test_acc: float | None = field(default=None, metadata=_OPTIONAL)
+    int8_test_samples: int | None = field(default=None, metadata=_OPTIONAL)
 
     def to_json(self) -> dict[str, Any]:
         """The file's content: every key, except optional measurements that did not run."""

@@ -37,10 +37,10 @@ from prunelab.assembly import (  # noqa: F401
     make_callback,
     make_loggers,
     make_objects,
+    make_quantization,
     make_trainer,
 )
 from prunelab.bounds import check_run_values
-from prunelab.compat import check_configs, check_data
 from prunelab.data.common import test_set_size
 from prunelab.errors import (
     CheckpointError,
@@ -60,8 +60,9 @@ from prunelab.identity import (  # noqa: F401
     upgraded,
 )
 from prunelab.io import atomic_save, write_error, write_json
-from prunelab.logs import get_logger
+from prunelab.messages import get_logger
 from prunelab.models import network_of
+from prunelab.pairing import check_configs, check_data
 from prunelab.paths import (
     COMPACT_MODEL,
     FAILED,
@@ -73,6 +74,7 @@ from prunelab.pruning.callback import PruningCallback
 from prunelab.pruning.compaction import compact_with_report, save_compact
 from prunelab.pruning.latency import efficiency_report
 from prunelab.pruning.metrics import summarize
+from prunelab.quantize.stage import NoQuantization, quantize_run
 from prunelab.results import Failure, Results
 from prunelab.runlock import RunLock, is_rank_zero
 from prunelab.trackers import finished_on_error, log_results, log_start
@@ -128,9 +130,12 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None,
     with finished_on_error(job.trainer):  # logger=mlflow / wandb: a failed run ends as failed
         fit(job, resume)
         val_acc, test_metrics = run_test(job, resume)
+        quantized: dict[str, Any] = {}
         if job.trainer.is_global_zero:
             save_final_model(job.model, run_dir)
-        results = collect(cfg, job, val_acc, test_metrics, overrides).to_json()
+            quantized = quantize_run(job.quantization, job.model, job.datamodule, job.trainer,
+                                     run_dir, cfg.model.get("task") == "binary")
+        results = collect(cfg, job, val_acc, test_metrics, overrides, quantized).to_json()
         if job.trainer.is_global_zero:
             write_json(run_dir / RESULTS, results)
             log_results(job.trainer.loggers, results)
@@ -149,6 +154,7 @@ class Job:
     state: RunState
     run_dir: Path
     compact: bool  # pruning.compact: compact and time the network after the test
+    quantization: NoQuantization  # quantize=none|ptq|qat: the int8 stage after the test
 
 
 def build(cfg: DictConfig, run_dir: Path, config: dict[str, Any], resume: Resume | None,
@@ -159,6 +165,7 @@ def build(cfg: DictConfig, run_dir: Path, config: dict[str, Any], resume: Resume
     module and the model; only then is the data prepared (a missing data set fails there,
     before any Lightning output).
     """
+    quantization = make_quantization(cfg)  # a missing optional extra fails before any data
     pruner, schedule, model, datamodule = make_objects(cfg, overrides)
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
         datamodule.prepare_data()
@@ -174,7 +181,7 @@ def build(cfg: DictConfig, run_dir: Path, config: dict[str, Any], resume: Resume
     if trainer.is_global_zero:
         log_start(trainer.loggers, config, run_dir)
     return Job(pruner, schedule, model, datamodule, trainer, state, run_dir,
-               bool(cfg.pruning.get("compact", False)))
+               bool(cfg.pruning.get("compact", False)), quantization)
 
 
 def fit(job: Job, resume: Resume | None) -> None:
@@ -212,8 +219,9 @@ def save_final_model(model: L.LightningModule, run_dir: Path) -> None:
 
 
 def collect(cfg: DictConfig, job: Job, val_acc: float | None, test_metrics: dict[str, Any],
-            overrides: list[str] | None) -> Results:
-    """The run's :class:`Results` (with the compaction's when ``pruning.compact``)."""
+            overrides: list[str] | None, quantized: dict[str, Any] | None = None) -> Results:
+    """The run's :class:`Results` (with the compaction's when ``pruning.compact``, the int8
+    model's when ``quantize=ptq|qat``)."""
     pruner, model, trainer = job.pruner, job.model, job.trainer
     example = _example_input(job.datamodule, model)
     pruned = [t.name for t in pruner.targets] if pruner is not None else None
@@ -241,6 +249,7 @@ def collect(cfg: DictConfig, job: Job, val_acc: float | None, test_metrics: dict
         versions=versions(),
         budget=budget_record(pruner),
         **measured,
+        **(quantized or {}),
     )
 
 
@@ -368,7 +377,7 @@ class LastCheckpoint(Checkpoint):
 
     Why not ``ModelCheckpoint``: Lightning calls every hook of every callback on every batch,
     and ModelCheckpoint's hooks run per-batch checks and rebuild its state key (a dict repr) at
-    each call, about 0.06 ms a batch; one rolling file at epoch ends is all a run needs. Being a
+    each call (docs/results/README.md); one rolling file at epoch ends is all a run needs. Being a
     ``Checkpoint``, it runs after the other callbacks' and the module's epoch-end hooks.
     """
 

@@ -33,7 +33,7 @@ from prunelab.bounds import MAX_DROP_PTS, MAX_SEARCH_ITERS, MAX_SEED, MAX_SEEDS
 from prunelab.choices import check_overrides, make_loader
 from prunelab.errors import PrunelabError
 from prunelab.io import atomic_write
-from prunelab.logs import get_logger, tame_lightning
+from prunelab.messages import get_logger, tame_lightning
 from prunelab.outputs import check_name
 from prunelab.paths import (
     CONF_DIR,
@@ -50,6 +50,7 @@ from prunelab.report import ReportError, load_baseline
 
 log = get_logger(__name__)
 
+DEFAULT_SCHEDULE = "pruning=one_shot"  # the probes' schedule when the command line names none
 DECIMALS = 4  # probe amounts are rounded to this, so folder names stay short and reusable
 # overrides that do not change a run's numbers: ignored when deciding whether a probe is reusable
 
@@ -177,6 +178,12 @@ class Runner:
 
         cfg = upgraded(self.compose(self.overrides), notes=False)
         schedule = component_name(cfg.pruning.get("schedule"))
+        if schedule == "none" and not any(o.startswith("pruning=") for o in overrides):
+            # nothing chose a schedule: the simplest one answers "how far can I prune?"
+            self.overrides = [DEFAULT_SCHEDULE, *self.overrides]
+            log.info("no pruning= given: each probe prunes with %s", DEFAULT_SCHEDULE)
+            cfg = upgraded(self.compose(self.overrides), notes=False)
+            schedule = component_name(cfg.pruning.get("schedule"))
         if schedule == "none":
             raise SearchError("the search needs a pruning schedule among the overrides, e.g. "
                               "pruning=one_shot, or pruning=iterative pruning.schedule.step_size=null "
@@ -317,12 +324,15 @@ def search(methods: Sequence[str], overrides: Sequence[str] = (), delta: float =
     runner = Runner(overrides, sweep_dir, seeds, baseline)
     runner.verbosity = verbosity
     loader = make_loader(CONF_DIR)
+    renamed: list[str] = []
     for m in methods:  # every method name and group choice, before anything runs
         try:
-            check_overrides(loader, [*runner.overrides, f"pruning/method={m}"])
+            renamed += check_overrides(loader, [*runner.overrides, f"pruning/method={m}"])
         except PrunelabError as err:
             raise SearchError(f"bad overrides: {err}") from None
         runner.compose([*runner.overrides, f"pruning/method={m}"])
+    for note in dict.fromkeys(renamed):  # experiment=seed_mnist ...: once each
+        log.warning(f"deprecated: {note}")
     per_method = (2 + iters) * len(runner._seeds())
     log.info("searching %d method(s): at most %d probe runs each (%d seed(s)), plus the dense "
              "baseline; folders under %s", len(methods), per_method, len(runner._seeds()),
@@ -339,8 +349,7 @@ def search(methods: Sequence[str], overrides: Sequence[str] = (), delta: float =
         r["message"] = message(m, r, delta, lo, hi)
         out["methods"][m] = r
         out["baseline"]["test_acc"] = {str(k): v for k, v in runner.dense().items()}
-        log.info(f"{m}: {r['message']}")
-        _write(path, out)
+        _write(path, out)  # the answers are printed once, by the caller (prunelab search)
     return out
 
 
@@ -348,9 +357,7 @@ def _write(path: Path, payload: dict[str, Any]) -> None:
     atomic_write(path, json.dumps(payload, indent=2))
 
 
-if __name__ == "__main__":  # not a command: say where the command is, rather than do nothing
-    import sys
+if __name__ == "__main__":  # ``python -m prunelab.search``, the command line of 0.1
+    from prunelab.cli import old_module_form
 
-    print("python -m prunelab.search: error: a library module, not a command; the command is "
-          "python -m prunelab search ...", file=sys.stderr)
-    sys.exit(2)
+    old_module_form("search")

@@ -11,12 +11,18 @@ Library code lives outside this package (:mod:`prunelab.report`, :mod:`prunelab.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from prunelab.cli.commands import COMMANDS, command_module, command_summary
+from prunelab.renamed import UNTIL
 
-__all__ = ["COMMANDS", "command_module", "command_summary", "main"]
+__all__ = ["COMMANDS", "EXIT_BROKEN_PIPE", "command_module", "command_summary", "main",
+           "old_module_form"]
+
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a command whose reader closed
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -26,9 +32,28 @@ def main(argv: Sequence[str] | None = None) -> None:
     ``--shell-completion`` ...) reach it untouched.
     """
     args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] in COMMANDS:
-        sys.exit(command_module(args[0]).main(args[1:]))
-    # lazy: the training app imports Hydra and registers its config, which no subcommand needs
-    from prunelab.cli.train import main as train
+    try:
+        try:
+            if args and args[0] in COMMANDS:
+                sys.exit(command_module(args[0]).main(args[1:]))
+            # lazy: the training app imports Hydra and registers its config, which no
+            # subcommand needs
+            from prunelab.cli.train import main as train
 
-    train()
+            train()
+        finally:
+            sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's shutdown
+    except BrokenPipeError:
+        # the reader went away (``prunelab ... | head``): stop quietly, as ``cat`` does, with
+        # the shell's status for SIGPIPE; nothing more can be printed to it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(EXIT_BROKEN_PIPE)
+
+
+def old_module_form(command: str) -> NoReturn:
+    """``python -m prunelab.<command> ...``, the command line of 0.1: one deprecation line, then
+    ``prunelab <command> ...`` with the same arguments."""
+    print(f"warning: deprecated: python -m prunelab.{command} is now python -m prunelab {command} "
+          f"(the old form {UNTIL})", file=sys.stderr)
+    main([command, *sys.argv[1:]])
+    sys.exit(0)  # main exits with the command's status; this line is never reached

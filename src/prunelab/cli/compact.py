@@ -29,7 +29,7 @@ from prunelab.bounds import MAX_BATCH_SIZE, MAX_GRID, MAX_IMAGE_SIDE, MAX_PARAMS
 from prunelab.cli.help import add_run_source_args, make_parser
 from prunelab.errors import ConfigError, PrunelabError
 from prunelab.io import write_json
-from prunelab.logs import SUMMARY_LOGGER, add_verbosity_args, get_logger, setup
+from prunelab.messages import SUMMARY_LOGGER, add_verbosity_args, get_logger, setup
 from prunelab.paths import COMPACT_MODEL, RESULTS, run_config
 
 if TYPE_CHECKING:  # torch loads when the command runs, not when --help lists it

@@ -12,7 +12,7 @@ import sys
 
 from prunelab.cli.help import add_run_source_args, make_parser
 from prunelab.errors import PrunelabError
-from prunelab.logs import add_verbosity_args, get_logger, setup
+from prunelab.messages import add_verbosity_args, get_logger, setup
 
 PROG = "prunelab evaluate"
 

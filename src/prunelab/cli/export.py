@@ -1,11 +1,14 @@
-"""``prunelab export <run dir> [--encoding E ...]``: ship a finished run's model in one small file.
+"""``prunelab export <run dir> [--encoding E ...] [--format F,F...]``: ship a finished run's model.
 
 For each encoding, writes ``<run>/export/<encoding>/model.plx`` (one self-contained compressed
 file), loads it back with ``prunelab.export.load``, measures its test accuracy on the run's test
 set and writes ``export.json`` beside it; ``model.onnx`` too when ``onnx`` is installed.
-``prunelab export <file.plx>`` checks an artifact and prints its manifest summary (JSON).
-A network of your own (a ``--config-dir`` model) is built only with ``--allow-target PREFIX``,
-for the run and for its artifacts alike.
+``--format onnx,onnx-int8,executorch,executorch-int8`` (any subset, and the encodings too)
+writes files for other runtimes, ``<run>/export/<format>/model.onnx`` or ``model.pte``, each run
+in its own runtime (ONNX Runtime, ExecuTorch) on the test set, its accuracy and size in its
+``export.json``. ``prunelab export <file>`` checks a ``.plx``, ``.onnx`` or ``.pte`` file and
+prints what it holds (JSON). A network of your own (a ``--config-dir`` model) is built only
+with ``--allow-target PREFIX``, for the run and for its artifacts alike.
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ from pathlib import Path
 from prunelab.cli.help import add_run_source_args, make_parser
 from prunelab.errors import PrunelabError
 from prunelab.export import codecs
-from prunelab.export.runs import DEFAULT_ENCODINGS, describe, export_run
-from prunelab.logs import add_verbosity_args, setup
+from prunelab.export.runs import DEFAULT_ENCODINGS, FORMATS, check_format, describe, export_run
+from prunelab.messages import add_verbosity_args, setup
 
 PROG = "prunelab export"
 
@@ -28,14 +31,19 @@ def main(argv: list[str] | None = None) -> int:
         (f"{PROG} outputs/runs/<run>", "the default encoding (kmeans5), measured on the test set"),
         (f"{PROG} outputs/runs/<run> --encoding int8 --encoding kmeans4", "two encodings"),
         (f"{PROG} outputs/runs/<run> --encoding all --no-eval", "every encoding, no test-set pass"),
+        (f"{PROG} outputs/runs/<run> --format onnx,onnx-int8,executorch,executorch-int8",
+         "files for ONNX Runtime and ExecuTorch, fp32 and int8, each run on the test set"),
         (f"{PROG} outputs/runs/<run>/export/kmeans5/model.plx", "check an artifact"),
         (f"{PROG} outputs/runs/<run> --allow-target mylab.",
          "a run of your own network (a class of the mylab package)"),
-    ], reference="docs/export.md")
+    ], reference="docs/guide/export.md")
     parser.add_argument("path", help="a finished run directory (or an artifact file to check)")
     parser.add_argument("--encoding", action="append", metavar="E",
                         help=f"repeatable; one of {', '.join(codecs.ENCODINGS)}, or 'all' "
                              f"(default: {', '.join(DEFAULT_ENCODINGS)})")
+    parser.add_argument("--format", action="append", metavar="F,F...",
+                        help=f"comma-separated, repeatable; any of {', '.join(FORMATS)} "
+                             "(without --encoding: only these)")
     parser.add_argument("--out", help="folder for the artifacts (default: <run>/export)")
     parser.add_argument("--no-eval", action="store_true", help="skip the test-set evaluation")
     parser.add_argument("--finetune-epochs", type=int, default=0, metavar="N",
@@ -53,11 +61,14 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if not path.is_dir():
             raise PrunelabError(f"{path} does not exist: give a finished run directory or a .plx file")
-        encodings = args.encoding or list(DEFAULT_ENCODINGS)
+        formats = [check_format(f.strip()) for arg in args.format or [] for f in arg.split(",")
+                   if f.strip()]
+        encodings = args.encoding or ([] if formats else list(DEFAULT_ENCODINGS))
         if "all" in encodings:
             encodings = list(codecs.ENCODINGS)
         for enc in encodings:
             codecs.check_encoding(enc)
+        encodings = list(dict.fromkeys([*encodings, *formats]))
         export_run(path, encodings, Path(args.out) if args.out else None, args.data_dir,
                    evaluate=not args.no_eval, finetune_epochs=args.finetune_epochs,
                    allow=args.allow_target)

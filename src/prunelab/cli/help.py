@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from prunelab.allowlist import ALLOW_ENV
 from prunelab.cli.commands import COMMANDS, command_summary
+from prunelab.renamed import current
 
 RESOLVER = "prunelab_options"
 COMMANDS_RESOLVER = "prunelab_commands"
@@ -73,7 +74,8 @@ def _first_comment(path: Path) -> str:
 
 def options_with_descriptions(group: str, loader: Any = None, config_name: str = "config",
                               overrides: Sequence[str] = ()) -> list[tuple[str, str]]:
-    """(option, description) for every option of ``group`` in the config search path."""
+    """(option, description) for every option of ``group`` in the config search path (the
+    earlier names of renamed options left out)."""
     from hydra.core.object_type import ObjectType
 
     if loader is None:
@@ -81,7 +83,7 @@ def options_with_descriptions(group: str, loader: Any = None, config_name: str =
 
         loader = GlobalHydra.instance().config_loader()
     _, repo = loader._parse_overrides_and_create_caching_repo(config_name, list(overrides))
-    names = repo.get_group_options(group, ObjectType.CONFIG)
+    names = current(group, repo.get_group_options(group, ObjectType.CONFIG))
     return [(n, describe(repo, group, n)) for n in names]
 
 
@@ -99,7 +101,9 @@ def format_options(group: str, items: list[tuple[str, str]], chosen: str | None 
         head = f"  {mark} {name:<{col}}"
         if len(name) >= col:
             head += " "
-        body = textwrap.wrap(desc or "(no description)", width=max(width - len(head), 30)) or [""]
+        # never split "fine-tune" at its hyphen: a description stays greppable at any width
+        body = textwrap.wrap(desc or "(no description)", width=max(width - len(head), 30),
+                             break_on_hyphens=False) or [""]
         lines.append(head + body[0])
         lines += [" " * len(head) + b for b in body[1:]]
     return "\n".join(lines)
@@ -111,7 +115,7 @@ def _options_resolver(group: str) -> str:
 
     if not HydraConfig.initialized():
         # Hydra also dereferences the template while it merges the config of every launch and
-        # compose (before HydraConfig is set); listing every group there cost ~1 s each time.
+        # compose (before HydraConfig is set), where listing every group would slow each one.
         # The help text itself is rendered after HydraConfig is set (Hydra's app_help).
         return ""
     hc = HydraConfig.get()
@@ -152,7 +156,7 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 
 
 def make_parser(prog: str, doc: str, examples: Sequence[tuple[str, str]],
-                reference: str = "docs/cli.md and README.md") -> argparse.ArgumentParser:
+                reference: str = "docs/guide/cli.md and README.md") -> argparse.ArgumentParser:
     """An argparse parser in prunelab's style: what it does, options, examples, where to read more.
 
     ``prog`` is the command as typed (``prunelab report``); ``doc`` is the command's description

@@ -20,7 +20,7 @@ from prunelab import report as lib
 from prunelab.bounds import MAX_DROP_PTS
 from prunelab.cli.help import make_parser
 from prunelab.io import write_error
-from prunelab.logs import SUMMARY_LOGGER, add_verbosity_args, get_logger, setup
+from prunelab.messages import SUMMARY_LOGGER, add_verbosity_args, get_logger, setup
 
 PROG = "prunelab report"
 
@@ -44,6 +44,28 @@ def check_args(args: argparse.Namespace) -> str | None:
     return None
 
 
+def front_lines(front: lib.Front | None, most: int = 12) -> list[str]:
+    """A search's front in the terminal: each trial's values and folder (its configuration)."""
+    if front is None:
+        return []
+    objs = ", ".join(map(str, front.objectives))
+    head = "Pareto front" if len(front.objectives) > 1 else "best trial"
+    lines = [f"  {head} ({objs}): {len(front.front)} of {len(front.scored)} trials with values"]
+    for j in front.front[:most]:
+        vals = ", ".join(f"{o.key} {lib.shown_value(o, j.numbers[o.key], ' %')}"
+                         for o in front.objectives)
+        lines.append(f"    {vals}: {j.folder}")
+    if len(front.front) > most:
+        lines.append(f"    … and {len(front.front) - most} more (pareto.csv)")
+    if front.unscored:
+        counts: dict[str, int] = defaultdict(int)
+        for j in front.unscored:
+            counts["no value" if j.status == "ok" else j.status] += 1
+        lines.append("  trials without values: " + ", ".join(
+            f"{n} {k}" for k, n in sorted(counts.items())))
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = make_parser(PROG, __doc__, [
         (f"{PROG} outputs/sweeps/mnist_amounts",
@@ -54,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
          "a single run folder works too"),
         (f"{PROG} outputs/sweeps/seed0 outputs/sweeps/seeds12 --out docs/results/x",
          "pool several sweeps (mean ± std over all their seeds) into one report"),
+        (f"{PROG} outputs/sweeps/pareto_mnist",
+         "a search (-m hydra/sweeper=optuna): also its Pareto front, pareto.png and pareto.csv"),
         (f"{PROG} --from-csv docs/results/mnist_study/summary.csv",
          "redraw the plots from a report's own summary.csv (no job folders needed)"),
     ])
@@ -106,6 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sparsity = "—" if b["sparsity"] is None else f"{100 * b['sparsity']:.1f}"
             lines.append(f"  {series}: highest sparsity within {s.delta:g} pts of dense: amount "
                          f"{b['answer']:g} (sparsity {sparsity} %, drop {b['drop_pts']:+.2f} pts)")
+    lines += front_lines(s.front)
     lines += [f"  note: {n}" for n in s.notes]
     lines.append("wrote " + ", ".join(str(f) for f in s.files))
     get_logger(SUMMARY_LOGGER).info("\n".join(lines))

@@ -16,7 +16,7 @@ from pathlib import Path
 from prunelab.cli.help import make_parser
 from prunelab.cli.invocation import PATH_ENV, Invocation
 from prunelab.errors import EXIT_NO_RESULT, PrunelabError
-from prunelab.logs import SUMMARY_LOGGER, add_verbosity_args, get_logger, setup
+from prunelab.messages import SUMMARY_LOGGER, add_verbosity_args, get_logger, setup
 from prunelab.paths import SEARCH
 from prunelab.search import search
 

@@ -31,7 +31,7 @@ from prunelab.errors import ConfigError, PrunelabError
 from prunelab.evaluate import evaluate
 from prunelab.io import atomic_write, write_error
 from prunelab.loading import find_run_dir, load_finished_run, run_datamodule
-from prunelab.logs import add_verbosity_args, get_logger, setup
+from prunelab.messages import add_verbosity_args, get_logger, setup
 from prunelab.pruning.sensitivity import (
     DEFAULT_AMOUNTS,
     SensitivityTable,
@@ -99,7 +99,7 @@ def run_method(cfg: DictConfig) -> str:
 
 
 def method_knob(cfg: DictConfig, key: str, default: float) -> float:
-    """A knob of the run's criterion (``n``, ``dim``), or its default."""
+    """A knob of the run's criterion (``norm``, ``dim``), or its default."""
     method = cfg.get("pruning", {}).get("method") if "pruning" in cfg else None
     return method.get(key, default) if method is not None else default
 
@@ -212,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
             return evaluate(model.net, batches, binary)["test_acc"]
 
         table = analyze(holder, accuracy, layers, grid, method=method,
-                        n=float(method_knob(cfg, "n", 2.0)), dim=int(method_knob(cfg, "dim", 0)),
+                        norm=float(method_knob(cfg, "norm", 2.0)),
+                        dim=int(method_knob(cfg, "dim", 0)),
                         seed=int(cfg.get("seed", 0)))
         command = Invocation.current().command(
             "sensitivity", *(sys.argv[1:] if argv is None else argv))

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from prunelab.cli.invocation import DATA_ENV, ENV_KEYS, Invocation, allow_target_args
-from prunelab.logs import SUMMARY_LOGGER, get_logger
+from prunelab.messages import SUMMARY_LOGGER, get_logger
 from prunelab.paths import RESULTS, last_checkpoint
 
 log = get_logger(SUMMARY_LOGGER)
@@ -97,6 +97,9 @@ def rows(results: dict[str, Any], state: str = FRESH) -> list[tuple[str, str]]:
     if r.get("test_loss") is not None:
         acc += f"  (loss {float(r['test_loss']):.4f})"
     out.append(("test accuracy", acc))
+    if r.get("int8_test_acc") is not None:  # quantize=ptq|qat
+        out.append(("int8 test accuracy", f"{_pct(r['int8_test_acc'])} "
+                                          f"(quantize={(r.get('quantize') or {}).get('method')})"))
     if not dense:
         out.append(("sparsity", f"{_pct(r.get('sparsity_global'))} of the targeted weights "
                                 f"are zero (target {_pct(r.get('amount'))})"))

@@ -22,7 +22,7 @@ from torch import Tensor
 from prunelab import bounds
 from prunelab.errors import ConfigError, DataMissingError
 from prunelab.io import atomic_write
-from prunelab.logs import get_logger
+from prunelab.messages import get_logger
 
 _log = get_logger(__name__)
 

@@ -35,7 +35,7 @@ from prunelab.data.common import (
 )
 from prunelab.data.splits import TEST_SPLIT_SEED, holdout
 from prunelab.errors import ConfigError, DataMissingError
-from prunelab.logs import get_logger
+from prunelab.messages import get_logger
 
 log = get_logger(__name__)
 

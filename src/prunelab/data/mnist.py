@@ -31,7 +31,7 @@ from prunelab.data.common import (
     resolve_cache_dir,
 )
 from prunelab.errors import ConfigError, DataMissingError
-from prunelab.logs import get_logger
+from prunelab.messages import get_logger
 
 log = get_logger(__name__)
 

@@ -36,7 +36,7 @@ from prunelab.data.common import (
 from prunelab.data.splits import TEST_SPLIT_SEED, class_index, holdout, label_ids
 from prunelab.data.tokens import TOKENIZER_VERSION, encode_parts, pad_flat
 from prunelab.errors import ConfigError, DataMissingError
-from prunelab.logs import get_logger
+from prunelab.messages import get_logger
 
 log = get_logger(__name__)
 

@@ -5,8 +5,8 @@ vocabulary is the ``vocab_size`` most frequent tokens of the training texts, tie
 alphabetically, after ``<pad>``=0 and ``<unk>``=1. The result is also saved as a ``tokenizers``
 WordLevel tokenizer (JSON) next to the cached ids, so that new text can be encoded identically
 later. The bulk encoding runs the same rules through ``str.lower``/``str.replace``/``str.split``
-and a dict lookup: every rule but the last is a literal replacement, and this is 3-4x faster than
-``encode_batch`` on 2 cores (a test asserts both give the same ids).
+and a dict lookup: every rule but the last is a literal replacement, and this is faster than
+``encode_batch`` (docs/results/README.md; a test asserts both give the same ids).
 """
 
 from __future__ import annotations

@@ -25,8 +25,8 @@ from torch.overrides import TorchFunctionMode
 from prunelab.allowlist import how_to_allow, is_allowed
 from prunelab.errors import CheckpointError, ConfigError, PrunelabError
 from prunelab.export import codecs, container, manifest
+from prunelab.internals import tensor_factories
 from prunelab.io import atomic_write
-from prunelab.lightning_ext import tensor_factories
 
 TORCHVISION = "prunelab.models.vision.torchvision_net"
 #: built by a load without being allowed: prunelab's own networks, by the path an artifact

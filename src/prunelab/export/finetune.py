@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from prunelab.bounds import MAX_EPOCHS
 from prunelab.errors import ConfigError
 from prunelab.export import codecs
-from prunelab.logs import get_logger
+from prunelab.messages import get_logger
 
 log = get_logger(__name__)
 

@@ -3,7 +3,9 @@
 :func:`export_run` writes, for each encoding, ``<run>/export/<encoding>/model.plx`` (one
 self-contained compressed file), loads it back with :func:`prunelab.export.load`, measures its
 test accuracy on the run's test set and writes ``export.json`` beside it; ``model.onnx`` too
-when ``onnx`` is installed. :func:`describe` checks an artifact and summarises its manifest.
+when ``onnx`` is installed. For each deployable format (:data:`prunelab.export.deploy.FORMATS`)
+it writes ``<run>/export/<format>/model.onnx`` or ``model.pte``, runs it in its own runtime on
+the test set and writes ``export.json``. :func:`describe` checks a file and summarises it.
 """
 
 from __future__ import annotations
@@ -21,16 +23,18 @@ from torch import nn
 
 from prunelab.errors import CheckpointError, PrunelabError
 from prunelab.evaluate import evaluate as eval_net
-from prunelab.export import artifact, codecs, finetune, manifest
-from prunelab.io import atomic_write
+from prunelab.export import artifact, codecs, deploy, finetune, manifest, runtimes
+from prunelab.io import atomic_write, write_json
 from prunelab.loading import load_finished_run, run_datamodule, run_test_loader
-from prunelab.logs import get_logger
+from prunelab.messages import get_logger
 from prunelab.paths import (
     EXPORT_ARTIFACT,
     EXPORT_DIR,
     EXPORT_ONNX,
+    EXPORT_PTE,
     EXPORT_REPORT,
     FINAL_MODEL,
+    QUANTIZED_MODEL,
     RESULTS,
     run_config,
 )
@@ -39,6 +43,18 @@ log = get_logger(__name__)
 
 DEFAULT_ENCODINGS = ("kmeans5",)
 ARTIFACT, REPORT, ONNX = EXPORT_ARTIFACT, EXPORT_REPORT, EXPORT_ONNX  # names in each folder
+#: every name ``prunelab export --format`` takes: the .plx encodings, then the deployable formats
+FORMATS = (*codecs.ENCODINGS, *deploy.FORMATS)
+#: each deployable format's file in its folder
+DEPLOY_FILE = {deploy.ONNX: EXPORT_ONNX, deploy.ONNX_INT8: EXPORT_ONNX,
+               deploy.EXECUTORCH: EXPORT_PTE, deploy.EXECUTORCH_INT8: EXPORT_PTE}
+
+
+def check_format(name: str) -> str:
+    """``name`` if ``prunelab export`` writes it; one line with the valid names otherwise."""
+    if name not in FORMATS:
+        raise PrunelabError(f"unknown format {name!r}; valid: {', '.join(FORMATS)}")
+    return name
 
 
 def finished_run(run_dir: Path, allow: Iterable[str] = ()) -> tuple[Path, nn.Module, Any]:
@@ -137,7 +153,11 @@ def export_run(run_dir: Path, encodings: list[str], out: Path | None = None,
     ``--allow-target``); the artifacts of such a network need the same to load.
     """
     for enc in encodings:
-        codecs.check_encoding(enc)
+        check_format(enc)
+    formats = [e for e in encodings if e in deploy.FORMATS]
+    encodings = [e for e in encodings if e not in deploy.FORMATS]
+    for fmt in formats:
+        deploy.require(fmt)  # the extra it needs, before anything is read or written
     finetune.check(finetune_epochs, finetune_lr)
     allow = tuple(allow)
     final, net, cfg = finished_run(run_dir, allow)
@@ -172,6 +192,7 @@ def export_run(run_dir: Path, encodings: list[str], out: Path | None = None,
                         "load(path, max_bytes=%d)", path, artifact.dense_bytes(state) / size, limit)
         record: dict[str, Any] = {
             "artifact": str(path),
+            "format": enc,  # as every export.json: the name given to --format / --encoding
             "encoding": enc,
             "artifact_bytes": size,
             "dense_bytes": artifact.dense_bytes(state),
@@ -199,12 +220,83 @@ def export_run(run_dir: Path, encodings: list[str], out: Path | None = None,
         log.info("%s: %d bytes (%.1fx smaller than the dense state dict)%s", path, size,
                  record["ratio"], acc)
         records.append(record)
+    if formats:
+        source = deploy.Source(net, example, lambda: train_inputs(cfg, data_dir),
+                               run_dir / QUANTIZED_MODEL)
+        for fmt in formats:
+            records.append(export_format(fmt, source, (out or run_dir / EXPORT_DIR) / fmt,
+                                         loader, binary, results, cfg, data_dir))
     return records
 
 
+def train_inputs(cfg: Any, data_dir: str | None) -> Iterable[torch.Tensor]:
+    """The run's training inputs, in the run's (seeded) order: what int8 files calibrate on."""
+    datamodule = run_datamodule(cfg, data_dir)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return (x for x, _ in datamodule.train_dataloader())
+
+
+def export_format(fmt: str, source: deploy.Source, folder: Path, loader: Any, binary: bool,
+                  results: dict[str, Any], cfg: Any, data_dir: str | None = None
+                  ) -> dict[str, Any]:
+    """Write one deployable file, load it in its runtime, measure it on the test set (or check
+    it on one batch without ``loader``) against the PyTorch model it came from; export.json."""
+    path = folder / DEPLOY_FILE[fmt]
+    written = deploy.write(fmt, source, path)
+    runner = runtimes.open_file(path)
+    state = source.net.state_dict()
+    dense = artifact.dense_bytes(state)
+    size = path.stat().st_size
+    record: dict[str, Any] = {
+        "format": fmt, "artifact": str(path), "artifact_bytes": size, "dense_bytes": dense,
+        "ratio": dense / size,
+        "params_total": sum(t.numel() for t in state.values()),
+        "params_nonzero": sum(int((t != 0).sum()) for t in state.values()),
+        **written.record,
+        "input": input_record(cfg, source.example, data_dir),
+        "run_test_acc": results.get("test_acc"),
+        "run_int8_test_acc": results.get("int8_test_acc"),
+    }
+    batches = loader if loader is not None else [(torch.cat([source.example] * 2),
+                                                  torch.zeros(2))]
+    measured = runtimes.compare(runner, written.reference, batches, binary)
+    if loader is None:  # one batch of a sample: only the agreement means something
+        measured = {k: measured[k] for k in ("agreement", "max_abs_diff")}
+    record.update(measured)
+    record.update(runtime=runtimes.runtime_versions(path),
+                  date=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                  versions={"torch": torch.__version__})
+    write_json(folder / REPORT, record)
+    acc = f", test_acc {record['test_acc']:.4f}" if "test_acc" in record else ""
+    log.info("%s: %d bytes (%.1fx smaller than the dense state dict)%s, agrees with PyTorch on "
+             "%.2f %% of the samples", path, size, record["ratio"], acc, 100 * record["agreement"])
+    return record
+
+
+def input_record(cfg: Any, example: torch.Tensor, data_dir: str | None = None) -> dict[str, Any]:
+    """What a device feeds the file: the input's shape and type, and how the run's data module
+    prepared it (read from the module, which is built but reads no data)."""
+    tokens = not example.is_floating_point()
+    out: dict[str, Any] = {
+        "shape": ["batch", "length"] if tokens else ["batch", *example.shape[1:]],
+        "dtype": "int64" if tokens else "float32"}
+    data = run_datamodule(cfg, data_dir)
+    if tokens:
+        out["preprocessing"] = (f"token ids of the run's tokenizer ({cfg.data.get('name')}, "
+                                f"vocab_size {getattr(data, 'vocab_size', '?')}), 0 = padding, "
+                                f"at most max_len={getattr(data, 'max_len', '?')} ids per text")
+    elif getattr(data, "normalize_mean", None) is not None:
+        out["preprocessing"] = (f"pixels / 255, minus {data.normalize_mean}, divided by "
+                                f"{data.normalize_std}")
+    return out
+
+
 def describe(path: Path, allow: Iterable[str] = ()) -> dict[str, Any]:
-    """A checked artifact's summary: it loads (decodes, builds and fits the network), and what
-    it holds."""
+    """A checked file's summary: a ``.onnx`` or ``.pte`` loads and runs in its runtime; a
+    ``.plx`` artifact loads (decodes, builds and fits the network); and what it holds."""
+    if path.suffix in runtimes.SUFFIXES:
+        return runtimes.describe_file(path)
     record, state, _ = artifact.open_artifact(path, allow)
     return {"artifact": str(path), "bytes": path.stat().st_size,
             "encoding": record.get("encoding"), "architecture": record["architecture"],

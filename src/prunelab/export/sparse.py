@@ -112,7 +112,7 @@ class SparseConv2d(_SparseLayer):
         self.channels_last = channels_last
         # the im2col matrix is large (in·kh·kw × N·oh·ow) and never leaves forward: reusing
         # one tensor per thread avoids fresh pages at every call, which cost more than the
-        # copy itself (a new 15 MB tensor takes ~40 ms to fault in on a busy VM, 0.2 ms reused)
+        # copy itself (docs/results/README.md, "Costs behind choices in the code")
         self._scratch = _Scratch()
 
     def _cols_buffer(self, numel: int, like: Tensor) -> Tensor:

@@ -36,10 +36,10 @@ def max_pool2x2(x: Tensor) -> Tensor:
     """``F.max_pool2d(x, 2, 2)``, without its indices when no gradient is needed.
 
     On CPU, torch's channels_last max-pool writes an index per output and vectorises over
-    channels only, so it barely speeds up when a layer loses channels: 1.2-1.4 ms at batch 256
-    for 20, 10 or 5 channels of 24x24 alike, a third of a compacted LeNet's inference. Two
-    elementwise maxima over the NHWC memory (rows, then column pairs) give the same values
-    (NaN included) in 0.18-0.37 ms. Training keeps torch's op: its backward is the faster one.
+    channels only, so it barely speeds up when a layer loses channels and dominates a compacted
+    LeNet's inference. Two elementwise maxima over the NHWC memory (rows, then column pairs)
+    give the same values (NaN included) in a fraction of the time (docs/results/README.md).
+    Training keeps torch's op: its backward is the faster one.
     """
     n, c, h, w = x.shape if x.dim() == 4 else (0, 0, 1, 1)
     if (x.dim() != 4 or h % 2 or w % 2 or (torch.is_grad_enabled() and x.requires_grad)

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from prunelab.errors import ConfigError, DivergedError
-from prunelab.lightning_ext import FastAttributes
+from prunelab.internals import FastAttributes
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
@@ -26,7 +26,7 @@ SchedulerFactory = Callable[..., Any]
 # A finite run counts as diverged when its final loss is far worse than guessing (a uniform guess
 # over K classes scores ln K): above EXPLODED × ln K whatever the accuracy, or above
 # WORSE_THAN_GUESSING × ln K with an accuracy no better than chance, 1/K (see
-# docs/reliability.md, "When a run counts as diverged").
+# docs/guide/reliability.md, "When a run counts as diverged").
 EXPLODED = 100
 WORSE_THAN_GUESSING = 10
 
@@ -56,8 +56,8 @@ def exploded(loss: float, acc: float | None, num_classes: int) -> str | None:
 class EpochSums(FastAttributes, nn.Module):
     """One stage's loss and accuracy over an epoch, as running sums.
 
-    Why not torchmetrics: its ``Accuracy`` and ``MeanMetric`` updates cost 0.13-0.27 ms a batch
-    (argument checks, NaN checks, bookkeeping), 1-2 % of a LeNet training step; these sums take
+    Why not torchmetrics: its ``Accuracy`` and ``MeanMetric`` updates run argument checks, NaN
+    checks and bookkeeping on every batch (their cost: docs/results/README.md); these sums take
     three tensor ops. They are reduced over DDP ranks once, at the end of the epoch.
     """
 
@@ -232,8 +232,8 @@ class ClassifierSystem(FastAttributes, L.LightningModule):
 
     def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
         # Epoch means accumulate in EpochSums and are logged once per epoch (see _log_epoch): a
-        # self.log call per batch costs ~1 ms in Lightning 2.6 (it moves its result collection
-        # to the value's device each time), over a sixth of a LeNet step.
+        # self.log call per batch is slow in Lightning 2.6 (it moves its result collection to
+        # the value's device each time; the cost: docs/results/README.md).
         loss, logits, y = self.loss_and_logits(batch)
         getattr(self, f"{stage}_sums").update(loss, logits, y)
         return loss

@@ -231,7 +231,7 @@ def step_limit(dense: int, budget: int, progress: float) -> int:
     return int(math.floor(dense * (budget / dense) ** max(progress, 0.0)))
 
 
-def normalized_scores(method: str, scores: Tensor, weight: Tensor, n: float) -> Tensor:
+def normalized_scores(method: str, scores: Tensor, weight: Tensor, norm: float) -> Tensor:
     """Slice scores comparable across layers: each layer's scores over the mean of its alive
     (non-zero) ones, as Torch-Pruning's mean normalisation.
 
@@ -331,7 +331,7 @@ class Budget:
         self.cost, self.layer_of = cost, layer_of
 
     def masks(self, targets: Any, current: Mapping[str, Tensor], score: Any, method: str,
-              n: float, progress: float, generator: torch.Generator | None = None
+              norm: float, progress: float, generator: torch.Generator | None = None
               ) -> tuple[dict[str, Tensor], dict[str, Any]]:
         """The step's masks (whole output units, monotone) and its cost record; ``score`` is the
         criterion's ``score(weight, ctx)``, ``progress`` this step's ``target / last target``."""
@@ -345,9 +345,9 @@ class Budget:
             w = getattr(t.module, t.parameter).detach()
             prev = current.get(t.name)
             ctx = ScoreContext(name=f"parameter {t.name!r}", mask=prev, generator=generator,
-                               dim=0, n=n)
+                               dim=0, norm=norm)
             layer = self.layer_of[t.name]
-            scores[layer] = normalized_scores(method, score(w, ctx), w, norm_order(n))
+            scores[layer] = normalized_scores(method, score(w, ctx), w, norm_order(norm))
             alive[layer] = (torch.ones(w.shape[0], dtype=torch.bool) if prev is None else
                             (prev.detach().reshape(w.shape[0], -1) != 0).any(dim=1).cpu())
             by_layer[layer] = t

@@ -28,7 +28,7 @@ from torch.nn.utils import prune
 
 from prunelab import bounds
 from prunelab.errors import CheckpointError, ConfigError
-from prunelab.logs import get_logger, say
+from prunelab.messages import get_logger, say
 from prunelab.pruning import criteria as C
 from prunelab.pruning import masks as M
 from prunelab.pruning.budget import Budget
@@ -337,7 +337,7 @@ class PruningCallback(L.Callback):
             if self.budget is not None:
                 masks, cost = self.budget.masks(self.targets, M.current_masks(self.targets),
                                                 self.method.score, self.method.name,
-                                                self.method.n, target / self.plan[-1].target,
+                                                self.method.norm, target / self.plan[-1].target,
                                                 self.generator)
                 self._install(masks, target, check_counts=False)
                 return {**M.sparsity(self.targets), "cost": cost}

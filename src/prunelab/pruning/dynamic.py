@@ -24,7 +24,7 @@ from torch import Tensor
 
 from prunelab import bounds
 from prunelab.errors import CheckpointError, ConfigError, ResultError
-from prunelab.logs import get_logger, say
+from prunelab.messages import get_logger, say
 from prunelab.pruning import criteria as C
 from prunelab.pruning import masks as M
 from prunelab.pruning.criteria import dynamic as D

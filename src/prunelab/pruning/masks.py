@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torch.nn.utils import prune
 
 from prunelab.errors import CheckpointError, DivergedError, ResultError
-from prunelab.lightning_ext import MaskedInPlace, move_param, mul_in_place, param_slot
+from prunelab.internals import MaskedInPlace, move_param, mul_in_place, param_slot
 from prunelab.pruning.targets import Target
 
 

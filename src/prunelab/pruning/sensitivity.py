@@ -109,14 +109,14 @@ def analyze(
     amounts: Iterable[float] = DEFAULT_AMOUNTS,
     *,
     method: str = "l1_unstructured",
-    n: float = 2.0,
+    norm: float = 2.0,
     dim: int = 0,
     seed: int = 0,
 ) -> SensitivityTable:
     """Prune each of ``layers`` (parameter names of ``model``) alone to each of ``amounts`` with
     criterion ``method``, measure ``evaluate(model)`` (an accuracy in [0, 1]), restore the layer.
 
-    ``n``/``dim``: norm order and slice axis of structured criteria; ``seed``: random criteria
+    ``norm``/``dim``: norm order and slice axis of structured criteria; ``seed``: random criteria
     draw from a generator seeded with it (each probe afresh, so probes do not depend on the
     order). Criteria that need gradient statistics (taylor, fisher) are refused: a finished
     run's model carries none. The model is left exactly as it was given.
@@ -132,7 +132,7 @@ def analyze(
         table.accuracy[name] = {}
         existing = (saved != 0).to(C.float_dtype(saved))  # zeros already there count first
         for amount in grid:
-            mask = C.mask(method, saved, amount, mask=existing, n=n, dim=dim,
+            mask = C.mask(method, saved, amount, mask=existing, norm=norm, dim=dim,
                           generator=torch.Generator().manual_seed(seed))
             p.copy_(saved * mask.to(saved.dtype))
             try:

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from prunelab.errors import ConfigError
-from prunelab.lightning_ext import batch_index
+from prunelab.internals import batch_index
 from prunelab.pruning import criteria as C
 from prunelab.pruning.masks import param
 from prunelab.pruning.targets import Target

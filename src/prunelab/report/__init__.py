@@ -43,6 +43,7 @@ from prunelab.report.load import (
     load_job,
     load_jobs,
 )
+from prunelab.report.pareto import Front, find_front, shown_value
 from prunelab.report.plots import (
     ERR_FLOOR,
     ERR_TICKS,
@@ -70,10 +71,11 @@ from prunelab.report.tables import export_mean, markdown, write_csv
 from prunelab.report.write import replot, report
 
 __all__ = [
-    "CSV_COLUMNS", "ERR_FLOOR", "ERR_TICKS", "ERR_TICKS_FINE", "EXPORT_FIELDS", "KEPT_TICKS",
+    "CSV_COLUMNS", "ERR_FLOOR", "ERR_TICKS", "ERR_TICKS_FINE", "EXPORT_FIELDS", "Front", "KEPT_TICKS",
     "KEPT_TICKS_FINE", "MAX_DEPTH", "SERIES_MARKERS", "Baseline", "Job", "Point", "ReportError",
     "Summary", "best_within", "budget_label", "build_points", "compare", "dense_baseline",
-    "export_columns", "export_mean", "export_row", "exports_from_row", "find_job_dirs",
+    "export_columns", "export_mean", "export_row", "exports_from_row", "find_front", "find_job_dirs",
     "load_baseline", "load_exports", "load_job", "load_jobs", "markdown", "notes", "plot",
-    "plot_bytes", "plot_pair", "replot", "report", "summarize", "summarize_csv", "write_csv",
+    "plot_bytes", "plot_pair", "replot", "report", "shown_value", "summarize", "summarize_csv",
+    "write_csv",
 ]

@@ -1,8 +1,6 @@
-"""``python -m prunelab.report`` is not a command: say where the command is, rather than do
-nothing (the command line is ``prunelab report``, :mod:`prunelab.cli.report`)."""
+"""``python -m prunelab.report ...``, the command line of 0.1: ``prunelab report ...``, with one
+deprecation line, until the next release."""
 
-import sys
+from prunelab.cli import old_module_form
 
-sys.stderr.write("python -m prunelab.report: error: a library module, not a command; the command "
-                 "is python -m prunelab report ...\n")
-sys.exit(2)
+old_module_form("report")

@@ -9,7 +9,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from prunelab.logs import get_logger
+from prunelab.messages import get_logger
+from prunelab.objectives import value_of
 from prunelab.paths import (
     EXPORT_DIR,
     EXPORT_REPORT,
@@ -109,6 +110,8 @@ def _hydra_meta(path: Path) -> tuple[dict[str, Any], list[str]]:
             meta["schedule"] = component_name(nodes.get("schedule"))
             meta["method"] = component_name(nodes.get("method"))
             meta["budget"] = _config_budget((plain.get("pruning") or {}).get("budget"))
+            if isinstance(plain.get("objectives"), list):
+                meta["objectives"] = [str(o) for o in plain["objectives"]]
             meta["config"] = _flatten(plain)
     except Exception:  # a half-written or foreign .hydra folder: fall back to what we have
         pass
@@ -183,6 +186,7 @@ def load_job(path: Path, root: Path, prefix: str = "") -> Job:
         amount=_num(meta.get("amount")), seed=_num(meta.get("seed"), int),
     )
     job.config = meta.get("config")
+    job.objectives = meta.get("objectives")
     job.budget = meta.get("budget")
     if payload:
         budget, job.budget_reached = _payload_budget(payload)
@@ -200,6 +204,7 @@ def load_job(path: Path, root: Path, prefix: str = "") -> Job:
             log.warning("%s: %s is %r, not a number; left out of the report",
                         path / RESULTS, bad, payload[bad])
             return job
+        job.numbers = {k: v for k in sorted(NUMBER_KEYS) if (v := value_of(payload, k)) is not None}
         job.test_acc = _num(payload.get("test_acc"))
         if job.test_acc is None or not 0.0 <= job.test_acc <= 1.0:
             # no test (trainer.limit_test_batches=0) or a damaged value: not a result to rank

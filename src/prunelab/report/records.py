@@ -55,6 +55,10 @@ class Job:
     # export/<encoding>/export.json records of the job's shipped artifacts, by folder name
     exports: dict[str, dict[str, Any]] = field(default_factory=dict)
     test_subset: str = ""  # "160 of 10,000": tested on part of the test set (limit_test_batches)
+    # every number of a finished job's results.json (what an objective may name), and the
+    # objectives its config named ("val_acc:max" ...; None without a saved config)
+    numbers: dict[str, float] = field(default_factory=dict)
+    objectives: list[str] | None = None
 
     @property
     def dense(self) -> bool:
@@ -152,6 +156,7 @@ class Summary:
     files: list[Path] = field(default_factory=list)
     sources: list[Path] = field(default_factory=list)  # every sweep/run folder read
     title: str | None = None  # the plots' title prefix, instead of the folders' names
+    front: Any = None  # a search's Pareto front (prunelab.report.pareto.Front), if any
 
     @property
     def name(self) -> str:

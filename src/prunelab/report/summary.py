@@ -9,7 +9,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from prunelab.logs import get_logger
+from prunelab.messages import get_logger
 from prunelab.paths import SEARCH
 from prunelab.report.comparison import (
     _job_order,

@@ -49,7 +49,9 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return out
 
 
-def markdown(summary: Summary, plots: Sequence[str] = ()) -> str:
+def markdown(summary: Summary, plots: Sequence[str] = (), sections: Sequence[str] = ()) -> str:
+    """summary.md; ``sections``: lines of further sections (a search's Pareto front), placed
+    before the failed jobs."""
     s, jobs, pts = summary, summary.jobs, summary.points
     counts = defaultdict(int)
     for j in jobs:
@@ -117,6 +119,7 @@ def markdown(summary: Summary, plots: Sequence[str] = ()) -> str:
     if s.search:
         lines += _search_md(s.search)
 
+    lines += list(sections)
     bad = [j for j in jobs if j.status != "ok"]
     lines += ["## Failed and incomplete jobs", ""]
     if bad:

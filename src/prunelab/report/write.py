@@ -1,5 +1,6 @@
-"""``report(...)`` and ``replot(...)``: a report's files (summary.csv, summary.md and the plots)
-from its folders, or the plots only from a summary.csv."""
+"""``report(...)`` and ``replot(...)``: a report's files (summary.csv, summary.md and the plots,
+and for a search its Pareto front: pareto.png, pareto.csv) from its folders, or the plots only
+from a summary.csv."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from prunelab.io import atomic_write
-from prunelab.logs import get_logger
+from prunelab.messages import get_logger
+from prunelab.report import pareto
+from prunelab.report.load import load_jobs
 from prunelab.report.plots import plot
 from prunelab.report.records import ReportError, Summary
 from prunelab.report.summary import _roots, summarize, summarize_csv
@@ -47,9 +50,22 @@ def report(sweep_dir: str | Path | Sequence[str | Path], baseline: Sequence[str 
         command += "".join(f" --baseline {shlex.quote(str(b))}" for b in baseline)
     source = " + ".join(str(r) for r in summary.sources) or summary.sweep_dir
     plots = plot(summary, out_dir, _note(source, command))
-    atomic_write(out_dir / "summary.md", markdown(summary, [p.name for p in plots]))
-    summary.files = [out_dir / "summary.csv", out_dir / "summary.md", *plots]
+    files, sections = [], []
+    summary.front = pareto.find_front(summary, _baseline_jobs(baseline))
+    if summary.front is not None:  # a search: its Pareto front (prunelab.report.pareto)
+        front_plot = pareto.plot(summary.front, out_dir, summary.name, _note(source, command))
+        plots = [front_plot, *plots] if front_plot else plots
+        pareto.write_csv(summary.front, summary.jobs, out_dir / pareto.TABLE)
+        files.append(out_dir / pareto.TABLE)
+        sections = pareto.markdown(summary.front)
+    atomic_write(out_dir / "summary.md", markdown(summary, [p.name for p in plots], sections))
+    summary.files = [out_dir / "summary.csv", out_dir / "summary.md", *files, *plots]
     return summary
+
+
+def _baseline_jobs(dirs: Sequence[str | Path]) -> list:
+    """The jobs of the ``--baseline`` folders (their dense runs give a front its dense point)."""
+    return [j for d in dirs if Path(d).is_dir() for j in load_jobs(Path(d))]
 
 
 def replot(csv_path: str | Path, out: str | Path | None = None, delta: float = 0.5) -> Summary:

@@ -120,7 +120,7 @@ def compute_masks(
     masks: Mapping[str, torch.Tensor] | None = None,
     stats: Mapping[str, Mapping] | None = None,
     scope: str | None = None,
-    n: float = 2,
+    norm: float = 2,
     dim: int = 0,
     generator: torch.Generator | None = None,
     custom: torch_prune.BasePruningMethod | None = None,
@@ -128,10 +128,10 @@ def compute_masks(
 ) -> dict[str, torch.Tensor]:
     """New masks for ``weights`` (name → tensor) at target sparsity ``amount``.
 
-    ``method``: a :class:`Method` (its knobs are used, and ``scope``/``n``/``dim``/``round_to``
+    ``method``: a :class:`Method` (its knobs are used, and ``scope``/``norm``/``dim``/``round_to``
     are ignored) or a registered criterion's name. ``masks``: the current masks (missing names = dense); ``stats``: per-name gradient
     statistics (criteria with ``needs_grads``); ``scope``: ``"layer"`` or ``"global"`` (default:
-    the criterion's); ``n``/``dim``: norm order and slice axis of structured criteria;
+    the criterion's); ``norm``/``dim``: norm order and slice axis of structured criteria;
     ``generator``: the seeded CPU generator of random criteria; ``round_to`` (structured
     criteria only): every tensor keeps a multiple of this many slices (:func:`round_kept`).
 
@@ -150,7 +150,7 @@ def compute_masks(
         return _custom_masks(custom, weights, masks)
     if isinstance(method, Method):
         criterion, score = method.spec, method.score
-        scope, n, dim, round_to = method.scope, method.n, method.dim, method.round_to
+        scope, norm, dim, round_to = method.scope, method.norm, method.dim, method.round_to
         method = method.name
     else:
         criterion = get(method)
@@ -167,14 +167,14 @@ def compute_masks(
                     f"{tuple(weights[name].shape)}: it needs at least 2 dims (exclude it)"
                 )
             norm_dim(dim, weights[name].ndim, f"parameter {name!r}")
-        norm_order(n)
+        norm_order(norm)
     stats = stats or {}
     scores = {}
     for name in names:  # sorted: random draws must not depend on the mapping's order
         w = weights[name]
         ctx = ScoreContext(name=f"parameter {name!r}", mask=masks.get(name),
                            stats=stats.get(name), generator=generator,
-                           dim=norm_dim(dim, w.ndim) if criterion.structured else dim, n=n)
+                           dim=norm_dim(dim, w.ndim) if criterion.structured else dim, norm=norm)
         scores[name] = score(w, ctx)
     if criterion.structured:
         out = {}
@@ -199,13 +199,13 @@ def compute_masks(
 
 
 def mask(method: str, weight: torch.Tensor, amount: float, *, mask: torch.Tensor | None = None,
-         stats: Mapping | None = None, n: float = 2, dim: int = 0,
+         stats: Mapping | None = None, norm: float = 2, dim: int = 0,
          generator: torch.Generator | None = None, round_to: int | None = None) -> torch.Tensor:
     """One tensor's layer-wise mask: :func:`compute_masks` on ``{"weight": weight}``."""
     stats_map = None if stats is None else {"weight": stats}
     masks = None if mask is None else {"weight": mask}
     return compute_masks(method, {"weight": weight}, amount, masks=masks, stats=stats_map,
-                         scope="layer" if "layer" in get(method).scopes else None, n=n, dim=dim,
+                         scope="layer" if "layer" in get(method).scopes else None, norm=norm, dim=dim,
                          generator=generator, round_to=round_to)["weight"]
 
 

@@ -14,11 +14,11 @@ def magnitude(weight: torch.Tensor, ctx: ScoreContext | None = None) -> torch.Te
 
 
 def ln_norm(weight: torch.Tensor, ctx: ScoreContext) -> torch.Tensor:
-    """The L``n`` norm of each slice along ``dim`` of the masked weight (torch's LnStructured)."""
+    """The L``n`` norm (``n``: ``ctx.norm``) of each slice along ``dim`` of the masked weight (torch's LnStructured)."""
     w = weight.detach()
     if ctx.mask is not None:
         w = w * (ctx.mask.detach().to(w.device) != 0).to(w.dtype)
-    return slice_importance(w.abs(), ctx.dim, norm_order(ctx.n))
+    return slice_importance(w.abs(), ctx.dim, norm_order(ctx.norm))
 
 
 register(Criterion("l1_unstructured", magnitude, scopes=("layer", "global")))

@@ -69,14 +69,14 @@ _MAX_DIMS = 8  # tensor dimensions a slice axis may count (each target's own at 
 _MAX_NORM = 10.0  # a larger norm order underflows to 0 for weights below 1: all slices tie
 
 
-def check_norm(n: object) -> float:
+def check_norm(norm: object) -> float:
     """A structured criterion's norm order: a number in [1, 10], inf or 'fro' (2)."""
     try:
-        order = norm_order(n)
+        order = norm_order(norm)
     except ConfigError:
         order = math.nan
     if not (order == math.inf or 1.0 <= order <= _MAX_NORM):
-        raise ConfigError(f"n={n!r} must be a norm order in [1, {_MAX_NORM:g}], inf or 'fro'")
+        raise ConfigError(f"norm={norm!r} must be a norm order in [1, {_MAX_NORM:g}], inf or 'fro'")
     return order
 
 
@@ -110,7 +110,7 @@ class Method:
         return self.spec.needs_grads
 
     # knobs a criterion may lack: the selection and the callback read these defaults
-    n: ClassVar[float] = 2.0
+    norm: ClassVar[float] = 2.0
     dim: ClassVar[int] = 0
     round_to: ClassVar[int | None] = None
     grad_batches: ClassVar[int] = 1
@@ -170,14 +170,15 @@ class _Structured(Method):
 
 @dataclass(frozen=True, kw_only=True)
 class LnStructured(_Structured):
-    """Whole filters/neurons with the smallest L``n`` norm (torch's LnStructured)."""
+    """Whole filters/neurons with the smallest L``n`` norm (torch's LnStructured); ``norm``:
+    the norm order ``n``."""
 
     criterion: ClassVar[str] = "ln_structured"
-    n: float = 2.0  # type: ignore[misc]
+    norm: float = 2.0  # type: ignore[misc]
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_norm(self.n)
+        check_norm(self.norm)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -254,7 +255,7 @@ class ByName(Method):
     knobs the built-in ones have; those the criterion cannot use are refused."""
 
     criterion: str  # type: ignore[misc]
-    n: float = 2.0  # type: ignore[misc]
+    norm: float = 2.0  # type: ignore[misc]
     dim: int = 0  # type: ignore[misc]
     round_to: int | None = None  # type: ignore[misc]
     grad_batches: int = 32  # type: ignore[misc]
@@ -264,8 +265,8 @@ class ByName(Method):
         spec = self.spec
         check_round_to(self.round_to, self.criterion)
         bounds.integer("grad_batches", self.grad_batches, 1, bounds.MAX_GRAD_BATCHES)
-        if not spec.structured and (self.n != 2.0 or self.dim != 0):
-            raise ConfigError(f"n={self.n!r} / dim={self.dim!r} apply to structured methods, not "
+        if not spec.structured and (self.norm != 2.0 or self.dim != 0):
+            raise ConfigError(f"norm={self.norm!r} / dim={self.dim!r} apply to structured methods, not "
                               f"method={self.criterion!r}")
 
 

@@ -26,7 +26,7 @@ class ScoreContext:
     ``mask``: the current 0/1 mask (``None``: dense); ``stats``: this tensor's gradient
     statistics (see :func:`~prunelab.pruning.criteria.saliency.accumulate_grad_stats`);
     ``generator``: the run's seeded CPU generator (random criteria draw on the CPU so every
-    DDP rank and device gets the same scores); ``dim``/``n``: slice axis and norm order of
+    DDP rank and device gets the same scores); ``dim``/``norm``: slice axis and norm order of
     structured criteria; ``name``: the parameter's name, for messages.
     """
 
@@ -35,7 +35,7 @@ class ScoreContext:
     stats: Mapping[str, Any] | None = None
     generator: torch.Generator | None = None
     dim: int = 0
-    n: float = 2.0
+    norm: float = 2.0
 
 
 ScoreFn = Callable[[torch.Tensor, ScoreContext], torch.Tensor]

@@ -88,7 +88,7 @@ def norm_order(n: object) -> float:
             return -math.inf
     if isinstance(n, numbers.Real) and not isinstance(n, bool) and not math.isnan(float(n)):
         return float(n)
-    raise ConfigError(f"norm order n must be a number, inf or 'fro', got {n!r}")
+    raise ConfigError(f"norm order must be a number, inf or 'fro', got {n!r}")
 
 
 def norm_dim(dim: object, ndim: int, what: str = "tensor") -> int:

@@ -1,4 +1,4 @@
-"""What prunelab.lightning_ext relies on in torch and Lightning still holds, and each fallback
+"""What prunelab.internals relies on in torch and Lightning still holds, and each fallback
 gives the fast path's results. A failure here after an upgrade names the internal that changed."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn.utils import prune
 from torch.utils.data import DataLoader, TensorDataset
 
-from prunelab import lightning_ext as X
+from prunelab import internals as X
 from prunelab.models import LeNet
 
 INSTALLED = f"torch {torch.__version__}, lightning {L.__version__}"
@@ -24,7 +24,7 @@ MEASURED = f"torch {X.MEASURED_ON['torch']}, lightning {X.MEASURED_ON['lightning
                                   "CONV_FORWARD", "DEVICE_CONSTRUCTORS"])
 def test_every_internal_is_still_there(flag: str) -> None:
     assert getattr(X, flag), (
-        f"prunelab.lightning_ext.{flag}: the torch/Lightning internal it relies on changed "
+        f"prunelab.internals.{flag}: the torch/Lightning internal it relies on changed "
         f"({INSTALLED}; measured on {MEASURED}); prunelab runs on its slower fallback: "
         "check the workaround's docstring, then update it or drop it")
 
