@@ -85,5 +85,5 @@ def main(argv: list[str] | None = None) -> int:
                    allow=args.allow_target, latency=args.latency, threads=args.threads)
     except PrunelabError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
-        return 2
+        return err.exit_code  # 2 bad input, 3 no valid result (docs/guide/cli.md)
     return 0
