@@ -24,7 +24,7 @@ from torch.nn import functional as F
 from prunelab.assembly import check_nodes, make_quantization
 from prunelab.cli import export as cli
 from prunelab.errors import CheckpointError, ConfigError, PrunelabError
-from prunelab.export import deploy, runtimes
+from prunelab.export import deploy, runtimes, timing
 from prunelab.identity import result_config
 from prunelab.loading import load_finished_run, run_test_loader
 from prunelab.models import ClassifierSystem, TextClassifier
@@ -151,8 +151,12 @@ def quantized_run(tiny_data, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def exported(quantized_run) -> Path:
-    # the .plx encodings go in the same list
-    assert cli.main([str(quantized_run), "--format", ",".join((*FORMATS, "int8"))]) == 0
+    # the .plx encodings go in the same list; timed with few rounds on one thread (the 2 cores
+    # are shared): the test is what is recorded, not the figure
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(timing, "REPS", 3)
+        assert cli.main([str(quantized_run), "--format", ",".join((*FORMATS, "int8")),
+                         "--threads", "1"]) == 0
     return quantized_run
 
 
@@ -194,6 +198,148 @@ def test_each_format_is_written_measured_and_recorded(exported):
     assert rec["agreement"] == 1.0  # XNNPACK's integer kernels, same int8 model
     results = json.loads((exported / "results.json").read_text())
     assert rec["test_acc"] == results["int8_test_acc"]
+
+
+def test_each_file_is_timed_against_the_dense_fp32_file_of_its_own_runtime(exported):
+    fp32 = {"onnxruntime": exported / "export" / "onnx" / "model.onnx",
+            "executorch": exported / "export" / "executorch" / "model.pte"}
+    for fmt in FORMATS:
+        rec = json.loads((exported / "export" / fmt / "export.json").read_text())
+        runtime = next(iter(rec["runtime"]))
+        assert rec["threads"] == 1 and rec["latency_reps"] == 3
+        for key in ("latency_ms", "dense_latency_ms", "latency_ratio"):
+            assert set(rec[key]) == {"bs256", "bs1"}, (fmt, key)
+            assert all(v > 0 for v in rec[key].values()), (fmt, key)
+        if fmt.endswith("int8"):  # paired with the fp32 file of its runtime, never eager PyTorch
+            assert rec["latency_baseline"] == str(fp32[runtime]), fmt
+        else:  # the fp32 file of the run's network is the dense baseline itself
+            assert rec["latency_baseline"] == "this file"
+            assert rec["latency_ratio"] == {"bs256": 1.0, "bs1": 1.0}
+            assert rec["latency_ms"] == rec["dense_latency_ms"]
+    plx = json.loads((exported / "export" / "int8" / "export.json").read_text())
+    assert "latency_ms" not in plx  # a .plx artifact runs in PyTorch: not timed
+
+
+class FakeClock:
+    """``time.perf_counter`` of the timing module: each call of a fake file advances it."""
+
+    def __init__(self) -> None:
+        self.now, self.order = 0.0, []
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def call(self, name: str, ms: float):
+        def run() -> None:
+            self.order.append(name)
+            self.now += ms / 1e3
+        return run
+
+
+def test_latency_is_the_median_of_rounds_paired_with_the_baseline(monkeypatch):
+    clock = FakeClock()
+    opened = []
+
+    def timed_call(path, x, threads):  # the file takes 0.01 ms a sample, the dense 0.04
+        opened.append((path.name, tuple(x.shape), threads))
+        ms = 0.01 if path.name == "small.onnx" else 0.04
+        return clock.call(path.name, ms * x.shape[0])
+
+    monkeypatch.setattr(timing, "time", clock)
+    monkeypatch.setattr(runtimes, "timed_call", timed_call)
+    rec = timing.measure(Path("small.onnx"), Path("dense.onnx"), torch.zeros(1, 1, 8, 8),
+                         threads=2, reps=4)
+    assert rec["latency_ms"] == pytest.approx({"bs256": 2.56, "bs1": 0.01})
+    assert rec["dense_latency_ms"] == pytest.approx({"bs256": 10.24, "bs1": 0.04})
+    assert rec["latency_ratio"] == pytest.approx({"bs256": 0.25, "bs1": 0.25})
+    assert rec["threads"] == 2 and rec["latency_baseline"] == "dense.onnx"
+    assert opened == [("small.onnx", (256, 1, 8, 8), 2), ("dense.onnx", (256, 1, 8, 8), 2),
+                      ("small.onnx", (1, 1, 8, 8), 2), ("dense.onnx", (1, 1, 8, 8), 2)]
+    clock.order.clear()
+    # blocks of one call, no warm-up time: 3 warm-up and 3 sizing calls each, then the rounds,
+    # both files in each, the one that starts alternating
+    ms = timing.paired({"a": clock.call("a", 1.0), "b": clock.call("b", 3.0)}, reps=4,
+                       block_s=1e-9, warmup_s=0.0)
+    assert clock.order == ["a"] * 6 + ["b"] * 6 + ["a", "b", "b", "a", "a", "b", "b", "a"]
+    assert ms == {"a": pytest.approx([1.0] * 4), "b": pytest.approx([3.0] * 4)}
+    clock.order.clear()
+    same = timing.measure(Path("small.onnx"), Path("small.onnx"), torch.zeros(1, 1, 8, 8),
+                          threads=1, reps=2)
+    assert same["latency_ratio"] == {"bs256": 1.0, "bs1": 1.0}
+    assert set(clock.order) == {"small.onnx"}  # its own baseline: timed once
+
+
+@pytest.fixture(scope="module")
+def compacted_run(quantized_run, tmp_path_factory) -> tuple[Path, nn.Module]:
+    """A copy of the run whose compact_model.pt2 holds its network without half of conv2's
+    filters and of fc1's neurons (as compaction saves a structured-pruned run's network)."""
+    from prunelab.pruning.compaction import compact_with_report, save_compact
+
+    copy = tmp_path_factory.mktemp("compacted") / "run"
+    shutil.copytree(quantized_run, copy, ignore=shutil.ignore_patterns("export", "checkpoints"))
+    net, _, _ = load_finished_run(copy)
+    with torch.no_grad():
+        for layer in (net.conv2, net.fc1):
+            n = layer.weight.shape[0]
+            layer.weight[: n // 2] = 0
+            layer.bias[: n // 2] = 0
+    example = torch.zeros(2, 1, 28, 28)
+    small, _ = compact_with_report(net, example)
+    save_compact(small, copy / "compact_model.pt2", example)
+    return copy, small
+
+
+def test_the_compacted_network_is_exported_timed_and_recorded(compacted_run):
+    run, small = compacted_run
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(timing, "REPS", 3)
+        assert cli.main([str(run), "--format", "onnx-int8-compact,onnx-compact",
+                         "--threads", "1"]) == 0
+    params = sum(p.numel() for p in small.parameters())
+    assert params < 431_080 / 2
+    for fmt in ("onnx-compact", "onnx-int8-compact"):
+        rec = json.loads((run / "export" / fmt / "export.json").read_text())
+        assert rec["compacted_from"] == str(run / "compact_model.pt2")
+        assert rec["params_total"] == params and rec["dense_bytes"] == 431_080 * 4
+        assert rec["ratio"] > (3 if fmt == "onnx-compact" else 10)
+        assert rec["test_samples"] == 80 and rec["agreement"] >= (1.0 if fmt == "onnx-compact"
+                                                                   else 0.9)
+        # no onnx in the list: the dense baseline is the run's network as --format onnx,
+        # made for the timing, compared in ONNX Runtime
+        assert rec["latency_baseline"].startswith("the run's network as --format onnx ")
+        assert all(v > 0 for v in rec["latency_ratio"].values())
+    x = torch.randn(5, 1, 28, 28)
+    got = runtimes.open_file(run / "export" / "onnx-compact" / "model.onnx")(x)
+    with torch.no_grad():
+        assert torch.allclose(got, small(x), atol=1e-4)
+    assert not (run / "export" / "onnx").exists()
+
+
+def test_a_compact_format_without_a_compacted_network_is_one_line(quantized_run, capsys):
+    capsys.readouterr()
+    assert cli.main([str(quantized_run), "--format", "onnx,executorch-int8-compact",
+                     "--out", str(quantized_run / "elsewhere")]) == 2
+    line = one_error_line(capsys)
+    assert "compact_model.pt2" in line and f"prunelab compact {quantized_run}" in line
+    assert not (quantized_run / "elsewhere").exists()
+
+
+def test_no_latency_leaves_the_timing_out(quantized_run, tmp_path, monkeypatch):
+    monkeypatch.setattr(timing, "measure", None)  # would raise if called
+    assert cli.main([str(quantized_run), "--format", "onnx-int8", "--no-latency", "--no-eval",
+                     "--out", str(tmp_path)]) == 0
+    rec = json.loads((tmp_path / "onnx-int8" / "export.json").read_text())
+    assert rec["format"] == "onnx-int8" and not [k for k in rec if "latency" in k]
+    assert list(tmp_path.iterdir()) == [tmp_path / "onnx-int8"]  # no baseline file left
+
+
+@pytest.mark.parametrize("threads", ["0", "-3"])
+def test_a_bad_thread_count_is_one_line(quantized_run, capsys, threads):
+    capsys.readouterr()
+    assert cli.main([str(quantized_run), "--format", "onnx", "--threads", threads,
+                     "--out", str(quantized_run / "elsewhere")]) == 2
+    assert f"--threads {threads}: must be an integer in [1, 1024]" in one_error_line(capsys)
+    assert not (quantized_run / "elsewhere").exists()
 
 
 SCRIPT = """
@@ -258,6 +404,7 @@ def test_an_unknown_format_is_one_line_before_anything_is_written(quantized_run,
     assert cli.main([str(quantized_run), "--format", "onnx,tflite"]) == 2
     line = one_error_line(capsys)
     assert "'tflite'" in line and "executorch-int8" in line and "kmeans4" in line
+    assert "executorch-int8-compact" in line
     assert not (quantized_run / "export" / "tflite").exists()
 
 

@@ -183,3 +183,22 @@ def test_a_sweeps_status_is_its_worst_jobs():
     assert sweep_status([bad_input, crashed], total=2) == 1  # a bug comes before all else
     assert sweep_status([ok], total=2) == 3  # a job that never reported has no result
     assert sweep_status([ok], total=None) == 0  # a sweeper that does not say how many
+
+
+@pytest.mark.parametrize("command, target", [
+    ("evaluate", "prunelab.evaluate.load_plain_model"),
+    ("export", "prunelab.cli.export.export_run"),
+])
+def test_a_tool_exits_with_the_status_of_its_error(command, target, monkeypatch, capsys,
+                                                    tmp_path) -> None:
+    """No valid result (ResultError) is 3 for the tools too, as docs/guide/cli.md says; before,
+    every PrunelabError of a tool was 2."""
+    from prunelab.cli import command_module
+    from prunelab.errors import EXIT_NO_RESULT, ResultError
+
+    def no_result(*args, **kwargs):
+        raise ResultError("the int8 model diverged")
+
+    monkeypatch.setattr(target, no_result)
+    assert command_module(command).main([str(tmp_path)]) == EXIT_NO_RESULT
+    assert capsys.readouterr().err.strip().endswith("error: the int8 model diverged")

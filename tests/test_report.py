@@ -324,9 +324,138 @@ def test_bytes_plot_and_columns_come_back_from_the_csv(tmp_path: Path) -> None:
                                       "test_acc": 0.975, "dense_bytes": DENSE_BYTES}
 
 
+# ---------------------------------------------------------------- the trade-off: bytes, latency
+
+# format -> (bytes, test acc measured from the file, latency ratio at batch 256 and 1 or None)
+DEPLOYED = {"onnx": (400_500, 0.9760, (1.0, 1.0)), "onnx-int8": (104_000, 0.9750, (0.6, 0.4)),
+            "executorch-int8-compact": (26_000, 0.9740, (0.2, 0.1)),
+            "executorch-int8": (103_000, 0.9755, None)}  # exported with --no-latency
+EAGER_MS = {"dense": {"bs256": 20.0, "bs1": 0.4}, "masked": {"bs256": 21.0, "bs1": 0.42},
+            "compact": {"bs256": 5.0, "bs1": 0.2}}
+
+
+def write_deployed(job: Path, fmt: str, size: int, acc: float,
+                   ratios: tuple[float, float] | None) -> None:
+    """An export.json as ``prunelab export --format`` writes it (the keys the report reads)."""
+    folder = job / "export" / fmt
+    folder.mkdir(parents=True)
+    rec = {"format": fmt, "artifact": str(folder / "model.pte"), "artifact_bytes": size,
+           "dense_bytes": DENSE_BYTES, "ratio": DENSE_BYTES / size, "test_acc": acc,
+           "runtime": {"onnxruntime" if fmt.startswith("onnx") else "executorch": "1.0"}}
+    if fmt.endswith("-compact"):
+        rec["compacted_from"] = str(job / "compact_model.pt2")
+    if ratios is not None:
+        rec.update(latency_ratio=dict(zip(("bs256", "bs1"), ratios, strict=True)),
+                   latency_ms={"bs256": 10.0 * ratios[0], "bs1": 0.2 * ratios[1]},
+                   dense_latency_ms={"bs256": 10.0, "bs1": 0.2}, threads=2)
+    (folder / "export.json").write_text(json.dumps(rec))
+
+
+def deployed_sweep(root: Path) -> tuple[Path, Path]:
+    """The sweep with one job compacted, quantised and exported in four formats, and three
+    exports that went wrong; (sweep, that job)."""
+    sweep = make_sweep(root)
+    job = _job_dir(sweep, "l1_unstructured", 0.9, 0)
+    res = json.loads((job / "results.json").read_text())
+    res.update(latency_ms=EAGER_MS, params_compact=20_000, int8_test_acc=0.9757)
+    (job / "results.json").write_text(json.dumps(res))
+    for fmt, (size, acc, ratios) in DEPLOYED.items():
+        write_deployed(job, fmt, size, acc, ratios)
+    write_deployed(job, "executorch", 401_000, 0.9760, (1.0, 1.0))
+    write_export(job, "int8", 20_000, 0.9761)  # a .plx artifact: sized, never timed
+    rec = json.loads((job / "export" / "executorch" / "export.json").read_text())
+    rec["latency_ratio"] = {"bs256": "fast", "bs1": -1}  # a damaged value: a blank cell
+    (job / "export" / "executorch" / "export.json").write_text(json.dumps(rec))
+    (job / "export" / "onnx-compact").mkdir()  # the export died before its export.json
+    (job / "export" / "onnx-int8-compact").mkdir()
+    (job / "export" / "onnx-int8-compact" / "export.json").write_text('{"format": "x"}')
+    return sweep, job
+
+
+def test_trade_off_table_lists_every_variant_with_bytes_latency_and_error(tmp_path: Path) -> None:
+    sweep, job = deployed_sweep(tmp_path / "sweep")
+    s = R.report(sweep)  # the damaged exports are notes, not a crash
+    md = (sweep / "summary.md").read_text()
+    assert "## Trade-off: bytes, latency and test error per format" in md
+    f = job.name
+    for row in [
+        f"| {f} | dense (baseline) | fp32 | state dict | each runtime | 400,000 | 1.0 | 1 | 1 | 2.00 |",
+        f"| {f} | masked | fp32 | final_model.pt | PyTorch eager | 400,000 | 1.0 | 1.05 | 1.05 | 2.40 |",
+        f"| {f} | compacted | fp32 | compact_model.pt2 | PyTorch eager | 80,000 | 5.0 | 0.25 | 0.50 | 2.40 |",
+        f"| {f} | masked | int8 | quantized_model.pt2 | PyTorch | — | — | — | — | 2.43 |",
+        f"| {f} | masked | int8 | int8 | PyTorch (.plx) | 20,000 | 20.0 | — | — | 2.39 |",
+        f"| {f} | masked | fp32 | onnx | ONNX Runtime | 400,500 | 1.0 | 1.00 | 1.00 | 2.40 |",
+        f"| {f} | masked | int8 | onnx-int8 | ONNX Runtime | 104,000 | 3.8 | 0.60 | 0.40 | 2.50 |",
+        f"| {f} | masked | fp32 | executorch | ExecuTorch | 401,000 | 1.0 | — | — | 2.40 |",
+        f"| {f} | masked | int8 | executorch-int8 | ExecuTorch | 103,000 | 3.9 | — | — | 2.45 |",
+        f"| {f} | compacted | int8 | executorch-int8-compact | ExecuTorch | 26,000 | 15.4 | 0.20 "
+        "| 0.10 | 2.60 |",
+    ]:
+        assert row in md, row
+    notes = md.split("Exports left out or incomplete:")[1].split("##")[0]
+    assert f"`{f}/export/onnx-compact: no export.json (the export did not finish)" in notes
+    assert f"`{f}/export/onnx-int8-compact/export.json: no artifact_bytes, left out`" in notes
+    assert "latency_ratio[bs256] 'fast' is not a positive number" in notes
+    assert "latency_ratio[bs1] -1 is not a positive number" in notes
+    assert "onnx-compact |" not in md
+
+    rows = {r["folder"]: r for r in csv.DictReader(StringIO((sweep / "summary.csv").read_text()))}
+    assert float(rows[f]["latency_ratio_bs256_onnx-int8"]) == 0.6
+    assert float(rows[f]["latency_ratio_bs1_executorch-int8-compact"]) == 0.1
+    assert rows[f]["artifact_bytes_int8"] == "20000"
+    assert "latency_ratio_bs256_int8" not in rows[f]  # a .plx encoding is not timed
+    assert "latency_ratio_bs256_executorch-int8" not in rows[f]  # --no-latency
+
+    assert sweep / "acc_vs_latency.png" in s.files
+    _assert_nontrivial_png(sweep / "acc_vs_latency.png")
+    assert "![acc_vs_latency](acc_vs_latency.png)" in md
+
+
+def test_latency_plot_places_each_format_at_its_ratio_in_its_runtime(tmp_path: Path) -> None:
+    sweep, _ = deployed_sweep(tmp_path / "sweep")
+    s = R.summarize(sweep)
+    fig = R.plot_latency(s, "cnn", "mnist")
+    for ax, bs in zip(fig.axes[:2], (0, 1), strict=True):
+        assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+        lines = {ln.get_label(): ln for ln in ax.get_lines()}
+        for fmt, (_, acc, ratios) in DEPLOYED.items():
+            label = f"l1_unstructured · {fmt}"
+            if ratios is None:
+                assert label not in lines  # not timed: not on this plot
+                continue
+            assert list(lines[label].get_xdata()) == [ratios[bs]]
+            assert list(lines[label].get_ydata()) == pytest.approx([100 * (1 - acc)])
+        eager = lines["l1_unstructured · compacted fp32, PyTorch"]
+        assert list(eager.get_xdata()) == [(0.25, 0.5)[bs]]
+        dense = next(ln for label, ln in lines.items() if label.startswith("dense fp32"))
+        assert list(dense.get_xdata()) == [1.0]
+        assert list(dense.get_ydata()) == pytest.approx([100 * (1 - statistics.fmean(DENSE.values()))])
+        # int8 filled, fp32 hollow: told apart without colour
+        int8, fp32 = lines["l1_unstructured · onnx-int8"], lines["l1_unstructured · onnx"]
+        assert int8.get_markerfacecolor() != "none" and fp32.get_markerfacecolor() == "none"
+        assert int8.get_color() != fp32.get_color()
+    fig = R.plot_bytes(s, "cnn", "mnist")
+    lines = {ln.get_label(): ln for ln in fig.axes[0].get_lines()}
+    assert list(lines["l1_unstructured · compacted fp32, PyTorch"].get_xdata()) == [80_000]
+    assert list(lines["l1_unstructured · executorch-int8-compact"].get_xdata()) == [26_000]
+
+
+def test_latency_plot_comes_back_from_the_csv(tmp_path: Path) -> None:
+    sweep, _ = deployed_sweep(tmp_path / "sweep")
+    R.report(sweep, out=tmp_path / "first")
+    (tmp_path / "first" / "acc_vs_latency.png").unlink()
+    s = R.replot(tmp_path / "first" / "summary.csv")
+    assert tmp_path / "first" / "acc_vs_latency.png" in s.files
+    job = next(j for j in s.jobs if j.method == "l1_unstructured" and j.amount == 0.9
+               and j.seed == 0)
+    assert job.exports["onnx-int8"]["latency_ratio_bs1"] == 0.4
+
+
 def test_no_bytes_plot_without_exports(tmp_path: Path) -> None:
     sweep = make_sweep(tmp_path / "sweep")
     s = R.report(sweep)
     assert not (sweep / "acc_vs_bytes.png").exists()
+    assert not (sweep / "acc_vs_latency.png").exists()
     assert "Artifacts" not in (sweep / "summary.md").read_text()
+    assert "Trade-off" not in (sweep / "summary.md").read_text()
     assert all(not j.exports for j in s.jobs)

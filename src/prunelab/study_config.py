@@ -33,6 +33,14 @@ def register_optuna_sweeper() -> None:
     from hydra.core.plugins import Plugins
 
     Plugins.instance()  # Hydra's one scan of hydra_plugins, which stores the plugin's node
+    # the scan walks the namespace's folders, and misses the shell under an editable install
+    # (``pip install -e``: a path hook, not a folder); registering it by hand finds it in every
+    # install (idempotent)
+    from hydra_plugins.prunelab_optuna_sweeper.prunelab_optuna_sweeper import (
+        PrunelabOptunaSweeper,
+    )
+
+    Plugins.instance().register(PrunelabOptunaSweeper)
     try:
         from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
     except ImportError:

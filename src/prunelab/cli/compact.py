@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         return _main(args)
     except PrunelabError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
-        return 2
+        return err.exit_code  # 2 bad input, 3 no valid result (docs/guide/cli.md)
 
 
 def int_list(flag: str, text: str, lo: int, hi: int, most: int) -> list[int]:

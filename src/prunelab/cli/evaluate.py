@@ -46,6 +46,6 @@ def main(argv: list[str] | None = None) -> int:
                   **summarize(net, None)}
     except PrunelabError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
-        return 2
+        return err.exit_code  # 2 bad input, 3 no valid result (docs/guide/cli.md)
     print(json.dumps(result, indent=2))
     return 0

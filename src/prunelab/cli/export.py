@@ -5,14 +5,16 @@ file), loads it back with ``prunelab.export.load``, measures its test accuracy o
 set and writes ``export.json`` beside it; ``model.onnx`` too when ``onnx`` is installed.
 ``--format onnx,onnx-int8,executorch,executorch-int8`` (any subset, and the encodings too)
 writes files for other runtimes, ``<run>/export/<format>/model.onnx`` or ``model.pte``, each run
-in its own runtime (ONNX Runtime, ExecuTorch) on the test set, its accuracy and size in its
-``export.json``. ``prunelab export <file>`` checks a ``.plx``, ``.onnx`` or ``.pte`` file and
+in its own runtime (ONNX Runtime, ExecuTorch) on the test set and timed there against the dense
+fp32 file of the same network, its accuracy, size and latency in its ``export.json``; a
+``-compact`` name (``onnx-int8-compact`` ...) exports the run's compacted network instead. ``prunelab export <file>`` checks a ``.plx``, ``.onnx`` or ``.pte`` file and
 prints what it holds (JSON). A network of your own (a ``--config-dir`` model) is built only
 with ``--allow-target PREFIX``, for the run and for its artifacts alike.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -34,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         (f"{PROG} outputs/runs/<run> --encoding all --no-eval", "every encoding, no test-set pass"),
         (f"{PROG} outputs/runs/<run> --format onnx,onnx-int8,executorch,executorch-int8",
          "files for ONNX Runtime and ExecuTorch, fp32 and int8, each run on the test set"),
+        (f"{PROG} outputs/runs/<run> --format executorch-int8-compact --threads 2",
+         "the compacted network of a structured-pruned run, int8, timed on 2 threads"),
         (f"{PROG} outputs/runs/<run>/export/kmeans5/model.plx", "check an artifact"),
         (f"{PROG} outputs/runs/<run> --allow-target mylab.",
          "a run of your own network (a class of the mylab package)"),
@@ -49,6 +53,13 @@ def main(argv: list[str] | None = None) -> int:
                              "(without --encoding: only these)")
     parser.add_argument("--out", help="folder for the artifacts (default: <run>/export)")
     parser.add_argument("--no-eval", action="store_true", help="skip the test-set evaluation")
+    parser.add_argument("--latency", action=argparse.BooleanOptionalAction, default=True,
+                        help="time each --format file in its runtime at batch 256 and 1, paired "
+                             "with the dense fp32 file of the same network in that runtime "
+                             "(default: on; a few seconds per file)")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="threads of the runtimes while timing (default: torch's thread "
+                             "count, usually the physical cores)")
     parser.add_argument("--finetune-epochs", type=int, default=0, metavar="N",
                         help="train the k-means shared values N epochs on the run's training data "
                              "first (trained quantisation; kmeans encodings; into "
@@ -86,9 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         encodings = list(dict.fromkeys([*encodings, *formats]))
         export_run(path, encodings, Path(args.out) if args.out else None, args.data_dir,
                    evaluate=not args.no_eval, finetune_epochs=args.finetune_epochs,
-                   allow=args.allow_target, biases=args.biases, dead_units=args.dead_units,
-                   max_bytes=args.max_bytes)
+                   allow=args.allow_target, latency=args.latency, threads=args.threads,
+                   biases=args.biases, dead_units=args.dead_units, max_bytes=args.max_bytes)
     except PrunelabError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
-        return 2
+        return err.exit_code  # 2 bad input, 3 no valid result (docs/guide/cli.md)
     return 0

@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("wrote sensitivity.csv, sensitivity.md, sensitivity.png to %s", out)
     except PrunelabError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
-        return 2
+        return err.exit_code  # 2 bad input, 3 no valid result (docs/guide/cli.md)
     except OSError as err:
         print(f"{PROG}: error: {write_error(err)}", file=sys.stderr)
         return 2

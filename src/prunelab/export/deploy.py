@@ -1,9 +1,11 @@
 """Deployable files of a network: ONNX (fp32, and int8 QDQ by ONNX Runtime's quantisation) and
 ExecuTorch programs with the XNNPACK delegate (fp32, and int8 from torchao's PT2E flow).
 
-One writer per format (:data:`FORMATS`), each a function of the run's fp32 network, one input
-sample and the training inputs to calibrate on; every file is written atomically and then
-checked by :mod:`prunelab.export.runtimes` in its own runtime (``prunelab.export.runs``).
+One writer per format (:data:`BASE_FORMATS`), each a function of the run's fp32 network, one
+input sample and the training inputs to calibrate on; every file is written atomically and then
+checked by :mod:`prunelab.export.runtimes` in its own runtime (``prunelab.export.runs``). Each
+format has a ``-compact`` twin (``onnx-compact`` ...): the same writer on the run's compacted
+network (``compact_model.pt2`` of a structured-pruned run, :func:`compacted_network`).
 Each file runs without prunelab: ``onnxruntime`` alone for ``.onnx``, ExecuTorch's runtime
 (or its C++ library on a device) for ``.pte``.
 """
@@ -22,14 +24,20 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from prunelab.errors import PrunelabError
+from prunelab.errors import CheckpointError, PrunelabError
 from prunelab.export.runtimes import require_executorch, require_onnxruntime
 from prunelab.io import atomic_write
 from prunelab.quantize import pt2e
 
 ONNX, ONNX_INT8, EXECUTORCH, EXECUTORCH_INT8 = "onnx", "onnx-int8", "executorch", "executorch-int8"
+#: the writers' formats, of the run's network as trained (masks folded)
+BASE_FORMATS = (ONNX, ONNX_INT8, EXECUTORCH, EXECUTORCH_INT8)
+COMPACT = "-compact"  # a format's suffix for the run's compacted network (compact_model.pt2)
 #: the deployable formats, in the order they are written and listed
-FORMATS = (ONNX, ONNX_INT8, EXECUTORCH, EXECUTORCH_INT8)
+FORMATS = (*BASE_FORMATS, *(f + COMPACT for f in BASE_FORMATS))
+#: the fp32 format of each runtime: the file of the run's network is the dense baseline of every
+#: latency measured in that runtime
+FP32 = {"onnxruntime": ONNX, "executorch": EXECUTORCH}
 #: the largest batch an ExecuTorch program takes: its memory is planned for this many samples
 #: (any batch from 1 up runs; a larger one is run in parts by prunelab's checks)
 MAX_BATCH = 256
@@ -58,21 +66,56 @@ class Written:
     record: dict[str, Any]
 
 
+def base_format(fmt: str) -> str:
+    """The writer's format of ``fmt`` (``onnx-int8-compact`` → ``onnx-int8``)."""
+    return fmt.removesuffix(COMPACT)
+
+
+def is_compact(fmt: str) -> bool:
+    return fmt.endswith(COMPACT) and base_format(fmt) in BASE_FORMATS
+
+
+def runtime_of(fmt: str) -> str:
+    """The runtime that runs ``fmt``'s file: ``onnxruntime`` or ``executorch``."""
+    return "onnxruntime" if base_format(fmt) in (ONNX, ONNX_INT8) else "executorch"
+
+
 def require(fmt: str) -> None:
     """One line naming the extra a format needs, before anything is written."""
-    if fmt in (ONNX, ONNX_INT8):
-        require_onnxruntime(f"--format {fmt}")
-    elif fmt in (EXECUTORCH, EXECUTORCH_INT8):
-        require_executorch(f"--format {fmt}")
-    else:
+    if fmt not in FORMATS:
         raise PrunelabError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
+    if runtime_of(fmt) == "onnxruntime":
+        require_onnxruntime(f"--format {fmt}")
+    else:
+        require_executorch(f"--format {fmt}")
 
 
 def write(fmt: str, source: Source, path: Path) -> Written:
-    """Write ``source`` in format ``fmt`` to ``path``."""
+    """Write ``source`` in format ``fmt`` (or its writer's, for a ``-compact`` name) to ``path``."""
     require(fmt)
     return {ONNX: write_onnx, ONNX_INT8: write_onnx_int8, EXECUTORCH: write_executorch,
-            EXECUTORCH_INT8: write_executorch_int8}[fmt](source, path)
+            EXECUTORCH_INT8: write_executorch_int8}[base_format(fmt)](source, path)
+
+
+def compacted_network(path: Path) -> nn.Module:
+    """The compacted network saved as ``compact_model.pt2`` (a ``torch.export`` program of an
+    eval-mode network), as a module the writers take. ``torch.export``'s module refuses
+    ``train()``/``eval()``; its graph was captured in eval mode and ignores the flags, so the
+    ordinary methods are given back. A damaged file is one line."""
+    quiet = logging.getLogger("torch.export")  # it logs the traceback of what it raises
+    level = quiet.level
+    quiet.setLevel(max(level, logging.CRITICAL))
+    try:
+        module = torch.export.load(io.BytesIO(Path(path).read_bytes())).module()
+    except Exception as err:
+        raise CheckpointError(f"{path} is not a readable torch.export program (damaged: "
+                              f"{type(err).__name__}: {pt2e.first_line(err)}); make it again "
+                              "with: prunelab compact <run dir>") from None
+    finally:
+        quiet.setLevel(level)
+    for name in ("train", "eval"):
+        module.__dict__.pop(name, None)
+    return module.eval()
 
 
 # ------------------------------------------------------------------------------ ONNX
@@ -133,7 +176,7 @@ def write_onnx_int8(source: Source, path: Path) -> Written:
         _first(source.calibration(), CALIBRATION_BATCHES), "input")
     with tempfile.TemporaryDirectory() as tmp:
         fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-        fp32.write_bytes(onnx_bytes(source.net, source.example))
+        atomic_write(fp32, onnx_bytes(source.net, source.example))
         root = logging.getLogger()
         level = root.level  # quantize_static logs a pre-processing tip on the root logger
         root.setLevel(max(level, logging.ERROR))

@@ -5,14 +5,18 @@ self-contained compressed file), loads it back with :func:`prunelab.export.load`
 test accuracy on the run's test set and writes ``export.json`` beside it; ``model.onnx`` too
 when ``onnx`` is installed. For each deployable format (:data:`prunelab.export.deploy.FORMATS`)
 it writes ``<run>/export/<format>/model.onnx`` or ``model.pte``, runs it in its own runtime on
-the test set and writes ``export.json``. :func:`describe` checks a file and summarises it.
+the test set, times it there against the dense fp32 file of the same network
+(:mod:`prunelab.export.timing`) and writes ``export.json``. :func:`describe` checks a file and
+summarises it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import io
 import json
+import tempfile
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -33,11 +37,13 @@ from prunelab.export import (
     finetune,
     manifest,
     runtimes,
+    timing,
 )
 from prunelab.io import atomic_write, write_json
 from prunelab.loading import load_finished_run, run_datamodule, run_test_loader
 from prunelab.messages import get_logger
 from prunelab.paths import (
+    COMPACT_MODEL,
     EXPORT_ARTIFACT,
     EXPORT_DIR,
     EXPORT_ONNX,
@@ -56,8 +62,8 @@ ARTIFACT, REPORT, ONNX = EXPORT_ARTIFACT, EXPORT_REPORT, EXPORT_ONNX  # names in
 #: every name ``prunelab export --format`` takes: the .plx encodings, then the deployable formats
 FORMATS = (*codecs.ENCODINGS, choice.AUTO, *deploy.FORMATS)
 #: each deployable format's file in its folder
-DEPLOY_FILE = {deploy.ONNX: EXPORT_ONNX, deploy.ONNX_INT8: EXPORT_ONNX,
-               deploy.EXECUTORCH: EXPORT_PTE, deploy.EXECUTORCH_INT8: EXPORT_PTE}
+DEPLOY_FILE = {f: EXPORT_ONNX if deploy.runtime_of(f) == "onnxruntime" else EXPORT_PTE
+               for f in deploy.FORMATS}
 
 
 def check_format(name: str) -> str:
@@ -154,7 +160,8 @@ def export_onnx(net: nn.Module, example: torch.Tensor, path: Path) -> dict[str, 
 def export_run(run_dir: Path, encodings: list[str], out: Path | None = None,
                data_dir: str | None = None, evaluate: bool = True,
                finetune_epochs: int = 0, finetune_lr: float = finetune.LR,
-               allow: Iterable[str] = (), biases: str = "fp32",
+               allow: Iterable[str] = (), latency: bool = True, threads: int | None = None,
+               latency_reps: int | None = None, biases: str = "fp32",
                dead_units: str = deadunits.DEFAULT,
                max_bytes: int | None = None) -> list[dict[str, Any]]:
     """Export a finished run in each encoding; return the export.json records.
@@ -168,6 +175,8 @@ def export_run(run_dir: Path, encodings: list[str], out: Path | None = None,
     output (:mod:`prunelab.export.deadunits`), once, before any of that. ``allow``: module
     prefixes of the user's own classes the run's config may name (as ``--allow-target``); the
     artifacts of such a network need the same to load.
+    ``latency``: time each deployable file in its runtime on ``threads`` threads (default:
+    torch's count), ``latency_reps`` paired rounds per batch size (:mod:`~prunelab.export.timing`).
     """
     for enc in encodings:
         check_format(enc)
@@ -180,10 +189,20 @@ def export_run(run_dir: Path, encodings: list[str], out: Path | None = None,
     if max_bytes is not None and choice.AUTO not in encodings:
         raise ConfigError(f"--max-bytes chooses among encodings: give it with --encoding "
                           f"{choice.AUTO} (the default), not {', '.join(encodings)}")
-    formats = [e for e in encodings if e in deploy.FORMATS]
+    # fp32 first: the fp32 file of each runtime is the dense baseline of the others' latency
+    formats = sorted((e for e in encodings if e in deploy.FORMATS), key=deploy.FORMATS.index)
     encodings = [e for e in encodings if e not in deploy.FORMATS]
     for fmt in formats:
         deploy.require(fmt)  # the extra it needs, before anything is read or written
+    if latency and formats:
+        threads = timing.check_threads(threads)
+        latency_reps = timing.check_reps(timing.REPS if latency_reps is None else latency_reps)
+    compact_file = run_dir / COMPACT_MODEL
+    if any(deploy.is_compact(f) for f in formats) and not compact_file.is_file():
+        raise PrunelabError(
+            f"--format {','.join(f for f in formats if deploy.is_compact(f))}: {run_dir} has no "
+            f"{COMPACT_MODEL} (the compacted network of a structured-pruned run); make it with: "
+            f"prunelab compact {run_dir}")
     finetune.check(finetune_epochs, finetune_lr)
     allow = tuple(allow)
     final, net, cfg = finished_run(run_dir, allow)
@@ -278,11 +297,19 @@ def export_run(run_dir: Path, encodings: list[str], out: Path | None = None,
                  record["ratio"], acc)
         records.append(record)
     if formats:
-        source = deploy.Source(net, example, lambda: train_inputs(cfg, data_dir),
-                               run_dir / QUANTIZED_MODEL)
-        for fmt in formats:
-            records.append(export_format(fmt, source, (out or run_dir / EXPORT_DIR) / fmt,
-                                         loader, binary, results, cfg, data_dir))
+        calibration = functools.partial(train_inputs, cfg, data_dir)
+        sources = {False: deploy.Source(net, example, calibration, run_dir / QUANTIZED_MODEL)}
+        if any(deploy.is_compact(f) for f in formats):  # its int8 model is made at export
+            sources[True] = deploy.Source(deploy.compacted_network(compact_file), example,
+                                          calibration)
+        with tempfile.TemporaryDirectory(prefix="prunelab-dense-") as tmp:
+            baselines = Baselines(sources[False], Path(tmp)) if latency else None
+            for fmt in formats:
+                compact = deploy.is_compact(fmt)
+                records.append(export_format(
+                    fmt, sources[compact], (out or run_dir / EXPORT_DIR) / fmt, loader, binary,
+                    results, cfg, data_dir, artifact.dense_bytes(state), baselines, threads,
+                    latency_reps, {"compacted_from": str(compact_file)} if compact else {}))
     return records
 
 
@@ -322,6 +349,33 @@ def val_loader(cfg: Any, data_dir: str | None) -> Any:
     return datamodule.val_dataloader()
 
 
+class Baselines:
+    """The dense fp32 file of the run's network in each runtime, the baseline of every latency
+    measured there: the ``onnx`` / ``executorch`` file written in this export, or one written
+    into ``tmp`` when that format is not asked for."""
+
+    def __init__(self, source: deploy.Source, tmp: Path) -> None:
+        self.source, self.tmp = source, tmp
+        self.files: dict[str, tuple[Path, str]] = {}
+
+    def written(self, fmt: str, path: Path) -> None:
+        if fmt == deploy.FP32[deploy.runtime_of(fmt)]:
+            self.files[deploy.runtime_of(fmt)] = (path, str(path))
+
+    def of(self, fmt: str) -> tuple[Path, str]:
+        """The baseline file of ``fmt``'s runtime, and what export.json calls it."""
+        runtime = deploy.runtime_of(fmt)
+        if runtime not in self.files:
+            base = deploy.FP32[runtime]
+            path = self.tmp / DEPLOY_FILE[base]
+            log.info("writing the dense fp32 %s file of the run's network: the latency baseline",
+                     base)
+            deploy.write(base, self.source, path)
+            self.files[runtime] = (path, f"the run's network as --format {base} (written for "
+                                         "the timing, not kept)")
+        return self.files[runtime]
+
+
 def train_inputs(cfg: Any, data_dir: str | None) -> Iterable[torch.Tensor]:
     """The run's training inputs, in the run's (seeded) order: what int8 files calibrate on."""
     datamodule = run_datamodule(cfg, data_dir)
@@ -331,22 +385,26 @@ def train_inputs(cfg: Any, data_dir: str | None) -> Iterable[torch.Tensor]:
 
 
 def export_format(fmt: str, source: deploy.Source, folder: Path, loader: Any, binary: bool,
-                  results: dict[str, Any], cfg: Any, data_dir: str | None = None
-                  ) -> dict[str, Any]:
+                  results: dict[str, Any], cfg: Any, data_dir: str | None = None,
+                  dense: int | None = None, baselines: Baselines | None = None,
+                  threads: int | None = None, reps: int | None = None,
+                  extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write one deployable file, load it in its runtime, measure it on the test set (or check
-    it on one batch without ``loader``) against the PyTorch model it came from; export.json."""
+    it on one batch without ``loader``) against the PyTorch model it came from, time it against
+    its runtime's dense baseline (with ``baselines``); export.json. ``dense``: the dense fp32
+    state dict's bytes (default: the source network's); ``extra``: more keys for the record."""
     path = folder / DEPLOY_FILE[fmt]
     written = deploy.write(fmt, source, path)
     runner = runtimes.open_file(path)
     state = source.net.state_dict()
-    dense = artifact.dense_bytes(state)
+    dense = dense or artifact.dense_bytes(state)
     size = path.stat().st_size
     record: dict[str, Any] = {
         "format": fmt, "artifact": str(path), "artifact_bytes": size, "dense_bytes": dense,
         "ratio": dense / size,
         "params_total": sum(t.numel() for t in state.values()),
         "params_nonzero": sum(int((t != 0).sum()) for t in state.values()),
-        **written.record,
+        **written.record, **(extra or {}),
         "input": input_record(cfg, source.example, data_dir),
         "run_test_acc": results.get("test_acc"),
         "run_int8_test_acc": results.get("int8_test_acc"),
@@ -357,13 +415,22 @@ def export_format(fmt: str, source: deploy.Source, folder: Path, loader: Any, bi
     if loader is None:  # one batch of a sample: only the agreement means something
         measured = {k: measured[k] for k in ("agreement", "max_abs_diff")}
     record.update(measured)
+    if baselines is not None:
+        baselines.written(fmt, path)
+        log.info("%s: timing it in its runtime against the dense fp32 file", path)
+        baseline, label = baselines.of(fmt)
+        record.update(timing.measure(path, baseline, source.example, threads, reps,
+                                     baseline_label=label))
     record.update(runtime=runtimes.runtime_versions(path),
                   date=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                   versions={"torch": torch.__version__})
     write_json(folder / REPORT, record)
     acc = f", test_acc {record['test_acc']:.4f}" if "test_acc" in record else ""
+    speed = "".join(f", {r:.2f}x the dense latency at batch {k[2:]}"
+                    for k, r in record.get("latency_ratio", {}).items())
     log.info("%s: %d bytes (%.1fx smaller than the dense state dict)%s, agrees with PyTorch on "
-             "%.2f %% of the samples", path, size, record["ratio"], acc, 100 * record["agreement"])
+             "%.2f %% of the samples%s", path, size, record["ratio"], acc,
+             100 * record["agreement"], speed)
     return record
 
 

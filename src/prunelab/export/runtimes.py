@@ -48,15 +48,26 @@ def require_executorch(what: str) -> None:
         raise PrunelabError(f"{what} needs {' and '.join(missing)}: {EXECUTORCH_INSTALL}")
 
 
-def open_onnx(path: Path) -> Runner:
-    """An ONNX Runtime session (CPU) on ``path`` as a runner."""
+def _onnx_session(path: Path, threads: int | None = None) -> Any:
+    """An ONNX Runtime CPU session on ``path``; with ``threads``, that many intra-op threads
+    which do not spin-wait after a call (a spinning pool would take the cores from the session
+    timed next to it)."""
     require_onnxruntime(f"running {path.name}")
     import onnxruntime as ort  # lazy: optional extra
 
+    opts = ort.SessionOptions()
+    if threads is not None:
+        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     except Exception as err:
         raise _not_loadable(path, "ONNX Runtime", err) from None
+
+
+def open_onnx(path: Path) -> Runner:
+    """An ONNX Runtime session (CPU) on ``path`` as a runner."""
+    session = _onnx_session(path)
     inputs = session.get_inputs()
     if len(inputs) != 1:
         raise CheckpointError(f"{path} takes {len(inputs)} inputs; prunelab's models take one")
@@ -134,11 +145,14 @@ def _pte_method(path: Path) -> Any:
 
     with _runtime_log() as buffer:
         try:
-            return Runtime.get().load_program(path).load_method("forward")
+            program = Runtime.get().load_program(path)
+            method = program.load_method("forward")
         except Exception as err:
             raise CheckpointError(f"{path} does not load in ExecuTorch (damaged, truncated or "
                                   f"not a model file: {_reason(buffer, err)}); export it "
                                   "again") from None
+    method._keep_program = program  # a method must not outlive its program's memory
+    return method
 
 
 def _pte_input_dtype(meta: Any) -> torch.dtype | None:
@@ -184,6 +198,39 @@ def compare(runner: Runner, reference: Callable[[Tensor], Tensor], batches: Iter
     n = max(total, 1)
     return {"test_acc": right / n, "test_error": 1 - right / n, "test_samples": total,
             "source_test_acc": ref_right / n, "agreement": same / n, "max_abs_diff": diff}
+
+
+def set_pte_threads(threads: int) -> int:
+    """Size ExecuTorch's XNNPACK thread pool (one per process) to ``threads``; the count it
+    reports. The pool is resized through the Python bindings' ``_unsafe_reset_threadpool``, the
+    only handle they give (unsafe only while a method runs); without it the pool keeps its
+    size, which is then what the count says."""
+    import_quietly("executorch.runtime")
+    from executorch.extension.pybindings import portable_lib  # lazy: optional extra
+
+    count = getattr(portable_lib, "_threadpool_get_thread_count", None)
+    reset = getattr(portable_lib, "_unsafe_reset_threadpool", None)
+    if reset is not None and count is not None and count() != threads:
+        reset(threads)
+    return int(count()) if count is not None else threads
+
+
+def timed_call(path: Path, x: Tensor, threads: int) -> Callable[[], object]:
+    """A call without arguments that runs the batch ``x`` through the file in its runtime, on
+    ``threads`` threads: the input is prepared once, so a timed call is the runtime's work and
+    its Python binding only."""
+    x = x.detach().cpu().contiguous()
+    if path.suffix == ".onnx":
+        session = _onnx_session(path, threads)
+        inp = session.get_inputs()[0]
+        feed = {inp.name: x.numpy().astype("int64") if "int64" in inp.type else x.numpy()}
+        return lambda: session.run(None, feed)
+    require_executorch(f"timing {path.name}")
+    set_pte_threads(threads)
+    method = _pte_method(path)
+    dtype = _pte_input_dtype(method.metadata)
+    args = [x.to(dtype) if dtype is not None else x]
+    return lambda: method.execute(args)
 
 
 def runtime_versions(path: Path) -> dict[str, str]:

@@ -26,7 +26,10 @@ the left, sparsity along the top) and against the effective MACs; one marker per
 with ± one std over seeds, the dense baseline as a dashed line in a band of ± one std.
 Jobs exported with ``prunelab export`` (``<job>/export/<encoding>/export.json``) add per-encoding
 columns (artifact bytes, ratio to the dense fp32 state dict, test accuracy measured from the
-file) and acc_vs_bytes.png: test error vs artifact bytes, one series per method and encoding.
+file, and for deployable files their latency ratio to the dense fp32 file in the same runtime),
+summary.md's trade-off table (one row per job and variant: dense, masked, compacted, int8 and
+each file), acc_vs_bytes.png (test error vs bytes, one series per method and format) and
+acc_vs_latency.png (test error vs the latency ratio at batch 256 and 1).
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ from prunelab.report.plots import (
     SERIES_MARKERS,
     plot,
     plot_bytes,
+    plot_latency,
     plot_pair,
 )
 from prunelab.report.records import (
@@ -76,6 +80,6 @@ __all__ = [
     "Summary", "best_within", "budget_label", "build_points", "compare", "dense_baseline",
     "export_columns", "export_mean", "export_row", "exports_from_row", "find_front", "find_job_dirs",
     "load_baseline", "load_exports", "load_job", "load_jobs", "markdown", "notes", "plot",
-    "plot_bytes", "plot_pair", "replot", "report", "shown_value", "summarize", "summarize_csv",
+    "plot_bytes", "plot_latency", "plot_pair", "replot", "report", "shown_value", "summarize", "summarize_csv",
     "write_csv",
 ]

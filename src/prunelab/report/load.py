@@ -220,11 +220,23 @@ def load_job(path: Path, root: Path, prefix: str = "") -> Job:
         job.epochs = _num(payload.get("epochs"), int)
         job.macs_compact = _num(payload.get("macs_compact"), int)
         job.params_compact = _num(payload.get("params_compact"), int)
-        job.exports = load_exports(path)
+        job.exports = load_exports(path, job.export_notes)
+        job.latency_ms = _eager_latency(payload.get("latency_ms"))
         seen, total = payload.get("test_samples"), payload.get("test_samples_total")
         if seen is not None and total and seen < total:
             job.test_subset = f"{seen:,} of {total:,}"
     return job
+
+
+def _eager_latency(value: Any) -> dict[str, dict[str, float]] | None:
+    """results.json's ``latency_ms`` (``pruning.compact=true``: the dense, masked and compacted
+    networks in eager PyTorch per batch size), positive numbers only; None without one."""
+    if not isinstance(value, dict):
+        return None
+    out = {model: {bs: ms for bs, v in per.items()
+                   if (ms := _num(v)) is not None and 0 < ms < float("inf")}
+           for model, per in value.items() if isinstance(per, dict)}
+    return out if out.get("dense") else None
 
 
 def _is_number(value: Any) -> bool:
@@ -235,56 +247,114 @@ def _is_number(value: Any) -> bool:
 # per-encoding summary.csv columns: <prefix><encoding folder>, e.g. artifact_bytes_kmeans4
 EXPORT_FIELDS = {"artifact_bytes_": ("artifact_bytes", int), "ratio_": ("ratio", float),
                  "artifact_test_acc_": ("test_acc", float)}
+# the batch sizes of a deployable file's latency (export.json's latency_ratio {"bs256": r, ...})
+LATENCY_BATCHES = ("bs256", "bs1")
+# ... and their columns, for the formats some job has a latency of
+LATENCY_FIELDS = {f"latency_ratio_{bs}_": (f"latency_ratio_{bs}", float) for bs in LATENCY_BATCHES}
 
 
-def load_exports(job_dir: Path) -> dict[str, dict[str, Any]]:
+def load_exports(job_dir: Path, problems: list[str] | None = None) -> dict[str, dict[str, Any]]:
     """``{encoding folder: record}`` from the job's ``export/<encoding>/export.json`` files.
 
     A record keeps the artifact's bytes, its ratio to the dense fp32 state dict, the dense
-    bytes and the test accuracy measured from the file; an unreadable one is skipped (logged).
+    bytes, the test accuracy measured from the file, and for a deployable file its runtime,
+    whether it holds the compacted network, and its latency ratio to the dense fp32 file in
+    that runtime per batch size. What is wrong with a record goes to ``problems`` (and the log):
+    an unreadable one or one without bytes is left out, a bad value is left blank, an export
+    folder without export.json (an export that did not finish) is named.
     """
     out: dict[str, dict[str, Any]] = {}
+    problems = [] if problems is None else problems
     base = job_dir / EXPORT_DIR
+
+    def note(path: Path, what: str) -> None:
+        problems.append(f"{path.relative_to(job_dir).as_posix()}: {what}")
+        log.warning("%s: %s", path, what)
+
     if not base.is_dir():
         return out
-    for f in sorted(base.glob(f"*/{EXPORT_REPORT}")):
+    for folder in sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        f = folder / EXPORT_REPORT
+        if not f.is_file():
+            note(folder, f"no {EXPORT_REPORT} (the export did not finish), left out")
+            continue
         try:
             rec = _read_json(f)
         except (OSError, ValueError) as err:
-            log.warning("%s: unreadable, left out of the report (%s)", f, err)
+            note(f, f"unreadable ({err}), left out")
             continue
         size = _num(rec.get("artifact_bytes"), int)
         if size is None or size <= 0:
-            log.warning("%s: no artifact_bytes, left out of the report", f)
+            note(f, "no artifact_bytes, left out")
             continue
         acc = _num(rec.get("test_acc"))
-        out[f.parent.name] = {
+        runtime = rec.get("runtime")
+        out[folder.name] = {
             "artifact_bytes": size, "ratio": _num(rec.get("ratio")),
             "dense_bytes": _num(rec.get("dense_bytes"), int),
             "test_acc": acc if acc is not None and 0.0 <= acc <= 1.0 else None,
+            "runtime": next(iter(runtime), None) if isinstance(runtime, dict) else None,
+            "compacted": bool(rec.get("compacted_from")),
+            **_latency(rec, f, note),
         }
+        if acc is not None and out[folder.name]["test_acc"] is None:
+            note(f, f"test_acc {rec.get('test_acc')!r} is not an accuracy, left blank")
+    return out
+
+
+def _latency(rec: dict[str, Any], path: Path, note: Any) -> dict[str, float]:
+    """``latency_ratio_<bs>`` of a record whose ``latency_ratio`` holds positive numbers."""
+    ratios = rec.get("latency_ratio")
+    if ratios is None:
+        return {}
+    if not isinstance(ratios, dict):
+        note(path, f"latency_ratio {ratios!r} is not a mapping of batch sizes, left blank")
+        return {}
+    out = {}
+    for bs in LATENCY_BATCHES:
+        if bs not in ratios:
+            continue
+        r = _num(ratios[bs])
+        if r is None or not 0 < r < float("inf"):
+            note(path, f"latency_ratio[{bs}] {ratios[bs]!r} is not a positive number, left blank")
+            continue
+        out[f"latency_ratio_{bs}"] = r
     return out
 
 
 def export_columns(jobs: Iterable[Job]) -> list[str]:
-    """summary.csv's per-encoding artifact columns for the encodings any job was exported in."""
+    """summary.csv's per-encoding artifact columns for the encodings any job was exported in,
+    and latency columns for those some job has a latency of."""
+    jobs = list(jobs)
     encs = sorted({e for j in jobs for e in j.exports}, key=_encoding_order)
-    return [prefix + e for e in encs for prefix in EXPORT_FIELDS]
+    cols = []
+    for e in encs:
+        cols += [prefix + e for prefix in EXPORT_FIELDS]
+        cols += [prefix + e for prefix, (key, _) in LATENCY_FIELDS.items()
+                 if any(j.exports.get(e, {}).get(key) is not None for j in jobs)]
+    return cols
 
 
 def _encoding_order(enc: str) -> tuple:
-    from prunelab.export.codecs import ENCODINGS  # lazy: torch, for exported jobs only
+    """The .plx encodings in the codec's order, then the deployable formats in theirs."""
+    # lazy: torch, for exported jobs only
+    from prunelab.export.codecs import ENCODINGS
+    from prunelab.export.deploy import FORMATS
 
+    if enc in FORMATS:
+        return (len(ENCODINGS) + FORMATS.index(enc), enc, "")
     head, _, tail = enc.partition("-")
-    return (ENCODINGS.index(head) if head in ENCODINGS else len(ENCODINGS), head, tail)
+    return (ENCODINGS.index(head) if head in ENCODINGS else len(ENCODINGS) + len(FORMATS),
+            head, tail)
 
 
 def export_row(job: Job, columns: Sequence[str]) -> dict[str, Any]:
     row: dict[str, Any] = {}
+    fields = {**EXPORT_FIELDS, **LATENCY_FIELDS}
     for col in columns:
-        prefix = next(p for p in EXPORT_FIELDS if col.startswith(p))
+        prefix = next(p for p in fields if col.startswith(p))
         rec = job.exports.get(col[len(prefix):], {})
-        row[col] = rec.get(EXPORT_FIELDS[prefix][0])
+        row[col] = rec.get(fields[prefix][0])
     return row
 
 
@@ -292,7 +362,7 @@ def exports_from_row(row: dict[str, str]) -> dict[str, dict[str, Any]]:
     """The export records a summary.csv row holds (its per-encoding artifact columns)."""
     out: dict[str, dict[str, Any]] = defaultdict(dict)
     for col, value in row.items():
-        for prefix, (key, kind) in EXPORT_FIELDS.items():
+        for prefix, (key, kind) in {**EXPORT_FIELDS, **LATENCY_FIELDS}.items():
             if col and col.startswith(prefix) and value not in (None, ""):
                 out[col[len(prefix):]][key] = _num(value, kind)
     for rec in out.values():  # the dense state dict's size follows from bytes × ratio

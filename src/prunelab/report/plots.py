@@ -1,5 +1,6 @@
 """The report's figures (matplotlib, imported when drawing): test error against the weights
-kept, the effective MACs and, for exported jobs, the artifact's bytes."""
+kept, the effective MACs and, for exported jobs, the file's bytes and its latency relative to
+the dense model in the same runtime."""
 
 from __future__ import annotations
 
@@ -9,8 +10,16 @@ from pathlib import Path
 from typing import Any
 
 from prunelab.io import atomic_save
+from prunelab.report.load import LATENCY_BATCHES
 from prunelab.report.records import Point, Summary, _count
-from prunelab.report.tables import _encodings, _epochs, export_mean
+from prunelab.report.tables import (
+    FP32_BYTES,
+    _encodings,
+    _epochs,
+    eager_ratio,
+    export_mean,
+    precision,
+)
 
 # Plots: test error on a log axis against the weights kept on a log axis (100 % on the left,
 # sparsity growing to the right), so 90-99.9 % sparsity and 0.5-2 % error get the room they need.
@@ -176,9 +185,36 @@ def plot_pair(summary: Summary, model: str | None, data: str | None, kind: str,
     return _finish(fig, ax, summary, model, data, f"test error vs {vs}", note, legend=legend)
 
 
+COMPACTED = "compacted fp32, PyTorch"  # the run's compacted network itself: a series of its own
+
+
+def _format_styles(pts: list[Point]) -> tuple[list[tuple[str, str]], Any]:
+    """The (series, format) pairs of ``pts`` and their line style: one colour per format, one
+    marker per series (method), fp32 hollow on solid lines, int8 and k-means filled on dashed."""
+    names = list(dict.fromkeys(p.series for p in pts))
+    encs = _encodings(pts) + [COMPACTED]
+    colour = {e: f"C{k % 10}" for k, e in enumerate(encs)}
+
+    def style(name: str, enc: str) -> dict[str, Any]:
+        c, fp32 = colour[enc], enc == COMPACTED or precision(enc) == "fp32"
+        return dict(color=c, marker=SERIES_MARKERS[names.index(name) % len(SERIES_MARKERS)],
+                    ms=6, lw=1.2, ls="-" if fp32 else "--", mfc="none" if fp32 else c, mew=1.3)
+
+    series = [(name, enc) for name in names
+              for enc in _encodings(p for p in pts if p.series == name)]
+    return series, style
+
+
+def _mean(vals: list[float | None]) -> float | None:
+    got = [v for v in vals if v is not None]
+    return statistics.fmean(got) if got else None
+
+
 def plot_bytes(summary: Summary, model: str | None, data: str | None, note: str = "") -> Any:
     """Test error measured from each artifact vs its size in bytes (log-log), one series per
-    method and encoding; the dense fp32 state dict marked at its size and the dense accuracy."""
+    method and format (a colour per format, fp32 hollow, int8 filled), the compacted network's
+    fp32 state dict where runs were compacted; the dense fp32 state dict marked at its size and
+    the dense accuracy."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -188,17 +224,21 @@ def plot_bytes(summary: Summary, model: str | None, data: str | None, note: str 
     fig, ax = plt.subplots(figsize=(8.5, 5.8), dpi=110)
     xs_all: list[float] = []
     ys_all: list[float] = []
-    markers = "osD^vP*Xh<>"
-    series = [(name, enc) for name in dict.fromkeys(p.series for p in pts)
-              for enc in _encodings(p for p in pts if p.series == name)]
-    for i, (name, enc) in enumerate(series):
-        xy = [(export_mean(p, enc, "artifact_bytes"), _err(export_mean(p, enc, "test_acc")))
-              for p in pts if p.series == name]
+    series, style = _format_styles(pts)
+    compacted = [(name, COMPACTED) for name in dict.fromkeys(p.series for p in pts)
+                 if any(p.mean("params_compact") for p in pts if p.series == name)]
+    for name, enc in series + compacted:
+        if enc == COMPACTED:
+            xy = [((FP32_BYTES * c) if (c := p.mean("params_compact")) else None,
+                   _err(p.mean("test_acc"))) for p in pts if p.series == name]
+        else:
+            xy = [(export_mean(p, enc, "artifact_bytes"), _err(export_mean(p, enc, "test_acc")))
+                  for p in pts if p.series == name]
         xy = sorted((x, y) for x, y in xy if x is not None and y is not None)
         if not xy:
             continue
-        ax.plot([x for x, _ in xy], [y for _, y in xy], marker=markers[i % len(markers)], ms=5,
-                lw=1.2, color=f"C{i % 10}", label=f"{name} · {enc}")
+        ax.plot([x for x, _ in xy], [y for _, y in xy], label=f"{name} · {enc}",
+                **style(name, enc))
         xs_all += [x for x, _ in xy]
         ys_all += [y for _, y in xy]
     dense_bytes = [v for p in pts for j in p.jobs for r in j.exports.values()
@@ -227,13 +267,87 @@ def plot_bytes(summary: Summary, model: str | None, data: str | None, note: str 
                    note, legend=dict(fontsize=7, loc="upper right"))
 
 
+def has_latency(points: list[Point]) -> bool:
+    """Whether any job of ``points`` has a latency ratio: an exported file's, or the compacted
+    network's in eager PyTorch."""
+    return any(any(k.startswith("latency_ratio_") for r in j.exports.values() for k in r)
+               or eager_ratio(j, "compact", LATENCY_BATCHES[0]) is not None
+               for p in points for j in p.jobs)
+
+
+def plot_latency(summary: Summary, model: str | None, data: str | None, note: str = "") -> Any:
+    """Test error vs latency ÷ the dense fp32 model's latency in the same runtime (log-log), at
+    batch 256 (left) and 1 (right): one series per method and format, styled as in
+    :func:`plot_bytes`, and the compacted network in eager PyTorch; the dense model at 1."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = [p for p in summary.points if (p.model, p.data) == (model, data)]
+    fig, axes = plt.subplots(1, len(LATENCY_BATCHES), figsize=(13.5, 5.8), dpi=110)
+    series, style = _format_styles(pts)
+    series += [(name, COMPACTED) for name in dict.fromkeys(p.series for p in pts)]
+    st = summary.baseline.stats(model, data)
+    for ax, bs in zip(axes, LATENCY_BATCHES, strict=True):
+        xs_all: list[float] = []
+        ys_all: list[float] = []
+        for name, enc in series:
+            sp = [p for p in pts if p.series == name]
+            if enc == COMPACTED:  # compaction is exact: the run's own accuracy
+                xy = [(_mean([eager_ratio(j, "compact", bs) for j in p.jobs]),
+                       _err(p.mean("test_acc"))) for p in sp]
+            else:
+                xy = [(export_mean(p, enc, f"latency_ratio_{bs}"),
+                       _err(export_mean(p, enc, "test_acc"))) for p in sp]
+            xy = sorted((x, y) for x, y in xy if x is not None and y is not None)
+            if not xy:
+                continue
+            ax.plot([x for x, _ in xy], [y for _, y in xy], label=f"{name} · {enc}",
+                    **style(name, enc))
+            xs_all += [x for x, _ in xy]
+            ys_all += [y for _, y in xy]
+        ax.axvline(1.0, color="0.2", ls=":", lw=1)
+        if st is not None:
+            e = _err(st[0])
+            ax.plot([1.0], [e], marker="*", ms=14, color="0.2", ls="none",
+                    label=f"dense fp32 in each runtime: {100 * st[0]:.2f} % accuracy")
+            ys_all.append(e)
+        xs_all.append(1.0)
+        if ys_all:
+            _error_axis(ax, ys_all)
+        else:
+            ax.set_yscale("log")
+        ax.set_xlim(min(xs_all) / 1.5, max(xs_all) * 1.5)
+        _ratio_axis(ax, bs)
+        ax.grid(True, which="major", alpha=0.3)
+    return _finish(fig, axes[-1], summary, model, data,
+                   "test error vs latency relative to dense, same runtime", note,
+                   legend=dict(fontsize=7, loc="upper right"), title_on=fig)
+
+
+def _ratio_axis(ax: Any, bs: str) -> None:
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}×"))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel(f"batch {bs[2:]}: latency ÷ the dense fp32 model's in the same runtime, "
+                  "log scale — smaller is faster", fontsize=8)
+
+
 def _finish(fig: Any, ax: Any, summary: Summary, model: str | None, data: str | None,
-            what_vs: str, note: str, legend: dict[str, Any]) -> Any:
-    """Title (sweep name, model and data), grid, legend and the footnote of a report plot."""
+            what_vs: str, note: str, legend: dict[str, Any], title_on: Any = None) -> Any:
+    """Title (sweep name, model and data), grid, legend and the footnote of a report plot;
+    ``title_on=fig``: the title over all panels."""
     what = f"{model} on {data}" if model or data else "all jobs"
     name = summary.name
     name = name if len(name) <= 40 else name[:37] + "…"
-    ax.set_title(f"{name}: {what} — {what_vs}", fontsize=11)
+    if title_on is not None:
+        title_on.suptitle(f"{name}: {what} — {what_vs}", fontsize=11)
+    else:
+        ax.set_title(f"{name}: {what} — {what_vs}", fontsize=11)
     ax.grid(True, which="major", alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(framealpha=0.9, **legend)
@@ -256,8 +370,9 @@ def _bytes_axis(ax: Any) -> None:
 
 
 def plot(summary: Summary, out_dir: Path, note: str = "") -> list[Path]:
-    """acc_vs_sparsity.png and acc_vs_macs.png (one pair of files per model/data), and
-    acc_vs_bytes.png where jobs have exported artifacts."""
+    """acc_vs_sparsity.png and acc_vs_macs.png (one pair of files per model/data),
+    acc_vs_bytes.png where jobs have exported artifacts and acc_vs_latency.png where files (or
+    compacted networks) were timed."""
     import matplotlib.pyplot as plt
 
     pairs = _pairs(summary) or [(None, None)]
@@ -270,9 +385,13 @@ def plot(summary: Summary, out_dir: Path, note: str = "") -> list[Path]:
             atomic_save(path, lambda f, fig=fig: fig.savefig(f, format="png"))
             plt.close(fig)
             files.append(path)
-        if _encodings(p for p in summary.points if (p.model, p.data) == (model, data)):
-            fig = plot_bytes(summary, model, data, note)
-            path = out_dir / f"acc_vs_bytes{tag}.png"
+        pts = [p for p in summary.points if (p.model, p.data) == (model, data)]
+        for stem, draw, wanted in (("acc_vs_bytes", plot_bytes, bool(_encodings(pts))),
+                                   ("acc_vs_latency", plot_latency, has_latency(pts))):
+            if not wanted:
+                continue
+            fig = draw(summary, model, data, note)
+            path = out_dir / f"{stem}{tag}.png"
             atomic_save(path, lambda f, fig=fig: fig.savefig(f, format="png"))
             plt.close(fig)
             files.append(path)

@@ -52,8 +52,12 @@ class Job:
     config: dict[str, Any] | None = None
     drop_pts: float | None = None
     extra: str = ""  # overrides that set this job apart from the others of its kind
-    # export/<encoding>/export.json records of the job's shipped artifacts, by folder name
+    # export/<encoding>/export.json records of the job's shipped artifacts, by folder name,
+    # and what was wrong with the others (an export that did not finish, a damaged record)
     exports: dict[str, dict[str, Any]] = field(default_factory=dict)
+    export_notes: list[str] = field(default_factory=list)
+    # results.json's latency_ms of pruning.compact=true: {"dense"|"masked"|"compact": {"bs1": ms}}
+    latency_ms: dict[str, dict[str, float]] | None = None
     test_subset: str = ""  # "160 of 10,000": tested on part of the test set (limit_test_batches)
     # every number of a finished job's results.json (what an objective may name), and the
     # objectives its config named ("val_acc:max" ...; None without a saved config)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -11,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from prunelab.io import atomic_write
-from prunelab.report.load import _encoding_order, export_columns, export_row
-from prunelab.report.records import CSV_COLUMNS, Point, Summary, _count
+from prunelab.report.load import LATENCY_BATCHES, _encoding_order, export_columns, export_row
+from prunelab.report.records import CSV_COLUMNS, Baseline, Job, Point, Summary, _count
 
 
 def write_csv(summary: Summary, path: Path) -> None:
@@ -105,6 +106,7 @@ def markdown(summary: Summary, plots: Sequence[str] = (), sections: Sequence[str
     lines += _budget_md(pts)
 
     lines += _artifacts_md(pts)
+    lines += _tradeoff_md(s)
     lines += [f"## Highest sparsity within {s.delta:g} pts of dense", ""]
     if not s.best:
         lines.append("No finished pruned job.")
@@ -206,6 +208,104 @@ def _artifacts_md(points: list[Point]) -> list[str]:
                          _pct(export_mean(p, enc, "test_acc")), _pct(p.mean("test_acc"))])
     return lines + _table(["method", "amount", "encoding", "seeds", "artifact bytes",
                            "× smaller", "artifact test acc %", "run test acc %"], rows) + [""]
+
+
+RUNTIMES = {"onnxruntime": "ONNX Runtime", "executorch": "ExecuTorch"}
+FP32_BYTES = 4  # an fp32 state dict: 4 bytes a parameter
+
+
+def precision(name: str) -> str:
+    """``fp32``, ``int8`` or ``kmeans<b>`` of an encoding folder or format name."""
+    base = name.split("-ft")[0]
+    if "int8" in base.split("-"):
+        return "int8"
+    bits = re.fullmatch(r"kmeans(\d+)", base)
+    return f"kmeans{bits.group(1)}" if bits else "fp32"
+
+
+def runtime_name(rec: dict[str, Any]) -> str:
+    """Where an exported file runs: its runtime, or PyTorch for a .plx artifact."""
+    return RUNTIMES.get(rec.get("runtime") or "", rec.get("runtime") or "PyTorch (.plx)")
+
+
+def eager_ratio(job: Job, model: str, bs: str) -> float | None:
+    """``model``'s latency ÷ the dense network's in eager PyTorch (results.json's latency_ms)."""
+    lat = job.latency_ms or {}
+    got, dense = lat.get(model, {}).get(bs), lat.get("dense", {}).get(bs)
+    return got / dense if got and dense else None
+
+
+def dense_bytes_of(job: Job) -> int | None:
+    """The dense fp32 state dict's bytes: from an export record, else 4 × the parameters."""
+    found = next((r["dense_bytes"] for r in job.exports.values() if r.get("dense_bytes")), None)
+    total = job.numbers.get("params_total")
+    return found or (int(FP32_BYTES * total) if total else None)
+
+
+def _tradeoff_md(s: Summary) -> list[str]:
+    """One row per job and variant: the dense baseline, the run's own (masked) network, its
+    compacted and int8 models, and each exported file; size, latency, test error."""
+    jobs = [j for j in s.jobs if j.status == "ok" and (
+        j.exports or j.latency_ms or j.params_compact
+        or j.numbers.get("int8_test_acc") is not None)]
+    noted = [j for j in s.jobs if j.export_notes]
+    if not jobs and not noted:
+        return []
+    lines = ["## Trade-off: bytes, latency and test error per format", "",
+             "One row per job and variant. × smaller: the dense fp32 state dict's bytes ÷ the "
+             "file's. Latency: the file's ÷ the dense fp32 model's **in the same runtime**, at "
+             "batch 256 and 1 (ONNX Runtime and ExecuTorch: timed by `prunelab export`, paired "
+             "with the dense fp32 file of the network; PyTorch eager: `latency_ms` of "
+             "`pruning.compact=true`); below 1 is faster. — : not measured.", ""]
+    rows = [row for j in jobs for row in _tradeoff_rows(j, s.baseline)]
+    if rows:
+        lines += _table(["job", "variant", "precision", "format", "runtime", "bytes",
+                         "× smaller", "latency ×dense, batch 256", "batch 1", "test error %"],
+                        rows)
+    if noted:
+        lines += ["", "Exports left out or incomplete:", ""]
+        lines += [f"- `{j.folder}/{n}`" for j in noted for n in j.export_notes]
+    return lines + [""]
+
+
+def _tradeoff_rows(j: Job, baseline: Baseline) -> list[list[str]]:
+    dense = dense_bytes_of(j)
+    own = "dense" if j.dense else "masked"
+
+    def size(n: float | None) -> list[str]:
+        return ["—", "—"] if not n else [f"{n:,.0f}", f"{dense / n:.1f}" if dense else "—"]
+
+    def ratios(get: Any) -> list[str]:
+        return [_ratio(get(bs)) for bs in LATENCY_BATCHES]
+
+    dense_acc = j.test_acc if j.dense else baseline.of(j.key)
+    rows = [[j.folder, "dense (baseline)", "fp32", "state dict", "each runtime", *size(dense),
+             "1", "1", _error(dense_acc)]]
+    if not j.dense:
+        rows.append([j.folder, own, "fp32", "final_model.pt", "PyTorch eager", *size(dense),
+                     *ratios(lambda bs: eager_ratio(j, "masked", bs)), _error(j.test_acc)])
+    if j.params_compact:  # compaction is exact: the run's accuracy
+        rows.append([j.folder, "compacted", "fp32", "compact_model.pt2", "PyTorch eager",
+                     *size(FP32_BYTES * j.params_compact),
+                     *ratios(lambda bs: eager_ratio(j, "compact", bs)), _error(j.test_acc)])
+    if (int8 := j.numbers.get("int8_test_acc")) is not None:
+        rows.append([j.folder, own, "int8", "quantized_model.pt2", "PyTorch", "—", "—", "—",
+                     "—", _error(int8)])
+    for enc in sorted(j.exports, key=_encoding_order):
+        rec = j.exports[enc]
+        rows.append([j.folder, "compacted" if rec.get("compacted") else own, precision(enc), enc,
+                     runtime_name(rec), *size(rec["artifact_bytes"]),
+                     *ratios(lambda bs, rec=rec: rec.get(f"latency_ratio_{bs}")),
+                     _error(rec.get("test_acc"))])
+    return rows
+
+
+def _ratio(r: float | None) -> str:
+    return "—" if r is None else f"{r:.2f}"
+
+
+def _error(acc: float | None) -> str:
+    return "—" if acc is None else f"{100 * (1 - acc):.2f}"
 
 
 def _search_md(search: dict[str, Any]) -> list[str]:
