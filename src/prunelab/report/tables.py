@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from prunelab.io import atomic_write
+from prunelab.paths import COMPACT_MODEL, FINAL_MODEL
 from prunelab.report.load import LATENCY_BATCHES, _encoding_order, export_columns, export_row
 from prunelab.report.records import CSV_COLUMNS, Baseline, Job, Point, Summary, _count
 
@@ -282,10 +283,10 @@ def _tradeoff_rows(j: Job, baseline: Baseline) -> list[list[str]]:
     rows = [[j.folder, "dense (baseline)", "fp32", "state dict", "each runtime", *size(dense),
              "1", "1", _error(dense_acc)]]
     if not j.dense:
-        rows.append([j.folder, own, "fp32", "final_model.pt", "PyTorch eager", *size(dense),
+        rows.append([j.folder, own, "fp32", FINAL_MODEL, "PyTorch eager", *size(dense),
                      *ratios(lambda bs: eager_ratio(j, "masked", bs)), _error(j.test_acc)])
     if j.params_compact:  # compaction is exact: the run's accuracy
-        rows.append([j.folder, "compacted", "fp32", "compact_model.pt2", "PyTorch eager",
+        rows.append([j.folder, "compacted", "fp32", COMPACT_MODEL, "PyTorch eager",
                      *size(FP32_BYTES * j.params_compact),
                      *ratios(lambda bs: eager_ratio(j, "compact", bs)), _error(j.test_acc)])
     if (int8 := j.numbers.get("int8_test_acc")) is not None:
