@@ -4,8 +4,9 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
-# the tests run on both cores (pytest-xdist) in a random order (pytest-randomly), its seed
-# printed at the end;
+# the tests run on both cores (pytest-xdist; a module's tests on one worker, so its fixtures are
+# built once; one torch thread per process, so two workers do not spin against each other) in a
+# random order (pytest-randomly), its seed printed at the end;
 # make test SEED=<that seed> repeats an order
 SEED ?=
 ORDER := -p randomly $(if $(SEED),--randomly-seed=$(SEED))
@@ -22,7 +23,7 @@ run: install
 	$(BIN)/python -m prunelab model=cnn pruning=iterative $(ARGS)
 
 test: install
-	$(BIN)/python -m pytest -q -m "not slow" -n 2 $(ORDER)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "not slow" -n 2 --dist loadscope $(ORDER)
 
 test-all: install
 	$(BIN)/python -m pytest -q $(ORDER)

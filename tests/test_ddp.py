@@ -10,6 +10,7 @@ import pytest
 import torch
 
 
+@pytest.mark.slow  # two processes with gloo: make test-all (the time budget of make test)
 @pytest.mark.parametrize("method", ["random_unstructured",
                                     pytest.param("taylor", marks=pytest.mark.slow)])
 def test_masks_identical_on_both_ranks(tmp_path, method):

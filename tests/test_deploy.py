@@ -117,6 +117,7 @@ def test_qat_fine_tunes_with_the_mask_fixed_and_stays_near_fp32():
     assert float(agree) >= 0.9
 
 
+@pytest.mark.slow  # make test-all: the time budget of make test (docs/design/testing.md)
 def test_a_text_model_s_int8_program_takes_any_batch_and_length(tmp_path):
     torch.manual_seed(0)
     net = pruned(TextClassifier(vocab_size=50, embed_dim=8, hidden=6), 0.5)

@@ -23,6 +23,7 @@ def run(tmp_path, *overrides):
     return json.loads((run_dir / "results.json").read_text())
 
 
+@pytest.mark.slow  # make test-all: the time budget of make test (docs/design/testing.md)
 def test_short_pruned_run_on_real_mnist(tmp_path, make_cfg):
     """The real files through the whole pipeline in seconds: 2 × 120 batches, 80 % global
     magnitude after the first epoch, tested on all 10,000 real test images."""

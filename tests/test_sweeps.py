@@ -115,6 +115,7 @@ def test_joblib_grid_dense_and_report(tiny_data: Path, tmp_path: Path, make_cfg)
         _assert_nontrivial_png(out / png)
 
 
+@pytest.mark.slow  # make test-all: the time budget of make test (docs/design/testing.md)
 def test_slurm_local_grid_with_invalid_amount(tiny_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "sweep"
     proc = sweep(tmp_path, "hydra/launcher=slurm_local", f"hydra.sweep.dir={out}",
