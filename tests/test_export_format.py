@@ -9,6 +9,7 @@ import numpy as np
 import plxfiles
 import pytest
 import torch
+from test_export import sparse_lenet  # the network the version-1 fixtures were written from
 
 from prunelab.errors import CheckpointError, ConfigError
 from prunelab.export import codecs, container, deadunits, decode, encode, manifest, read
@@ -19,17 +20,6 @@ from conftest import ROOT
 
 V1 = ROOT / "tests" / "fixtures" / "plx_v1"
 V1_ENCODINGS = ("fp32", "int8", "kmeans4")
-
-
-def sparse_lenet(sparsity: float, seed: int) -> LeNet:
-    """As tests/test_export.py's: the network the version-1 fixtures were written from."""
-    torch.manual_seed(seed)
-    net = LeNet()
-    with torch.no_grad():
-        for name, p in net.named_parameters():
-            if name.endswith("weight"):
-                p.mul_((torch.rand_like(p) >= sparsity).float())
-    return net
 
 
 def version_of(data: bytes) -> int:

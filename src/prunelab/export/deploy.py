@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from prunelab.errors import CheckpointError, PrunelabError
+from prunelab.errors import PrunelabError
 from prunelab.export.runtimes import require_executorch, require_onnxruntime
 from prunelab.io import atomic_write
 from prunelab.quantize import pt2e
@@ -102,17 +102,8 @@ def compacted_network(path: Path) -> nn.Module:
     eval-mode network), as a module the writers take. ``torch.export``'s module refuses
     ``train()``/``eval()``; its graph was captured in eval mode and ignores the flags, so the
     ordinary methods are given back. A damaged file is one line."""
-    quiet = logging.getLogger("torch.export")  # it logs the traceback of what it raises
-    level = quiet.level
-    quiet.setLevel(max(level, logging.CRITICAL))
-    try:
-        module = torch.export.load(io.BytesIO(Path(path).read_bytes())).module()
-    except Exception as err:
-        raise CheckpointError(f"{path} is not a readable torch.export program (damaged: "
-                              f"{type(err).__name__}: {pt2e.first_line(err)}); make it again "
-                              "with: prunelab compact <run dir>") from None
-    finally:
-        quiet.setLevel(level)
+    module = pt2e.read_program(path, "damaged",
+                               "make it again with: prunelab compact <run dir>").module()
     for name in ("train", "eval"):
         module.__dict__.pop(name, None)
     return module.eval()

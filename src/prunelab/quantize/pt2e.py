@@ -217,17 +217,20 @@ def save_program(model: nn.Module, path: str | Path, example: Tensor) -> Path:
 def load_program(path: str | Path) -> Any:
     """A ``.pt2`` program written by :func:`save_program`; a damaged or foreign file is one line."""
     import_extra(f"loading {Path(path).name}")  # its quantize/dequantize operators
+    return read_program(path, "damaged, or not written by prunelab", "run the quantisation again")
 
-    quiet = logging.getLogger("torch.export")  # it logs the traceback of what it raises
+
+def read_program(path: str | Path, what: str, remedy: str) -> Any:
+    """``torch.export.load`` of ``path``, quietly (torch logs the traceback of what it raises);
+    a file it cannot read is one line: ``what`` may be wrong with it, ``remedy`` what to do."""
+    quiet = logging.getLogger("torch.export")
     level = quiet.level
     quiet.setLevel(max(level, logging.CRITICAL))
     try:
-        data = Path(path).read_bytes()
-        return torch.export.load(io.BytesIO(data))
+        return torch.export.load(io.BytesIO(Path(path).read_bytes()))
     except Exception as err:
-        raise CheckpointError(f"{path} is not a readable torch.export program (damaged, or not "
-                              f"written by prunelab: {type(err).__name__}: {first_line(err)}); "
-                              "run the quantisation again") from None
+        raise CheckpointError(f"{path} is not a readable torch.export program ({what}: "
+                              f"{type(err).__name__}: {first_line(err)}); {remedy}") from None
     finally:
         quiet.setLevel(level)
 
