@@ -234,13 +234,7 @@ def plot_bytes(summary: Summary, model: str | None, data: str | None, note: str 
         else:
             xy = [(export_mean(p, enc, "artifact_bytes"), _err(export_mean(p, enc, "test_acc")))
                   for p in pts if p.series == name]
-        xy = sorted((x, y) for x, y in xy if x is not None and y is not None)
-        if not xy:
-            continue
-        ax.plot([x for x, _ in xy], [y for _, y in xy], label=f"{name} · {enc}",
-                **style(name, enc))
-        xs_all += [x for x, _ in xy]
-        ys_all += [y for _, y in xy]
+        _line(ax, xy, f"{name} · {enc}", style(name, enc), xs_all, ys_all)
     dense_bytes = [v for p in pts for j in p.jobs for r in j.exports.values()
                    if (v := r.get("dense_bytes"))]
     if dense_bytes:
@@ -300,13 +294,7 @@ def plot_latency(summary: Summary, model: str | None, data: str | None, note: st
             else:
                 xy = [(export_mean(p, enc, f"latency_ratio_{bs}"),
                        _err(export_mean(p, enc, "test_acc"))) for p in sp]
-            xy = sorted((x, y) for x, y in xy if x is not None and y is not None)
-            if not xy:
-                continue
-            ax.plot([x for x, _ in xy], [y for _, y in xy], label=f"{name} · {enc}",
-                    **style(name, enc))
-            xs_all += [x for x, _ in xy]
-            ys_all += [y for _, y in xy]
+            _line(ax, xy, f"{name} · {enc}", style(name, enc), xs_all, ys_all)
         ax.axvline(1.0, color="0.2", ls=":", lw=1)
         if st is not None:
             e = _err(st[0])
@@ -396,3 +384,13 @@ def plot(summary: Summary, out_dir: Path, note: str = "") -> list[Path]:
             plt.close(fig)
             files.append(path)
     return files
+
+
+def _line(ax: Any, xy: list, label: str, style: dict, xs_all: list, ys_all: list) -> None:
+    """One format's line of (x, error) points, those with both values, sorted by x; the
+    points join ``xs_all``/``ys_all`` (the axes' limits)."""
+    xy = sorted((x, y) for x, y in xy if x is not None and y is not None)
+    if xy:
+        ax.plot([x for x, _ in xy], [y for _, y in xy], label=label, **style)
+        xs_all += [x for x, _ in xy]
+        ys_all += [y for _, y in xy]
