@@ -117,6 +117,28 @@ def test_qat_fine_tunes_with_the_mask_fixed_and_stays_near_fp32():
     assert float(agree) >= 0.9
 
 
+def test_dynamic_activations_quantise_a_text_model_s_linear_layers_per_row(tmp_path):
+    """activations=dynamic: int8 weights with the zeros kept, each input row's range measured
+    as it runs; the program lowers to ExecuTorch and its file runs there."""
+    torch.manual_seed(0)
+    net = pruned(TextClassifier(vocab_size=50, embed_dim=8, hidden=6), 0.5)
+    ids = torch.randint(2, 52, (64, 12), generator=torch.Generator().manual_seed(2))
+    model = quantize_int8(net, ids[:2], [ids[:32]], dynamic=True)
+    weights = int8_weights(model)
+    assert {"fc1.weight", "fc2.weight"} <= set(weights)  # the embedding stays fp32 in XNNPACK
+    for name in ("fc1.weight", "fc2.weight"):
+        w, (values, _) = net.state_dict()[name], weights[name]
+        assert values.dtype == torch.int8 and torch.all(values[w == 0] == 0), name
+    assert any("choose_qparams" in str(n.target) for n in model.graph.nodes)  # per-row scales
+    with torch.no_grad():
+        want, got = net(ids), model(ids)
+    assert float((got - want).abs().max()) < 0.05 * float(want.abs().max())
+    path = tmp_path / "dynamic.pte"
+    path.write_bytes(deploy.pte_bytes(model, ids[:2]))
+    out = runtimes.open_file(path)(ids[:5])
+    assert out.shape == (5,) and float((out - got[:5]).abs().max()) < 1e-3
+
+
 @pytest.mark.slow  # make test-all: the time budget of make test (docs/design/testing.md)
 def test_a_text_model_s_int8_program_takes_any_batch_and_length(tmp_path):
     torch.manual_seed(0)
@@ -471,6 +493,8 @@ def test_a_missing_extra_is_one_line_naming_it(make_cfg, quantized_run, monkeypa
     (["quantize=qat", "quantize.lr=-1"], "quantize.lr=-1"),
     (["quantize=ptq", "quantize.calibration_batches=0"], "quantize.calibration_batches=0"),
     (["quantize=ptq", "quantize.per_channel=maybe"], "quantize.per_channel='maybe'"),
+    (["quantize=ptq", "quantize.activations=per_row"],
+     "quantize.activations='per_row': not an option; valid: static, dynamic"),
 ])
 def test_a_bad_quantize_value_is_one_line(make_cfg, overrides, message):
     with pytest.raises(PrunelabError) as err:

@@ -113,24 +113,27 @@ def capture(net: nn.Module, example: Tensor, train: bool = False) -> torch.fx.Gr
                           f"quantisation ({type(err).__name__}: {first_line(err)})") from None
 
 
-def xnnpack_quantizer(per_channel: bool = True, qat: bool = False) -> Any:
-    """The symmetric int8 XNNPACK quantizer (static activations)."""
+def xnnpack_quantizer(per_channel: bool = True, qat: bool = False, dynamic: bool = False) -> Any:
+    """The symmetric int8 XNNPACK quantizer: static activations (ranges observed in calibration),
+    or ``dynamic`` ones (each input row's range measured when it runs; linear layers only)."""
     # lazy: the optional extra (torchao + ExecuTorch), imported only when quantising
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
         get_symmetric_quantization_config,
     )
 
-    config = get_symmetric_quantization_config(is_per_channel=per_channel, is_qat=qat)
+    config = get_symmetric_quantization_config(is_per_channel=per_channel, is_qat=qat,
+                                               is_dynamic=dynamic)
     return XNNPACKQuantizer().set_global(config)
 
 
 @torch.no_grad()
 def quantize_int8(model: nn.Module, example_input: Tensor,
-                  calibration_batches: Iterable[Tensor], *, per_channel: bool = True
-                  ) -> torch.fx.GraphModule:
-    """Post-training static int8 quantisation: ``model`` captured, observed on
-    ``calibration_batches`` (inputs only) and converted; ``model`` itself is not changed.
+                  calibration_batches: Iterable[Tensor], *, per_channel: bool = True,
+                  dynamic: bool = False) -> torch.fx.GraphModule:
+    """Post-training int8 quantisation: ``model`` captured, observed on ``calibration_batches``
+    (inputs only) and converted; ``model`` itself is not changed. ``dynamic``: activations are
+    quantised per input row when the model runs instead of on calibrated ranges.
 
     The result is a graph module whose weights are int8 tensors with their scales (zero point
     0) and whose activations pass through quantize/dequantize pairs: run in PyTorch it computes
@@ -141,7 +144,8 @@ def quantize_int8(model: nn.Module, example_input: Tensor,
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     net = plain_copy(model).eval()
-    prepared = prepare_pt2e(capture(net, example_input), xnnpack_quantizer(per_channel))
+    prepared = prepare_pt2e(capture(net, example_input), xnnpack_quantizer(per_channel,
+                                                                           dynamic=dynamic))
     seen = 0
     for x in calibration_batches:
         prepared(x.contiguous())

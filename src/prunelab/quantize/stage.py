@@ -63,17 +63,26 @@ class Int8(NoQuantization):
         raise NotImplementedError
 
 
+ACTIVATIONS = ("static", "dynamic")
+
+
 @dataclass(frozen=True, kw_only=True)
 class PTQ(Int8):
-    """``quantize=ptq``: post-training static int8, the activation ranges observed on
-    ``calibration_batches`` training batches."""
+    """``quantize=ptq``: post-training int8, the activation ranges observed on
+    ``calibration_batches`` training batches (``activations=static``), or measured per input row
+    as the model runs (``activations=dynamic``: linear layers, e.g. a text classifier whose
+    pooled inputs vary in scale from one review to the next)."""
 
     name: ClassVar[str] = "ptq"
     calibration_batches: int = 32
+    activations: str = "static"
 
     def __post_init__(self) -> None:
         bounds.integer("calibration_batches", self.calibration_batches, 1,
                        MAX_CALIBRATION_BATCHES)
+        if self.activations not in ACTIVATIONS:
+            raise PrunelabError(f"activations={self.activations!r}: not an option; valid: "
+                                + ", ".join(ACTIVATIONS))
         super().__post_init__()
 
     def make_int8(self, system: Any, train_batches: Callable[[], Iterable[Any]]) -> tuple[Any, dict]:
@@ -83,8 +92,9 @@ class PTQ(Int8):
                                 "calibrate on")
         example = calibration[0][0][:2]
         model = pt2e.quantize_int8(network_of(system), example, (x for x, _ in calibration),
-                                   per_channel=self.per_channel)
-        return model, {"calibration_batches": len(calibration)}
+                                   per_channel=self.per_channel,
+                                   dynamic=self.activations == "dynamic")
+        return model, {"calibration_batches": len(calibration), "activations": self.activations}
 
 
 @dataclass(frozen=True, kw_only=True)
