@@ -512,5 +512,5 @@ def test_quantize_none_is_the_run_of_before_and_ptq_is_another(make_cfg):
     assert "quantize" not in plain  # a run folder of an earlier release resumes as it was
     ptq = result_config(make_cfg("quantize=ptq"))
     assert ptq["quantize"] == {"_target_": "prunelab.quantize.PTQ", "calibration_batches": 32,
-                               "per_channel": True}
+                               "per_channel": True, "activations": "static"}
     assert {k: v for k, v in ptq.items() if k != "quantize"} == plain
