@@ -137,6 +137,13 @@ def test_dynamic_activations_quantise_a_text_model_s_linear_layers_per_row(tmp_p
     path.write_bytes(deploy.pte_bytes(model, ids[:2]))
     out = runtimes.open_file(path)(ids[:5])
     assert out.shape == (5,) and float((out - got[:5]).abs().max()) < 1e-3
+    # the run's choice carries to the ONNX int8 file: ONNX Runtime's dynamic quantisation
+    source = deploy.Source(net, ids[:1], lambda: iter([ids[:32]]), dynamic=True)
+    written = deploy.write("onnx-int8", source, tmp_path / "dynamic.onnx")
+    assert "quantize_dynamic" in written.record["quantized_by"]
+    assert written.record["zeros_exact"] is True
+    out = runtimes.open_file(tmp_path / "dynamic.onnx")(ids)
+    assert float((out - want).abs().max()) < 0.05 * float(want.abs().max())
 
 
 @pytest.mark.slow  # make test-all: the time budget of make test (docs/design/testing.md)

@@ -50,12 +50,15 @@ OPSET = 17
 class Source:
     """What the writers take: the run's fp32 network, one input sample, the training inputs to
     calibrate int8 activation ranges on (a callable: read only when a format needs them), and
-    the run's own int8 model (``quantized_model.pt2`` of ``quantize=ptq|qat``) if it has one."""
+    the run's own int8 model (``quantized_model.pt2`` of ``quantize=ptq|qat``) if it has one.
+    ``dynamic``: the run quantised activations per row as they run
+    (``quantize.activations=dynamic``), and the int8 files made here do the same."""
 
     net: nn.Module
     example: Tensor
     calibration: Callable[[], Iterable[Tensor]]
     int8_program: Path | None = None
+    dynamic: bool = False
 
 
 @dataclass
@@ -152,14 +155,16 @@ class _Calibration:
 
 
 def write_onnx_int8(source: Source, path: Path) -> Written:
-    """ONNX Runtime's static quantisation of the fp32 ONNX model: QDQ format, int8 weights per
-    output channel (symmetric: a zero weight stays exactly zero) and int8 activations, their
-    ranges calibrated (min-max) on training batches."""
+    """ONNX Runtime's quantisation of the fp32 ONNX model: int8 weights per output channel
+    (symmetric: a zero weight stays exactly zero) and int8 activations, either static (QDQ
+    format, ranges calibrated min-max on training batches) or, for a run that quantised its
+    activations dynamically, ``quantize_dynamic`` (each row's range measured as it runs)."""
     from onnxruntime.quantization import (  # lazy: optional extra
         CalibrationDataReader,
         CalibrationMethod,
         QuantFormat,
         QuantType,
+        quantize_dynamic,
         quantize_static,
     )
 
@@ -172,18 +177,24 @@ def write_onnx_int8(source: Source, path: Path) -> Written:
         level = root.level  # quantize_static logs a pre-processing tip on the root logger
         root.setLevel(max(level, logging.ERROR))
         try:
-            quantize_static(str(fp32), str(int8), reader, quant_format=QuantFormat.QDQ,
-                            per_channel=True, activation_type=QuantType.QInt8,
-                            weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
+            if source.dynamic:
+                quantize_dynamic(str(fp32), str(int8), per_channel=True,
+                                 weight_type=QuantType.QInt8)
+            else:
+                quantize_static(str(fp32), str(int8), reader, quant_format=QuantFormat.QDQ,
+                                per_channel=True, activation_type=QuantType.QInt8,
+                                weight_type=QuantType.QInt8,
+                                calibrate_method=CalibrationMethod.MinMax)
         finally:
             root.setLevel(level)
         data = int8.read_bytes()
     atomic_write(path, data)
-    return Written(source.net, {
-        "quantized_by": "onnxruntime.quantization.quantize_static (QDQ, int8 weights per "
-                        "channel, int8 activations, min-max calibration)",
-        "calibration_batches": reader.seen,
-        "zeros_exact": onnx_zeros_exact(path, source.net)})
+    how = ("onnxruntime.quantization.quantize_dynamic (int8 weights per channel, int8 "
+           "activations on each row's range as it runs)" if source.dynamic else
+           "onnxruntime.quantization.quantize_static (QDQ, int8 weights per channel, int8 "
+           "activations, min-max calibration)")
+    return Written(source.net, {"quantized_by": how, "calibration_batches": reader.seen,
+                                "zeros_exact": onnx_zeros_exact(path, source.net)})
 
 
 def onnx_zeros_exact(path: Path, net: nn.Module) -> bool:
@@ -241,8 +252,10 @@ def int8_model(source: Source) -> tuple[nn.Module, dict[str, Any]]:
         model = pt2e.load_program(source.int8_program).module()
         return model, {"quantized_by": f"the run (quantize stage, {source.int8_program.name})"}
     model = pt2e.quantize_int8(source.net, source.example,
-                               _first(source.calibration(), CALIBRATION_BATCHES))
-    return model, {"quantized_by": "prunelab export: torchao PT2E post-training static int8 "
+                               _first(source.calibration(), CALIBRATION_BATCHES),
+                               dynamic=source.dynamic)
+    kind = "dynamic" if source.dynamic else "static"
+    return model, {"quantized_by": f"prunelab export: torchao PT2E post-training {kind} int8 "
                                    "(XNNPACK quantizer, weights per channel)",
                    "calibration_batches": CALIBRATION_BATCHES}
 

@@ -298,10 +298,12 @@ def export_run(run_dir: Path, encodings: list[str], out: Path | None = None,
         records.append(record)
     if formats:
         calibration = functools.partial(train_inputs, cfg, data_dir)
-        sources = {False: deploy.Source(net, example, calibration, run_dir / QUANTIZED_MODEL)}
+        dynamic = (results.get("quantize") or {}).get("activations") == "dynamic"
+        sources = {False: deploy.Source(net, example, calibration, run_dir / QUANTIZED_MODEL,
+                                        dynamic)}
         if any(deploy.is_compact(f) for f in formats):  # its int8 model is made at export
             sources[True] = deploy.Source(deploy.compacted_network(compact_file), example,
-                                          calibration)
+                                          calibration, dynamic=dynamic)
         with tempfile.TemporaryDirectory(prefix="prunelab-dense-") as tmp:
             baselines = Baselines(sources[False], Path(tmp)) if latency else None
             for fmt in formats:
