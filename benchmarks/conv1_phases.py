@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 from _deploy_models import executorch_program, int8_pt2e, lenet_pair, parse_units
 from torch import Tensor, nn
+
+from prunelab.export.timing import paired
 
 PHASES = ((0, 0), (0, 1), (1, 0), (1, 1))
 
@@ -97,16 +98,11 @@ def main() -> None:
                     print(f"{name} {kind}: max |difference| to the compacted eager network "
                           f"{(out - ref).abs().max().item():.2e}, argmax agreement {agree:.4f}")
                 methods[(name, kind)] = method
-    times: dict[tuple[str, str], list[float]] = {k: [] for k in methods}
-    order = list(methods)
-    for r in range(args.rounds):
-        for key in order[r % len(order):] + order[:r % len(order)]:
-            calls = []
-            for _ in range(5):
-                start = time.perf_counter()
-                methods[key].execute([x])
-                calls.append(time.perf_counter() - start)
-            times[key].append(statistics.median(calls))
+    # rounds of one 5-call block per program (its median call), the order rotating
+    keys = {f"{name} {kind}": (name, kind) for name, kind in methods}
+    timed = paired({label: (lambda m=methods[key]: m.execute([x])) for label, key in keys.items()},
+                   reps=args.rounds, block_s=0.0, warmup_s=0.0, min_calls=5)
+    times = {keys[label]: [t / 1e3 for t in ms] for label, ms in timed.items()}
     base = times[("dense", "fp32")]
     print(f"batch {args.batch}, {args.threads} threads, {args.rounds} rounds (ms; ratio to dense fp32, "
           "median of per-round ratios)")

@@ -50,7 +50,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import bisect
-import gc
 import json
 import os
 import platform
@@ -73,6 +72,7 @@ from _deploy_models import (
     parse_units,
 )
 
+from prunelab.export.timing import paired
 from prunelab.pruning.metrics import macs
 
 GOALS = {256: 0.10, 1: 0.30}  # compact int8 / dense fp32, same runtime
@@ -187,38 +187,11 @@ def agreement(variant: str, bs: int, out: torch.Tensor, net: torch.nn.Module, x:
 # ------------------------------------------------------------------------------ timing
 
 
-def per_call(fn: Call, n: int) -> float:
-    """Median seconds of ``n`` calls, each timed alone: a call that other processes interrupt
-    is an outlier the median drops, where a block's mean would keep it."""
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def interleaved(fns: dict[str, Call], reps: int, block_s: float, warmup_s: float
                 ) -> dict[str, list[float]]:
-    """ms per call of each function in ``reps`` rounds of one block each (its median call), the
-    order rotating."""
-    size = {}
-    for name, fn in fns.items():
-        t0 = time.perf_counter()
-        while time.perf_counter() - t0 < warmup_s:
-            fn()
-        size[name] = max(3, round(block_s / per_call(fn, 5)))
-    names = list(fns)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    gc.collect()
-    gc.disable()
-    try:
-        for r in range(reps):
-            for name in names[r % len(names):] + names[:r % len(names)]:
-                times[name].append(per_call(fns[name], size[name]) * 1e3)
-    finally:
-        gc.enable()
-    return times
+    """ms per call of each function in ``reps`` rounds of one block each (its median call, at
+    least 3 calls), the order rotating: prunelab export's own paired timing."""
+    return paired(fns, reps, block_s, warmup_s, min_calls=3)
 
 
 def summary(times: dict[str, list[float]]) -> dict[str, dict[str, float]]:

@@ -31,6 +31,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from prunelab import report as R
 from prunelab.io import atomic_save, atomic_write
 
 SEEDS = (0, 1, 2, 3, 4)
@@ -195,11 +196,6 @@ def verdict(goal: Goal, by_seed: dict[int, Run], values: dict[int, float]) -> st
     return "met" if not why else "not met: " + "; ".join(why)
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-            + ["| " + " | ".join(r) + " |" for r in rows])
-
-
 def _run_row(r: Run) -> list[str]:
     return [r.preset, str(r.seed), f"{r.err:.2f} %",
             "—" if r.val_acc is None else f"{100 * (1 - r.val_acc):.2f} %",
@@ -239,7 +235,7 @@ def records_md(runs: dict[str, dict[int, Run]], dense: dict[int, Run], notes: li
         limit = "below dense" if g.kind == "drop" else "error"
         rows.append([f"`experiment={g.preset}`", g.what, f"≤ {g.per_seed:.2f}{unit} {limit}",
                      f"≤ {g.mean:.2f}{unit}", seeds, mean, verdict(g, by_seed, values)])
-    lines += _table(["preset", "operating point", "goal, every seed", "goal, mean",
+    lines += R._table(["preset", "operating point", "goal, every seed", "goal, mean",
                      "seeds 0, 1, 2, 3, 4", "mean ± std", "verdict"], rows)
     if dense_acc is not None:
         accs = [100 * r.acc for _, r in sorted(dense.items())]
@@ -247,15 +243,15 @@ def records_md(runs: dict[str, dict[int, Run]], dense: dict[int, Run], notes: li
                   f"(seeds {', '.join(map(str, sorted(dense)))}: "
                   + ", ".join(f"{a:.2f}" for a in accs) + ")."]
     lines += ["", "![every seed of every goal](records.png)", "", "## Every run of the goals", ""]
-    lines += _table(RUN_HEADER, [_run_row(r) for g in GOALS
+    lines += R._table(RUN_HEADER, [_run_row(r) for g in GOALS
                                  for _, r in sorted(runs.get(g.preset, {}).items())])
     lines += ["", "## Other presets", ""]
     rows = []
     for p in OTHER_PRESETS:
         rows += [_run_row(r) for _, r in sorted(runs.get(p, {}).items())]
-    lines += _table(RUN_HEADER, rows) if rows else ["No runs found."]
+    lines += R._table(RUN_HEADER, rows) if rows else ["No runs found."]
     lines += ["", "## Published operating points (LeNet-5, 431K parameters)", ""]
-    lines += _table(["method", "weights kept", "test error", "epochs", "source"],
+    lines += R._table(["method", "weights kept", "test error", "epochs", "source"],
                     [list(p) for p in PUBLISHED])
     lines += ["", "## Notes", ""]
     lines += notes or ["No duplicate runs."]

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from prunelab.errors import ConfigError
 from prunelab.pruning.bias_folding import (
+    capture_inputs,
     check_batch,
     flatten,
     fold_group,
@@ -168,21 +169,6 @@ def _zero_units(module: nn.Module, units: set[int]) -> int:
     return removed
 
 
-def _inputs(work: nn.Module, modules: list[nn.Module], check: tuple[Tensor, ...]
-            ) -> dict[nn.Module, list[Tensor]]:
-    """What each of ``modules`` receives on the check batch (every call of a reused one)."""
-    seen: dict[nn.Module, list[Tensor]] = {m: [] for m in modules}
-    handles = [m.register_forward_pre_hook(lambda m, args: seen[m].append(args[0].detach()))
-               for m in seen]
-    try:
-        with torch.no_grad():
-            work(*check)
-    finally:
-        for h in handles:
-            h.remove()
-    return seen
-
-
 def _emits_zero(unit: int, consumers: list[_Consumer], seen: dict[nn.Module, list[Tensor]]
                 ) -> bool:
     """Whether every consumer receives exactly zero from ``unit`` on the check batch (a unit
@@ -207,7 +193,7 @@ def _constants(dg: Any, work: nn.Module, module: nn.Module, consumers: list[_Con
     idxs = [i for i in zero_units(module) if read[i]]
     if not idxs:
         return set(), set()
-    seen = _inputs(work, [c.module for c in consumers], check)
+    seen = capture_inputs(work, [c.module for c in consumers], check)
     zero = {i for i in idxs if _emits_zero(i, consumers, seen)}
     rest = [i for i in idxs if i not in zero]
     if not (fold and rest):

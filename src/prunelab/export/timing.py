@@ -67,9 +67,10 @@ def _median_call(call: Call, n: int) -> float:
 
 
 def paired(calls: dict[str, Call], reps: int | None = None, block_s: float | None = None,
-           warmup_s: float | None = None) -> dict[str, list[float]]:
+           warmup_s: float | None = None, min_calls: int = 1) -> dict[str, list[float]]:
     """Milliseconds per call of each of ``calls`` in each of ``reps`` rounds (the order of the
-    turns rotating round by round); defaults: :data:`REPS`, :data:`BLOCK_S`, :data:`WARMUP_S`."""
+    turns rotating round by round), each turn the median of a block of about ``block_s`` seconds
+    of calls (at least ``min_calls``); defaults: :data:`REPS`, :data:`BLOCK_S`, :data:`WARMUP_S`."""
     reps = REPS if reps is None else reps
     block_s = BLOCK_S if block_s is None else block_s
     warmup_s = WARMUP_S if warmup_s is None else warmup_s
@@ -79,7 +80,7 @@ def paired(calls: dict[str, Call], reps: int | None = None, block_s: float | Non
         while n < 3 or time.perf_counter() - t0 < warmup_s:
             call()
             n += 1
-        size[name] = max(1, round(block_s / max(_median_call(call, 3), 1e-7)))
+        size[name] = max(min_calls, round(block_s / max(_median_call(call, 3), 1e-7)))
     names = list(calls)
     out: dict[str, list[float]] = {n: [] for n in names}
     enabled = gc.isenabled()

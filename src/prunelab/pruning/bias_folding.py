@@ -128,8 +128,10 @@ def _channel_dim(module: nn.Module) -> int:
     return 1 if isinstance(module, _CONV) else -1
 
 
-def _capture_inputs(model: nn.Module, modules: Iterable[nn.Module],
-                    inputs: tuple[Tensor, ...]) -> dict[nn.Module, list[Tensor]]:
+def capture_inputs(model: nn.Module, modules: Iterable[nn.Module],
+                   inputs: tuple[Tensor, ...]) -> dict[nn.Module, list[Tensor]]:
+    """What each of ``modules`` receives when ``model`` runs ``inputs`` (every call of a reused
+    one)."""
     captured: dict[nn.Module, list[Tensor]] = {m: [] for m in modules}
 
     def grab(module: nn.Module, args: tuple[Any, ...]) -> None:
@@ -208,7 +210,7 @@ def fold_group(group: Any, dg: Any, model: nn.Module, inputs: tuple[Tensor, ...]
             w = module.weight.detach()
             if not bool((w[idxs].reshape(len(idxs), -1) == 0).all()):
                 return f"coupled layer {name(module)} has non-zero filters there", set()
-    captured = _capture_inputs(model, [m for m, _, _ in consumers], inputs)
+    captured = capture_inputs(model, [m for m, _, _ in consumers], inputs)
     deltas: list[tuple[nn.Module, Tensor]] = []
     for consumer, idxs, roots in consumers:
         xs = captured[consumer]
