@@ -219,14 +219,16 @@ def distributed_rank_world() -> tuple[int, int]:
     return 0, 1
 
 
-def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+def epoch_generator(seed: int, epoch: int, stream: str = "") -> torch.Generator:
     """A generator seeded from (seed, epoch) alone, by a hash of the pair.
 
     ``seed + epoch`` (DistributedSampler's choice) would give run seed=1 at epoch 0 the order
     of run seed=0 at epoch 1; packing both into one 64-bit number fails too, because torch's
-    CPU generator keeps only the low 32 bits of its seed.
+    CPU generator keeps only the low 32 bits of its seed. ``stream`` names an independent
+    sequence for the same pair (the shuffle order is the unnamed one).
     """
-    digest = hashlib.blake2b(f"{seed},{epoch}".encode(), digest_size=4).digest()
+    key = f"{seed},{epoch}" + (f",{stream}" if stream else "")
+    digest = hashlib.blake2b(key.encode(), digest_size=4).digest()
     return torch.Generator().manual_seed(int.from_bytes(digest, "little"))
 
 
@@ -298,7 +300,9 @@ class TensorBatchLoader:
     """An iterable of batches sliced from in-memory tensors; usable as a Lightning dataloader.
 
     Each batch is ``tuple(t[idx] for t in tensors)`` with one index tensor per batch, then
-    passed through ``transform`` if given (e.g. :func:`trim_padding`). Not a ``DataLoader``,
+    passed through ``transform`` if given (e.g. :func:`trim_padding`), then through ``augment``
+    if given: ``augment(batch, generator)`` with one generator per epoch, seeded from (seed,
+    epoch), so augmented batches are as reproducible as the order. Not a ``DataLoader``,
     so Lightning neither injects a DistributedSampler nor warns about workers; DDP sharding
     is done by :class:`EpochSampler`. ``sampler.set_epoch`` fixes the shuffle order.
     """
@@ -313,6 +317,7 @@ class TensorBatchLoader:
         transform: Callable[..., Batch] | None = None,
         rank: int | None = None,
         world_size: int | None = None,
+        augment: Callable[[Batch, torch.Generator], Batch] | None = None,
     ) -> None:
         tensors = tuple(tensors)
         if not tensors:
@@ -326,6 +331,7 @@ class TensorBatchLoader:
         self.batch_size = batch_size
         self.drop_last = drop_last
         self.transform = transform
+        self.augment = augment
         self.sampler = EpochSampler(n, shuffle, seed, rank=rank, world_size=world_size)
         # Lightning's _is_dataloader_shuffled reads batch_sampler whenever sampler exists.
         self.batch_sampler = None
@@ -346,13 +352,17 @@ class TensorBatchLoader:
     def __iter__(self) -> Iterator[Batch]:
         order = self.sampler.indices()
         bs = self.batch_size
+        gen = (epoch_generator(self.sampler.seed, self.sampler.epoch, "augment")
+               if self.augment is not None else None)
         for b in range(len(self)):
             if order is None:  # plain slices are views: no copy at all
                 batch = tuple(t[b * bs : (b + 1) * bs] for t in self.tensors)
             else:
                 idx = order[b * bs : (b + 1) * bs]
                 batch = tuple(t[idx] for t in self.tensors)
-            yield self.transform(*batch) if self.transform is not None else batch
+            if self.transform is not None:
+                batch = self.transform(*batch)
+            yield batch if gen is None else self.augment(batch, gen)
 
 
 def trim_padding(ids: Tensor, lengths: Tensor, *rest: Tensor) -> Batch:

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from prunelab import bounds
+from prunelab.data.augment import random_shift
 from prunelab.data.common import (
     TensorBatchLoader,
     cache_key,
@@ -45,6 +46,7 @@ FILES = {
 CACHE_VERSION = 1
 NUM_CLASSES = 10
 IMAGE_SHAPE = (1, 28, 28)
+MAX_SHIFT = 8  # data.augment_shift: beyond this a digit leaves the 28x28 frame
 
 
 # --------------------------------------------------------------------------- raw files
@@ -141,6 +143,7 @@ class MNISTDataModule(L.LightningDataModule):
         normalize_mean: float = 0.1307,
         normalize_std: float = 0.3081,
         num_classes: int = NUM_CLASSES,
+        augment_shift: int = 0,
     ) -> None:
         super().__init__()
         if num_classes != NUM_CLASSES:
@@ -151,6 +154,8 @@ class MNISTDataModule(L.LightningDataModule):
         bounds.integer("data.seed", seed, 0, bounds.MAX_SEED)
         bounds.number("data.normalize_mean", normalize_mean, -1.0, 1.0)
         bounds.number("data.normalize_std", normalize_std, 0.0, lo_open=True)
+        bounds.integer("data.augment_shift", augment_shift, 0, MAX_SHIFT,
+                       hint="the pixels a training image may move, 0 for none")
         self.save_hyperparameters()
         self.data_dir = Path(data_dir).expanduser()
         self.batch_size = int(batch_size)
@@ -160,6 +165,7 @@ class MNISTDataModule(L.LightningDataModule):
         self.download = download
         self.normalize_mean = float(normalize_mean)
         self.normalize_std = float(normalize_std)
+        self.augment_shift = int(augment_shift)
         self._cache_dir_arg = cache_dir
         self.train_data: tuple[Tensor, Tensor] | None = None
         self.val_data: tuple[Tensor, Tensor] | None = None
@@ -260,9 +266,17 @@ class MNISTDataModule(L.LightningDataModule):
         return data
 
     def train_dataloader(self) -> TensorBatchLoader:
+        augment = self._shift if self.augment_shift else None
         return TensorBatchLoader(
-            self._require(self.train_data), self.batch_size, shuffle=True, seed=self.seed
+            self._require(self.train_data), self.batch_size, shuffle=True, seed=self.seed,
+            augment=augment,
         )
+
+    def _shift(self, batch: tuple[Tensor, Tensor], gen: torch.Generator) -> tuple[Tensor, Tensor]:
+        """Training images moved by up to ``augment_shift`` pixels; the border is background."""
+        images, labels = batch
+        background = (0.0 - self.normalize_mean) / self.normalize_std
+        return random_shift(images, self.augment_shift, background, gen), labels
 
     def val_dataloader(self) -> TensorBatchLoader:
         return TensorBatchLoader(self._require(self.val_data), self.eval_batch_size, shuffle=False)
