@@ -35,6 +35,7 @@ from prunelab import report as R
 from prunelab.io import atomic_save, atomic_write
 
 SEEDS = (0, 1, 2, 3, 4)
+CONF = Path(__file__).resolve().parents[1] / "conf"
 # overrides that do not change what a run computes (its recipe): anything else makes it not a
 # run of the preset
 NEUTRAL = {"seed", "threads", "name", "verbosity", "quantize", "trainer.enable_progress_bar",
@@ -129,6 +130,40 @@ def read_run(path: Path) -> tuple[str | None, dict[str, str], Run] | None:
     return preset, rest, run
 
 
+def preset_settings(preset: str) -> dict[str, object]:
+    """The dotted keys a preset file sets itself (its recipe), with their values."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(CONF / "experiment" / f"{preset}.yaml")
+    flat: dict[str, object] = {}
+
+    def walk(node: object, prefix: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{prefix}{k}.")
+        else:
+            flat[prefix[:-1]] = node
+
+    walk({k: v for k, v in OmegaConf.to_container(cfg).items()
+          if k not in ("defaults", "description")}, "")
+    return flat
+
+
+def stale(preset: str, folder: Path) -> str | None:
+    """Why a run was made with an earlier version of its preset (a setting differs), or None."""
+    from omegaconf import OmegaConf
+
+    try:
+        cfg = OmegaConf.load(folder / ".hydra" / "config.yaml")
+    except (OSError, ValueError):
+        return "no .hydra/config.yaml"
+    for key, want in preset_settings(preset).items():
+        have = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+        if have != want:
+            return f"{key}: {have} in the run, {want} in the preset"
+    return None
+
+
 def collect(roots: list[Path]) -> tuple[dict[str, dict[int, Run]], dict[int, Run], list[str]]:
     """Runs by preset and seed (the newest of duplicates), the dense IMDB runs, notes."""
     runs: dict[str, dict[int, Run]] = {}
@@ -144,6 +179,10 @@ def collect(roots: list[Path]) -> tuple[dict[str, dict[int, Run]], dict[int, Run
             if (preset, rest) == DENSE_IMDB:
                 table = dense
             elif preset in wanted and not rest:
+                if (why := stale(preset, res.parent)) is not None:
+                    notes.append(f"- {preset} seed {run.seed}: `{run.folder}` left out, made with "
+                                 f"an earlier version of the preset ({why})")
+                    continue
                 table = runs.setdefault(preset, {})
             else:
                 continue
@@ -254,7 +293,7 @@ def records_md(runs: dict[str, dict[int, Run]], dense: dict[int, Run], notes: li
     lines += R._table(["method", "weights kept", "test error", "epochs", "source"],
                     [list(p) for p in PUBLISHED])
     lines += ["", "## Notes", ""]
-    lines += notes or ["No duplicate runs."]
+    lines += notes or ["No duplicate or outdated runs."]
     return "\n".join(lines) + "\n"
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from omegaconf import OmegaConf
 from test_report import _assert_nontrivial_png
 
 from prunelab import report as R
@@ -219,15 +220,25 @@ def test_make_records_checks_every_seed_and_the_mean_of_each_preset(
     mk = _make_records()
     one, two = tmp_path / "a" / "sweeps", tmp_path / "b" / "sweeps"
 
-    def run(root: Path, preset: str, seed: int, acc: float, *extra: str, **kw) -> Path:
+    def run(root: Path, preset: str, seed: int, acc: float, *extra: str, outdated: bool = False,
+            **kw) -> Path:
         overrides = [f"experiment={preset}", f"seed={seed}", "threads=1", "name=x", *extra]
-        return write_job(root / preset, f"s{seed}" + "".join(extra), "agp", "global_magnitude",
-                         0.99, seed, acc, 0.99, 40, overrides=overrides, **kw)
+        d = write_job(root / preset, f"s{seed}" + "".join(extra) + "old" * outdated, "agp",
+                      "global_magnitude", 0.99, seed, acc, 0.99, 40, overrides=overrides, **kw)
+        # the run's config holds what the preset file sets (an outdated run: one value differs)
+        cfg = OmegaConf.load(d / ".hydra" / "config.yaml")
+        for key, value in mk.preset_settings(preset).items():
+            OmegaConf.update(cfg, key, "other" if outdated else value, force_add=True)
+            outdated = False
+        OmegaConf.save(cfg, d / ".hydra" / "config.yaml")
+        return d
 
     # lenet5_99: seeds 0-4 at 0.70, 0.72, 0.74, 0.68, 0.71 % (mean 0.71 > 0.70), across roots
     for seed, err in enumerate((0.70, 0.72, 0.74, 0.68, 0.71)):
         run(one if seed < 2 else two, "lenet5_99", seed, 1 - err / 100, *(["quantize=ptq"] * (seed == 0)))
     run(two, "lenet5_99", 0, 0.9, "pruning/method=taylor")  # another recipe: not the preset
+    # made with an earlier version of the preset file (newer, yet left out, and said so)
+    run(two, "lenet5_99", 1, 0.95, outdated=True)
     # lenet5_99_64: every seed inside both limits
     for seed in range(5):
         run(one, "lenet5_99_64", seed, 0.9930)
@@ -260,7 +271,8 @@ def test_make_records_checks_every_seed_and_the_mean_of_each_preset(
     assert row.endswith("| not met: seed(s) 0, 1, 2, 3, 4 not run |")
     assert "Dense IMDB reference" in md and "87.00 %" in md
     # the quantised run shows its int8 error beside the fp32 one; the taylor run is nowhere
-    assert "| lenet5_99 | 0 | 0.70 % |" in md and "10.00 %" not in md
+    assert "| lenet5_99 | 0 | 0.70 % |" in md and "10.00 %" not in md and "5.00 %" not in md
+    assert "lenet5_99 seed 1: " in md and "made with an earlier version of the preset" in md
     assert (out / "records.png").stat().st_size > 10_000
 
 

@@ -40,6 +40,7 @@ DOCUMENTED: dict[str, dict[str, tuple[str, str]]] = {
     "seed": {"0": RANGES},
     "data.seed": {"0": RANGES},
     "data.val_size": {"0": ("docs/guide/reliability.md", "No validation data (`data.val_size=0`)")},
+    "data.augment_shift": {"0": ("docs/guide/configuration.md", "0: no augmentation")},
     "model.optimizer.lr": dict.fromkeys(("1e12", "1000000000000"), (
         "docs/guide/reliability.md", "e.g. `model.optimizer.lr=1e6`")),
     "model.optimizer.weight_decay": {"0": RANGES, **dict.fromkeys(("1e12", "1000000000000"), (
