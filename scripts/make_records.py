@@ -36,6 +36,7 @@ from prunelab.io import atomic_save, atomic_write
 
 SEEDS = (0, 1, 2, 3, 4)
 CONF = Path(__file__).resolve().parents[1] / "conf"
+_ABSENT = object()
 # overrides that do not change what a run computes (its recipe): anything else makes it not a
 # run of the preset
 NEUTRAL = {"seed", "threads", "name", "verbosity", "quantize", "trainer.enable_progress_bar",
@@ -158,9 +159,9 @@ def stale(preset: str, folder: Path) -> str | None:
     except (OSError, ValueError):
         return "no .hydra/config.yaml"
     for key, want in preset_settings(preset).items():
-        have = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+        have = OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=False)
         if have != want:
-            return f"{key}: {have} in the run, {want} in the preset"
+            return f"{key}: {'not set' if have is _ABSENT else have} in the run, {want} in the preset"
     return None
 
 

@@ -32,8 +32,10 @@ def common(data: Path) -> list[str]:
             "trainer.enable_progress_bar=false", "threads=1"]
 
 
+# with shifted training images (the record presets'), whose offsets must also repeat on resume
 ITERATIVE = ["pruning=iterative", "pruning.schedule.initial=0.2", "pruning.schedule.amount=0.6",
-             "pruning.schedule.step_size=null", "pruning.schedule.n_steps=3", "trainer.max_epochs=5"]
+             "pruning.schedule.step_size=null", "pruning.schedule.n_steps=3", "trainer.max_epochs=5",
+             "data.augment_shift=2"]
 LOTTERY = ["pruning=lottery", "pruning.schedule.rate=0.3", "pruning.schedule.amount=0.6", "trainer.max_epochs=5"]
 # masks rewired every 10 of the 50 steps an epoch, through the kill and after it
 RIGL = ["pruning=rigl", "pruning.schedule.amount=0.9", "pruning.schedule.update_every=10",
