@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import os
 import platform
@@ -33,6 +34,7 @@ from pathlib import Path
 
 from prunelab import report as R
 from prunelab.io import atomic_save, atomic_write
+from prunelab.report.load import flatten_config
 
 SEEDS = (0, 1, 2, 3, 4)
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -131,23 +133,13 @@ def read_run(path: Path) -> tuple[str | None, dict[str, str], Run] | None:
     return preset, rest, run
 
 
+@functools.cache
 def preset_settings(preset: str) -> dict[str, object]:
     """The dotted keys a preset file sets itself (its recipe), with their values."""
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.load(CONF / "experiment" / f"{preset}.yaml")
-    flat: dict[str, object] = {}
-
-    def walk(node: object, prefix: str) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                walk(v, f"{prefix}{k}.")
-        else:
-            flat[prefix[:-1]] = node
-
-    walk({k: v for k, v in OmegaConf.to_container(cfg).items()
-          if k not in ("defaults", "description")}, "")
-    return flat
+    cfg = OmegaConf.to_container(OmegaConf.load(CONF / "experiment" / f"{preset}.yaml"))
+    return flatten_config({k: v for k, v in cfg.items() if k != "defaults"})
 
 
 def stale(preset: str, folder: Path) -> str | None:
@@ -155,11 +147,11 @@ def stale(preset: str, folder: Path) -> str | None:
     from omegaconf import OmegaConf
 
     try:
-        cfg = OmegaConf.load(folder / ".hydra" / "config.yaml")
+        run = flatten_config(OmegaConf.to_container(OmegaConf.load(folder / ".hydra" / "config.yaml")))
     except (OSError, ValueError):
         return "no .hydra/config.yaml"
     for key, want in preset_settings(preset).items():
-        have = OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=False)
+        have = run.get(key, _ABSENT)
         if have != want:
             return f"{key}: {'not set' if have is _ABSENT else have} in the run, {want} in the preset"
     return None

@@ -19,6 +19,7 @@ from test_report import _assert_nontrivial_png
 from prunelab import report as R
 from prunelab.cli import report as report_cli
 
+ROOT = Path(__file__).resolve().parents[1]
 PARAMS, MACS = 100_000, 2_000_000
 DENSE = {0: 0.9940, 1: 0.9944, 2: 0.9936}
 
@@ -226,10 +227,11 @@ def test_make_records_checks_every_seed_and_the_mean_of_each_preset(
         d = write_job(root / preset, f"s{seed}" + "".join(extra) + "old" * outdated, "agp",
                       "global_magnitude", 0.99, seed, acc, 0.99, 40, overrides=overrides, **kw)
         # the run's config holds what the preset file sets (an outdated run: one value differs)
-        cfg = OmegaConf.load(d / ".hydra" / "config.yaml")
-        for key, value in mk.preset_settings(preset).items():
-            OmegaConf.update(cfg, key, "other" if outdated else value, force_add=True)
-            outdated = False
+        own = OmegaConf.load(ROOT / "conf" / "experiment" / f"{preset}.yaml")
+        cfg = OmegaConf.merge(OmegaConf.load(d / ".hydra" / "config.yaml"),
+                              {k: v for k, v in own.items() if k != "defaults"})
+        if outdated:
+            OmegaConf.update(cfg, next(iter(mk.preset_settings(preset))), "other")
         OmegaConf.save(cfg, d / ".hydra" / "config.yaml")
         return d
 

@@ -60,13 +60,13 @@ def _read_json(path: Path) -> dict[str, Any]:
     return payload
 
 
-def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+def flatten_config(node: Any, prefix: str = "") -> dict[str, Any]:
     """A nested config as ``{"dotted.key": leaf}`` (lists as tuples; descriptions left out)."""
     if isinstance(node, dict):
         out: dict[str, Any] = {}
         for k, v in node.items():
             if k != "description":
-                out.update(_flatten(v, f"{prefix}{k}."))
+                out.update(flatten_config(v, f"{prefix}{k}."))
         return out if out or not prefix else {prefix[:-1]: None}
     if isinstance(node, list):
         return {prefix[:-1]: tuple(repr(v) for v in node)}
@@ -112,7 +112,7 @@ def _hydra_meta(path: Path) -> tuple[dict[str, Any], list[str]]:
             meta["budget"] = _config_budget((plain.get("pruning") or {}).get("budget"))
             if isinstance(plain.get("objectives"), list):
                 meta["objectives"] = [str(o) for o in plain["objectives"]]
-            meta["config"] = _flatten(plain)
+            meta["config"] = flatten_config(plain)
     except Exception:  # a half-written or foreign .hydra folder: fall back to what we have
         pass
     return meta, overrides
